@@ -1,0 +1,240 @@
+"""lmms-eval task hooks for the nine ECGBench subsets.
+
+`yaml_tasks/ecgbench/utils.py` only re-exports these names: lmms-eval loads that file by path,
+outside `sys.modules`, so the real code lives here (one copy of module state, normal imports).
+
+Documents are the normalized rows of `pulse_tasks.data` (id, subset, image, image_path,
+questions, answers, gold_options). Scoring records come from `pulse_tasks.metrics` (automatic
+subsets) or `pulse_tasks.judge` (report and arena), one record per item, stored under every
+metric name so that lmms-eval's samples file keeps it and each aggregation recomputes its corpus
+metric from the records.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from functools import partial
+from typing import Any
+
+from pulse_tasks.subsets import BY_CONFIG, SUBSETS, Subset, get_subset
+
+log = logging.getLogger("ecgbench")
+
+# Metric names per kind, in the order lmms-eval prints them. Paper mode first (the published
+# protocol), strict mode next to it, then the counts that qualify both.
+MULTILABEL_METRICS = ("auc", "f1", "hamming_loss")
+ACCURACY_METRICS = ("accuracy",)
+COUNT_METRICS = ("unparsed", "invalid_rate")
+REPORT_CRITERIA = ("diagnosis", "waveform", "rhythm")
+ARENA_CRITERIA = ("accuracy", "completeness", "instruction_adherence")
+# Lower is better only for Hamming loss and the failure counts.
+LOWER_IS_BETTER = frozenset({"hamming_loss_paper", "hamming_loss_strict", "unparsed", "invalid_rate", "judge_failed"})
+
+# Environment switch for runs that only generate (lmms-eval's --predict_only is applied after the
+# tasks are built, so the judge check at task load cannot see it through the API).
+SKIP_JUDGE_CHECK_ENV = "ECGBENCH_SKIP_JUDGE_CHECK"
+
+
+def metric_names(subset: Subset) -> tuple[str, ...]:
+    """The lmms-eval metric names reported for one subset."""
+    if subset.kind == "multilabel":
+        base = MULTILABEL_METRICS
+    elif subset.kind in ("letter", "ecgqa"):
+        base = ACCURACY_METRICS
+    else:
+        criteria = REPORT_CRITERIA if subset.kind == "report" else ARENA_CRITERIA
+        return ("judge_score", *criteria, "judge_failed")
+    return (*(f"{m}_paper" for m in base), *(f"{m}_strict" for m in base), *COUNT_METRICS)
+
+
+# ---------------------------------------------------------------- documents
+
+
+def process_docs(dataset: Any, subset: str) -> Any:
+    """Normalize a loaded split (hub rows or already-normalized rows) for one subset.
+
+    For the judged subsets this is also the fail-fast point: it runs when the task is built,
+    before any model inference, and stops a run that has no judge configured.
+    """
+    from pulse_tasks.data import normalize
+
+    spec = get_subset(subset)
+    if spec.kind in ("report", "arena"):
+        _check_judge_configured(spec)
+    return normalize(dataset, spec.config)
+
+
+def _predict_only_requested() -> bool:
+    # The CLI flag is visible in argv; API users set the environment switch instead.
+    return "--predict_only" in sys.argv or os.environ.get(SKIP_JUDGE_CHECK_ENV, "") not in ("", "0")
+
+
+def _check_judge_configured(spec: Subset) -> None:
+    if _predict_only_requested():
+        return
+    from pulse_tasks import judge
+
+    judge.check_configured(judge.settings_from_env())
+
+
+# One process_docs per subset: hub rows carry no subset name. partial keeps them plain data.
+PROCESS_DOCS = {s.config: partial(process_docs, subset=s.config) for s in SUBSETS}
+
+
+def doc_to_visual(doc: dict) -> list:
+    """The ECG image, first and only visual (the reference puts the image before the question)."""
+    image = doc["image"]
+    return [image.convert("RGB") if getattr(image, "mode", "RGB") != "RGB" else image]
+
+
+def _specific(kwargs: dict | None) -> tuple[str, str]:
+    kwargs = kwargs or {}
+    return kwargs.get("pre_prompt", "") or "", kwargs.get("post_prompt", "") or ""
+
+
+def _question(doc: dict, turn: int, lmms_eval_specific_kwargs: dict | None) -> str:
+    pre, post = _specific(lmms_eval_specific_kwargs)
+    return f"{pre}{doc['questions'][turn]}{post}"
+
+
+def history_transcript(questions: list[str], outputs: list[str], next_question: str) -> str:
+    """A turn for adapters that keep no history: earlier turns spelled out in the text."""
+    lines = ["This continues a conversation about the same ECG image."]
+    for q, a in zip(questions, outputs):
+        lines.append(f"Earlier question: {q}\nYour earlier answer: {a}")
+    lines.append(f"Next question: {next_question}")
+    return "\n\n".join(lines)
+
+
+def doc_to_text(
+    doc: dict,
+    lmms_eval_specific_kwargs: dict | None = None,
+    previous_output: list[str] | None = None,
+    round_idx: int | None = None,
+    previous_round_info: dict | None = None,
+) -> Any:
+    """The question text; for later arena rounds lmms-eval's multi-round 5-tuple.
+
+    Round r >= 1 returns (visuals, text, terminal, previous_output, info). `text` spells the
+    history out for adapters that keep none; `info["ecgbench_turns"]` carries the same history
+    as structured (question, answer) pairs for adapters that build a real multi-turn prompt
+    (our `pulse` adapter does).
+    """
+    if not round_idx:
+        return _question(doc, 0, lmms_eval_specific_kwargs)
+    outputs = list(previous_output or [])
+    questions = [_question(doc, i, lmms_eval_specific_kwargs) for i in range(len(doc["questions"]))]
+    if round_idx >= len(questions):
+        return None, None, True, outputs, previous_round_info
+    turns = [[q, a] for q, a in zip(questions[:round_idx], outputs[:round_idx])]
+    info = {"ecgbench_turns": turns, "question": questions[round_idx], "round_idx": round_idx}
+    text = history_transcript(questions[:round_idx], outputs[:round_idx], questions[round_idx])
+    return doc_to_visual(doc), text, False, outputs, info
+
+
+def _user(content_text: str, image: Any | None) -> dict:
+    content: list[dict] = []
+    if image is not None:
+        content.append({"type": "image", "url": image})
+    content.append({"type": "text", "text": content_text})
+    return {"role": "user", "content": content}
+
+
+def doc_to_messages(
+    doc: dict,
+    lmms_eval_specific_kwargs: dict | None = None,
+    round_idx: int | None = None,
+    previous_output: list[str] | None = None,
+    previous_round_info: dict | None = None,
+) -> Any:
+    """Chat messages: the image first, then the question; later arena rounds carry the full history.
+
+    Chat adapters are stateless between rounds (lmms-eval's vllm/openai chat loops send each
+    round's messages as they are), so round r's messages hold every earlier turn.
+    """
+    image = doc_to_visual(doc)[0]
+    questions = [_question(doc, i, lmms_eval_specific_kwargs) for i in range(len(doc["questions"]))]
+    if not round_idx:
+        return [_user(questions[0], image)]
+    outputs = list(previous_output or [])
+    if round_idx >= len(questions):
+        return None, True, outputs, previous_round_info
+    messages = [_user(questions[0], image)]
+    for i in range(round_idx):
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": outputs[i]}]})
+        messages.append(_user(questions[i + 1], None))
+    return messages, False, outputs, {"round_idx": round_idx}
+
+
+def doc_to_target(doc: dict) -> str:
+    """The gold answer of the first turn (ECG-QA: the gold options joined by ', ')."""
+    return doc["answers"][0]
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def _responses(results: list) -> list[str]:
+    # generate_until gives [text]; multi-round gives [[turn1, turn2]] (or [turn1, turn2]).
+    if results and isinstance(results[0], (list, tuple)):
+        return list(results[0])
+    return list(results)
+
+
+def process_results(doc: dict, results: list) -> dict[str, dict]:
+    """Score one item; the same record goes under every metric name of its subset."""
+    spec = BY_CONFIG[doc["subset"]]
+    responses = _responses(results)
+    if spec.kind in ("report", "arena"):
+        from pulse_tasks import judge
+
+        answer: Any = responses[0] if spec.kind == "report" else responses
+        record = judge.score_item(spec.config, doc, answer)
+    else:
+        from pulse_tasks import metrics
+
+        record = metrics.score_item(spec, doc, responses[0] if responses else None)
+    record = {**record, "subset": spec.config, "id": doc["id"]}
+    return {name: record for name in metric_names(spec)}
+
+
+def aggregate_metric(records: list[dict], metric: str) -> float:
+    """Corpus value of one metric name (e.g. "auc_paper", "unparsed", "judge_score")."""
+    if not records:
+        return float("nan")
+    spec = BY_CONFIG[records[0]["subset"]]
+    if spec.kind in ("report", "arena"):
+        from pulse_tasks import judge
+
+        agg = judge.aggregate(records)
+        if metric == "judge_score":
+            value = agg.get("score")
+        elif metric == "judge_failed":
+            value = agg.get("n_failed", 0)
+        else:
+            value = _criterion(agg.get("criteria") or {}, metric)
+        return float("nan") if value is None else float(value)
+    from pulse_tasks import metrics
+
+    agg = metrics.aggregate(spec, records)
+    if metric in COUNT_METRICS:
+        return float(agg[metric])
+    name, _, mode = metric.rpartition("_")
+    return float(agg[mode][name])
+
+
+def _criterion(criteria: dict, metric: str) -> float | None:
+    # Judge criteria keep their rubric spelling ("Instruction Adherence"); metric names are snake_case.
+    for key, value in criteria.items():
+        if key.lower().replace(" ", "_") == metric:
+            return value
+    return None
+
+
+AGGREGATIONS = {
+    name: partial(aggregate_metric, metric=name)
+    for spec in SUBSETS
+    for name in metric_names(spec)
+}

@@ -1,0 +1,152 @@
+"""Where lmms-eval finds the ECGBench tasks, and which data they read.
+
+The packaged task folder (`yaml_tasks/` in the repository, `pulse_yaml_tasks` once installed)
+reads the hub copy `PULSE-ECG/ECGBench`. YAML has no way to choose the data at run time, so for a
+local copy (`ECGBENCH_DATA=DIR`, or `--data DIR` on our commands) we write a generated copy of the
+task folder whose tasks read normalized parquet files made from that copy (see
+`pulse_tasks.data.materialize`), keyed by the copy's fingerprint so it is built once.
+
+`install_task_hook()` makes a plain `lmms-eval --tasks ecgbench_ptb` find our tasks: lmms-eval
+imports its model registry (and so our entry point, `pulse_models.registry.register`) before it
+builds its TaskManager, and the hook adds our folder to the TaskManager's include paths. That
+wraps one lmms-eval 0.7 method; tests/test_lmms_eval_cli.py fails when it stops working, and the
+documented fallback is `--include_path "$(ecgbench tasks --print-path)"`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+from importlib import resources
+from pathlib import Path
+
+from pulse_tasks.subsets import SUBSETS
+
+TASK_FOLDER = "ecgbench"  # sub-folder holding the YAMLs (lmms-eval searches include paths recursively)
+TEMPLATE = "_default_template_yaml"
+CACHE_ENV = "ECGBENCH_CACHE"  # where generated task folders and materialized data live
+GENERATED_VERSION = "1"  # bump when the generated layout changes, so stale folders are rebuilt
+
+
+def packaged_task_root() -> Path:
+    """The folder to pass to lmms-eval's include path for the hub data (contains `ecgbench/`)."""
+    return Path(str(resources.files("pulse_yaml_tasks")))
+
+
+def cache_root() -> Path:
+    """Root of our on-disk cache (generated task folders, materialized data)."""
+    base = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "ecgbench")
+    return Path(base)
+
+
+def task_root(data: str | os.PathLike | None = None) -> Path:
+    """The include path serving the tasks for `data` (argument, else $ECGBENCH_DATA, else the hub)."""
+    from pulse_tasks.data import resolve_source
+
+    source = resolve_source(data)
+    if source.kind == "hub":
+        return packaged_task_root()
+    return _generated_task_root(source)
+
+
+def _generated_task_root(source) -> Path:
+    from pulse_tasks.data import materialize
+
+    fingerprint = source.fingerprint()
+    key = hashlib.sha256(f"{GENERATED_VERSION}|{fingerprint}".encode()).hexdigest()[:16]
+    root = cache_root() / "tasks" / key
+    done = root / "complete.json"
+    if done.exists():
+        return root
+    data_dir = cache_root() / "data" / key
+    files = materialize(source, data_dir)
+    staging = root.with_name(root.name + f".tmp{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    folder = staging / TASK_FOLDER
+    shutil.copytree(packaged_task_root() / TASK_FOLDER, folder, ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
+    template = folder / TEMPLATE
+    text = template.read_text().replace(
+        'data_source: "hub:PULSE-ECG/ECGBench"', f"data_source: {json.dumps(fingerprint)}"
+    )
+    template.write_text(text)
+    for spec in SUBSETS:
+        path = files.get(spec.config)
+        task_yaml = folder / f"{spec.task}.yaml"
+        if path is None:
+            # A partial copy: a task without data must not silently fall back to the hub.
+            task_yaml.unlink()
+            continue
+        with task_yaml.open("a") as fh:
+            fh.write(
+                "# Generated for a local copy: normalized parquet made by pulse_tasks.data.materialize.\n"
+                "dataset_path: parquet\n"
+                "dataset_name: null\n"
+                "dataset_kwargs:\n"
+                f"  data_files:\n    test: {json.dumps(str(Path(path).resolve()))}\n"
+            )
+    for group in ("ecgbench.yaml", "ecgbench_auto.yaml"):
+        _drop_missing_from_group(folder / group, {s.task for s in SUBSETS if s.config in files})
+    (staging / "complete.json").write_text(json.dumps({"data_source": fingerprint, "subsets": sorted(files)}))
+    if root.exists():  # another process finished first; keep its folder
+        shutil.rmtree(staging, ignore_errors=True)
+    else:
+        os.replace(staging, root)
+    return root
+
+
+def _drop_missing_from_group(path: Path, present: set[str]) -> None:
+    lines = [
+        line for line in path.read_text().splitlines()
+        if not (line.strip().startswith("- ecgbench_") and line.strip()[2:] not in present)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def is_our_task_root(path: str | os.PathLike) -> bool:
+    """True when `path` is (or contains) an ECGBench task folder made by this package."""
+    template = Path(path) / TASK_FOLDER / TEMPLATE
+    return template.is_file() and "PULSE-ECG/ECGBench" in template.read_text()
+
+
+def install_task_hook() -> None:
+    """Make lmms-eval's TaskManager include our task folder (idempotent)."""
+    from lmms_eval.tasks import TaskManager
+
+    original = TaskManager.initialize_tasks
+    if getattr(original, "_ecgbench_hook", False):
+        return
+
+    def initialize_tasks(self, include_path=None, include_defaults=True):
+        paths = [] if include_path is None else ([include_path] if isinstance(include_path, (str, os.PathLike)) else list(include_path))
+        if not any(is_our_task_root(p) for p in paths):
+            paths.append(str(task_root()))
+        return original(self, include_path=paths, include_defaults=include_defaults)
+
+    initialize_tasks._ecgbench_hook = True  # type: ignore[attr-defined]
+    initialize_tasks.__wrapped__ = original  # type: ignore[attr-defined]
+    TaskManager.initialize_tasks = initialize_tasks
+
+
+# ---------------------------------------------------------------- `ecgbench tasks`
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="local ECGBench copy (default: $ECGBENCH_DATA, else the hub)")
+    parser.add_argument("--print-path", action="store_true", help="print only the include path")
+
+
+def run(args: argparse.Namespace) -> int:
+    root = task_root(args.data)
+    if args.print_path:
+        print(root)
+        return 0
+    print(json.dumps({
+        "include_path": str(root),
+        "tasks": [s.task for s in SUBSETS],
+        "groups": {"ecgbench": "all nine", "ecgbench_auto": "the seven scored without a judge"},
+        "usage": f"lmms-eval --include_path {root} --tasks ecgbench ...",
+    }, indent=2))
+    return 0

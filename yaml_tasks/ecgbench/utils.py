@@ -1,0 +1,40 @@
+"""Re-exports of pulse_tasks.hooks for lmms-eval, which loads this file by path (keep it thin)."""
+
+from pulse_tasks.hooks import (  # noqa: F401
+    AGGREGATIONS,
+    PROCESS_DOCS,
+    doc_to_messages,
+    doc_to_target,
+    doc_to_text,
+    doc_to_visual,
+    process_results,
+)
+
+process_docs_ptb = PROCESS_DOCS["ptb-test"]
+process_docs_ptb_report = PROCESS_DOCS["ptb-test-report"]
+process_docs_code15 = PROCESS_DOCS["code15-test"]
+process_docs_ecgqa = PROCESS_DOCS["ecgqa-test"]
+process_docs_cpsc = PROCESS_DOCS["cpsc-test"]
+process_docs_csn = PROCESS_DOCS["csn-test-no-cot"]
+process_docs_g12 = PROCESS_DOCS["g12-test-no-cot"]
+process_docs_mmmu = PROCESS_DOCS["mmmu-ecg"]
+process_docs_arena = PROCESS_DOCS["arena"]
+
+agg_auc_paper = AGGREGATIONS["auc_paper"]
+agg_f1_paper = AGGREGATIONS["f1_paper"]
+agg_hamming_loss_paper = AGGREGATIONS["hamming_loss_paper"]
+agg_auc_strict = AGGREGATIONS["auc_strict"]
+agg_f1_strict = AGGREGATIONS["f1_strict"]
+agg_hamming_loss_strict = AGGREGATIONS["hamming_loss_strict"]
+agg_unparsed = AGGREGATIONS["unparsed"]
+agg_invalid_rate = AGGREGATIONS["invalid_rate"]
+agg_judge_score = AGGREGATIONS["judge_score"]
+agg_diagnosis = AGGREGATIONS["diagnosis"]
+agg_waveform = AGGREGATIONS["waveform"]
+agg_rhythm = AGGREGATIONS["rhythm"]
+agg_judge_failed = AGGREGATIONS["judge_failed"]
+agg_accuracy_paper = AGGREGATIONS["accuracy_paper"]
+agg_accuracy_strict = AGGREGATIONS["accuracy_strict"]
+agg_accuracy = AGGREGATIONS["accuracy"]
+agg_completeness = AGGREGATIONS["completeness"]
+agg_instruction_adherence = AGGREGATIONS["instruction_adherence"]
