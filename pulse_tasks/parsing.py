@@ -1,0 +1,336 @@
+"""Turn a model's free-text answer into a letter, a label set or an ECG-QA option set.
+
+Two rule sets live side by side, as pure functions:
+
+* **paper mode** (``*_paper``) reproduces the reference scripts of the PULSE paper exactly,
+  quirks included (see /work/shared/docs/ecgbench-protocol.md), so published numbers can be
+  matched;
+* **strict mode** (``*_strict``) scores what the model actually said.
+
+Every parser returns an explicit "unparsed" value (``None`` for a letter, an empty list for a
+label/option set); the metrics count it, never silently score it as 0.
+
+What strict mode accepts
+------------------------
+Letters (``parse_letter_strict``), tried in this order; the letter must be an UPPER-case letter of
+the subset (A-D for mmmu-ecg, A-H for csn/g12), anything else is unparsed (and scored wrong):
+
+1. the whole response is the letter, optionally in parentheses and/or followed by ``.`` ``)`` or
+   ``:`` -- ``"B"``, ``"B."``, ``"(B)"``, ``"B)"``;
+2. a final-answer marker -- ``answer:``, ``answer is``, ``correct option:``, ``correct option is``
+   (any case, whole words) -- and the letter right after the LAST marker, optionally in
+   parentheses, then the end of the text, punctuation (``. , ; : ! ) ]``), a line break, or a
+   space before ``(`` or a dash (``"Answer: C"``, ``"Answer: C. Sinus rhythm"``,
+   ``"The correct option is (C)."``, ``"Answer: C (atrial flutter)"``; ``"Answer: A normal ECG"``,
+   ``"Answer: A-fib"`` and ``"Answer: B because ..."`` are unparsed). When the last
+   marker is not followed by a valid letter the response is unparsed: earlier markers and other
+   rules are not tried;
+3. the response starts with an option label -- ``"C. Atrial fibrillation"``, ``"(C) ..."``,
+   ``"C) ..."``, ``"C: ..."`` (the label followed by whitespace or the end).
+
+No other letter counts: ``"A."`` inside a word or sentence (``"USA."``, ``"... type A."``), stray
+capitals after ``Answer:`` (``"Answer: Based on ..."``) and letters outside the subset are not
+answers.
+
+Labels (``parse_labels_strict``): the text after the last ``answer:`` (any case) when there is
+one, else the whole response; a label counts when it occurs as a whole token, case-insensitively.
+Tokens are runs of letters, digits, ``-`` and ``_``, so ``I-AVB`` and ``1dAVb`` are single tokens,
+``NORM`` never matches inside ``ABNORMAL``, ``AF`` never inside ``AFL``/``non-AF``, ``ST`` never
+inside ``STD``/``STE``/``ST-segment``, ``MI`` never inside ``MILD``. Only the subset's label
+names are recognised (no synonyms such as "normal" or "first-degree AV block").
+
+ECG-QA options (``parse_ecgqa_strict``): the options are the paper's candidates, normalised
+(lower-cased, whitespace collapsed, a trailing period dropped, empty ones dropped). An option is
+chosen when it occurs in the lower-cased response as a whole phrase (not preceded or followed by
+a letter or digit); longer options are matched first and their text is masked, so ``"no"`` never
+matches inside ``"none"`` or ``"not sure"`` and ``"fibrillation"`` not inside a matched
+``"atrial fibrillation"``.
+
+Response states (``response_status``): ``ok``; ``failed`` (a generation-failure marker from our
+adapter or lmms-eval's API adapters); ``empty`` (empty or whitespace only); ``not_text`` (not a
+string, e.g. a number or list); ``not_utf8`` (bytes that are not UTF-8, or a string holding lone
+surrogates from undecodable bytes); ``missing`` (``None``: no prediction for the item).
+Only ``ok`` responses are parsed; all others are unparsed in paper mode and invalid in strict mode.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Iterable
+
+# --------------------------------------------------------------------------------------------
+# Response states
+# --------------------------------------------------------------------------------------------
+
+# Our adapter and lmms-eval's API adapters return these markers instead of raising.
+FAILED_PREFIXES = ("[ECGBENCH_GENERATION_FAILED", "[LMMS_EVAL_REQUEST_FAILED")
+
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"  # generation failure marker
+STATUS_EMPTY = "empty"  # "" or whitespace only
+STATUS_NOT_TEXT = "not_text"  # not a str/bytes at all
+STATUS_NOT_UTF8 = "not_utf8"  # undecodable bytes
+STATUS_MISSING = "missing"  # None: the item has no prediction
+INVALID_STATUSES = (STATUS_EMPTY, STATUS_NOT_TEXT, STATUS_NOT_UTF8)
+
+
+def response_status(response: object) -> str:
+    """Classify a raw response: one of the ``STATUS_*`` values (never raises)."""
+    text, status = coerce_response(response)
+    return status
+
+
+def coerce_response(response: object) -> tuple[str, str]:
+    """Return ``(text, status)``: the response as text when it is usable, else ``("", status)``.
+
+    ``None`` is ``missing``; bytes are decoded as UTF-8; anything else that is not a str, and str
+    holding lone surrogates (undecodable bytes read with ``surrogateescape``), are invalid.
+    """
+    if response is None:
+        return "", STATUS_MISSING
+    if isinstance(response, (bytes, bytearray)):
+        try:
+            response = bytes(response).decode("utf-8")
+        except UnicodeDecodeError:
+            return "", STATUS_NOT_UTF8
+    if not isinstance(response, str):
+        return "", STATUS_NOT_TEXT
+    try:
+        response.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: the file held bytes that are not UTF-8
+        return "", STATUS_NOT_UTF8
+    stripped = response.lstrip()
+    if stripped.startswith(FAILED_PREFIXES):
+        return "", STATUS_FAILED
+    if not stripped:
+        return "", STATUS_EMPTY
+    return response, STATUS_OK
+
+
+def is_failed_response(text: object) -> bool:
+    """True when the response is a generation-failure marker (leading whitespace ignored).
+
+    Empty responses are not failures (they are *invalid*); non-str input never raises and is not a
+    failure either (``response_status`` reports it as ``not_text``/``not_utf8``/``missing``).
+    """
+    return response_status(text) == STATUS_FAILED
+
+
+def is_invalid_response(text: object) -> bool:
+    """True for empty/whitespace, non-text or non-UTF-8 responses (not for failures or None)."""
+    return response_status(text) in INVALID_STATUSES
+
+
+# --------------------------------------------------------------------------------------------
+# Letters
+# --------------------------------------------------------------------------------------------
+
+PAPER_LETTERS = "ABCDEFGH"  # the reference parser looks for A-H on every letter subset
+CORRECT_OPTION_MARKER = "The correct option is "  # reference rule 3 (trailing space included)
+ANSWER_MARKER = "Answer:"  # reference rule 4, and code15's answer cut (case-sensitive there)
+
+
+def parse_letter_paper(text: str) -> str | None:
+    """The reference letter parser; ``None`` when unparsed.
+
+    1. the whole (whitespace-stripped) response is one letter A-H;
+    2. else "A.", "B.", ... "H." in that order: the first that occurs anywhere wins;
+    3. else if "The correct option is " occurs: the character right after its last occurrence if
+       it is A-H, otherwise unparsed (rule 4 is not tried);
+    4. else if "Answer:" occurs: the first of A..H (alphabet order) contained in the text after
+       its last occurrence;
+    5. else unparsed.
+
+    The reference strips model outputs at inference time; rule 1 strips too, rules 2-4 read the
+    text as given.
+    """
+    stripped = text.strip()
+    if len(stripped) == 1 and stripped in PAPER_LETTERS:
+        return stripped
+    for letter in PAPER_LETTERS:
+        if letter + "." in text:
+            return letter
+    if CORRECT_OPTION_MARKER in text:
+        after = text.rsplit(CORRECT_OPTION_MARKER, 1)[1]
+        return after[0] if after[:1] and after[0] in PAPER_LETTERS else None
+    if ANSWER_MARKER in text:
+        after = text.rsplit(ANSWER_MARKER, 1)[1]
+        for letter in PAPER_LETTERS:
+            if letter in after:
+                return letter
+    return None
+
+
+_STRICT_MARKER_RE = re.compile(r"(?i)\b(?:answer\s*(?:is\s*:?|:)|correct\s+option\s*(?:is\s*:?|:))")
+# After a marker: the letter, alone or in parentheses, then the end, punctuation, a line break or
+# " (" / " -" (so "Answer: A normal ECG" and "Answer: A-fib" are not the letter A).
+_STRICT_AFTER_MARKER_RE = re.compile(
+    r"\s*(?:\(([A-Z])\)|([A-Z]))(?=$|[.,;:!)\]]|[ \t]*\n|\s+[(\-\u2013\u2014])"
+)
+_STRICT_BARE_RE = re.compile(r"\(?([A-Z])\)?[.:]?")
+_STRICT_LEADING_RE = re.compile(r"\(?([A-Z])(?:\)|[.):])(?=\s|$)")
+
+
+def parse_letter_strict(text: str, letters: str) -> str | None:
+    """Strict letter parser (see the module docstring for the accepted forms); ``None`` if unparsed."""
+    stripped = text.strip()
+    bare = _STRICT_BARE_RE.fullmatch(stripped)
+    if bare:
+        return bare.group(1) if bare.group(1) in letters else None
+    last_marker = None
+    for last_marker in _STRICT_MARKER_RE.finditer(stripped):
+        pass
+    if last_marker is not None:
+        after = _STRICT_AFTER_MARKER_RE.match(stripped, last_marker.end())
+        letter = (after.group(1) or after.group(2)) if after else None
+        return letter if letter and letter in letters else None
+    leading = _STRICT_LEADING_RE.match(stripped)
+    if leading:
+        return leading.group(1) if leading.group(1) in letters else None
+    return None
+
+
+def gold_letter(answer: str) -> str | None:
+    """Gold letter = the first character of the gold value (leading whitespace ignored)."""
+    stripped = answer.lstrip() if isinstance(answer, str) else ""
+    return stripped[0] if stripped and stripped[0] in PAPER_LETTERS else None
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-label (ptb, code15, cpsc)
+# --------------------------------------------------------------------------------------------
+
+CODE15_NORM = "NORM"
+CODE15_ABNORMAL = "ABNORMAL"
+CODE15_GLOBAL = (CODE15_NORM, CODE15_ABNORMAL)  # code15's first label: normal vs abnormal ECG
+
+
+def _order(found: Iterable[str], labels: tuple[str, ...]) -> list[str]:
+    found = set(found)
+    return [label for label in labels if label in found]
+
+
+def parse_labels_paper(text: str, labels: tuple[str, ...], code15: bool = False) -> list[str]:
+    """Reference label matcher: case-sensitive substrings, in vocabulary order.
+
+    code15: the text is first cut to what follows the last "Answer:"; then NORM is predicted when
+    "NORM" occurs and "ABNORMAL" does not, ABNORMAL when "ABNORMAL" occurs, plus any of the
+    specific labels found as substrings.
+    """
+    if not code15:
+        return [label for label in labels if label in text]
+    if ANSWER_MARKER in text:
+        text = text.rsplit(ANSWER_MARKER, 1)[1]
+    found = [label for label in labels if label not in CODE15_GLOBAL and label in text]
+    if CODE15_ABNORMAL in text:
+        found.append(CODE15_ABNORMAL)
+    elif CODE15_NORM in text:
+        found.append(CODE15_NORM)
+    return _order(found, labels)
+
+
+def gold_labels_paper(gold: str, labels: tuple[str, ...], code15: bool = False) -> list[str]:
+    """Reference gold labels: the label names found in the gold string.
+
+    code15: a gold string that is exactly NORM or ABNORMAL is that label; otherwise the code15
+    rule of ``parse_labels_paper`` applies (ABNORMAL plus the specific labels named).
+    """
+    if code15 and gold.strip() in CODE15_GLOBAL:
+        return [gold.strip()]
+    return parse_labels_paper(gold, labels, code15=code15)
+
+
+# Characters that continue a token: "I-AVB", "1dAVb", "ST-segment", "non_AF" are single tokens.
+_TOKEN_CHARS = "A-Za-z0-9_-"
+_STRICT_ANSWER_CUT_RE = re.compile(r"(?i)\banswer\s*:")
+
+
+@lru_cache(maxsize=None)
+def _label_regex(labels: tuple[str, ...]) -> tuple[re.Pattern[str], dict[str, str]]:
+    """One compiled whole-token, case-insensitive pattern per vocabulary (cached)."""
+    alternatives = "|".join(re.escape(label) for label in sorted(labels, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![{_TOKEN_CHARS}])(?:{alternatives})(?![{_TOKEN_CHARS}])", re.IGNORECASE)
+    return pattern, {label.casefold(): label for label in labels}
+
+
+def parse_labels_strict(text: str, labels: tuple[str, ...]) -> list[str]:
+    """Strict label matcher: whole tokens, case-insensitive, after the last "answer:" if any."""
+    cut = None
+    for cut in _STRICT_ANSWER_CUT_RE.finditer(text):
+        pass
+    if cut is not None:
+        text = text[cut.end():]
+    pattern, canonical = _label_regex(labels)
+    return _order((canonical[m.casefold()] for m in pattern.findall(text)), labels)
+
+
+def gold_labels_strict(gold: str, labels: tuple[str, ...]) -> list[str]:
+    """Strict gold labels: the vocabulary labels named in the gold string as whole tokens."""
+    pattern, canonical = _label_regex(labels)
+    return _order((canonical[m.casefold()] for m in pattern.findall(gold)), labels)
+
+
+# --------------------------------------------------------------------------------------------
+# ECG-QA
+# --------------------------------------------------------------------------------------------
+
+OPTIONS_MARKER = "Options:"
+# The reference removes this closing instruction before splitting the options.
+ONLY_ANSWER_SENTENCE = "Only answer based on the given Options without any explanation."
+
+
+def ecgqa_candidates(prompt: str) -> list[str]:
+    """Reference candidates: text after the last "Options:", closing sentence removed, split on
+    commas, each stripped (empty pieces kept, as the reference keeps them)."""
+    tail = prompt.rsplit(OPTIONS_MARKER, 1)[-1].replace(ONLY_ANSWER_SENTENCE, "")
+    return [piece.strip() for piece in tail.split(",")]
+
+
+def parse_ecgqa_paper(text: str, candidates: list[str]) -> list[str]:
+    """Reference prediction: the candidates that are substrings of the lower-cased response.
+
+    The candidates are NOT lower-cased (reference bug: a capitalised option never matches), and
+    plain substring matching lets "no" match inside "none".
+    """
+    lowered = text.lower()
+    return [c for c in dict.fromkeys(candidates) if c in lowered]
+
+
+_WS_RE = re.compile(r"\s+")
+
+
+def normalize_option(option: str) -> str:
+    """Strict option form: lower-cased, whitespace collapsed, a trailing period dropped."""
+    return _WS_RE.sub(" ", option).strip().rstrip(".").strip().lower()
+
+
+def strict_candidates(candidates: Iterable[str]) -> list[str]:
+    """Normalised, de-duplicated, non-empty options, in their original order."""
+    return [c for c in dict.fromkeys(normalize_option(c) for c in candidates) if c]
+
+
+def _find_phrase(haystack: str, phrase: str) -> list[int]:
+    """Start offsets of ``phrase`` in ``haystack`` not touching a letter or digit on either side."""
+    starts, start, size = [], haystack.find(phrase), len(phrase)
+    while start != -1:
+        before = haystack[start - 1] if start else " "
+        after = haystack[start + size] if start + size < len(haystack) else " "
+        if not before.isalnum() and not after.isalnum():
+            starts.append(start)
+        start = haystack.find(phrase, start + 1)
+    return starts
+
+
+def parse_ecgqa_strict(text: str, candidates: list[str]) -> list[str]:
+    """Strict prediction: normalised options found as whole phrases, longest first (masked)."""
+    options = strict_candidates(candidates)
+    haystack = _WS_RE.sub(" ", text.lower())
+    chosen = set()
+    for option in sorted(options, key=len, reverse=True):
+        starts = _find_phrase(haystack, option)
+        if starts:
+            chosen.add(option)
+            for start in starts:  # mask, so shorter options cannot match inside this one
+                haystack = haystack[:start] + " " * len(option) + haystack[start + len(option):]
+    return [option for option in options if option in chosen]
