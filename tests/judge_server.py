@@ -1,0 +1,176 @@
+"""A loopback HTTP server speaking the chat-completions protocol, for driving the real ``openai``
+client in tests and benchmarks.
+
+It binds 127.0.0.1 on a free port, answers at most ``max_requests`` requests, shuts itself
+down after ``lifetime_s`` seconds, counts requests and the most requests in flight at once, and
+checks the API key (OpenAI ``Authorization: Bearer`` or Azure ``api-key``). A wrong key gets a
+401 whose body echoes the key, as some providers do, so redaction is tested for real.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+SCORES_MARKER = re.compile(r"SCORES=(-?[\d.]+),(-?[\d.]+),(-?[\d.]+)")
+# The candidate's text in our prompt layout (markers in the ground truth must not count).
+CANDIDATE_BLOCK = re.compile(r"\[(?:Generated report|Turn \d+ assistant response)\]\n(.*?)\n\[End of", re.S)
+
+
+@dataclass
+class Reply:
+    """What the fake server sends back for one request."""
+
+    status: int = 200
+    body: Any = None  # dict -> JSON; str -> sent as is
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+def completion(content: str, prompt_tokens: int = 120, completion_tokens: int = 60, model: str = "fake") -> dict[str, Any]:
+    """A chat.completion object carrying ``content``."""
+    return {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens}}
+
+
+def verdict_json(keys: tuple[str, ...], scores: tuple[float, ...], nested: bool = True) -> str:
+    """A judge reply in the reference shape ``{Criterion: {Score, Explanation}}`` (or bare numbers)."""
+    if nested:
+        return json.dumps({k: {"Score": s, "Explanation": f"{k} graded."} for k, s in zip(keys, scores)})
+    return json.dumps(dict(zip(keys, scores)))
+
+
+def user_text(request: dict[str, Any]) -> str:
+    return "\n".join(m.get("content", "") for m in request.get("messages", []) if m.get("role") == "user")
+
+
+def marker_responder(request: dict[str, Any], n: int) -> Reply:
+    """Default behaviour: the scores come from ``SCORES=a,b,c`` in the candidate text (10s if absent);
+    keys follow the rubric (report or arena) found in the system message."""
+    system = " ".join(m.get("content", "") for m in request.get("messages", []) if m.get("role") == "system")
+    keys = ("Accuracy", "Completeness", "Instruction Adherence") if "Accuracy" in system else ("Diagnosis", "Waveform", "Rhythm")
+    candidates = "\n".join(CANDIDATE_BLOCK.findall(user_text(request)))
+    found = SCORES_MARKER.search(candidates)
+    scores = tuple(float(x) for x in found.groups()) if found else (10.0, 10.0, 10.0)
+    return Reply(body=completion(verdict_json(keys, scores)))
+
+
+class FakeJudgeServer:
+    """Context manager: ``with FakeJudgeServer(responder) as srv: srv.url``."""
+
+    def __init__(self, responder: Callable[[dict[str, Any], int], Reply] = marker_responder, *,
+                 api_key: str = "sk-test-key-0123456789abcdef", latency_s: float = 0.0,
+                 max_requests: int = 5000, lifetime_s: float = 120.0) -> None:
+        self.responder = responder
+        self.api_key = api_key
+        self.latency_s = latency_s
+        self.max_requests = max_requests
+        self.lifetime_s = lifetime_s
+        self.lock = threading.Lock()
+        self.count = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.requests: list[dict[str, Any]] = []
+        self.paths: list[str] = []
+        self._server: ThreadingHTTPServer | None = None
+        self._timer: threading.Timer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    @property
+    def root(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        srv = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: the SDK reuses connections
+
+            def log_message(self, *args: Any) -> None:  # quiet test output
+                pass
+
+            def _send(self, reply: Reply) -> None:
+                body = reply.body if isinstance(reply.body, str) else json.dumps(reply.body)
+                data = body.encode()
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in reply.headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server naming
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                with srv.lock:
+                    srv.count += 1
+                    n = srv.count
+                    srv.in_flight += 1
+                    srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
+                try:
+                    if n > srv.max_requests:
+                        reply = Reply(503, {"error": {"message": "fake server request limit reached"}})
+                        threading.Thread(target=srv.stop, daemon=True).start()
+                    elif not self.path.rstrip("/").endswith("/chat/completions"):
+                        reply = Reply(404, {"error": {"message": f"no route {self.path}"}})
+                    else:
+                        request = json.loads(raw or b"{}")
+                        with srv.lock:
+                            srv.requests.append(request)
+                            srv.paths.append(self.path)
+                        given = self.headers.get("api-key") or (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+                        if srv.api_key is not None and given != srv.api_key:
+                            reply = Reply(401, {"error": {"message": f"Incorrect API key provided: {given}.",
+                                                          "type": "invalid_request_error", "code": "invalid_api_key"}})
+                        else:
+                            reply = srv.responder(request, n)
+                    time.sleep(srv.latency_s + reply.delay_s)
+                    self._send(reply)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout test)
+                finally:
+                    with srv.lock:
+                        srv.in_flight -= 1
+
+        return Handler
+
+    def start(self) -> "FakeJudgeServer":
+        server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler(), bind_and_activate=False)
+        server.daemon_threads = True
+        server.request_queue_size = 128  # bursts of concurrent connects must not hit the backlog
+        server.allow_reuse_address = True
+        server.server_bind()
+        server.server_activate()
+        self._server = server
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self._timer = threading.Timer(self.lifetime_s, self.stop)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if self._timer is not None:
+            self._timer.cancel()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+    def __enter__(self) -> "FakeJudgeServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
