@@ -12,6 +12,7 @@ metric from the records.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -237,4 +238,104 @@ AGGREGATIONS = {
     name: partial(aggregate_metric, metric=name)
     for spec in SUBSETS
     for name in metric_names(spec)
+}
+
+
+# ---------------------------------------------------------------- arena for adapters without multi-round
+#
+# `ecgbench_arena` needs `generate_until_multi_round` (round 2 carries the model's own first
+# answer, as in the paper). Many adapters do not implement it (lmms-eval's openai and llava_hf
+# raise NotImplementedError). `ecgbench_arena_gold_history` poses every turn as its own
+# `generate_until` request whose history holds the GOLD earlier answers, then judges each
+# conversation (both turns in one judge call) in the aggregation. Its numbers are not the
+# paper's protocol and are labelled so in the metric names' task.
+
+ARENA_GOLD_TASK = "ecgbench_arena_gold_history"
+
+
+def process_docs_arena_gold_history(dataset: Any) -> Any:
+    """One document per (conversation, turn); turn k's history holds the gold answers before it."""
+    import datasets
+
+    base = process_docs(dataset, subset="arena")
+    rows: list[dict] = []
+    for doc in base:
+        for turn in range(len(doc["questions"])):
+            rows.append({**doc, "conversation_id": doc["id"], "turn": turn, "id": f"{doc['id']}#turn{turn + 1}"})
+    features = base.features.copy()
+    features["conversation_id"] = datasets.Value("string")
+    features["turn"] = datasets.Value("int32")
+    return datasets.Dataset.from_list(rows, features=features)
+
+
+def doc_to_text_gold_history(doc: dict, lmms_eval_specific_kwargs: dict | None = None) -> str:
+    """Turn k's text; earlier turns spelled out with their gold answers."""
+    turn = doc["turn"]
+    questions = [_question(doc, i, lmms_eval_specific_kwargs) for i in range(turn + 1)]
+    if turn == 0:
+        return questions[0]
+    return history_transcript(questions[:turn], doc["answers"][:turn], questions[turn])
+
+
+def doc_to_messages_gold_history(doc: dict, lmms_eval_specific_kwargs: dict | None = None) -> list[dict]:
+    """Turn k's chat messages: the image, earlier questions with their gold answers, the question."""
+    turn = doc["turn"]
+    image = doc_to_visual(doc)[0]
+    questions = [_question(doc, i, lmms_eval_specific_kwargs) for i in range(turn + 1)]
+    messages = [_user(questions[0], image)]
+    for i in range(turn):
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": doc["answers"][i]}]})
+        messages.append(_user(questions[i + 1], None))
+    return messages
+
+
+def process_results_gold_history(doc: dict, results: list) -> dict[str, dict]:
+    """Keep the turn's response; the judge runs per conversation in the aggregation."""
+    responses = _responses(results)
+    record = {
+        "subset": "arena",
+        "id": doc["conversation_id"],
+        "turn": doc["turn"],
+        "response": responses[0] if responses else None,
+        "questions": list(doc["questions"]),
+        "answers": list(doc["answers"]),
+    }
+    return {name: record for name in metric_names(BY_CONFIG["arena"])}
+
+
+def judge_conversations(turn_records: list[dict]) -> list[dict]:
+    """Judge records, one per conversation, from per-turn records (both turns in one judge call)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pulse_tasks import judge
+
+    by_conv: dict[str, dict[int, dict]] = {}
+    for rec in turn_records:
+        by_conv.setdefault(rec["id"], {})[rec["turn"]] = rec
+    docs, answers = [], []
+    for conv_id in sorted(by_conv):
+        turns = by_conv[conv_id]
+        first = next(iter(turns.values()))
+        docs.append({"id": conv_id, "subset": "arena", "questions": first["questions"], "answers": first["answers"]})
+        answers.append([turns[k]["response"] if k in turns else None for k in range(len(first["questions"]))])
+    # The judge client bounds calls in flight itself; the pool only needs to be at least that wide.
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return list(pool.map(lambda da: judge.score_item("arena", da[0], da[1]), zip(docs, answers)))
+
+
+_GOLD_JUDGED: dict[str, list[dict]] = {}  # judge records per set of responses: five metrics, one judging
+
+
+def aggregate_gold_history(records: list[dict], metric: str) -> float:
+    """Corpus value of one arena metric for the gold-history variant."""
+    import hashlib
+
+    key = hashlib.sha256(json.dumps([[r["id"], r["turn"], r["response"]] for r in records], sort_keys=True).encode()).hexdigest()
+    if key not in _GOLD_JUDGED:
+        _GOLD_JUDGED[key] = [{**rec, "subset": "arena"} for rec in judge_conversations(records)]
+    return aggregate_metric(_GOLD_JUDGED[key], metric)
+
+
+AGGREGATIONS_GOLD_HISTORY = {
+    name: partial(aggregate_gold_history, metric=name) for name in metric_names(BY_CONFIG["arena"])
 }

@@ -72,13 +72,17 @@ def _generated_task_root(source) -> Path:
         'data_source: "hub:PULSE-ECG/ECGBench"', f"data_source: {json.dumps(fingerprint)}"
     )
     template.write_text(text)
-    for spec in SUBSETS:
-        path = files.get(spec.config)
-        task_yaml = folder / f"{spec.task}.yaml"
+    present: set[str] = set()
+    for task_yaml in sorted(folder.glob("ecgbench_*.yaml")):
+        config = _dataset_name(task_yaml)
+        if config is None:  # a group file
+            continue
+        path = files.get(config)
         if path is None:
             # A partial copy: a task without data must not silently fall back to the hub.
             task_yaml.unlink()
             continue
+        present.add(task_yaml.stem)
         with task_yaml.open("a") as fh:
             fh.write(
                 "# Generated for a local copy: normalized parquet made by pulse_tasks.data.materialize.\n"
@@ -88,13 +92,20 @@ def _generated_task_root(source) -> Path:
                 f"  data_files:\n    test: {json.dumps(str(Path(path).resolve()))}\n"
             )
     for group in ("ecgbench.yaml", "ecgbench_auto.yaml"):
-        _drop_missing_from_group(folder / group, {s.task for s in SUBSETS if s.config in files})
+        _drop_missing_from_group(folder / group, present)
     (staging / "complete.json").write_text(json.dumps({"data_source": fingerprint, "subsets": sorted(files)}))
     if root.exists():  # another process finished first; keep its folder
         shutil.rmtree(staging, ignore_errors=True)
     else:
         os.replace(staging, root)
     return root
+
+
+def _dataset_name(task_yaml: Path) -> str | None:
+    for line in task_yaml.read_text().splitlines():
+        if line.startswith("dataset_name:"):
+            return line.split(":", 1)[1].strip()
+    return None
 
 
 def _drop_missing_from_group(path: Path, present: set[str]) -> None:
@@ -145,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(json.dumps({
         "include_path": str(root),
-        "tasks": [s.task for s in SUBSETS],
+        "tasks": [s.task for s in SUBSETS] + ["ecgbench_arena_gold_history"],
         "groups": {"ecgbench": "all nine", "ecgbench_auto": "the seven scored without a judge"},
         "usage": f"lmms-eval --include_path {root} --tasks ecgbench ...",
     }, indent=2))

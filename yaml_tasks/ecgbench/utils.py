@@ -38,3 +38,14 @@ agg_accuracy_strict = AGGREGATIONS["accuracy_strict"]
 agg_accuracy = AGGREGATIONS["accuracy"]
 agg_completeness = AGGREGATIONS["completeness"]
 agg_instruction_adherence = AGGREGATIONS["instruction_adherence"]
+
+from pulse_tasks.hooks import (  # noqa: E402,F401  the arena variant for adapters without multi-round
+    AGGREGATIONS_GOLD_HISTORY,
+    doc_to_messages_gold_history,
+    doc_to_text_gold_history,
+    process_docs_arena_gold_history,
+    process_results_gold_history,
+)
+
+for _name, _fn in AGGREGATIONS_GOLD_HISTORY.items():
+    globals()[f"agg_gold_history_{_name}"] = _fn
