@@ -1,0 +1,216 @@
+"""`ecgbench judge`: LLM-judge saved report/arena predictions, or estimate what that would cost.
+
+    ecgbench judge --subset ptb-test-report --data DIR --predictions samples.jsonl
+    ecgbench judge estimate --subset arena --data DIR --predictions samples.jsonl
+
+Predictions: an lmms-eval samples file (``--log_samples``; the text in ``filtered_resps`` or
+``resps``, arena as the list of its two turns) or the reference output (``question_id``/``text``
+or ``id``/``response``; arena turns as a list, or one line per turn in order). Matching is by
+item id (lmms-eval lines without one: by ``doc_id``, the item's position in the data).
+
+Prints one JSON object on stdout. Exit status: 0 all items judged; 1 some items failed or were
+skipped (the score is printed and flagged); 2 unusable input or no judge configured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+EXIT_INCOMPLETE = 1  # judged, but some items failed or were skipped: the score is flagged
+EXIT_INPUT_ERROR = 2  # same code argparse uses for a bad command line
+ACTIONS = ("run", "estimate")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `ecgbench judge [run|estimate]`."""
+    parser.add_argument("action", nargs="?", choices=ACTIONS, default="run",
+                        help="run (default): judge and print the score; estimate: dry run, no API calls")
+    parser.add_argument("--subset", required=True, help="ptb-test-report or arena (or their task names)")
+    parser.add_argument("--data", default=None, help="ECGBench data folder; default $ECGBENCH_DATA, else the hub")
+    parser.add_argument("--predictions", required=True, help="lmms-eval samples JSONL or reference output JSONL")
+    parser.add_argument("--judge-model", default=None, help="judge model / Azure deployment (default $ECGBENCH_JUDGE_MODEL "
+                                                            "or gpt-4o-2024-08-06)")
+    parser.add_argument("--judge-base-url", default=None, help="OpenAI-compatible base URL (default $ECGBENCH_JUDGE_BASE_URL)")
+    parser.add_argument("--concurrency", type=int, default=None, help="judge calls in flight (default 16)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per judge request (default 60)")
+    parser.add_argument("--max-judge-calls", type=int, default=None, help="budget: items sent to the API at most")
+    parser.add_argument("--judge-prompt-file", default=None, help="replace the built-in rubric text with this file")
+    parser.add_argument("--cache", default=None, help="judge cache file (default $ECGBENCH_JUDGE_CACHE or ~/.cache)")
+    parser.add_argument("--no-cache", action="store_true", help="judge without the cache")
+    parser.add_argument("--records-out", default=None, help="also write the per-item judge records (JSONL)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+class InputError(Exception):
+    """Unusable input: one line on stderr, exit status 2."""
+
+
+def _our_record_id(line: Mapping[str, Any]) -> str | None:
+    """The item id stored in one of our judge/metric records on an lmms-eval samples line."""
+    for value in line.values():
+        if isinstance(value, dict) and "id" in value and "subset" in value:
+            return str(value["id"])
+    return None
+
+
+def read_predictions(path: str, kind: str) -> list[tuple[str | None, int | None, Any]]:
+    """(item id, doc_id, raw response) per prediction; arena turns on separate lines are joined."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError as err:
+        raise InputError(f"cannot read predictions {path}: {err.strerror or err}") from None
+    if not text.strip():
+        raise InputError(f"predictions file {path} is empty")
+    try:
+        objects = json.loads(text) if text.lstrip().startswith("[") else \
+            [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    rows: list[tuple[str | None, int | None, Any]] = []
+    turns_by_id: dict[str, list[Any]] = {}
+    for number, obj in enumerate(objects, 1):
+        if not isinstance(obj, dict):
+            raise InputError(f"{path}:{number}: expected a JSON object")
+        if "doc_id" in obj and ("resps" in obj or "filtered_resps" in obj):
+            response = obj["filtered_resps"] if obj.get("filtered_resps") is not None else obj.get("resps")
+            item_id = _our_record_id(obj)
+            doc = obj.get("doc")
+            if item_id is None and isinstance(doc, dict) and doc.get("id") is not None:
+                item_id = str(doc["id"])
+            rows.append((item_id, int(obj["doc_id"]), response))
+            continue
+        id_key = next((k for k in ("question_id", "id") if k in obj), None)
+        text_key = next((k for k in ("text", "response") if k in obj), None)
+        if id_key is None or text_key is None:
+            raise InputError(f"{path}:{number}: neither an lmms-eval sample (doc_id + resps) nor a reference output "
+                             f"(question_id + text, or id + response); keys: {', '.join(sorted(obj)[:8])}")
+        item_id = str(obj[id_key])
+        if kind == "arena" and isinstance(obj[text_key], str):
+            if item_id not in turns_by_id:
+                turns_by_id[item_id] = []
+                rows.append((item_id, None, turns_by_id[item_id]))  # filled as later turns arrive
+            turns_by_id[item_id].append(obj[text_key])
+        else:
+            rows.append((item_id, None, obj[text_key]))
+    return rows
+
+
+def match(docs: list[Mapping[str, Any]], rows: list[tuple[str | None, int | None, Any]]
+          ) -> tuple[dict[str, Any], list[str], list[str]]:
+    """(responses by item id, ids without a prediction, prediction ids not in the data)."""
+    ids = [str(d["id"]) for d in docs]
+    known = set(ids)
+    responses: dict[str, Any] = {}
+    extra, duplicates = [], []
+    for item_id, doc_id, response in rows:
+        if item_id is None:
+            if doc_id is not None and 0 <= doc_id < len(ids):
+                item_id = ids[doc_id]
+            else:
+                extra.append(f"doc_id={doc_id}")
+                continue
+        if item_id not in known:
+            extra.append(item_id)
+        elif item_id in responses:
+            duplicates.append(item_id)
+        else:
+            responses[item_id] = response
+    if duplicates:
+        raise InputError(f"{len(duplicates)} duplicated prediction ids, e.g. {', '.join(duplicates[:5])}")
+    return responses, [i for i in ids if i not in responses], extra
+
+
+def load_docs(subset: str, data: str | None) -> list[dict[str, Any]]:
+    """Normalized records of the subset (no images) from ``pulse_tasks.data``."""
+    try:
+        from pulse_tasks.data import load_records, resolve_source
+    except ImportError as err:
+        raise InputError(f"cannot load data: pulse_tasks.data is unavailable ({err})") from None
+    try:
+        return list(load_records(subset, resolve_source(data)))
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise InputError(f"cannot load {subset} from {data or 'the default source'}: {err}") from None
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from pulse_tasks.judge.settings import settings_from_env
+
+    overrides: dict[str, Any] = {"model": args.judge_model, "base_url": args.judge_base_url,
+                                 "concurrency": args.concurrency, "timeout_s": args.timeout,
+                                 "max_calls": args.max_judge_calls, "prompt_file": args.judge_prompt_file,
+                                 "cache_path": args.cache}
+    settings = settings_from_env(**overrides)
+    if args.no_cache:
+        import dataclasses
+
+        settings = dataclasses.replace(settings, cache_path=None)
+    return settings
+
+
+def judge_file(args: argparse.Namespace, loader: Any = load_docs) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Everything `ecgbench judge` does: (printed JSON object, per-item records)."""
+    from pulse_tasks.judge.rubrics import judge_kind
+    from pulse_tasks.judge.scoring import aggregate, estimate, judge_items
+    from pulse_tasks.judge.settings import JudgeNotConfiguredError, check_configured
+    from pulse_tasks.subsets import UnknownSubsetError, get_subset
+
+    try:
+        subset = get_subset(args.subset)
+        kind = judge_kind(subset)
+        settings = _settings(args)
+    except (UnknownSubsetError, ValueError, TypeError) as err:
+        raise InputError(str(err)) from None
+    rows = read_predictions(args.predictions, kind)  # before the data: fail fast on a bad file
+    docs = loader(subset.config, args.data)
+    if not docs:
+        raise InputError(f"no {subset.config} items in {args.data or 'the default source'}")
+    responses, missing, extra = match(docs, rows)
+    if extra:
+        print(f"warning: ignored {len(extra)} predictions for ids not in {subset.config}: "
+              f"{', '.join(extra[:10])}", file=sys.stderr)
+    if missing:
+        print(f"warning: {len(missing)} of {len(docs)} items have no prediction (counted as failed)", file=sys.stderr)
+    judged_docs = [d for d in docs if str(d["id"]) in responses]
+    judged_resps = [responses[str(d["id"])] for d in judged_docs]
+    if args.action == "estimate":
+        result = estimate(subset, judged_docs, judged_resps, settings)
+        result["missing"] = len(missing)
+        return result, []
+    try:
+        check_configured(settings)
+    except JudgeNotConfiguredError as err:
+        raise InputError(str(err)) from None
+    records = judge_items(subset, judged_docs, judged_resps, settings, progress=not args.no_progress)
+    judge = records[0]["judge"] if records else {}
+    records += [{"id": i, "subset": subset.config, "status": "failed", "score": None, "criteria": {}, "judge": judge,
+                 "usage": {}, "error": "no prediction"} for i in missing]
+    agg = aggregate(records)
+    result = {"subset": subset.config, "n": agg["n"], "n_judged": agg["n_judged"], "score": agg["score"],
+              "criteria": agg["criteria"], "judge": agg["judge"], "stderr": agg["stderr"],
+              "n_failed": agg["n_failed"], "n_skipped": agg["n_skipped"], "flagged": agg["flagged"],
+              "usage": agg["usage"], "cost_usd": agg["cost_usd"], "errors": agg["errors"]}
+    return result, records
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `ecgbench judge`; see the module docstring for exit statuses."""
+    try:
+        result, records = judge_file(args)
+        if args.records_out:
+            try:
+                with open(args.records_out, "w", encoding="utf-8") as handle:
+                    for record in records:
+                        handle.write(json.dumps(record) + "\n")
+            except OSError as err:
+                raise InputError(f"cannot write {args.records_out}: {err.strerror or err}") from None
+    except InputError as err:
+        print(f"ecgbench judge: error: {err}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    print(json.dumps(result, allow_nan=False))
+    if args.action == "run" and (result.get("n_failed") or result.get("n_skipped")):
+        return EXIT_INCOMPLETE
+    return 0

@@ -1,0 +1,216 @@
+"""Judge pieces without a server: reply validation, settings, redaction, cache, aggregation."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from pulse_tasks import judge
+from pulse_tasks.judge.cache import JudgeCache, cache_key
+from pulse_tasks.judge.costs import cost_usd
+from pulse_tasks.judge.rubrics import CRITERIA, InvalidReply, build_messages, builtin_rubric, parse_reply
+
+JUDGE_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT", "OPENAI_API_VERSION",
+             "ECGBENCH_JUDGE_MODEL", "ECGBENCH_JUDGE_BASE_URL", "ECGBENCH_JUDGE_API_KEY", "ECGBENCH_JUDGE_CONCURRENCY",
+             "ECGBENCH_JUDGE_TIMEOUT", "ECGBENCH_JUDGE_MAX_CALLS", "ECGBENCH_JUDGE_CACHE")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in JUDGE_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ECGBENCH_JUDGE_CACHE", "off")
+
+
+# ------------------------------------------------------------------ reply validation
+
+VALID_REPLIES = [
+    ('{"Diagnosis": {"Score": 8, "Explanation": "x"}, "Waveform": {"Score": 5, "Explanation": "y"}, '
+     '"Rhythm": {"Score": 10, "Explanation": "z"}}', (8, 5, 10)),
+    ('{"Diagnosis": 7, "Form": 4, "Rhythm": 9}', (7, 4, 9)),  # reference spelling "Form", bare numbers
+    ('{"diagnosis": {"score": 2}, "FORM": {"SCORE": 3}, "rhythm": {"Score": "6"}}', (2, 3, 6)),
+    ('Here you go:\n```json\n{"Diagnosis": 1, "Waveform": 0, "Rhythm": "7/10"}\n```', (1, 0, 7)),
+    ('{"Diagnosis": 6.5, "Waveform": 10.0, "Rhythm": 0}', (6.5, 10, 0)),
+]
+
+
+@pytest.mark.parametrize("text,expected", VALID_REPLIES)
+def test_parse_reply_accepts_reference_spellings(text: str, expected: tuple[float, ...]) -> None:
+    verdict = parse_reply("report", text)
+    assert tuple(verdict.criteria.values()) == tuple(float(x) for x in expected)
+    assert list(verdict.criteria) == list(CRITERIA["report"])
+    assert verdict.score == pytest.approx(sum(expected) / 3 * 10)
+
+
+def test_parse_reply_arena_keys() -> None:
+    text = '{"accuracy": {"Score": 9}, "Completeness": 6, "instruction_adherence": {"Score": 3, "Explanation": "e"}}'
+    verdict = parse_reply("arena", text)
+    assert verdict.criteria == {"Accuracy": 9.0, "Completeness": 6.0, "Instruction Adherence": 3.0}
+    assert verdict.score == pytest.approx(60.0)
+    assert verdict.explanations["Instruction Adherence"] == "e"
+
+
+INVALID_REPLIES = [
+    ("not json at all", "not a JSON object"),
+    ('{"Diagnosis": 8, "Waveform": 5}', "missing score(s) for Rhythm"),
+    ('{"Diagnosis": 11, "Waveform": 5, "Rhythm": 5}', "outside 0-10"),
+    ('{"Diagnosis": -1, "Waveform": 5, "Rhythm": 5}', "outside 0-10"),
+    ('{"Diagnosis": true, "Waveform": 5, "Rhythm": 5}', "boolean"),
+    ('{"Diagnosis": "high", "Waveform": 5, "Rhythm": 5}', "not a number"),
+    ('{"Diagnosis": NaN, "Waveform": 5, "Rhythm": 5}', "not a number"),
+    ('{"Diagnosis": {"Explanation": "no score"}, "Waveform": 5, "Rhythm": 5}', "no Score field"),
+    ('{"Diagnosis": 5, "Waveform": 5, "Form": 6, "Rhythm": 5}', "scored twice"),
+    ('[8, 5, 10]', "not a JSON object"),
+]
+
+
+@pytest.mark.parametrize("text,message", INVALID_REPLIES)
+def test_parse_reply_rejects(text: str, message: str) -> None:
+    with pytest.raises(InvalidReply, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_reply("report", text)
+
+
+def test_rubrics_carry_the_protocol() -> None:
+    report, arena = builtin_rubric("report"), builtin_rubric("arena")
+    for name in ("Diagnosis", "Waveform", "Rhythm", "10", "5", "0", "ground truth", "length", "JSON"):
+        assert name in report
+    for name in ("Accuracy", "Completeness", "Instruction Adherence", "both turns", "length", "JSON"):
+        assert name in arena
+    messages = build_messages("arena", arena, ["q1", "q2"], ["a1", "a2"], ["r1", "r2"])
+    user = messages[1]["content"]
+    assert user.index("q1") < user.index("a1") < user.index("r1") < user.index("q2") < user.index("a2") < user.index("r2")
+    assert "JSON" in user  # JSON mode needs the word even with a custom rubric
+
+
+# ------------------------------------------------------------------ settings
+
+def test_settings_openai(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-aaaaaaaaaaaa")
+    monkeypatch.setenv("ECGBENCH_JUDGE_CONCURRENCY", "7")
+    monkeypatch.setenv("ECGBENCH_JUDGE_TIMEOUT", "12.5")
+    monkeypatch.setenv("ECGBENCH_JUDGE_MAX_CALLS", "100")
+    s = judge.settings_from_env()
+    assert (s.provider, s.model, s.concurrency, s.timeout_s, s.max_calls) == ("openai", "gpt-4o-2024-08-06", 7, 12.5, 100)
+    assert s.host == "api.openai.com" and s.cache_path is None
+    assert "sk-secret" not in repr(s)
+    judge.check_configured(s)
+    assert judge.settings_from_env(model="gpt-4o-mini", concurrency=None).model == "gpt-4o-mini"
+
+
+def test_settings_azure_and_compatible(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", "https://myres.openai.azure.com/")
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", "azkey-123456789")
+    monkeypatch.setenv("OPENAI_API_VERSION", "2024-06-01")
+    monkeypatch.setenv("ECGBENCH_JUDGE_MODEL", "my-gpt4o-deployment")
+    s = judge.settings_from_env()
+    assert (s.provider, s.azure_endpoint, s.api_version, s.model, s.host) == (
+        "azure", "https://myres.openai.azure.com", "2024-06-01", "my-gpt4o-deployment", "myres.openai.azure.com")
+    judge.check_configured(s)
+    monkeypatch.setenv("ECGBENCH_JUDGE_BASE_URL", "http://user:pw@gpu-box:8000/v1?token=abc")
+    monkeypatch.setenv("ECGBENCH_JUDGE_CACHE", str(tmp_path / "c.sqlite"))
+    s = judge.settings_from_env()
+    assert s.provider == "compatible" and s.host == "gpu-box:8000" and s.cache_path == tmp_path / "c.sqlite"
+    judge.check_configured(s)  # vLLM without --api-key needs no key
+
+
+def test_check_configured_says_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(judge.JudgeNotConfiguredError, match="OPENAI_API_KEY.*AZURE_OPENAI_ENDPOINT.*ECGBENCH_JUDGE_BASE_URL"):
+        judge.check_configured(judge.settings_from_env())
+    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", "https://x.openai.azure.com")
+    with pytest.raises(judge.JudgeNotConfiguredError, match="AZURE_OPENAI_API_KEY"):
+        judge.check_configured(judge.settings_from_env())
+    monkeypatch.setenv("ECGBENCH_JUDGE_CONCURRENCY", "lots")
+    with pytest.raises(ValueError, match="ECGBENCH_JUDGE_CONCURRENCY"):
+        judge.settings_from_env()
+
+
+def test_score_item_without_judge_is_failed_not_zero() -> None:
+    doc = {"id": "a", "questions": ["q"], "answers": ["gold"]}
+    rec = judge.score_item("ptb-test-report", doc, "report")
+    assert rec["status"] == "failed" and rec["score"] is None and "OPENAI_API_KEY" in rec["error"]
+    with pytest.raises(ValueError, match="not by the LLM judge"):
+        judge.score_item("ptb-test", doc, "x")
+
+
+def test_redact() -> None:
+    key = "sk-proj-abcdefghijklmnop1234"
+    text = f"Incorrect API key provided: {key}. Authorization: Bearer {key}; api_key=zzzzzzzzzzzz other-secret-xyz"
+    out = judge.redact(text, ("other-secret-xyz",))
+    assert key not in out and "zzzzzzzzzzzz" not in out and "other-secret-xyz" not in out and "Incorrect API key" in out
+
+
+# ------------------------------------------------------------------ cache
+
+def test_cache_roundtrip_threads_and_key(tmp_path: Path) -> None:
+    cache = JudgeCache(tmp_path / "sub" / "cache.sqlite")
+    msgs = [{"role": "system", "content": "rubric"}, {"role": "user", "content": "gold / candidate"}]
+    dec = {"temperature": 0.0, "max_tokens": 10}
+    key = cache_key("m", msgs, dec)
+    assert key != cache_key("m2", msgs, dec) and key != cache_key("m", msgs, {**dec, "temperature": 0.5})
+    assert key != cache_key("m", [msgs[0], {"role": "user", "content": "gold / other"}], dec)
+
+    def write(i: int) -> None:
+        for j in range(20):
+            assert cache.put(f"{i}-{j}", "m", f"reply {i} {j}", {"prompt_tokens": j})
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(cache) == 80 and cache.get("3-7") == ("reply 3 7", {"prompt_tokens": 7}) and cache.get("nope") is None
+    cache.close()
+
+
+def test_cache_concurrent_processes(tmp_path: Path) -> None:
+    path = tmp_path / "shared.sqlite"
+    code = ("import sys; from pulse_tasks.judge.cache import JudgeCache; c = JudgeCache(sys.argv[1]); "
+            "[c.put(f'{sys.argv[2]}-{i}', 'm', 'r', {}) or sys.exit(1) for i in range(100)]")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), str(p)]) for p in range(2)]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    assert len(JudgeCache(path)) == 200
+
+
+def test_cache_failure_never_raises(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    cache = JudgeCache(blocker / "cache.sqlite")  # parent is a file: cannot be created
+    assert cache.disabled_reason and cache.get("k") is None and cache.put("k", "m", "r", {}) is False
+
+
+# ------------------------------------------------------------------ aggregation
+
+def _rec(status: str, score: float | None, crit: dict[str, float] | None = None, **kw: object) -> dict:
+    return {"id": "x", "status": status, "score": score, "criteria": crit or {},
+            "judge": {"model": "gpt-4o-2024-08-06", "rubric_sha": "s"},
+            "usage": {"prompt_tokens": 1000, "completion_tokens": 100, "api_calls": 1}, **kw}
+
+
+def test_aggregate_excludes_and_counts_failures() -> None:
+    records = [_rec("ok", 80.0, {"Diagnosis": 8, "Waveform": 8, "Rhythm": 8}),
+               _rec("ok", 40.0, {"Diagnosis": 2, "Waveform": 4, "Rhythm": 6}),
+               _rec("failed", None, error="HTTP 500"), _rec("skipped", None, error="budget")]
+    agg = judge.aggregate(records)
+    assert (agg["n"], agg["n_judged"], agg["n_failed"], agg["n_skipped"]) == (4, 2, 1, 1)
+    assert agg["score"] == pytest.approx(60.0) and agg["flagged"] is True
+    assert agg["criteria"] == {"Diagnosis": 50.0, "Waveform": 60.0, "Rhythm": 70.0}
+    assert agg["stderr"] == pytest.approx(20.0)
+    assert agg["usage"]["prompt_tokens"] == 4000
+    assert agg["cost_usd"] == pytest.approx(4000 * 2.5e-6 + 400 * 10e-6)
+    clean = judge.aggregate(records[:2])
+    assert clean["flagged"] is False and clean["n_failed"] == 0
+
+
+def test_aggregate_all_failed_is_none_and_unknown_cost() -> None:
+    agg = judge.aggregate([_rec("failed", None)])
+    assert agg["score"] is None and agg["n_judged"] == 0 and agg["flagged"]
+    assert cost_usd("my-local-llama", 10, 10) == "unknown"
+    mixed = judge.aggregate([_rec("ok", 50.0), {**_rec("ok", 70.0), "judge": {"model": "other"}}])
+    assert mixed["flagged"] and "mixed" in mixed["judge"]
+    assert not math.isnan(json.loads(json.dumps(mixed))["score"])
