@@ -39,8 +39,7 @@ from pulse_tasks.subsets import Subset, get_subset
 
 SCALE = 100.0  # the paper reports every metric x100
 
-MULTILABEL_METRICS = ("auc", "f1", "hamming_loss")
-ACCURACY_METRICS = ("accuracy",)
+MULTILABEL_METRICS = ("auc", "f1", "hamming_loss")  # the paper's keys for ptb, code15, cpsc
 
 
 def _resolve(subset: Subset | str) -> Subset:
@@ -50,11 +49,6 @@ def _resolve(subset: Subset | str) -> Subset:
             f"{resolved.config} is scored by the LLM judge (pulse_tasks.judge), not by metrics"
         )
     return resolved
-
-
-def metric_names(subset: Subset | str) -> tuple[str, ...]:
-    """The paper's metric keys for a subset."""
-    return MULTILABEL_METRICS if _resolve(subset).kind == "multilabel" else ACCURACY_METRICS
 
 
 # --------------------------------------------------------------------------------------------
