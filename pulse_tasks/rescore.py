@@ -203,10 +203,14 @@ def load_docs(subset: Subset, data: str | None) -> list[dict]:
 
 
 def score_file(subset_name: str, data: str | None, predictions_path: str, ignore_extra: bool = False,
-               loader: Callable[[Subset, str | None], list[dict]] = load_docs,
+               loader: Callable[[Subset, str | None], list[dict]] | None = None,
                warn: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
                ) -> tuple[dict, list[dict]]:
-    """Everything `ecgbench score` does, returning (result JSON object, per-item records)."""
+    """Everything `ecgbench score` does, returning (result JSON object, per-item records).
+
+    ``loader(subset, data)`` returns the normalized records; default ``load_docs`` (looked up at
+    call time, so tests can replace it).
+    """
     try:
         subset = get_subset(subset_name)
     except UnknownSubsetError as err:
@@ -214,7 +218,7 @@ def score_file(subset_name: str, data: str | None, predictions_path: str, ignore
     if subset.kind in ("report", "arena"):
         raise InputError(f"{subset.config} is judged by an LLM: use `ecgbench judge`, not `ecgbench score`")
     predictions = read_predictions(predictions_path)  # before the data: fail fast on a bad file
-    docs = loader(subset, data)
+    docs = (loader or load_docs)(subset, data)
     if not docs:
         raise InputError(f"no {subset.config} items in {data or 'the default source'}")
     matched = match_predictions(docs, predictions)
@@ -233,6 +237,10 @@ def score_file(subset_name: str, data: str | None, predictions_path: str, ignore
     if bad:
         warn("warning: responses that are not answers: "
              + ", ".join(f"{k} {status}" for status, k in sorted(bad.items())))
+    unanswered = sum(1 for r in records if r["status"] == "ok" and r["invalid"])
+    if unanswered:
+        warn(f"warning: {unanswered} responses hold no answer that strict mode accepts "
+             f"(paper mode: {sum(1 for r in records if r['status'] == 'ok' and r['unparsed'])} unparsed)")
     formats = sorted({p.source_format for p in predictions})
     result["missing_ids"] = matched.missing[:MAX_LISTED_IDS]
     result["ignored_extra"] = len(matched.extra)
