@@ -124,7 +124,7 @@ class FakeJudgeServer:
                     if n > srv.max_requests:
                         reply = Reply(503, {"error": {"message": "fake server request limit reached"}})
                         threading.Thread(target=srv.stop, daemon=True).start()
-                    elif not self.path.rstrip("/").endswith("/chat/completions"):
+                    elif not self.path.split("?")[0].rstrip("/").endswith("/chat/completions"):
                         reply = Reply(404, {"error": {"message": f"no route {self.path}"}})
                     else:
                         request = json.loads(raw or b"{}")

@@ -1,0 +1,274 @@
+"""The judge driven through the real ``openai`` client against a loopback chat-completions server."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pulse_tasks import judge
+
+try:
+    from judge_server import FakeJudgeServer, Reply, completion, marker_responder, verdict_json
+except ImportError:  # tests/ imported as a package
+    from tests.judge_server import FakeJudgeServer, Reply, completion, marker_responder, verdict_json
+
+REPORT_KEYS = ("Diagnosis", "Waveform", "Rhythm")
+ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT", "OPENAI_API_VERSION",
+       "ECGBENCH_JUDGE_MODEL", "ECGBENCH_JUDGE_BASE_URL", "ECGBENCH_JUDGE_API_KEY", "ECGBENCH_JUDGE_CONCURRENCY",
+       "ECGBENCH_JUDGE_TIMEOUT", "ECGBENCH_JUDGE_MAX_CALLS", "ECGBENCH_JUDGE_CACHE")
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch: pytest.MonkeyPatch) -> Any:
+    for name in ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ECGBENCH_JUDGE_CACHE", "off")
+    judge.reset_runtimes()
+    yield
+    judge.reset_runtimes()
+
+
+def settings_for(srv: FakeJudgeServer, **kw: Any) -> judge.JudgeSettings:
+    """Fast-failing settings pointing at the fake server (tiny backoff, short timeout)."""
+    base = dict(base_url=srv.url, api_key=srv.api_key, timeout_s=2.0, backoff_base_s=0.01, backoff_max_s=0.05,
+                max_attempts=3)
+    base.update(kw)
+    return judge.settings_from_env(**base)
+
+
+def report_doc(i: int, gold: str = "Sinus rhythm. Inferior myocardial infarction.") -> dict[str, Any]:
+    return {"id": f"r{i}", "subset": "ptb-test-report", "questions": ["Write a report for this ECG."], "answers": [gold]}
+
+
+def arena_doc(i: int) -> dict[str, Any]:
+    return {"id": f"a{i}", "subset": "arena", "questions": ["What rhythm is this?", "And the axis?"],
+            "answers": ["Atrial fibrillation.", "Left axis deviation."]}
+
+
+def scripted(*replies: Reply) -> Any:
+    """Responder answering the n-th request with replies[n-1] (the last one repeats)."""
+    def respond(request: dict[str, Any], n: int) -> Reply:
+        return replies[min(n, len(replies)) - 1]
+    return respond
+
+
+GOOD = Reply(body=completion(verdict_json(REPORT_KEYS, (6, 7, 8))))
+
+
+def test_known_replies_give_known_scores() -> None:
+    with FakeJudgeServer() as srv:
+        s = settings_for(srv)
+        docs = [report_doc(i) for i in range(3)]
+        resps = [["SCORES=10,10,10 normal"], "SCORES=5,5,5", "SCORES=0,3,9"]
+        records = judge.judge_items("ptb-test-report", docs, resps, s)
+        assert [r["score"] for r in records] == pytest.approx([100.0, 50.0, 40.0])
+        assert records[2]["criteria"] == {"Diagnosis": 0.0, "Waveform": 3.0, "Rhythm": 9.0}
+        rec = records[0]
+        assert rec["status"] == "ok" and rec["judge"]["model"] == "gpt-4o-2024-08-06"
+        assert rec["judge"]["rubric_version"] == judge.RUBRIC_VERSION and rec["judge"]["host"].startswith("127.0.0.1:")
+        assert rec["raw"] and rec["prompt_sha"] and rec["usage"] == {"prompt_tokens": 120, "completion_tokens": 60, "api_calls": 1}
+        request = srv.requests[0]
+        assert request["model"] == "gpt-4o-2024-08-06" and request["temperature"] == 0
+        assert request["response_format"] == {"type": "json_object"}
+        agg = judge.aggregate(records)
+        assert agg["score"] == pytest.approx(190 / 3, abs=1e-3) and agg["n_judged"] == 3 and not agg["flagged"]
+        assert agg["criteria"]["Diagnosis"] == pytest.approx(50.0)
+
+
+def test_arena_one_call_with_both_turns() -> None:
+    with FakeJudgeServer() as srv:
+        rec = judge.score_item("arena", arena_doc(0), [["It is AF. SCORES=9,6,3", "Left axis."]], settings_for(srv))
+        assert rec["status"] == "ok" and rec["score"] == pytest.approx(60.0)
+        assert rec["criteria"] == {"Accuracy": 9.0, "Completeness": 6.0, "Instruction Adherence": 3.0}
+        assert srv.count == 1
+        user = srv.requests[0]["messages"][1]["content"]
+        for text in ("What rhythm is this?", "And the axis?", "Atrial fibrillation.", "Left axis deviation.",
+                     "It is AF.", "Left axis."):
+            assert text in user
+        bad = judge.score_item("arena", arena_doc(1), ["only one turn"], settings_for(srv))
+        assert bad["status"] == "failed" and "2 response" in bad["error"] and srv.count == 1
+
+
+def test_429_retry_after_is_honoured() -> None:
+    limited = Reply(429, {"error": {"message": "slow down", "code": "rate_limit_exceeded"}}, {"Retry-After": "1"})
+    with FakeJudgeServer(scripted(limited, GOOD)) as srv:
+        start = time.monotonic()
+        rec = judge.score_item("ptb-test-report", report_doc(0), "x", settings_for(srv))
+        assert rec["status"] == "ok" and srv.count == 2 and rec["usage"]["api_calls"] == 2
+        assert time.monotonic() - start >= 0.95  # waited as told, not the 10 ms backoff
+
+
+def test_quota_429_is_fatal_not_retried() -> None:
+    quota = Reply(429, {"error": {"message": "You exceeded your current quota", "code": "insufficient_quota"}})
+    with FakeJudgeServer(scripted(quota)) as srv:
+        records = judge.judge_items("ptb-test-report", [report_doc(i) for i in range(5)], ["x"] * 5, settings_for(srv))
+        assert srv.count == 1 and all(r["status"] == "failed" for r in records)
+
+
+def test_5xx_backoff_then_success_and_bounded_failure() -> None:
+    err = Reply(500, {"error": {"message": "boom"}})
+    with FakeJudgeServer(scripted(err, Reply(502, "bad gateway"), GOOD)) as srv:
+        rec = judge.score_item("ptb-test-report", report_doc(0), "x", settings_for(srv))
+        assert rec["status"] == "ok" and srv.count == 3 and rec["score"] == pytest.approx(70.0)
+    with FakeJudgeServer(scripted(err)) as srv:
+        rec = judge.score_item("ptb-test-report", report_doc(0), "x", settings_for(srv, max_attempts=4))
+        assert rec["status"] == "failed" and rec["score"] is None and srv.count == 4
+        assert "HTTP 500" in rec["error"] and "4 attempt" in rec["error"]
+
+
+def test_slow_reply_times_out_and_is_retried() -> None:
+    slow = Reply(body=completion(verdict_json(REPORT_KEYS, (1, 1, 1))), delay_s=1.5)
+    with FakeJudgeServer(scripted(slow, GOOD)) as srv:
+        rec = judge.score_item("ptb-test-report", report_doc(0), "x", settings_for(srv, timeout_s=0.3))
+        assert rec["status"] == "ok" and rec["score"] == pytest.approx(70.0) and srv.count == 2
+    with FakeJudgeServer(scripted(slow)) as srv:
+        rec = judge.score_item("ptb-test-report", report_doc(0), "x", settings_for(srv, timeout_s=0.3, max_attempts=2))
+        assert rec["status"] == "failed" and "Timeout" in rec["error"] and srv.count == 2
+
+
+@pytest.mark.parametrize("bad_content,reason", [
+    ("I think it is a good report.", "not a JSON object"),
+    ('{"Diagnosis": 12, "Waveform": 5, "Rhythm": 5}', "outside 0-10"),
+    ('{"Diagnosis": 8, "Rhythm": 5}', "missing score"),
+])
+def test_invalid_replies_retried_then_failed(bad_content: str, reason: str) -> None:
+    bad = Reply(body=completion(bad_content))
+    with FakeJudgeServer(scripted(bad, GOOD)) as srv:
+        rec = judge.score_item("ptb-test-report", report_doc(0), "x", settings_for(srv))
+        assert rec["status"] == "ok" and rec["usage"]["api_calls"] == 2 and rec["usage"]["prompt_tokens"] == 240
+    with FakeJudgeServer(scripted(bad)) as srv:
+        rec = judge.score_item("ptb-test-report", report_doc(0), "x", settings_for(srv, invalid_retries=2))
+        assert rec["status"] == "failed" and rec["score"] is None and srv.count == 3
+        assert reason in rec["error"] and rec["raw"] == bad_content
+
+
+def test_wrong_key_stops_at_first_call(tmp_path: Path) -> None:
+    with FakeJudgeServer(api_key="sk-the-right-key-000000") as srv:
+        wrong = "sk-wrong-key-1234567890abcdef"
+        s = settings_for(srv, api_key=wrong, concurrency=8, cache_path=tmp_path / "c.sqlite")
+        records = judge.judge_items("ptb-test-report", [report_doc(i) for i in range(40)], ["x"] * 40, s)
+        assert srv.count == 1
+        assert all(r["status"] == "failed" and r["score"] is None for r in records)
+        assert "401" in records[0]["error"] or any("401" in r["error"] for r in records)
+        assert all("401" in r["error"] for r in records)
+        dumped = json.dumps(records) + json.dumps(judge.aggregate(records))
+        assert wrong not in dumped and "REDACTED" in dumped  # the server echoed the key; we scrubbed it
+        # lmms-eval-style: later single calls fail at once too
+        assert judge.score_item("ptb-test-report", report_doc(99), "x", s)["status"] == "failed" and srv.count == 1
+
+
+def test_failure_accounting_mixed_batch() -> None:
+    def respond(request: dict[str, Any], n: int) -> Reply:
+        if "FAIL500" in request["messages"][1]["content"]:
+            return Reply(500, {"error": {"message": "boom"}})
+        if "GARBAGE" in request["messages"][1]["content"]:
+            return Reply(body=completion("nope"))
+        return marker_responder(request, n)
+
+    with FakeJudgeServer(respond) as srv:
+        resps = ["SCORES=10,10,10", "SCORES=4,4,4", "FAIL500", "GARBAGE", "[LMMS_EVAL_REQUEST_FAILED timeout]"]
+        records = judge.judge_items("ptb-test-report", [report_doc(i) for i in range(5)], resps, settings_for(srv))
+        assert [r["status"] for r in records] == ["ok", "ok", "failed", "failed", "failed"]
+        assert "generation failed" in records[4]["error"]
+        agg = judge.aggregate(records)
+        assert (agg["n"], agg["n_judged"], agg["n_failed"]) == (5, 2, 3)
+        assert agg["score"] == pytest.approx(70.0) and agg["flagged"]  # failures excluded, never 0
+        assert srv.count == 2 + 3 + 3  # 500 x max_attempts, garbage x (1 + invalid_retries), no call for the failed generation
+
+
+def test_cache_second_run_makes_zero_calls(tmp_path: Path) -> None:
+    cache = tmp_path / "judge.sqlite"
+    docs = [report_doc(i) for i in range(10)]
+    resps = [f"report {i} SCORES={i % 11},5,5" for i in range(10)]
+    with FakeJudgeServer() as srv:
+        first = judge.judge_items("ptb-test-report", docs, resps, settings_for(srv, cache_path=cache))
+        assert srv.count == 10
+        judge.reset_runtimes()  # a new run
+        second = judge.judge_items("ptb-test-report", docs, resps, settings_for(srv, cache_path=cache))
+        assert srv.count == 10 and all(r["cached"] for r in second)
+        assert [r["score"] for r in first] == [r["score"] for r in second]
+        assert judge.aggregate(second)["usage"]["api_calls"] == 0
+        rubric = tmp_path / "my_rubric.txt"
+        rubric.write_text("Grade Diagnosis, Waveform and Rhythm 0-10. Reply in JSON.")
+        custom = judge.judge_items("ptb-test-report", docs[:2], resps[:2],
+                                   settings_for(srv, cache_path=cache, prompt_file=rubric))
+        assert srv.count == 12 and custom[0]["judge"]["rubric_version"] == "custom:my_rubric.txt"
+        assert srv.requests[-1]["messages"][0]["content"].startswith("Grade Diagnosis")
+        judge.score_item("ptb-test-report", docs[0], resps[0], settings_for(srv, cache_path=cache, model="gpt-4o-mini"))
+        assert srv.count == 13  # another judge model misses
+        est = judge.estimate("ptb-test-report", docs, resps, settings_for(srv, cache_path=cache))
+        assert est["cached"] == 10 and est["calls"] == 0 and srv.count == 13
+
+
+def test_calls_in_flight_never_exceed_limit() -> None:
+    with FakeJudgeServer(latency_s=0.05) as srv:
+        s = settings_for(srv, concurrency=3)
+        docs = [report_doc(i) for i in range(30)]
+        # lmms-eval's process_results pool (16 threads here) calls score_item directly
+        with ThreadPoolExecutor(16) as pool:
+            records = list(pool.map(lambda i: judge.score_item("ptb-test-report", docs[i], "x", s), range(30)))
+        assert all(r["status"] == "ok" for r in records)
+        assert srv.count == 30 and srv.max_in_flight == 3
+        judge.judge_items("ptb-test-report", [report_doc(i) for i in range(30, 50)], ["y"] * 20, s)
+        assert srv.max_in_flight == 3
+
+
+def test_budget_cap_skips_never_zero() -> None:
+    with FakeJudgeServer() as srv:
+        s = settings_for(srv, max_calls=3, concurrency=1)
+        records = judge.judge_items("ptb-test-report", [report_doc(i) for i in range(5)], ["SCORES=2,2,2"] * 5, s)
+        assert [r["status"] for r in records].count("skipped") == 2 and srv.count == 3
+        agg = judge.aggregate(records)
+        assert agg["n_skipped"] == 2 and agg["n_judged"] == 3 and agg["score"] == pytest.approx(20.0) and agg["flagged"]
+
+
+def test_azure_provider_path_and_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeJudgeServer() as srv:
+        monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", srv.root)
+        monkeypatch.setenv("AZURE_OPENAI_API_KEY", srv.api_key)
+        monkeypatch.setenv("OPENAI_API_VERSION", "2024-10-21")
+        monkeypatch.setenv("ECGBENCH_JUDGE_MODEL", "ecg-judge-deployment")
+        s = dataclasses.replace(judge.settings_from_env(), backoff_base_s=0.01)
+        judge.check_configured(s)
+        rec = judge.score_item("ptb-test-report", report_doc(0), "SCORES=3,3,3", s)
+        assert rec["status"] == "ok" and rec["score"] == pytest.approx(30.0) and rec["judge"]["provider"] == "azure"
+        assert srv.paths[0].startswith("/openai/deployments/ecg-judge-deployment/chat/completions")
+        assert "api-version=2024-10-21" in srv.paths[0]
+
+
+def test_cache_write_failure_does_not_fail_the_run(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with FakeJudgeServer() as srv:
+        rec = judge.score_item("ptb-test-report", report_doc(0), "SCORES=9,9,9",
+                               settings_for(srv, cache_path=blocker / "judge.sqlite"))
+        assert rec["status"] == "ok" and rec["score"] == pytest.approx(90.0)
+
+
+def test_score_item_is_thread_safe_with_shared_cache(tmp_path: Path) -> None:
+    cache = tmp_path / "judge.sqlite"
+    with FakeJudgeServer() as srv:
+        s = settings_for(srv, cache_path=cache, concurrency=4)
+        docs = [report_doc(i % 5) for i in range(40)]  # 5 distinct items asked 8 times each, concurrently
+        results: list[dict[str, Any]] = []
+        lock = threading.Lock()
+
+        def worker(i: int) -> None:
+            rec = judge.score_item("ptb-test-report", docs[i], f"cand {i % 5} SCORES=5,5,5", s)
+            with lock:
+                results.append(rec)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(results) == 40 and all(r["status"] == "ok" and r["score"] == pytest.approx(50.0) for r in results)
+        assert srv.count <= 40
