@@ -258,3 +258,31 @@ def test_multilabel_scores_match_sklearn_per_class():
         assert scores["auc"][i] == pytest.approx(roc_auc_score(gold[:, i], pred[:, i]))
     assert math.isnan(scores["auc"][5])
     assert scores["hamming_loss"] == pytest.approx(hamming_loss(gold, pred))
+
+
+# ------------------------------------------------------------------------ speed (bench/score_speed.py)
+
+
+def _bench_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "score_speed.py"
+    spec = importlib.util.spec_from_file_location("score_speed", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_full_size_scoring_within_budget():
+    # ~0.1-0.25 s measured on the shared 2-core machine: the 2 s budget leaves a wide margin.
+    bench = _bench_module()
+    n_items, seconds = bench.run_benchmark(repeat=3)
+    assert n_items == sum(s.n_items for s in bench.AUTO_SCORED) == 10_697
+    assert seconds < bench.BUDGET_S
+
+
+def test_benchmark_script_fails_over_budget(capsys):
+    bench = _bench_module()
+    assert bench.main(["--repeat", "1", "--budget", "0"]) == 1
+    assert "OVER BUDGET" in capsys.readouterr().out
