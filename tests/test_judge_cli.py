@@ -1,0 +1,133 @@
+"""`ecgbench judge` end to end: real data loader (JSON layout), fake judge server, real openai client."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pulse_tasks import judge
+from pulse_tasks.cli import main
+
+try:
+    from judge_server import FakeJudgeServer
+except ImportError:  # tests/ imported as a package
+    from tests.judge_server import FakeJudgeServer
+
+ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT", "OPENAI_API_VERSION",
+       "ECGBENCH_JUDGE_MODEL", "ECGBENCH_JUDGE_BASE_URL", "ECGBENCH_JUDGE_API_KEY", "ECGBENCH_JUDGE_CONCURRENCY",
+       "ECGBENCH_JUDGE_TIMEOUT", "ECGBENCH_JUDGE_MAX_CALLS", "ECGBENCH_JUDGE_CACHE", "ECGBENCH_DATA")
+N_REPORTS = 6
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch: pytest.MonkeyPatch) -> Any:
+    for name in ENV:
+        monkeypatch.delenv(name, raising=False)
+    judge.reset_runtimes()
+    yield
+    judge.reset_runtimes()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """README-style JSON layout: <config>.json + images/ (the loader does not open images)."""
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    reports = [{"id": f"ptb-{i}", "image": f"ptb/{i}.png",
+                "conversations": [{"from": "human", "value": "<image>\nWrite the report."},
+                                  {"from": "gpt", "value": f"Sinus rhythm, item {i}."}]} for i in range(N_REPORTS)]
+    arena = [{"id": f"arena-{i}", "image": f"arena/{i}.png",
+              "conversations": [{"question": "Describe the rhythm.", "answer": "Atrial flutter."},
+                                {"question": "Treatment?", "answer": "Rate control."}]} for i in range(2)]
+    (root / "ptb-test-report.json").write_text(json.dumps(reports))
+    (root / "arena.json").write_text(json.dumps(arena))
+    return root
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any] | None, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if out.strip() else None), err
+
+
+def test_judge_lmms_eval_samples(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    samples = tmp_path / "samples.jsonl"
+    with samples.open("w") as f:
+        for i in range(N_REPORTS):  # doc_id only (no id in the line): matched by position
+            f.write(json.dumps({"doc_id": i, "target": "x", "resps": [[f"r{i} SCORES=8,6,4"]],
+                                "filtered_resps": [f"r{i} SCORES=8,6,4"]}) + "\n")
+    with FakeJudgeServer() as srv:
+        monkeypatch.setenv("OPENAI_API_KEY", srv.api_key)
+        cache = tmp_path / "cache.sqlite"
+        records_out = tmp_path / "records.jsonl"
+        argv = ["judge", "--subset", "ptb-test-report", "--data", str(data_dir), "--predictions", str(samples),
+                "--judge-base-url", srv.url, "--concurrency", "4", "--cache", str(cache), "--no-progress",
+                "--records-out", str(records_out)]
+        code, result, err = _run(argv, capsys)
+        assert code == 0, err
+        assert result is not None
+        assert {"subset", "n", "n_judged", "score", "criteria", "judge"} <= set(result)
+        assert (result["subset"], result["n"], result["n_judged"]) == ("ptb-test-report", N_REPORTS, N_REPORTS)
+        assert result["score"] == pytest.approx(60.0)
+        assert result["criteria"] == {"Diagnosis": 80.0, "Waveform": 60.0, "Rhythm": 40.0}
+        assert result["judge"]["model"] == "gpt-4o-2024-08-06" and srv.count == N_REPORTS
+        # the API key is nowhere: stdout, stderr, records, cache file (WAL files included)
+        assert cache.is_file() and len(records_out.read_text().splitlines()) == N_REPORTS
+        for blob in [json.dumps(result), err, records_out.read_text()] + \
+                [p.read_bytes().decode("latin-1") for p in tmp_path.glob("cache.sqlite*")]:
+            assert srv.api_key not in blob
+        judge.reset_runtimes()
+        code, again, _ = _run(argv, capsys)  # second run: all from the cache
+        assert code == 0 and again["score"] == result["score"] and srv.count == N_REPORTS
+
+
+def test_judge_reference_format_arena_and_estimate(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    preds = tmp_path / "answers.jsonl"
+    lines = [{"question_id": "arena-0", "text": "Flutter. SCORES=10,5,0"}, {"question_id": "arena-0", "text": "Rate."},
+             {"id": "arena-1", "response": ["AF. SCORES=4,4,4", "Ablation."]}]
+    preds.write_text("\n".join(json.dumps(x) for x in lines))
+    with FakeJudgeServer() as srv:
+        monkeypatch.setenv("ECGBENCH_JUDGE_BASE_URL", srv.url)
+        monkeypatch.setenv("ECGBENCH_JUDGE_API_KEY", srv.api_key)
+        monkeypatch.setenv("ECGBENCH_JUDGE_CACHE", "off")
+        base = ["--subset", "arena", "--data", str(data_dir), "--predictions", str(preds), "--no-progress"]
+        code, est, _ = _run(["judge", "estimate", *base], capsys)
+        assert code == 0 and srv.count == 0
+        assert est["calls"] == 2 and est["approx_prompt_tokens"] > 300 and est["approx_cost_usd"] > 0
+        code, result, _ = _run(["judge", *base], capsys)
+        assert code == 0 and result["n"] == 2 and result["score"] == pytest.approx(45.0) and srv.count == 2
+        assert "Rate." in srv.requests[0]["messages"][1]["content"] + srv.requests[1]["messages"][1]["content"]
+        code, capped, _ = _run(["judge", *base, "--max-judge-calls", "1"], capsys)
+        assert code == 1 and capped["n_skipped"] == 1 and capped["flagged"] and capped["n_judged"] == 1
+
+
+def test_judge_not_configured_and_bad_input(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    preds = tmp_path / "p.jsonl"
+    preds.write_text(json.dumps({"id": "ptb-0", "response": "x"}))
+    code, result, err = _run(["judge", "--subset", "ptb-test-report", "--data", str(data_dir),
+                              "--predictions", str(preds)], capsys)
+    assert code == 2 and result is None and "OPENAI_API_KEY" in err
+    code, _, err = _run(["judge", "--subset", "ptb-test", "--data", str(data_dir), "--predictions", str(preds)], capsys)
+    assert code == 2 and "not by the LLM judge" in err
+    preds.write_text("{broken")
+    code, _, err = _run(["judge", "estimate", "--subset", "arena", "--data", str(data_dir), "--predictions", str(preds)],
+                        capsys)
+    assert code == 2 and "not valid JSON" in err
+
+
+def test_judge_wrong_key_cli_fails_fast(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("\n".join(json.dumps({"id": f"ptb-{i}", "response": "x"}) for i in range(N_REPORTS)))
+    wrong = "sk-definitely-wrong-key-42424242"
+    monkeypatch.setenv("OPENAI_API_KEY", wrong)
+    with FakeJudgeServer() as srv:
+        code, result, err = _run(["judge", "--subset", "ptb-test-report", "--data", str(data_dir), "--predictions",
+                                  str(preds), "--judge-base-url", srv.url, "--no-cache", "--no-progress"], capsys)
+        assert code == 1 and srv.count == 1 and result["n_judged"] == 0 and result["score"] is None
+        assert "401" in json.dumps(result["errors"]) and wrong not in json.dumps(result) + err
