@@ -195,7 +195,10 @@ def aggregate(subset: Subset | str, records: list[Mapping[str, Any]]) -> dict:
     Returns ``{"subset", "n", "paper": {...}, "strict": {...}, "unparsed", "invalid",
     "invalid_rate", "failed", "missing", "statuses", "se", ...}``; multi-label subsets add
     ``per_class_f1``, ``auc_nan_classes``, ``f1_undefined_classes`` and ``classes`` (per mode).
-    NaN never appears: undefined numbers are ``None``.
+    ``unparsed`` counts items where paper mode found no answer; ``invalid`` (and ``invalid_rate``,
+    x100) items where strict mode found none -- failed, empty, non-text and missing responses
+    included; ``statuses`` counts the raw response states. NaN never appears: undefined numbers
+    are ``None``.
     """
     sub = _resolve(subset)
     records = list(records)

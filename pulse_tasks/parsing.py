@@ -28,6 +28,8 @@ the subset (A-D for mmmu-ecg, A-H for csn/g12), anything else is unparsed (and s
 3. the response starts with an option label -- ``"C. Atrial fibrillation"``, ``"(C) ..."``,
    ``"C) ..."``, ``"C: ..."`` (the label followed by whitespace or the end).
 
+Markdown emphasis (``*``, ``_``) around markers and letters is ignored (``"**Answer:** **B**"``).
+
 No other letter counts: ``"A."`` inside a word or sentence (``"USA."``, ``"... type A."``), stray
 capitals after ``Answer:`` (``"Answer: Based on ..."``) and letters outside the subset are not
 answers.
@@ -162,14 +164,18 @@ def parse_letter_paper(text: str) -> str | None:
     return None
 
 
-_STRICT_MARKER_RE = re.compile(r"(?i)\b(?:answer\s*(?:is\s*:?|:)|correct\s+option\s*(?:is\s*:?|:))")
+# Markdown emphasis ("**Answer:** **B**") is formatting, not content: tolerated around markers/letters.
+_EMPH = r"[*_]*"
+_STRICT_MARKER_RE = re.compile(
+    rf"(?i)\b(?:answer{_EMPH}\s*(?:is\s*:?|:)|correct\s+option{_EMPH}\s*(?:is\s*:?|:)){_EMPH}"
+)
 # After a marker: the letter, alone or in parentheses, then the end, punctuation, a line break or
 # " (" / " -" (so "Answer: A normal ECG" and "Answer: A-fib" are not the letter A).
 _STRICT_AFTER_MARKER_RE = re.compile(
-    r"\s*(?:\(([A-Z])\)|([A-Z]))(?=$|[.,;:!)\]]|[ \t]*\n|\s+[(\-\u2013\u2014])"
+    rf"\s*{_EMPH}(?:\(([A-Z])\)|([A-Z])){_EMPH}(?=$|[.,;:!)\]]|[ \t]*\n|\s+[(\-\u2013\u2014])"
 )
-_STRICT_BARE_RE = re.compile(r"\(?([A-Z])\)?[.:]?")
-_STRICT_LEADING_RE = re.compile(r"\(?([A-Z])(?:\)|[.):])(?=\s|$)")
+_STRICT_BARE_RE = re.compile(rf"{_EMPH}\(?([A-Z])\)?[.:]?{_EMPH}")
+_STRICT_LEADING_RE = re.compile(rf"{_EMPH}\(?([A-Z])(?:\)|[.):]){_EMPH}(?=\s|$)")
 
 
 def parse_letter_strict(text: str, letters: str) -> str | None:

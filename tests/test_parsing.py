@@ -102,6 +102,11 @@ def test_parse_letter_paper(text, expected):
     ("The correct option is C", "ABCD", "C"),
     ("The correct option is (B).", "ABCD", "B"),
     ("Correct option: D", "ABCD", "D"),
+    ("**Answer:** B", "ABCD", "B"),  # markdown emphasis is formatting
+    ("**Answer**: **(B)**", "ABCD", "B"),
+    ("**B**", "ABCD", "B"),
+    ("**C.** Atrial fibrillation", "ABCD", "C"),
+    ("**Answer:** **Based** on the ECG", "ABCD", None),
     ("Answer: A\nLater: Answer: C", "ABCD", "C"),
     ("Answer: B ... final Answer: E", "ABCD", None),  # last marker invalid -> no fallback
     ("Answer: Based on the ECG, C", "ABCD", None),  # no stray capital
