@@ -120,8 +120,9 @@ def is_failed_response(text: object) -> bool:
 
 
 def is_invalid_response(text: object) -> bool:
-    """True for empty/whitespace, non-text or non-UTF-8 responses (not for failures or None)."""
-    return response_status(text) in INVALID_STATUSES
+    """True for responses that are no text to parse: empty/whitespace, non-text, non-UTF-8 and
+    ``None`` (missing). Failures are reported separately (``is_failed_response``)."""
+    return response_status(text) in INVALID_STATUSES + (STATUS_MISSING,)
 
 
 # --------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ class Prediction:
     doc_id: int | None  # lmms-eval's position of the item in the data
     response: object  # raw response (str normally; anything else is scored as invalid)
     source_format: str  # "lmms-eval" or "reference"
+    subset: str | None = None  # the subset named by our record on an lmms-eval line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,11 +75,11 @@ def _first_text(value: object) -> object:
     return value
 
 
-def _our_record_id(line: Mapping[str, Any]) -> str | None:
-    """The item id stored in one of our per-metric records on an lmms-eval samples line."""
+def _our_record(line: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """One of our per-metric records on an lmms-eval samples line (they carry the item id)."""
     for value in line.values():
         if isinstance(value, dict) and "id" in value and "kind" in value and "subset" in value:
-            return str(value["id"])
+            return value
     return None
 
 
@@ -87,14 +88,16 @@ def _parse_line(obj: object, line: int) -> Prediction:
         raise InputError(f"line {line}: expected a JSON object, got {type(obj).__name__}")
     if "doc_id" in obj and ("resps" in obj or "filtered_resps" in obj):
         response = _first_text(obj.get("filtered_resps", obj.get("resps")))
-        item_id = _our_record_id(obj)
+        record = _our_record(obj)
+        item_id = str(record["id"]) if record is not None else None
         doc = obj.get("doc")
         if item_id is None and isinstance(doc, dict) and doc.get("id") is not None:
             item_id = str(doc["id"])
         doc_id = obj["doc_id"]
         if not isinstance(doc_id, int) or isinstance(doc_id, bool):
             raise InputError(f"line {line}: doc_id {doc_id!r} is not an integer")
-        return Prediction(line, item_id, doc_id, response, "lmms-eval")
+        subset = str(record["subset"]) if record is not None else None
+        return Prediction(line, item_id, doc_id, response, "lmms-eval", subset)
     id_key = next((k for k in ("question_id", "id") if k in obj), None)
     text_key = next((k for k in ("text", "response") if k in obj), None)
     if id_key is None or text_key is None:
@@ -154,10 +157,14 @@ class Matched:
 def match_predictions(docs: list[Mapping[str, Any]], predictions: list[Prediction]) -> Matched:
     """Key every prediction by item id (``doc_id`` -> the id of the data's item at that index).
 
-    Raises InputError naming duplicated ids.
+    Raises InputError naming duplicated prediction ids (or duplicated ids in the data).
     """
     ids = [str(doc["id"]) for doc in docs]
     known = set(ids)
+    if len(known) != len(ids):
+        seen: set[str] = set()
+        repeated = list(dict.fromkeys(i for i in ids if i in seen or seen.add(i)))
+        raise InputError(f"the data has {len(repeated)} duplicated item ids: {_listing(repeated)}")
     responses: dict[str, object] = {}
     duplicates, extra = [], []
     for prediction in predictions:
@@ -218,6 +225,10 @@ def score_file(subset_name: str, data: str | None, predictions_path: str, ignore
     if subset.kind in ("report", "arena"):
         raise InputError(f"{subset.config} is judged by an LLM: use `ecgbench judge`, not `ecgbench score`")
     predictions = read_predictions(predictions_path)  # before the data: fail fast on a bad file
+    named = sorted({p.subset for p in predictions if p.subset and p.subset != subset.config})
+    if named:
+        raise InputError(f"{predictions_path} holds scoring records of {', '.join(named)}, "
+                         f"not {subset.config}: check --subset")
     docs = (loader or load_docs)(subset, data)
     if not docs:
         raise InputError(f"no {subset.config} items in {data or 'the default source'}")

@@ -32,7 +32,7 @@ ONLY = parsing.ONLY_ANSWER_SENTENCE
 def test_response_status(response, status):
     assert parsing.response_status(response) == status
     assert parsing.is_failed_response(response) is (status == "failed")
-    assert parsing.is_invalid_response(response) is (status in ("empty", "not_text", "not_utf8"))
+    assert parsing.is_invalid_response(response) is (status in ("empty", "not_text", "not_utf8", "missing"))
 
 
 def test_coerce_response_returns_text_only_when_usable():

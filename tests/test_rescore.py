@@ -169,6 +169,22 @@ def test_bad_subset_exit_2(loader, tmp_path, capsys, subset, message):
     assert code == 2 and message in err and err.count("\n") == 1
 
 
+def test_records_of_another_subset_exit_2(loader, tmp_path, capsys):
+    doc = loader["ptb-test"][0]
+    path = write_jsonl(tmp_path / "s.jsonl", [lmms_line(0, "NORM", record=metrics.score_item("ptb-test", doc, "x"))])
+    code, _, err = score_cli(capsys, "--subset", "mmmu-ecg", "--predictions", str(path))
+    assert code == 2 and "holds scoring records of ptb-test, not mmmu-ecg" in err
+
+
+def test_duplicated_data_ids_exit_2(monkeypatch, tmp_path, capsys):
+    docs = mmmu_docs()
+    docs[3]["id"] = "m1"
+    monkeypatch.setattr(rescore, "load_docs", lambda subset, where: docs)
+    path = write_jsonl(tmp_path / "ref.jsonl", [{"id": "m0", "response": "A"}])
+    code, _, err = score_cli(capsys, "--subset", "mmmu-ecg", "--predictions", str(path))
+    assert code == 2 and "the data has 1 duplicated item ids: m1" in err
+
+
 def test_missing_predictions_file(loader, tmp_path, capsys):
     code, _, err = score_cli(capsys, "--subset", "mmmu-ecg", "--predictions", str(tmp_path / "nope.jsonl"))
     assert code == 2 and "cannot read predictions" in err
