@@ -72,7 +72,8 @@ def build_items(subsets: tuple[Subset, ...] = AUTO_SCORED, seed: int = SEED,
                 response = rng.choice([", ".join(gold_options), rng.choice(options), "none of them", ""])
             else:
                 if sub.config == "code15-test":
-                    gold_labels = ["NORM"] if rng.random() < 0.4 else ["ABNORMAL"] + rng.sample(sub.labels[2:], rng.randint(0, 2))
+                    specific = rng.sample(sub.labels[2:], rng.randint(0, 2))  # after NORM, ABNORMAL
+                    gold_labels = ["NORM"] if rng.random() < 0.4 else ["ABNORMAL", *specific]
                 else:
                     gold_labels = rng.sample(sub.labels, rng.randint(1, 3))
                 doc.update(questions=["What are the diagnostic labels?"], answers=["; ".join(gold_labels)])

@@ -30,7 +30,7 @@ whole 2 s scoring budget for a full run. The tests check every number against sc
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -172,10 +172,10 @@ def _multilabel_mode(gold_lists: list[list[str]], pred_lists: list[list[str]],
         "f1": _nan_to_none(SCALE * np.nanmean(f1)) if not np.isnan(f1).all() else None,
         "hamming_loss": _nan_to_none(SCALE * scores["hamming_loss"]),
     }
-    per_class = {c: _nan_to_none(SCALE * v) for c, v in zip(classes, f1)}
+    per_class = {c: _nan_to_none(SCALE * v) for c, v in zip(classes, f1, strict=True)}
     undefined = {
-        "auc_nan_classes": [c for c, v in zip(classes, auc) if np.isnan(v)],
-        "f1_undefined_classes": [c for c, v in zip(classes, f1) if np.isnan(v)],
+        "auc_nan_classes": [c for c, v in zip(classes, auc, strict=True) if np.isnan(v)],
+        "f1_undefined_classes": [c for c, v in zip(classes, f1, strict=True) if np.isnan(v)],
     }
     return metrics, per_class, undefined
 

@@ -79,8 +79,7 @@ INVALID_STATUSES = (STATUS_EMPTY, STATUS_NOT_TEXT, STATUS_NOT_UTF8)
 
 def response_status(response: object) -> str:
     """Classify a raw response: one of the ``STATUS_*`` values (never raises)."""
-    text, status = coerce_response(response)
-    return status
+    return coerce_response(response)[1]
 
 
 def coerce_response(response: object) -> tuple[str, str]:
@@ -179,15 +178,21 @@ _STRICT_BARE_RE = re.compile(rf"{_EMPH}\(?([A-Z])\)?[.:]?{_EMPH}")
 _STRICT_LEADING_RE = re.compile(rf"{_EMPH}\(?([A-Z])(?:\)|[.):]){_EMPH}(?=\s|$)")
 
 
+def _last_match(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+    """The last non-overlapping match of ``pattern`` in ``text`` (the final answer wins)."""
+    last = None
+    for last in pattern.finditer(text):  # noqa: B007 -- only the last one is wanted
+        pass
+    return last
+
+
 def parse_letter_strict(text: str, letters: str) -> str | None:
     """Strict letter parser (see the module docstring for the accepted forms); ``None`` if unparsed."""
     stripped = text.strip()
     bare = _STRICT_BARE_RE.fullmatch(stripped)
     if bare:
         return bare.group(1) if bare.group(1) in letters else None
-    last_marker = None
-    for last_marker in _STRICT_MARKER_RE.finditer(stripped):
-        pass
+    last_marker = _last_match(_STRICT_MARKER_RE, stripped)
     if last_marker is not None:
         after = _STRICT_AFTER_MARKER_RE.match(stripped, last_marker.end())
         letter = (after.group(1) or after.group(2)) if after else None
@@ -263,9 +268,7 @@ def _label_regex(labels: tuple[str, ...]) -> tuple[re.Pattern[str], dict[str, st
 
 def parse_labels_strict(text: str, labels: tuple[str, ...]) -> list[str]:
     """Strict label matcher: whole tokens, case-insensitive, after the last "answer:" if any."""
-    cut = None
-    for cut in _STRICT_ANSWER_CUT_RE.finditer(text):
-        pass
+    cut = _last_match(_STRICT_ANSWER_CUT_RE, text)
     if cut is not None:
         text = text[cut.end():]
     pattern, canonical = _label_regex(labels)

@@ -71,7 +71,6 @@ def test_lmms_eval_samples_matched_by_record_id(loader, tmp_path, capsys):
 
 
 def test_lmms_eval_samples_by_doc_id_order_and_doc(loader, tmp_path, capsys):
-    docs = loader["ptb-test"]
     rows = [lmms_line(2, "CD"), lmms_line(0, "NORM"), lmms_line(1, "MI and STTC", doc={"id": "p1"})]
     path = write_jsonl(tmp_path / "s.jsonl", rows)
     code, result, _ = score_cli(capsys, "--subset", "ecgbench_ptb", "--predictions", str(path))
@@ -222,5 +221,6 @@ def test_real_loader_json_layout(tmp_path, capsys):
 @pytest.mark.skipif(importlib.util.find_spec("pulse_tasks.data") is None, reason="pulse_tasks.data not written yet")
 def test_real_loader_bad_folder_exit_2(tmp_path, capsys):
     preds = write_jsonl(tmp_path / "preds.jsonl", [{"id": "x", "response": "A"}])
-    code, _, err = score_cli(capsys, "--subset", "mmmu-ecg", "--data", str(tmp_path / "absent"), "--predictions", str(preds))
+    code, _, err = score_cli(capsys, "--subset", "mmmu-ecg", "--data", str(tmp_path / "absent"),
+                             "--predictions", str(preds))
     assert code == 2 and err.count("\n") == 1 and "absent" in err
