@@ -10,6 +10,17 @@ Two rule sets live side by side, as pure functions:
 Every parser returns an explicit "unparsed" value (``None`` for a letter, an empty list for a
 label/option set); the metrics count it, never silently score it as 0.
 
+Paper-mode choices where the reference leaves a gap
+---------------------------------------------------
+* Rule 1 of the letter parser strips whitespace (the reference strips model outputs at
+  inference); rules 2-4 read the text as given.
+* A failed, empty, non-text or missing response is never parsed: it is unparsed (expected credit
+  for letters, the empty prediction otherwise). This keeps e.g. the "ST" of
+  ``[LMMS_EVAL_REQUEST_FAILED`` from becoming code15's sinus-tachycardia label.
+* code15 gold strings that are not exactly NORM/ABNORMAL are read with the prediction rule
+  (ABNORMAL plus the specific labels named).
+* ECG-QA candidates keep empty pieces (``"a, , b"``), as the reference does.
+
 What strict mode accepts
 ------------------------
 Letters (``parse_letter_strict``), tried in this order; the letter must be an UPPER-case letter of
