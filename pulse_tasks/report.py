@@ -1,0 +1,413 @@
+"""`ecgbench report`: the paper-layout table of one or more lmms-eval runs, with intervals.
+
+One row per run and scoring mode (paper, strict), the columns of the paper's tables 3 and 4
+(in-domain: PTB-XL AUC/F1/HL, report score, CODE-15 AUC/F1/HL, ECG-QA; out-of-domain: CPSC
+AUC/F1/HL, CSN, G12, MMMU-ECG, arena), every number with its 95% bootstrap interval (items
+resampled, corpus metrics recomputed on each resample, seeded), the counts that qualify it
+(unparsed, invalid, generation and judge failures) and the published rows for reference.
+
+    ecgbench report OUT/pulse-7b [OUT/other ...] --format md|csv|json|html --out DIR
+
+A subset a run lacks shows as "missing", a metric that is undefined on the data as "undefined":
+neither is ever a 0. Runs on synthetic data are labelled SYNTHETIC DATA in every format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+from pulse_tasks import bootstrap
+from pulse_tasks.runs import Run, RunError, SubsetRun, load_runs
+from pulse_tasks.subsets import BY_CONFIG
+
+REPORT_SCHEMA = "ecgbench-report-v1"  # bumped whenever the JSON layout below changes
+FORMATS = ("md", "csv", "json", "html")
+SYNTHETIC_LABEL = "SYNTHETIC DATA"  # printed wherever a synthetic run appears: its numbers mean nothing
+MISSING = "missing"  # the run has no such subset
+UNDEFINED = "undefined"  # the subset ran but the metric is undefined on its items (e.g. no gold positives)
+NO_INTERVAL_MARK = "†"  # a number without interval: the run kept no samples file (no --log_samples)
+DECIMALS = 1  # the paper prints one decimal
+EXIT_INPUT_ERROR = 2  # same code argparse uses for a bad command line
+OUT_NAME = "ecgbench_report"  # file stem under --out
+# Count columns of the counts table: record key -> header.
+COUNT_KEYS = {"unparsed": "unparsed", "invalid": "invalid", "failed": "gen. failed", "missing": "missing",
+              "judge_failed": "judge failed", "judge_skipped": "judge skipped"}
+_ABSENT = object()  # marks a count that does not apply (blank), unlike an unknown one ("n/a")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the paper's table."""
+
+    subset: str  # hub config name
+    metric: str  # "auc", "f1", "hamming_loss", "accuracy" or "score" (judged subsets)
+    title: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.subset}/{self.metric}"
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.metric in bootstrap.LOWER_IS_BETTER
+
+    @property
+    def domain(self) -> str:
+        return BY_CONFIG[self.subset].domain
+
+
+# The paper's column order (tables 3 and 4): in-domain first, then out-of-domain.
+COLUMNS: tuple[Column, ...] = (
+    Column("ptb-test", "auc", "PTB AUC"), Column("ptb-test", "f1", "PTB F1"),
+    Column("ptb-test", "hamming_loss", "PTB HL"), Column("ptb-test-report", "score", "Report"),
+    Column("code15-test", "auc", "CODE AUC"), Column("code15-test", "f1", "CODE F1"),
+    Column("code15-test", "hamming_loss", "CODE HL"), Column("ecgqa-test", "accuracy", "ECG-QA"),
+    Column("cpsc-test", "auc", "CPSC AUC"), Column("cpsc-test", "f1", "CPSC F1"),
+    Column("cpsc-test", "hamming_loss", "CPSC HL"), Column("csn-test-no-cot", "accuracy", "CSN"),
+    Column("g12-test-no-cot", "accuracy", "G12"), Column("mmmu-ecg", "accuracy", "MMMU"),
+    Column("arena", "score", "Arena"),
+)
+SUBSET_ORDER: tuple[str, ...] = tuple(dict.fromkeys(c.subset for c in COLUMNS))  # the nine, in table order
+MODE_NOTES = {
+    "paper": "paper mode: the reference scoring, made deterministic (an unparsed letter earns the expected 1/k credit)",
+    "strict": "strict mode: strict parsers; unparsed, empty or failed answers are wrong; full label vocabularies",
+}
+
+
+@lru_cache(maxsize=1)
+def published() -> dict[str, Any]:
+    """The published rows of the paper (pulse_tasks/published.json) with their caveats."""
+    return json.loads(resources.files("pulse_tasks").joinpath("published.json").read_text(encoding="utf-8"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Building the report (plain data; every renderer reads only this)
+
+
+def _est(value: Any) -> dict[str, float | None]:
+    v = value if isinstance(value, (int, float)) and value == value else None
+    return {"value": None if v is None else float(v), "lo": None, "hi": None}
+
+
+def _from_aggregated(sr: SubsetRun) -> dict[str, Any]:
+    """A subset without a samples file: lmms-eval's aggregated numbers, no intervals."""
+    agg = sr.aggregated
+    out: dict[str, Any] = {"intervals": False}
+    if sr.subset.kind in ("report", "arena"):
+        score = _est(agg.get("judge_score"))
+        out["modes"] = {"paper": {"score": score}, "strict": {"score": score}}
+        out["criteria"] = {k: _est(v) for k, v in agg.items() if k not in ("judge_score", "judge_failed")}
+        out["counts"] = {"judge_failed": agg.get("judge_failed")}
+    else:
+        keys = bootstrap.MULTILABEL_KEYS if sr.subset.kind == "multilabel" else bootstrap.ACCURACY_KEYS
+        out["modes"] = {m: {k: _est(agg.get(f"{k}_{m}")) for k in keys} for m in bootstrap.MODES}
+        out["counts"] = {"unparsed": agg.get("unparsed"), "invalid_rate": agg.get("invalid_rate")}
+    return out
+
+
+def _from_records(sr: SubsetRun, resamples: int, seed: int) -> dict[str, Any]:
+    records = sr.records or []
+    est = bootstrap.bootstrap_subset(sr.subset, records, resamples, seed)
+    out: dict[str, Any] = {"intervals": resamples > 0}
+    if sr.subset.kind in ("report", "arena"):
+        from pulse_tasks import judge
+
+        agg = judge.aggregate(records)
+        judged = {k: v.to_dict() for k, v in est["judge"].items()}
+        score = judged.pop(bootstrap.JUDGE_KEY)
+        out["modes"] = {"paper": {"score": score}, "strict": {"score": score}}  # the judge has no modes
+        out["criteria"] = judged
+        out["counts"] = {"judge_ok": agg["n_judged"], "judge_failed": agg["n_failed"], "judge_skipped": agg["n_skipped"]}
+        out["judge"] = agg.get("judge") or {}
+        return out
+    from pulse_tasks import metrics
+
+    agg = metrics.aggregate(sr.subset, records)
+    out["modes"] = {m: {k: v.to_dict() for k, v in est[m].items() if not k.startswith(bootstrap.PER_CLASS_PREFIX)}
+                    for m in bootstrap.MODES}
+    out["counts"] = {k: agg[k] for k in ("unparsed", "invalid", "failed", "missing")}
+    out["counts"]["invalid_rate"] = agg["invalid_rate"]
+    if sr.subset.kind == "multilabel":
+        prefix = bootstrap.PER_CLASS_PREFIX
+        out["per_class_f1"] = {m: {k[len(prefix):]: v.to_dict() for k, v in est[m].items() if k.startswith(prefix)
+                                   and k[len(prefix):] in agg["classes"][m]} for m in bootstrap.MODES}
+        out["auc_nan_classes"] = agg["auc_nan_classes"]
+        out["f1_undefined_classes"] = agg["f1_undefined_classes"]
+    return out
+
+
+def subset_result(sr: SubsetRun, resamples: int = bootstrap.DEFAULT_RESAMPLES,
+                  seed: int = bootstrap.DEFAULT_SEED) -> dict[str, Any]:
+    """One subset of one run: values with intervals per mode, counts, per-class F1 / judge criteria."""
+    body = _from_aggregated(sr) if sr.records is None else _from_records(sr, resamples, seed)
+    n = len(sr.records) if sr.records is not None else sr.n_samples
+    return {"subset": sr.subset.config, "task": sr.task, "n": n, "expected_n": sr.subset.n_items,
+            "complete": n == sr.subset.n_items, "version": sr.version, "data_source": sr.data_source,
+            "samples_file": str(sr.samples_file) if sr.samples_file else None, **body}
+
+
+def run_summary(run: Run, resamples: int = bootstrap.DEFAULT_RESAMPLES,
+                seed: int = bootstrap.DEFAULT_SEED) -> dict[str, Any]:
+    """Everything the report says about one run."""
+    subsets = {name: subset_result(sr, resamples, seed) for name, sr in run.subsets.items()}
+    return {"name": run.name, "results_file": str(run.results_file), "model": run.model,
+            "model_args": run.model_args, "lmms_eval_version": run.lmms_eval_version, "date": run.date,
+            "synthetic": run.synthetic, "data_label": SYNTHETIC_LABEL if run.synthetic else None,
+            "data_sources": sorted(run.data_sources),
+            "subsets": subsets,
+            "missing_subsets": [name for name in SUBSET_ORDER if name not in subsets],
+            "other_tasks": run.other_tasks}
+
+
+def build_report(runs: Sequence[Run], resamples: int = bootstrap.DEFAULT_RESAMPLES,
+                 seed: int = bootstrap.DEFAULT_SEED, include_published: bool = True) -> dict[str, Any]:
+    """The whole report as plain data (what --format json prints)."""
+    pub = published()
+    return {
+        "schema": REPORT_SCHEMA,
+        "bootstrap": {"resamples": resamples, "seed": seed, "confidence": bootstrap.CONFIDENCE,
+                      "method": "percentile bootstrap over items; corpus metrics recomputed per resample"},
+        "columns": [{"key": c.key, "subset": c.subset, "metric": c.metric, "title": c.title,
+                     "domain": c.domain, "lower_is_better": c.lower_is_better} for c in COLUMNS],
+        "synthetic": any(r.synthetic for r in runs),
+        "warning": (f"{SYNTHETIC_LABEL}: at least one run was scored on synthetic data"
+                    if any(r.synthetic for r in runs) else None),
+        "runs": [run_summary(r, resamples, seed) for r in runs],
+        "published": ({"source": pub["source"], "caveats": pub["caveats"], "rows": pub["rows"],
+                       "judge_breakdown": pub.get("judge_breakdown", {})} if include_published else None),
+        "modes": MODE_NOTES,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Rendering
+
+
+def cell(run: dict[str, Any], column: Column, mode: str) -> dict[str, Any] | None:
+    """The estimate of one table cell, or None when the run lacks the subset."""
+    sub = run["subsets"].get(column.subset)
+    if sub is None:
+        return None
+    return sub["modes"][mode].get(column.metric) or {"value": None, "lo": None, "hi": None}
+
+
+def _num(x: float | None) -> str:
+    return f"{x:.{DECIMALS}f}"
+
+
+def format_estimate(est: dict[str, Any] | None) -> str:
+    """'82.4 [80.1, 84.0]'; 'missing' / 'undefined'; a dagger when there is no interval."""
+    if est is None:
+        return MISSING
+    if est.get("value") is None:
+        return UNDEFINED
+    if est.get("lo") is None or est.get("hi") is None:
+        return f"{_num(est['value'])}{NO_INTERVAL_MARK}"
+    return f"{_num(est['value'])} [{_num(est['lo'])}, {_num(est['hi'])}]"
+
+
+def run_label(run: dict[str, Any]) -> str:
+    return f"{run['name']} ({SYNTHETIC_LABEL})" if run["synthetic"] else run["name"]
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    esc = [[str(c).replace("|", "\\|") for c in row] for row in [header, *rows]]
+    lines = ["| " + " | ".join(esc[0]) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(r) + " |" for r in esc[1:]]
+
+
+def _count(value: Any) -> str:
+    if value is _ABSENT:  # the count does not apply to this kind of subset
+        return ""
+    if value is None:
+        return "n/a"
+    return f"{value:.1f}" if isinstance(value, float) and not value.is_integer() else str(int(value))
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The report as GitHub markdown."""
+    b = report["bootstrap"]
+    out = ["# ECGBench report", ""]
+    if report["synthetic"]:
+        out += [f"> **{SYNTHETIC_LABEL}**: at least one run below was scored on synthetic data; "
+                "its numbers say nothing about ECG skill.", ""]
+    out += [f"Values x100 with {b['confidence']:.0%} percentile bootstrap intervals over items "
+            f"({b['resamples']} resamples, seed {b['seed']}; corpus metrics recomputed on every resample). "
+            "HL (Hamming loss) is lower-better; everything else higher-better. "
+            f"`{MISSING}`: the run has no such subset; `{UNDEFINED}`: the metric is undefined on the run's items; "
+            f"`{NO_INTERVAL_MARK}`: no samples file, lmms-eval's number without interval.", "",
+            "In-domain: PTB-XL (AUC, F1, HL), Report, CODE-15% (AUC, F1, HL), ECG-QA. "
+            "Out-of-domain: CPSC 2018 (AUC, F1, HL), CSN, G12EC, MMMU-ECG, Arena.", "",
+            "## Scores (paper layout)", ""]
+    header = ["run", "mode", *(c.title for c in COLUMNS)]
+    rows = [[run_label(r), mode, *(format_estimate(cell(r, c, mode)) for c in COLUMNS)]
+            for r in report["runs"] for mode in bootstrap.MODES]
+    pub = report.get("published")
+    if pub:
+        for row in pub["rows"]:
+            rows.append([f"{row['model']} (published)", "published",
+                         *(_num(row["values"][c.key]) if c.key in row["values"] else MISSING for c in COLUMNS)])
+    out += _md_table(header, rows) + [""]
+    out += [f"- {text}" for text in report["modes"].values()]
+    out += ["- Report and Arena are LLM-judge scores: one number per run, shown in both modes.", ""]
+
+    out += ["## Counts", "", "Items scored against the published subset size; unparsed (paper mode), invalid "
+            "(strict mode: unparsed, empty or failed), generation failures, missing predictions, judge failures.", ""]
+    count_rows = []
+    for r in report["runs"]:
+        for c in SUBSET_ORDER:
+            sub = r["subsets"].get(c)
+            if sub is None:
+                count_rows.append([run_label(r), c, MISSING, "", "", "", "", "", ""])
+                continue
+            k = sub["counts"]
+            n = "n/a" if sub["n"] is None else str(sub["n"])
+            size = f"{n} / {sub['expected_n']}" + ("" if sub["complete"] else " (partial)")
+            count_rows.append([run_label(r), c, size, *(_count(k.get(key, _ABSENT)) for key in COUNT_KEYS)])
+    out += _md_table(["run", "subset", "items", *COUNT_KEYS.values()], count_rows) + [""]
+
+    judge_rows = [[run_label(r), name, crit, format_estimate(est)]
+                  for r in report["runs"] for name, sub in r["subsets"].items() for crit, est in sub.get("criteria", {}).items()]
+    if judge_rows:
+        out += ["## Judge sub-scores", "", "Criterion means over judged items (0-10 scale x10), with intervals.", ""]
+        out += _md_table(["run", "subset", "criterion", "score"], judge_rows) + [""]
+        if pub and pub.get("judge_breakdown"):
+            for model, subs in pub["judge_breakdown"].items():
+                for name, crits in subs.items():
+                    out.append(f"Published {model} {name}: " + ", ".join(f"{k} {v}" for k, v in crits.items()) + ".")
+            out.append("")
+
+    pc_rows = []
+    for r in report["runs"]:
+        for name, sub in r["subsets"].items():
+            for mode, classes in sub.get("per_class_f1", {}).items():
+                for label, est in classes.items():
+                    pc_rows.append([run_label(r), name, mode, label, format_estimate(est)])
+    if pc_rows:
+        out += ["## Per-class F1", "", "Paper mode lists the classes seen in the gold labels; strict mode the full vocabulary.", ""]
+        out += _md_table(["run", "subset", "mode", "class", "F1"], pc_rows) + [""]
+
+    out += ["## Runs", ""]
+    for r in report["runs"]:
+        out.append(f"- **{run_label(r)}**: model `{r['model']}`, model_args `{r['model_args']}`, "
+                   f"lmms-eval `{r['lmms_eval_version']}`, data {', '.join(f'`{d}`' for d in r['data_sources']) or 'unknown'}, "
+                   f"results `{r['results_file']}`.")
+        versions = sorted({f"{s['task']}={s['version']}" for s in r["subsets"].values()})
+        out.append(f"  - task versions: {', '.join(versions) or 'none'}")
+        for name, sub in r["subsets"].items():
+            if sub.get("judge"):
+                j = sub["judge"]
+                out.append(f"  - judge ({name}): {j.get('model')} via {j.get('provider')}, rubric "
+                           f"{j.get('rubric_version')} sha {j.get('rubric_sha')}")
+        if r["missing_subsets"]:
+            out.append(f"  - missing subsets: {', '.join(r['missing_subsets'])}")
+        for task, info in r["other_tasks"].items():
+            score = info["aggregated"].get("judge_score")
+            out.append(f"  - also ran `{task}` (not the paper's protocol, not in the table): "
+                       f"judge_score {_num(score) + NO_INTERVAL_MARK if score is not None else UNDEFINED}")
+    out.append("")
+    if pub:
+        out += ["## Published rows", "", f"Source: {pub['source']}. Marked `(published)` in the table.", ""]
+        out += [f"- {c}" for c in pub["caveats"]]
+        out += [f"- {row['model']}: {row['caveat']}" for row in pub["rows"] if row.get("reference_settings")]
+        out.append("")
+    return "\n".join(out)
+
+
+def render_csv(report: dict[str, Any]) -> str:
+    """One row per run and mode (and per published row): value, lo, hi for every column."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    header = ["run", "mode", "synthetic", "kind"]
+    for c in COLUMNS:
+        header += [c.key, f"{c.key}:lo", f"{c.key}:hi"]
+    writer.writerow(header)
+
+    def fmt(x: float | None) -> str:
+        return "" if x is None else f"{x:.4f}"
+
+    for r in report["runs"]:
+        for mode in bootstrap.MODES:
+            row = [r["name"], mode, SYNTHETIC_LABEL if r["synthetic"] else "", "run"]
+            for c in COLUMNS:
+                est = cell(r, c, mode)
+                row += [MISSING, "", ""] if est is None else (
+                    [UNDEFINED, "", ""] if est["value"] is None else [fmt(est["value"]), fmt(est["lo"]), fmt(est["hi"])])
+            writer.writerow(row)
+    pub = report.get("published")
+    for row in (pub or {}).get("rows", []):
+        line = [row["model"], "published", "", "published"]
+        for c in COLUMNS:
+            v = row["values"].get(c.key)
+            line += [MISSING if v is None else fmt(v), "", ""]
+        writer.writerow(line)
+    return buf.getvalue()
+
+
+def render_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n"
+
+
+def render(report: dict[str, Any], fmt: str) -> str:
+    """The report in one of FORMATS."""
+    if fmt == "md":
+        return render_markdown(report)
+    if fmt == "csv":
+        return render_csv(report)
+    if fmt == "json":
+        return render_json(report)
+    if fmt == "html":
+        from pulse_tasks.html_report import render_html
+
+        return render_html(report)
+    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", metavar="RUN",
+                        help="lmms-eval output: a *_results.json, a model folder (newest results) or an output folder")
+    parser.add_argument("--format", choices=FORMATS, default="md", help="output format (default: md)")
+    parser.add_argument("--out", metavar="DIR", help=f"write {OUT_NAME}.<format> into DIR instead of printing it")
+    parser.add_argument("--resamples", type=int, default=bootstrap.DEFAULT_RESAMPLES,
+                        help=f"bootstrap resamples for the intervals (default {bootstrap.DEFAULT_RESAMPLES}; 0: none)")
+    parser.add_argument("--seed", type=int, default=bootstrap.DEFAULT_SEED, help="bootstrap seed")
+    parser.add_argument("--no-published", action="store_true", help="leave out the paper's published rows")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.resamples < 0:
+        print("ecgbench report: --resamples must be >= 0", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    try:
+        runs = load_runs(args.runs)
+    except RunError as exc:
+        print(f"ecgbench report: {exc}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    report = build_report(runs, args.resamples, args.seed, include_published=not args.no_published)
+    try:
+        text = render(report, args.format)
+    except ImportError as exc:
+        print(f"ecgbench report: {exc}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{OUT_NAME}.{args.format}"
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}" + (f" ({SYNTHETIC_LABEL})" if report["synthetic"] else ""))
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
