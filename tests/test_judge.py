@@ -214,3 +214,24 @@ def test_aggregate_all_failed_is_none_and_unknown_cost() -> None:
     mixed = judge.aggregate([_rec("ok", 50.0), {**_rec("ok", 70.0), "judge": {"model": "other"}}])
     assert mixed["flagged"] and "mixed" in mixed["judge"]
     assert not math.isnan(json.loads(json.dumps(mixed))["score"])
+
+
+@pytest.mark.parametrize("doc,responses", [
+    (None, "x"),
+    ({"id": "a", "questions": ["q"], "answers": []}, "x"),
+    ({"id": "a", "questions": ["q"], "answers": ["g"]}, None),
+    ({"id": "a", "questions": ["q"], "answers": ["g"]}, ["two", "turns"]),
+    ({"id": "a", "questions": ["q"], "answers": ["g"]}, 42),
+])
+def test_score_item_never_raises_on_bad_input(doc: object, responses: object) -> None:
+    s = judge.settings_from_env(base_url="http://127.0.0.1:9/v1")  # never contacted: input is checked first
+    rec = judge.score_item("ptb-test-report", doc, responses, s)  # type: ignore[arg-type]
+    assert rec["status"] == "failed" and rec["score"] is None and rec["error"].startswith("invalid input")
+
+
+def test_missing_prompt_file_is_reported(tmp_path: Path) -> None:
+    s = judge.settings_from_env(base_url="http://127.0.0.1:9/v1", prompt_file=tmp_path / "nope.txt")
+    with pytest.raises(judge.JudgeNotConfiguredError, match="prompt file not found"):
+        judge.check_configured(s)
+    rec = judge.score_item("ptb-test-report", {"id": "a", "questions": ["q"], "answers": ["g"]}, "x", s)
+    assert rec["status"] == "failed" and "nope.txt" in rec["error"]

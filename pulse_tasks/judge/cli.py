@@ -177,7 +177,10 @@ def judge_file(args: argparse.Namespace, loader: Any = load_docs) -> tuple[dict[
     judged_docs = [d for d in docs if str(d["id"]) in responses]
     judged_resps = [responses[str(d["id"])] for d in judged_docs]
     if args.action == "estimate":
-        result = estimate(subset, judged_docs, judged_resps, settings)
+        try:
+            result = estimate(subset, judged_docs, judged_resps, settings)
+        except OSError as err:  # an unreadable --judge-prompt-file
+            raise InputError(f"cannot read {err.filename or 'the judge prompt file'}: {err.strerror or err}") from None
         result["missing"] = len(missing)
         return result, []
     try:
