@@ -24,9 +24,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the fake server lives with the tests
 
-from judge_server import FakeJudgeServer  # noqa: E402
+from judge_server import FakeJudgeServer
 
-from pulse_tasks import judge  # noqa: E402
+from pulse_tasks import judge
 
 LATENCY_S = 0.2  # a typical GPT-4o time-to-full-reply for ~150 output tokens is higher; 200 ms isolates our overhead
 BOUND_S = 15.0  # the acceptance bound for the full-size run

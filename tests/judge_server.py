@@ -13,13 +13,16 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
+
+from typing_extensions import Self  # typing.Self needs Python 3.11; the project supports 3.10
 
 SCORES_MARKER = re.compile(r"SCORES=(-?[\d.]+),(-?[\d.]+),(-?[\d.]+)")
 # The candidate's text in our prompt layout (markers in the ground truth must not count).
-CANDIDATE_BLOCK = re.compile(r"\[(?:Generated report|Turn \d+ assistant response)\]\n(.*?)\n\[End of", re.S)
+CANDIDATE_BLOCK = re.compile(r"\[(?:Generated report|Turn \d+ assistant response)\]\n(.*?)\n\[End of", re.DOTALL)
 
 
 @dataclass
@@ -112,7 +115,7 @@ class FakeJudgeServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 with srv.lock:
@@ -147,7 +150,7 @@ class FakeJudgeServer:
 
         return Handler
 
-    def start(self) -> "FakeJudgeServer":
+    def start(self) -> Self:
         server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler(), bind_and_activate=False)
         server.daemon_threads = True
         server.request_queue_size = 128  # bursts of concurrent connects must not hit the backlog
@@ -169,8 +172,8 @@ class FakeJudgeServer:
             server.shutdown()
             server.server_close()
 
-    def __enter__(self) -> "FakeJudgeServer":
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

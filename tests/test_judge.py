@@ -14,7 +14,13 @@ import pytest
 from pulse_tasks import judge
 from pulse_tasks.judge.cache import JudgeCache, cache_key
 from pulse_tasks.judge.costs import cost_usd
-from pulse_tasks.judge.rubrics import CRITERIA, InvalidReply, build_messages, builtin_rubric, parse_reply
+from pulse_tasks.judge.rubrics import (
+    CRITERIA,
+    InvalidReply,
+    build_messages,
+    builtin_rubric,
+    parse_reply,
+)
 
 JUDGE_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT", "OPENAI_API_VERSION",
              "ECGBENCH_JUDGE_MODEL", "ECGBENCH_JUDGE_BASE_URL", "ECGBENCH_JUDGE_API_KEY", "ECGBENCH_JUDGE_CONCURRENCY",
@@ -31,8 +37,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 # ------------------------------------------------------------------ reply validation
 
 VALID_REPLIES = [
-    ('{"Diagnosis": {"Score": 8, "Explanation": "x"}, "Waveform": {"Score": 5, "Explanation": "y"}, '
-     '"Rhythm": {"Score": 10, "Explanation": "z"}}', (8, 5, 10)),
+    (('{"Diagnosis": {"Score": 8, "Explanation": "x"}, "Waveform": {"Score": 5, "Explanation": "y"}, '
+      '"Rhythm": {"Score": 10, "Explanation": "z"}}'), (8, 5, 10)),
     ('{"Diagnosis": 7, "Form": 4, "Rhythm": 9}', (7, 4, 9)),  # reference spelling "Form", bare numbers
     ('{"diagnosis": {"score": 2}, "FORM": {"SCORE": 3}, "rhythm": {"Score": "6"}}', (2, 3, 6)),
     ('Here you go:\n```json\n{"Diagnosis": 1, "Waveform": 0, "Rhythm": "7/10"}\n```', (1, 0, 7)),

@@ -15,9 +15,21 @@ import pytest
 from pulse_tasks import judge
 
 try:
-    from judge_server import FakeJudgeServer, Reply, completion, marker_responder, verdict_json
+    from judge_server import (
+        FakeJudgeServer,
+        Reply,
+        completion,
+        marker_responder,
+        verdict_json,
+    )
 except ImportError:  # tests/ imported as a package
-    from tests.judge_server import FakeJudgeServer, Reply, completion, marker_responder, verdict_json
+    from tests.judge_server import (
+        FakeJudgeServer,
+        Reply,
+        completion,
+        marker_responder,
+        verdict_json,
+    )
 
 REPORT_KEYS = ("Diagnosis", "Waveform", "Rhythm")
 ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT", "OPENAI_API_VERSION",
@@ -37,8 +49,8 @@ def isolated(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def settings_for(srv: FakeJudgeServer, **kw: Any) -> judge.JudgeSettings:
     """Fast-failing settings pointing at the fake server (tiny backoff, short timeout)."""
-    base = dict(base_url=srv.url, api_key=srv.api_key, timeout_s=2.0, backoff_base_s=0.01, backoff_max_s=0.05,
-                max_attempts=3)
+    base: dict[str, Any] = {"base_url": srv.url, "api_key": srv.api_key, "timeout_s": 2.0, "backoff_base_s": 0.01,
+                            "backoff_max_s": 0.05, "max_attempts": 3}
     base.update(kw)
     return judge.settings_from_env(**base)
 

@@ -8,11 +8,32 @@ Public API (what the task hooks and ``ecgbench judge`` use):
 * :func:`estimate`: dry-run calls, tokens and cost.
 """
 
-from pulse_tasks.judge.rubrics import CRITERIA, RUBRIC_VERSION, InvalidReply, Verdict, parse_reply
-from pulse_tasks.judge.scoring import (STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, aggregate, estimate, judge_identity,
-                                       judge_items, reset_runtimes, score_item)
-from pulse_tasks.judge.settings import (DEFAULT_MODEL, JudgeNotConfiguredError, JudgeSettings, check_configured,
-                                        redact, settings_from_env)
+from pulse_tasks.judge.rubrics import (
+    CRITERIA,
+    RUBRIC_VERSION,
+    InvalidReply,
+    Verdict,
+    parse_reply,
+)
+from pulse_tasks.judge.scoring import (
+    STATUS_FAILED,
+    STATUS_OK,
+    STATUS_SKIPPED,
+    aggregate,
+    estimate,
+    judge_identity,
+    judge_items,
+    reset_runtimes,
+    score_item,
+)
+from pulse_tasks.judge.settings import (
+    DEFAULT_MODEL,
+    JudgeNotConfiguredError,
+    JudgeSettings,
+    check_configured,
+    redact,
+    settings_from_env,
+)
 
 __all__ = [
     "CRITERIA", "DEFAULT_MODEL", "RUBRIC_VERSION", "STATUS_FAILED", "STATUS_OK", "STATUS_SKIPPED",

@@ -17,8 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 EXIT_INCOMPLETE = 1  # judged, but some items failed or were skipped: the score is flagged
 EXIT_INPUT_ERROR = 2  # same code argparse uses for a bad command line
@@ -206,8 +207,7 @@ def run(args: argparse.Namespace) -> int:
         if args.records_out:
             try:
                 with open(args.records_out, "w", encoding="utf-8") as handle:
-                    for record in records:
-                        handle.write(json.dumps(record) + "\n")
+                    handle.writelines(json.dumps(record) + "\n" for record in records)
             except OSError as err:
                 raise InputError(f"cannot write {args.records_out}: {err.strerror or err}") from None
     except InputError as err:

@@ -124,7 +124,7 @@ class InvalidReply(ValueError):
     """The judge replied, but not with valid JSON holding every criterion's 0-10 score."""
 
 
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S | re.I)
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
 def _load_json(text: str) -> dict[str, Any]:

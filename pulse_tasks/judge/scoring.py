@@ -13,15 +13,30 @@ import logging
 import math
 import threading
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from pulse_tasks.judge.cache import JudgeCache, cache_key
 from pulse_tasks.judge.client import JudgeCallError, JudgeClient
 from pulse_tasks.judge.costs import approx_prompt_tokens, cost_usd, summarize_estimate
-from pulse_tasks.judge.rubrics import (CRITERIA, InvalidReply, JudgeKind, build_messages, judge_kind, parse_reply,
-                                       rubric_identity, rubric_text, sha256)
-from pulse_tasks.judge.settings import HOW_TO_CONFIGURE, JudgeSettings, redact, settings_from_env
+from pulse_tasks.judge.rubrics import (
+    CRITERIA,
+    InvalidReply,
+    JudgeKind,
+    build_messages,
+    judge_kind,
+    parse_reply,
+    rubric_identity,
+    rubric_text,
+    sha256,
+)
+from pulse_tasks.judge.settings import (
+    HOW_TO_CONFIGURE,
+    JudgeSettings,
+    redact,
+    settings_from_env,
+)
 from pulse_tasks.subsets import Subset
 
 log = logging.getLogger(__name__)
@@ -209,7 +224,7 @@ def score_item(subset: Subset | str, doc: dict[str, Any], responses: str | Seque
                            explanations=verdict.explanations, raw=last_raw, usage=usage, **base)
         return _record(doc_id, config, STATUS_FAILED, judge, raw=last_raw, usage=usage,
                        error=f"{error} (after {1 + settings.invalid_retries} replies)", **base)
-    except Exception as exc:  # noqa: BLE001 - process_results must not raise; record the reason
+    except Exception as exc:
         log.exception("unexpected judge failure on item %s", doc_id)
         return _record(doc_id, config, STATUS_FAILED, judge, raw=last_raw, usage=usage,
                        error=redact(f"unexpected {type(exc).__name__}: {exc}", secrets)[:500], **base)
