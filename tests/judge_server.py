@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from typing_extensions import Self  # typing.Self needs Python 3.11; the project supports 3.10
-
 SCORES_MARKER = re.compile(r"SCORES=(-?[\d.]+),(-?[\d.]+),(-?[\d.]+)")
 # The candidate's text in our prompt layout (markers in the ground truth must not count).
 CANDIDATE_BLOCK = re.compile(r"\[(?:Generated report|Turn \d+ assistant response)\]\n(.*?)\n\[End of", re.DOTALL)
@@ -150,7 +148,7 @@ class FakeJudgeServer:
 
         return Handler
 
-    def start(self) -> Self:
+    def start(self) -> FakeJudgeServer:
         server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler(), bind_and_activate=False)
         server.daemon_threads = True
         server.request_queue_size = 128  # bursts of concurrent connects must not hit the backlog
@@ -172,7 +170,7 @@ class FakeJudgeServer:
             server.shutdown()
             server.server_close()
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> FakeJudgeServer:  # noqa: PYI034 - typing.Self needs 3.11, we support 3.10
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
