@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -161,7 +162,8 @@ def test_invalid_replies_retried_then_failed(bad_content: str, reason: str) -> N
         assert reason in rec["error"] and rec["raw"] == bad_content
 
 
-def test_wrong_key_stops_at_first_call(tmp_path: Path) -> None:
+def test_wrong_key_stops_at_first_call(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)  # SDK, httpx and our own loggers, at their most verbose
     with FakeJudgeServer(api_key="sk-the-right-key-000000") as srv:
         wrong = "sk-wrong-key-1234567890abcdef"
         s = settings_for(srv, api_key=wrong, concurrency=8, cache_path=tmp_path / "c.sqlite")
@@ -172,6 +174,7 @@ def test_wrong_key_stops_at_first_call(tmp_path: Path) -> None:
         assert all("401" in r["error"] for r in records)
         dumped = json.dumps(records) + json.dumps(judge.aggregate(records))
         assert wrong not in dumped and "REDACTED" in dumped  # the server echoed the key; we scrubbed it
+        assert "401" in caplog.text and wrong not in caplog.text  # the failure is logged, the key is not
         # lmms-eval-style: later single calls fail at once too
         assert judge.score_item("ptb-test-report", report_doc(99), "x", s)["status"] == "failed" and srv.count == 1
 

@@ -206,7 +206,10 @@ def score_item(subset: Subset | str, doc: dict[str, Any], responses: str | Seque
             except JudgeCallError as exc:
                 if exc.fatal:
                     with rt.lock:
+                        first = rt.fatal is None
                         rt.fatal = rt.fatal or str(exc)
+                    if first:
+                        log.error("judge stopped: %s. Every further item is marked failed.", exc)
                 return _record(doc_id, config, STATUS_FAILED, judge, error=str(exc), usage=usage, **base)
             usage["api_calls"] += reply.attempts
             usage["prompt_tokens"] += reply.usage.get("prompt_tokens", 0)
