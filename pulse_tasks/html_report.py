@@ -222,7 +222,7 @@ def render_html(rep: dict[str, Any]) -> str:
     parts.append(f"<p>Values x100 with {b['confidence']:.0%} percentile bootstrap intervals over items "
                  f"({b['resamples']} resamples, seed {b['seed']}). HL is lower-better. "
                  f"<em>{rp.MISSING}</em>: the run has no such subset; <em>{rp.UNDEFINED}</em>: undefined on its items; "
-                 f"{rp.NO_INTERVAL_MARK}: no samples file, no interval.</p>")
+                 f"{rp.NO_INTERVAL_MARK}: no interval (no samples file, or --resamples 0).</p>")
 
     scores = _markdown_table(md, "Scores (paper layout)")
     rows = [("published" if r[1] == "published" else "run", r) for r in scores[1:]]

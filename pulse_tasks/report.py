@@ -18,6 +18,7 @@ import argparse
 import csv
 import io
 import json
+import math
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -94,7 +95,7 @@ def published() -> dict[str, Any]:
 
 
 def _est(value: Any) -> dict[str, float | None]:
-    v = value if isinstance(value, (int, float)) and value == value else None
+    v = value if isinstance(value, (int, float)) and math.isfinite(value) else None
     return {"value": None if v is None else float(v), "lo": None, "hi": None}
 
 
@@ -244,7 +245,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"({b['resamples']} resamples, seed {b['seed']}; corpus metrics recomputed on every resample). "
             "HL (Hamming loss) is lower-better; everything else higher-better. "
             f"`{MISSING}`: the run has no such subset; `{UNDEFINED}`: the metric is undefined on the run's items; "
-            f"`{NO_INTERVAL_MARK}`: no samples file, lmms-eval's number without interval.", "",
+            f"`{NO_INTERVAL_MARK}`: no interval (no samples file: lmms-eval's number; or --resamples 0).", "",
             "In-domain: PTB-XL (AUC, F1, HL), Report, CODE-15% (AUC, F1, HL), ECG-QA. "
             "Out-of-domain: CPSC 2018 (AUC, F1, HL), CSN, G12EC, MMMU-ECG, Arena.", "",
             "## Scores (paper layout)", ""]

@@ -27,7 +27,7 @@ import sys
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from pulse_tasks import bootstrap
 from pulse_tasks.runs import Run, RunError, load_runs

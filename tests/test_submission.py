@@ -76,7 +76,7 @@ def test_value_outside_its_interval_is_rejected(full_doc: dict) -> None:
     doc = copy.deepcopy(full_doc)
     doc.pop("predictions")
     doc["subsets"]["g12-test-no-cot"]["metrics"]["paper"]["accuracy"]["value"] = 101.0
-    errors, notes = submission.validate_submission(doc)
+    errors, _ = submission.validate_submission(doc)
     assert any("g12-test-no-cot paper accuracy: value 101.0 outside its interval" in e for e in errors)
 
 
