@@ -221,9 +221,12 @@ def aggregate_metric(records: list[dict], metric: str) -> float:
 
     agg = metrics.aggregate(spec, records)
     if metric in COUNT_METRICS:
-        return float(agg[metric])
-    name, _, mode = metric.rpartition("_")
-    return float(agg[mode][name])
+        value = agg[metric]
+    else:
+        name, _, mode = metric.rpartition("_")
+        value = agg[mode][name]
+    # Undefined metrics (e.g. AUC when every gold class is constant) are None: report NaN, not 0.
+    return float("nan") if value is None else float(value)
 
 
 def _criterion(criteria: dict, metric: str) -> float | None:
