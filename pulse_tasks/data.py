@@ -517,10 +517,15 @@ def materialize(source: str | os.PathLike[str] | DataSource | None, out_dir: str
 # Fingerprint
 
 
-def _cache_file() -> Path:
+def cache_dir() -> Path:
+    """``$ECGBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/ecgbench`` (default ``~/.cache/ecgbench``)."""
     base = os.environ.get(CACHE_ENV_VAR) or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ecgbench")
-    return Path(base) / "file-sha256.json"
+    return Path(base)
+
+
+def _cache_file() -> Path:
+    return cache_dir() / "file-sha256.json"
 
 
 _MEMORY_CACHE: dict[str, str] = {}  # "abs path|size|mtime_ns" -> sha256, for this process

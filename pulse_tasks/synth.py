@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pulse_tasks.data import IMAGE_DIR, IMAGE_TOKEN, SYNTHETIC_MARKER, is_synthetic
+from pulse_tasks.data import IMAGE_DIR, IMAGE_TOKEN, SYNTHETIC_MARKER, cache_dir, is_synthetic
 from pulse_tasks.subsets import BY_CONFIG, SUBSETS, Subset
 
 __all__ = ["make_ecgbench", "make_instruct", "is_synthetic", "simulate_ecg", "render_ecg",
@@ -84,15 +84,43 @@ def rhythm_of_rate(heart_rate: float) -> Rhythm:
 def _base_signal(rhythm: Rhythm) -> np.ndarray:
     """One simulated 12-lead signal per rhythm (shape (12, SIM_SECONDS*SAMPLING_RATE), mV).
 
-    neurokit2 takes ~0.5-1 s per call, so items reuse these and vary by stretch/window/noise.
+    neurokit2 takes seconds per call (plus 2 s to import), so items reuse these three, varied by
+    stretch/window/noise, and they are cached on disk (keyed by the neurokit2 version).
     """
+    cached = _base_cache_path(rhythm)
+    if cached is not None and cached.is_file():
+        try:
+            return np.load(cached)
+        except (OSError, ValueError):
+            pass  # a damaged cache file is simply recomputed
     try:
         import neurokit2 as nk
     except ImportError as exc:
         raise ImportError("synthetic ECGs need neurokit2: pip install 'neurokit2>=0.2.7'") from exc
     frame = nk.ecg_simulate(duration=SIM_SECONDS, sampling_rate=SAMPLING_RATE, heart_rate=RHYTHM_RATES[rhythm],
                             method="multileads", random_state=BASE_SEED)
-    return frame[list(LEAD_NAMES)].to_numpy(dtype=np.float64).T.copy()
+    signal = frame[list(LEAD_NAMES)].to_numpy(dtype=np.float64).T.copy()
+    if cached is not None:
+        try:  # a failed cache write never fails the caller
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")
+            np.save(tmp, signal)
+            tmp.replace(cached)
+        except OSError:
+            pass
+    return signal
+
+
+def _base_cache_path(rhythm: Rhythm) -> Path | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        nk_version = version("neurokit2")
+    except PackageNotFoundError:
+        return None
+    name = (f"ecgsyn-{rhythm}-{RHYTHM_RATES[rhythm]:g}bpm-{SAMPLING_RATE}hz-{SIM_SECONDS:g}s-"
+            f"seed{BASE_SEED}-nk{nk_version}.npy")
+    return cache_dir() / "signals" / name
 
 
 def simulate_ecg(rhythm: Rhythm, rng: np.random.Generator) -> tuple[np.ndarray, float]:
