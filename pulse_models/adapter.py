@@ -1,0 +1,376 @@
+"""lmms-eval model ``pulse``: PULSE-7B (original LLaVA format) or any HF image-text-to-text model.
+
+    lmms-eval --model pulse --model_args pretrained=PULSE-ECG/PULSE-7B,batch_size=8 --tasks ecgbench
+    accelerate launch --num_processes 8 -m lmms_eval --model pulse --model_args pretrained=DIR ...
+
+Model args: ``pretrained`` (directory or hub id), ``dtype`` (float16 default for the PULSE
+format, "auto" for HF models; float32/bfloat16 accepted), ``attn_implementation`` (sdpa;
+flash_attention_2 needs flash-attn), ``batch_size``, ``device``/``device_map`` (one device per
+process; data parallel via accelerate), ``conv_template`` (auto -> llava_v1 for the PULSE format,
+the processor's chat template otherwise), ``arena_history`` (standard | reference: the layout
+PULSE's arena script produced), ``trust_remote_code`` (false), ``max_new_tokens``/
+``temperature``/``top_p``/``num_beams`` (defaults; the task's generation_kwargs and --gen_kwargs
+win), ``cache_implementation`` (e.g. static on GPU).
+
+Failures never stop a run: an unreadable image or a failed generation gives that item the text
+``[ECGBENCH_GENERATION_FAILED] <reason>`` (the scorer counts it invalid) and a log line with its
+doc id. Prompts right-truncated to tokenizer_model_max_length are logged and counted; the count
+is printed at the end of every generate call (``self.stats``).
+
+torch/transformers are imported inside ``Pulse.__init__`` only; lmms-eval itself imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Sequence
+
+from lmms_eval.api.model import lmms
+
+from pulse_models.engine import GenOutput, GenSettings, PreparedItem
+
+logger = logging.getLogger("pulse_models.adapter")
+
+# Prefix of a failed item's response; pulse_tasks.parsing.is_failed_response detects it.
+FAILED_PREFIX = "[ECGBENCH_GENERATION_FAILED]"
+# Accepted dtype names (torch attribute names plus short forms).
+DTYPES = ("float16", "bfloat16", "float32", "auto")
+CONV_TEMPLATES = ("auto", "llava_v1", "chat_template")
+
+
+def failed_text(reason: str) -> str:
+    """The response recorded for an item that could not be generated."""
+    return f"{FAILED_PREFIX} {' '.join(str(reason).split())[:500]}"
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+class Pulse(lmms):
+    """The ``pulse`` lmms-eval model (simple interface: generate_until, generate_until_multi_round)."""
+
+    is_simple = True
+
+    def __init__(
+        self,
+        pretrained: str = "PULSE-ECG/PULSE-7B",
+        dtype: str | None = None,
+        attn_implementation: str = "sdpa",
+        batch_size: int | str = 1,
+        device: str | None = None,
+        device_map: str | None = None,
+        conv_template: str = "auto",
+        arena_history: str = "standard",
+        trust_remote_code: bool | str = False,
+        max_new_tokens: int | str = 1024,
+        temperature: float | str = 0.0,
+        top_p: float | str | None = None,
+        num_beams: int | str = 1,
+        cache_implementation: str | None = None,
+        max_batch_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if kwargs:
+            raise TypeError(f"pulse: unknown model args {sorted(kwargs)}")
+        import torch
+        from accelerate import Accelerator
+
+        from pulse_models.checkpoint import FORMAT_ORIGINAL, detect_format, resolve_checkpoint_dir
+
+        if dtype is not None and dtype not in DTYPES:
+            raise ValueError(f"pulse: dtype {dtype!r} not in {DTYPES}")
+        if conv_template not in CONV_TEMPLATES:
+            raise ValueError(f"pulse: conv_template {conv_template!r} not in {CONV_TEMPLATES}")
+        if arena_history not in ("standard", "reference"):
+            raise ValueError(f"pulse: arena_history must be standard or reference, not {arena_history!r}")
+        if attn_implementation == "flash_attention_2":
+            import importlib.util
+
+            if importlib.util.find_spec("flash_attn") is None:
+                raise ImportError("pulse: attn_implementation=flash_attention_2 needs flash-attn "
+                                  "(pip install 'ecgbench-lmms[flash]'); use sdpa otherwise")
+        self.batch_size_per_gpu = max(1, int(batch_size))
+        self.arena_history = arena_history
+        self.pretrained = pretrained
+        self.defaults = GenSettings(
+            max_new_tokens=int(max_new_tokens), temperature=float(temperature),
+            top_p=float(top_p) if top_p not in (None, "", "None") else None, num_beams=int(num_beams),
+            cache_implementation=cache_implementation or None,
+        )
+
+        accelerator = Accelerator()
+        self.accelerator = accelerator
+        if accelerator.num_processes > 1:
+            self._device = accelerator.device  # one replica per process: cuda:LOCAL_RANK or cpu
+            self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
+        else:
+            choice = device_map or device
+            if choice in (None, "", "auto"):
+                choice = "cuda" if torch.cuda.is_available() else "cpu"
+            self._device = torch.device(choice)
+            self._rank, self._world_size = 0, 1
+
+        path = resolve_checkpoint_dir(pretrained)
+        self.format = detect_format(path)  # CheckpointFormatError names what was found
+        if self.format == FORMAT_ORIGINAL:
+            from pulse_models.checkpoint import load_pulse
+            from pulse_models.engine import OriginalEngine
+
+            if conv_template == "chat_template":
+                raise ValueError("pulse: the original LLaVA format has no chat template; use conv_template=llava_v1")
+            model, tokenizer, image_processor, config = load_pulse(
+                path, dtype=dtype if dtype not in (None, "auto") else "float16", device=self._device,
+                attn_implementation=attn_implementation,
+            )
+            self._model, self._tokenizer, self._config = model, tokenizer, config
+            self.engine: Any = OriginalEngine(model, tokenizer, image_processor, history_mode=arena_history)
+            self.max_length = config.tokenizer_model_max_length
+        else:
+            self._load_hf(path, dtype or "auto", attn_implementation, _as_bool(trust_remote_code), conv_template)
+        self.stats = {"items": 0, "failed": 0, "truncated": 0, "seconds": 0.0}
+        if self.rank == 0:
+            logger.info("pulse: loaded %s (%s) on %s, batch size %d, world size %d", pretrained, self.format,
+                        self._device, self.batch_size_per_gpu, self.world_size)
+
+    def _load_hf(self, path: Any, dtype: str, attn: str, trust_remote_code: bool, conv_template: str) -> None:
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        from pulse_models.engine import HFEngine
+
+        torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+        model = AutoModelForImageTextToText.from_pretrained(
+            path, dtype=torch_dtype, attn_implementation=attn, trust_remote_code=trust_remote_code
+        ).to(self._device).eval()
+        processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        if conv_template == "llava_v1":
+            processor.chat_template = None  # HFEngine then uses the llava_v1 layout
+        self._model, self._tokenizer, self._config = model, processor.tokenizer, model.config
+        self.engine = HFEngine(model, processor)
+        self.max_length = getattr(processor.tokenizer, "model_max_length", None)
+
+    # ---- lmms-eval properties -----------------------------------------------------------------
+    @property
+    def model(self) -> Any:
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    @property
+    def config(self) -> Any:
+        return self._config
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch_size_per_gpu
+
+    @property
+    def device(self) -> Any:
+        return self._device
+
+    @property
+    def eot_token_id(self) -> int:
+        return self._tokenizer.eos_token_id
+
+    # ---- helpers --------------------------------------------------------------------------------
+    def _doc(self, task: str, split: str, doc_id: int) -> Any:
+        return self.task_dict[task][split][doc_id]
+
+    def _image(self, doc_to_visual: Any, doc: Any) -> Any:
+        visuals = doc_to_visual(doc) if doc_to_visual is not None else []
+        if isinstance(visuals, (list, tuple)):
+            visuals = [v for v in visuals if v is not None]
+            if len(visuals) > 1:
+                logger.warning("pulse: %d visuals for one item; using the first (one image per prompt)", len(visuals))
+            return visuals[0] if visuals else None
+        return visuals
+
+    def _run_batch(self, items: list[PreparedItem | str], settings: GenSettings, ids: Sequence[Any]) -> list[GenOutput | str]:
+        """Generate the prepared items of one batch; str entries are failures already. A failing
+        batch is retried item by item so one bad item cannot fail its neighbours."""
+        todo = [i for i, it in enumerate(items) if isinstance(it, PreparedItem)]
+        results: list[GenOutput | str] = list(items)  # type: ignore[arg-type]
+        if not todo:
+            return results
+        try:
+            outs = self.engine.generate([items[i] for i in todo], settings)
+            for i, o in zip(todo, outs):
+                results[i] = o
+            return results
+        except Exception as exc:  # noqa: BLE001 - recorded per item below
+            if len(todo) == 1:
+                logger.error("pulse: generation failed for doc %s: %s", ids[todo[0]], exc)
+                results[todo[0]] = failed_text(f"generation error: {type(exc).__name__}: {exc}")
+                return results
+            logger.warning("pulse: batch of %d failed (%s); retrying items one by one", len(todo), exc)
+            self._free_memory()
+        for i in todo:
+            try:
+                results[i] = self.engine.generate([items[i]], settings)[0]
+            except Exception as exc:  # noqa: BLE001
+                logger.error("pulse: generation failed for doc %s: %s", ids[i], exc)
+                results[i] = failed_text(f"generation error: {type(exc).__name__}: {exc}")
+                self._free_memory()
+        return results
+
+    def _free_memory(self) -> None:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _prepare(self, turns: list[tuple[str, str | None]], image: Any, doc_id: Any) -> PreparedItem | str:
+        try:
+            return self.engine.prepare(turns, image)
+        except Exception as exc:  # noqa: BLE001 - unreadable image, bad prompt: recorded, run goes on
+            logger.error("pulse: cannot prepare doc %s: %s", doc_id, exc)
+            return failed_text(f"input error: {type(exc).__name__}: {exc}")
+
+    def _record(self, out: GenOutput | str, doc_id: Any) -> str:
+        self.stats["items"] += 1
+        if isinstance(out, str):
+            self.stats["failed"] += 1
+            return out
+        if out.truncated:
+            self.stats["truncated"] += 1
+            logger.warning("pulse: prompt of doc %s right-truncated (%d merged tokens > %s)", doc_id,
+                           out.n_prompt_tokens, self.max_length)
+        return out.text
+
+    def _progress(self, total: int, desc: str) -> Any:
+        from tqdm import tqdm
+
+        return tqdm(total=total, disable=(self.rank != 0), desc=desc, unit="item", dynamic_ncols=True)
+
+    def _report(self, start: float, n: int) -> None:
+        self.stats["seconds"] += time.perf_counter() - start
+        msg = (f"pulse: {n} items in {time.perf_counter() - start:.1f}s; totals on rank {self.rank}: "
+               f"{self.stats['failed']} failed, {self.stats['truncated']} prompts truncated to {self.max_length} tokens")
+        logger.info(msg)
+        if self.stats["truncated"] or self.stats["failed"]:
+            print(msg, flush=True)
+
+    def _sort_key(self, args: tuple) -> tuple[int, str]:
+        # Longest prompts first (padding waste is smallest, OOMs show early); images assumed alike.
+        return -len(self._tokenizer(args[0]).input_ids), args[0]
+
+    # ---- lmms-eval API ----------------------------------------------------------------------------
+    def loglikelihood(self, requests: list) -> list:
+        raise NotImplementedError("pulse: loglikelihood is not supported (ECGBench only generates)")
+
+    def generate_until(self, requests: list) -> list[str]:
+        from lmms_eval import utils
+
+        if not requests:
+            return []
+        start = time.perf_counter()
+        collator = utils.Collator([r.args for r in requests], self._sort_key, grouping=True)
+        pbar = self._progress(len(requests), "pulse generating")
+        results: list[str] = []
+        for chunk in collator.get_batched(n=self.batch_size, batch_fn=None):
+            contexts, gen_kwargs, doc_to_visuals, doc_ids, tasks, splits = zip(*chunk)
+            settings = GenSettings.from_gen_kwargs(dict(gen_kwargs[0]), self.defaults)
+            items: list[PreparedItem | str] = []
+            for ctx, to_visual, doc_id, task, split in zip(contexts, doc_to_visuals, doc_ids, tasks, splits):
+                try:
+                    image = self._image(to_visual, self._doc(task, split, doc_id))
+                except Exception as exc:  # noqa: BLE001
+                    logger.error("pulse: cannot read the visual of doc %s: %s", doc_id, exc)
+                    items.append(failed_text(f"input error: {type(exc).__name__}: {exc}"))
+                    continue
+                items.append(self._prepare([(ctx, None)], image, doc_id))
+            outs = self._run_batch(items, settings, doc_ids)
+            for ctx, gk, out, doc_id in zip(contexts, gen_kwargs, outs, doc_ids):
+                text = self._record(out, doc_id)
+                results.append(text)
+                self.cache_hook.add_partial("generate_until", (ctx, gk), text)
+            pbar.update(len(chunk))
+        pbar.close()
+        self._report(start, len(requests))
+        return collator.get_original(results)
+
+    def generate_until_multi_round(self, requests: list) -> list[list[str]]:
+        """Multi-turn items (the arena): round r's prompt carries the model's own earlier answers.
+
+        Round 0 uses the request context; later rounds ask the task's doc_to_text(doc,
+        previous_output=..., round_idx=r, previous_round_info=...) for (visuals, text, terminal,
+        outputs, info). The next question is ``info["question"]`` (with the history in
+        ``info["ecgbench_turns"]``) when the task provides it, else ``text``. The image of round 0
+        stays attached to the first turn. Returns one list of answers (one per round) per request.
+        """
+        from lmms_eval import utils
+
+        if not requests:
+            return []
+        start = time.perf_counter()
+        collator = utils.Collator([r.args for r in requests], self._sort_key, grouping=True)
+        pbar = self._progress(len(requests), "pulse generating (multi-round)")
+        results: list[list[str]] = []
+        for chunk in collator.get_batched(n=self.batch_size, batch_fn=None):
+            contexts, gen_kwargs, doc_to_visuals, doc_to_texts, doc_ids, tasks, splits = zip(*chunk)
+            settings = GenSettings.from_gen_kwargs(dict(gen_kwargs[0]), self.defaults)
+            n = len(chunk)
+            docs, images, failed = [None] * n, [None] * n, [None] * n
+            for k in range(n):
+                try:
+                    docs[k] = self._doc(tasks[k], splits[k], doc_ids[k])
+                    images[k] = self._image(doc_to_visuals[k], docs[k])
+                except Exception as exc:  # noqa: BLE001
+                    logger.error("pulse: cannot read the visual of doc %s: %s", doc_ids[k], exc)
+                    failed[k] = failed_text(f"input error: {type(exc).__name__}: {exc}")
+            questions: list[list[str]] = [[contexts[k]] for k in range(n)]
+            answers: list[list[str]] = [[] for _ in range(n)]
+            infos: list[Any] = [None] * n
+            active = [k for k in range(n) if failed[k] is None]
+            round_idx = 0
+            while active:
+                if round_idx > 0:
+                    still = []
+                    for k in active:
+                        try:
+                            visuals, text, terminal, _, info = doc_to_texts[k](
+                                docs[k], previous_output=list(answers[k]), round_idx=round_idx,
+                                previous_round_info=infos[k],
+                            )
+                        except Exception as exc:  # noqa: BLE001
+                            logger.error("pulse: doc_to_text failed for doc %s round %d: %s", doc_ids[k], round_idx, exc)
+                            answers[k].append(failed_text(f"doc_to_text error: {exc}"))
+                            continue
+                        if terminal:
+                            continue
+                        infos[k] = info
+                        question = info.get("question") if isinstance(info, dict) else None
+                        questions[k].append(question if question is not None else text)
+                        still.append(k)
+                    active = still
+                    if not active:
+                        break
+                items: list[PreparedItem | str] = []
+                for k in active:
+                    turns = [(q, a) for q, a in zip(questions[k], answers[k])] + [(questions[k][-1], None)]
+                    items.append(self._prepare(turns, images[k], doc_ids[k]))
+                outs = self._run_batch(items, settings, [doc_ids[k] for k in active])
+                next_active = []
+                for k, out in zip(active, outs):
+                    text = self._record(out, doc_ids[k])
+                    answers[k].append(text)
+                    if isinstance(out, str):
+                        continue  # a failed round ends this item's conversation
+                    next_active.append(k)
+                active = next_active
+                round_idx += 1
+            for k in range(n):
+                res = [failed[k]] if failed[k] is not None else answers[k]
+                results.append(res)
+                self.cache_hook.add_partial("generate_until_multi_round", (contexts[k], gen_kwargs[k]), res)
+            pbar.update(n)
+        pbar.close()
+        self._report(start, len(requests))
+        return collator.get_original(results)
