@@ -149,13 +149,20 @@ def _local_files(source: DataSource, config: str) -> list[Path]:
 
 
 def is_synthetic(source: str | os.PathLike[str] | DataSource | None = None) -> bool:
-    """True when the copy carries the marker written by `pulse_tasks.synth` (never for the hub)."""
-    resolved = resolve_source(source)
-    if resolved.kind == "hub":
+    """True when the folder carries the marker written by `pulse_tasks.synth` (never for the hub).
+
+    Accepts any folder (e.g. a synthetic ECGInstruct), not only ECGBench copies.
+    """
+    if isinstance(source, DataSource):
+        root = None if source.kind == "hub" else source.path
+    else:
+        value = os.fspath(source) if source is not None else os.environ.get(ENV_VAR, "").strip()
+        hub = not value or value == HUB_PREFIX or value.startswith(HUB_PREFIX + ":")
+        root = None if hub else Path(value).expanduser()
+    if root is None:
         return False
-    marker = resolved.path / SYNTHETIC_MARKER
     try:
-        return bool(json.loads(marker.read_text()).get("synthetic"))
+        return json.loads((root / SYNTHETIC_MARKER).read_text()).get("synthetic") is True
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -237,7 +244,7 @@ def normalize_row(row: Mapping[str, Any], subset: str | Subset) -> dict[str, Any
     }
 
 
-def normalized_features() -> "datasets.Features":
+def normalized_features() -> datasets.Features:
     """The `datasets.Features` of a normalized subset."""
     from datasets import Features, Image, List, Value
 
@@ -248,7 +255,7 @@ def normalized_features() -> "datasets.Features":
     })
 
 
-def normalize(ds: "datasets.Dataset", subset: str | Subset) -> "datasets.Dataset":
+def normalize(ds: datasets.Dataset, subset: str | Subset) -> datasets.Dataset:
     """Hub rows, JSON rows (with `image` already a path or Image) or normalized rows -> normalized.
 
     Images are never decoded here: only the text columns are read.
@@ -270,12 +277,12 @@ def normalize(ds: "datasets.Dataset", subset: str | Subset) -> "datasets.Dataset
     return Dataset(table.select(list(NORMALIZED_COLUMNS)), info=DatasetInfo(features=features))
 
 
-def _arrow_column(ds: "datasets.Dataset", column: str) -> Any:
+def _arrow_column(ds: datasets.Dataset, column: str) -> Any:
     """One column as a pyarrow ChunkedArray, honouring any indices mapping, without decoding."""
     return ds.select_columns([column]).with_format("arrow")[:].column(column)
 
 
-def _text_features() -> "datasets.Features":
+def _text_features() -> datasets.Features:
     features = normalized_features()
     return type(features)({c: features[c] for c in TEXT_COLUMNS})
 
@@ -285,7 +292,7 @@ def _text_features() -> "datasets.Features":
 
 
 def load_subset(subset: str, source: str | os.PathLike[str] | DataSource | None = None,
-                *, check_images: bool = True) -> "datasets.Dataset":
+                *, check_images: bool = True) -> datasets.Dataset:
     """One subset as a normalized `datasets.Dataset` (`image` is a `datasets.Image()` column).
 
     For local copies every image is checked cheaply (present, header readable) unless
@@ -335,13 +342,13 @@ def _require_local_files(sub: Subset, src: DataSource) -> list[Path]:
     return files
 
 
-def _load_local_parquet(sub: Subset, src: DataSource) -> "datasets.Dataset":
+def _load_local_parquet(sub: Subset, src: DataSource) -> datasets.Dataset:
     import datasets
 
     files = _require_local_files(sub, src)
     try:  # the parquet builder memory-maps (real subsets are 2-3 GB) and caches by file
         return datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train")
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad local file
+    except Exception as exc:  # any reader failure means a bad local file
         raise DataError(f"{sub.config}: cannot read {', '.join(map(str, files))}: {exc}") from exc
 
 
@@ -364,7 +371,7 @@ def _read_json_rows(sub: Subset, src: DataSource) -> list[dict[str, Any]]:
     return rows
 
 
-def _load_json_dataset(sub: Subset, src: DataSource) -> "datasets.Dataset":
+def _load_json_dataset(sub: Subset, src: DataSource) -> datasets.Dataset:
     from datasets import Dataset
 
     records = [normalize_row(r, sub) for r in _read_json_rows(sub, src)]
@@ -393,7 +400,8 @@ def hub_offline() -> bool:
     return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in OFFLINE_ENV_VARS)
 
 
-def _is_connection_error(exc: BaseException) -> bool:
+def is_connection_error(exc: BaseException) -> bool:
+    """True when exc (or its cause chain) is a network failure: no route to the hub."""
     seen: BaseException | None = exc
     while seen is not None:
         name = type(seen).__name__
@@ -404,7 +412,7 @@ def _is_connection_error(exc: BaseException) -> bool:
     return False
 
 
-def _load_hub(sub: Subset, src: DataSource) -> "datasets.Dataset":
+def _load_hub(sub: Subset, src: DataSource) -> datasets.Dataset:
     if hub_offline():
         # Offline: use the hub cache only (no network at all), else the clear error.
         return _load_local_parquet(sub, DataSource("parquet", str(_cached_snapshot(sub, src))))
@@ -414,8 +422,8 @@ def _load_hub(sub: Subset, src: DataSource) -> "datasets.Dataset":
         raise ImportError("loading ECGBench needs `datasets`: pip install 'datasets>=3.0'") from exc
     try:
         return datasets.load_dataset(src.location, sub.config, split=HUB_SPLIT, revision=src.revision)
-    except Exception as exc:  # noqa: BLE001 - re-raised unless it is a network failure
-        if _is_connection_error(exc):
+    except Exception as exc:  # re-raised unless it is a network failure
+        if is_connection_error(exc):
             raise DataUnavailableError(offline_message(src.location, sub.config, f"{type(exc).__name__}: {exc}")) from exc
         raise
 
@@ -429,7 +437,7 @@ def _cached_snapshot(sub: Subset, src: DataSource) -> Path:
     try:
         root = Path(snapshot_download(src.location, repo_type="dataset", revision=src.revision,
                                       allow_patterns=[f"{sub.config}/*"], local_files_only=True))
-    except Exception as exc:  # noqa: BLE001 - every failure here means "not in the cache"
+    except Exception as exc:  # every failure here means "not in the cache"
         raise DataUnavailableError(offline_message(src.location, sub.config, reason)) from exc
     if not _parquet_files(root, sub.config):
         raise DataUnavailableError(offline_message(src.location, sub.config, reason))
@@ -440,7 +448,7 @@ def _cached_snapshot(sub: Subset, src: DataSource) -> Path:
 # Image checks
 
 
-def image_problems(ds: "datasets.Dataset", subset: str | Subset, source: DataSource | None = None,
+def image_problems(ds: datasets.Dataset, subset: str | Subset, source: DataSource | None = None,
                    *, decode: bool = True, limit: int | None = None) -> list[str]:
     """Messages for missing or unreadable images, each naming subset, id and image path.
 
@@ -455,16 +463,16 @@ def image_problems(ds: "datasets.Dataset", subset: str | Subset, source: DataSou
     ids = ds["id"]
     paths = ds["image_path"] if "image_path" in ds.column_names else [""] * len(ids)
     problems: list[str] = []
-    for item_id, rel, cell in zip(ids, paths, images.to_pylist()):
+    cells = (cell for chunk in images.chunks for cell in chunk.to_pylist())  # one chunk of bytes in memory at a time
+    for item_id, rel, cell in zip(ids, paths, cells):
         data = (cell or {}).get("bytes")
         file_path = (cell or {}).get("path")
         label = f"{sub.config} id {item_id!r} image {rel or file_path!r}{where}"
-        if data is None:
-            if not file_path or not Path(file_path).is_file():
-                problems.append(f"{label}: missing image (no bytes; file {file_path!r} not found)")
-                if limit and len(problems) >= limit:
-                    break
-                continue
+        if data is None and (not file_path or not Path(file_path).is_file()):
+            problems.append(f"{label}: missing image (no bytes; file {file_path!r} not found)")
+            if limit and len(problems) >= limit:
+                break
+            continue
         try:
             with PILImage.open(io.BytesIO(data) if data is not None else file_path) as img:
                 if decode:
@@ -492,8 +500,8 @@ def materialize(source: str | os.PathLike[str] | DataSource | None, out_dir: str
 
     The folder is itself a valid source (parquet layout) and keeps the synthetic marker.
     """
-    from datasets.table import embed_table_storage
     import pyarrow.parquet as pq
+    from datasets.table import embed_table_storage
 
     src = resolve_source(source)
     out = Path(out_dir)

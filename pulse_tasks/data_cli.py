@@ -15,7 +15,13 @@ import sys
 from pathlib import Path
 
 from pulse_tasks import data
-from pulse_tasks.subsets import FULL_SIZE, HUB_DATASET, SUBSETS, UnknownSubsetError, get_subset
+from pulse_tasks.subsets import (
+    FULL_SIZE,
+    HUB_DATASET,
+    SUBSETS,
+    UnknownSubsetError,
+    get_subset,
+)
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2  # 1: the data has problems; 2: the command could not run
 
@@ -94,8 +100,8 @@ def fetch(out: Path, subsets: list[str] | None = None, revision: str | None = No
     patterns = [f"{c}/*" for c in configs] + ["README.md"]
     try:
         snapshot_download(repo, repo_type="dataset", revision=revision, local_dir=str(out), allow_patterns=patterns)
-    except Exception as exc:  # noqa: BLE001 - only network failures get the offline message
-        if data._is_connection_error(exc):
+    except Exception as exc:  # only network failures get the offline message
+        if data.is_connection_error(exc):
             raise data.DataUnavailableError(
                 data.offline_message(repo, ", ".join(configs), f"{type(exc).__name__}: {exc}")) from exc
         raise

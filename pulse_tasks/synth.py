@@ -21,11 +21,25 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pulse_tasks.data import IMAGE_DIR, IMAGE_TOKEN, SYNTHETIC_MARKER, cache_dir, is_synthetic
+from pulse_tasks.data import (
+    IMAGE_DIR,
+    IMAGE_TOKEN,
+    SYNTHETIC_MARKER,
+    cache_dir,
+    is_synthetic,
+)
 from pulse_tasks.subsets import BY_CONFIG, SUBSETS, Subset
 
-__all__ = ["make_ecgbench", "make_instruct", "is_synthetic", "simulate_ecg", "render_ecg",
-           "rhythm_of_rate", "RHYTHMS", "RHYTHM_NAMES"]
+__all__ = [
+    "RHYTHMS",
+    "RHYTHM_NAMES",
+    "is_synthetic",
+    "make_ecgbench",
+    "make_instruct",
+    "render_ecg",
+    "rhythm_of_rate",
+    "simulate_ecg",
+]
 
 Rhythm = Literal["SB", "NORM", "ST"]
 Layout = Literal["hub", "json"]
@@ -80,7 +94,7 @@ def rhythm_of_rate(heart_rate: float) -> Rhythm:
 # Signals
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _base_signal(rhythm: Rhythm) -> np.ndarray:
     """One simulated 12-lead signal per rhythm (shape (12, SIM_SECONDS*SAMPLING_RATE), mV).
 
@@ -169,7 +183,7 @@ def render_ecg(signal: np.ndarray, size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
         for y in np.arange(margin, height - margin + 1e-6, spacing):
             draw.line([(margin, y), (width - margin, y)], fill=colour)
     n = signal.shape[1]
-    per_col = int(round(STRIP_SECONDS / 4 * sampling_rate))
+    per_col = round(STRIP_SECONDS / 4 * sampling_rate)
     index = {name: i for i, name in enumerate(LEAD_NAMES)}
     ink = PAPER_COLOURS["ink"]
     rows = [(leads, False) for leads in GRID_ROWS] + [((RHYTHM_STRIP_LEAD,), True)]

@@ -97,11 +97,11 @@ def test_jsonl_and_single_parquet_layouts(synth_json_dir: Path, synth_data_dir: 
 HUB_ROWS = [
     ("ecgqa-test",
      {"id": "q1", "image_path": "ecgqa/1.png", "conversations": [
-         {"from": "human", "value": ["<image>\nDoes this ECG show AF?\nOptions: yes, no, not sure. Only answer based "
-                                     "on the given Options without any explanation."]},
+         {"from": "human", "value": [("<image>\nDoes this ECG show AF?\nOptions: yes, no, not sure. Only answer based "
+                                     "on the given Options without any explanation.")]},
          {"from": "gpt", "value": ["yes", " not sure"]}]},
-     {"questions": ["Does this ECG show AF?\nOptions: yes, no, not sure. Only answer based on the given Options "
-                    "without any explanation."], "answers": ["yes, not sure"], "gold_options": ["yes", "not sure"]}),
+     {"questions": [("Does this ECG show AF?\nOptions: yes, no, not sure. Only answer based on the given Options "
+                    "without any explanation.")], "answers": ["yes, not sure"], "gold_options": ["yes", "not sure"]}),
     ("arena",
      {"id": "a1", "image_path": "arena/1.jpg", "conversations": [
          {"question": "What is the rhythm?", "answer": "Sinus rhythm."},
