@@ -26,6 +26,9 @@ RESULTS_SUFFIX = "_results.json"  # lmms-eval: <date_id>_results.json
 SAMPLES_INFIX = "_samples_"  # lmms-eval: <date_id>_samples_<task>.jsonl
 METRIC_FILTER = ",none"  # lmms-eval keys aggregated metrics as "<metric>,<filter>"; we use no filter
 SYNTHETIC_WORD = "synthetic"  # a data_source naming it (e.g. "synthetic:sha256:...") marks synthetic data
+# pulse_tasks.synth names every item "synth-..."; real ECGBench ids never start so. A fallback for
+# runs whose task metadata does not flag synthetic data (the generated local-copy tasks carry only a checksum).
+SYNTH_ID_PREFIX = "synth-"
 DATE_ID = "%Y%m%dT%H%M%S"  # our synthetic folders' date ids (lmms-eval uses %Y%m%d_%H%M%S; both sort by time)
 
 
@@ -135,11 +138,15 @@ def read_samples(path: Path, spec: Subset) -> tuple[list[dict[str, Any]], list[A
     return records, responses
 
 
-def is_synthetic_source(data_source: str | None, metadata: Mapping[str, Any] | None = None) -> bool:
-    """True when the task metadata marks the data as synthetic (flag or data_source name)."""
+def is_synthetic_source(data_source: str | None, metadata: Mapping[str, Any] | None = None,
+                        records: list[dict[str, Any]] | None = None) -> bool:
+    """True when the task metadata marks the data as synthetic (flag or data_source name), or
+    when every item id is one of pulse_tasks.synth's."""
     if metadata and metadata.get(SYNTHETIC_WORD):
         return True
-    return bool(data_source) and SYNTHETIC_WORD in str(data_source).lower()
+    if data_source and SYNTHETIC_WORD in str(data_source).lower():
+        return True
+    return bool(records) and all(str(r.get("id", "")).startswith(SYNTH_ID_PREFIX) for r in records or [])
 
 
 def _aggregated(task_results: Mapping[str, Any]) -> dict[str, float | None]:
@@ -162,7 +169,9 @@ def load_run(results_file: str | Path, name: str | None = None) -> Run:
         raise RunError(f"{path} has no 'results': not an lmms-eval results file")
     config = data.get("config") or {}
     date_id = _date_id(path)
-    run = Run(name=name or f"{path.parent.name}@{date_id}", results_file=path,
+    # lmms-eval leaves the model folder name empty when model_args names no model (e.g. random_guess).
+    label = str(data.get("model_name_sanitized") or config.get("model") or path.parent.name)
+    run = Run(name=name or f"{label}@{date_id}", results_file=path,
               model=str(config.get("model") or path.parent.name), model_args=str(config.get("model_args") or ""),
               lmms_eval_version=data.get("lmms_eval_version"), date=data.get("date"), config=config)
     configs, versions, n_samples = data.get("configs") or {}, data.get("versions") or {}, data.get("n-samples") or {}
@@ -182,19 +191,17 @@ def load_run(results_file: str | Path, name: str | None = None) -> Run:
             n_samples=(n_samples.get(task) or {}).get("effective"))
     if not run.subsets and not run.other_tasks:
         raise RunError(f"{path} holds no ECGBench task (ecgbench_*)")
-    run.synthetic = any(is_synthetic_source(s.data_source, s.metadata) for s in run.subsets.values())
+    run.synthetic = any(is_synthetic_source(s.data_source, s.metadata, s.records) for s in run.subsets.values())
     return run
 
 
 def load_runs(paths: Iterable[str | Path]) -> list[Run]:
     """Every run named by the RUN arguments; names made unique (model folder, then date id)."""
     runs = [load_run(f) for p in paths for f in find_results(p)]
-    counts: dict[str, int] = {}
-    for run in runs:
-        counts[run.results_file.parent.name] = counts.get(run.results_file.parent.name, 0) + 1
-    for run in runs:
-        if counts[run.results_file.parent.name] == 1:
-            run.name = run.results_file.parent.name
+    labels = [run.name.rpartition("@")[0] for run in runs]
+    for run, label in zip(runs, labels):
+        if labels.count(label) == 1:
+            run.name = label
     return runs
 
 

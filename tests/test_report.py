@@ -177,3 +177,12 @@ def test_gold_history_arena_is_reported_apart_from_the_table(tmp_path: Path) -> 
     md = report.render_markdown(rep)
     assert "also ran `ecgbench_arena_gold_history` (not the paper's protocol, not in the table): judge_score 41.5" in md
     assert rep["runs"][0]["missing_subsets"] == ["arena"]
+
+
+def test_synthetic_item_ids_mark_a_run_synthetic_without_metadata(tmp_path: Path) -> None:
+    recs, resps = runs.synthetic_run(seed=1, scale=0.005, subsets=[s for s in SUBSETS if s.config == "mmmu-ecg"])
+    recs["mmmu-ecg"] = [{**r, "id": "synth-rhythm-" + r["id"]} for r in recs["mmmu-ecg"]]
+    path = runs.write_run(tmp_path, "m", recs, resps, data_source="sha256:abc")  # the local-copy checksum only
+    assert runs.load_run(path).synthetic is True
+    assert runs.is_synthetic_source("sha256:abc", {}, [{"id": "ptb-0001"}]) is False
+    assert runs.is_synthetic_source("sha256:abc", {"synthetic": True}) is True
