@@ -28,7 +28,7 @@ from pulse_tasks.subsets import SUBSETS
 TASK_FOLDER = "ecgbench"  # sub-folder holding the YAMLs (lmms-eval searches include paths recursively)
 TEMPLATE = "_default_template_yaml"
 CACHE_ENV = "ECGBENCH_CACHE"  # where generated task folders and materialized data live
-GENERATED_VERSION = "1"  # bump when the generated layout changes, so stale folders are rebuilt
+GENERATED_VERSION = "2"  # bump when the generated layout changes, so stale folders are rebuilt
 
 
 def packaged_task_root() -> Path:
@@ -53,7 +53,7 @@ def task_root(data: str | os.PathLike | None = None) -> Path:
 
 
 def _generated_task_root(source) -> Path:
-    from pulse_tasks.data import materialize
+    from pulse_tasks.data import is_synthetic, materialize
 
     fingerprint = source.fingerprint()
     key = hashlib.sha256(f"{GENERATED_VERSION}|{fingerprint}".encode()).hexdigest()[:16]
@@ -68,9 +68,11 @@ def _generated_task_root(source) -> Path:
     folder = staging / TASK_FOLDER
     shutil.copytree(packaged_task_root() / TASK_FOLDER, folder, ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
     template = folder / TEMPLATE
-    text = template.read_text().replace(
-        'data_source: "hub:PULSE-ECG/ECGBench"', f"data_source: {json.dumps(fingerprint)}"
-    )
+    # Results carry where their data came from; synthetic copies say so, for every report.
+    metadata = f"data_source: {json.dumps(fingerprint)}"
+    if is_synthetic(source):
+        metadata += "\n  synthetic: true"
+    text = template.read_text().replace('data_source: "hub:PULSE-ECG/ECGBench"', metadata)
     template.write_text(text)
     present: set[str] = set()
     for task_yaml in sorted(folder.glob("ecgbench_*.yaml")):

@@ -105,7 +105,8 @@ def test_in_process_simple_model_all_nine(synth_data_dir, judge_env, tmp_path):
     sample = out["samples"]["ecgbench_csn"][0]
     record = sample["accuracy_paper"]
     assert record["subset"] == "csn-test-no-cot" and record["id"]
-    assert out["configs"]["ecgbench_csn"]["metadata"]["data_source"].startswith("sha256:")
+    metadata = out["configs"]["ecgbench_csn"]["metadata"]
+    assert metadata["data_source"].startswith("sha256:") and metadata["synthetic"] is True
 
 
 class OracleChat(lmms):
