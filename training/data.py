@@ -1,0 +1,316 @@
+"""ECGInstruct data for the recipe: LLaVA conversation records -> (input_ids, labels, pixels).
+
+Records are LLaVA JSON (a list) or JSONL, `{id, image, conversations: [{from, value}, ...]}`,
+images relative to `image_folder`; or the hub dataset (PULSE-ECG/ECGInstruct ships the JSON,
+not the images, so `image_folder` is needed there too).
+
+Every record is checked once at start-up (`scan`): a record with a missing or unreadable image,
+no assistant turn, a label/length mismatch from the template, or more merged tokens than
+`model_max_length` is skipped and counted, never trained on and never a crash hours in. The
+survivors keep only their merged length (for length grouping and token accounting); text is
+re-tokenised and the image decoded lazily, per step, in the dataloader workers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX: int = -100  # labels ignored by the loss (system, user turns, image positions, padding)
+ASSISTANT_ROLE: str = "gpt"  # LLaVA's name for assistant turns (the template rejects others)
+SKIP_EXAMPLES_KEPT: int = 5  # ids kept per skip reason in the summary (enough to find the pattern)
+
+# Skip reasons, in the order they are checked (the first that applies is counted).
+SKIP_REASONS: tuple[str, ...] = (
+    "malformed",  # no conversations list / a turn without from+value
+    "no_assistant_turn",  # nothing to supervise
+    "no_image",  # ECGInstruct is image-conditioned; text-only records are not part of the recipe
+    "missing_image",  # file not found under image_folder
+    "unreadable_image",  # found but PIL cannot read it
+    "label_mismatch",  # the template's token count disagrees with itself (LLaVA masks these whole)
+    "too_long",  # text + image tokens > model_max_length (truncating would cut the answer)
+)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def is_local_data(data_path: str) -> bool:
+    """A local JSON/JSONL file (else a hub dataset id)."""
+    return Path(data_path).exists() or data_path.endswith((".json", ".jsonl"))
+
+
+def load_records(data_path: str, *, hub_split: str = "train", max_records: int | None = None) -> Sequence[dict]:
+    """Raw LLaVA records from a JSON list, JSONL file, or a hub dataset (lazily imported)."""
+    if is_local_data(data_path):
+        path = Path(data_path)
+        if not path.exists():
+            raise FileNotFoundError(f"data_path {data_path}: no such file")
+        if path.suffix == ".jsonl":
+            with path.open() as f:
+                records: list[dict] = []
+                for line in f:
+                    if line.strip():
+                        records.append(json.loads(line))
+                    if max_records is not None and len(records) >= max_records:
+                        break
+        else:
+            records = json.loads(path.read_text())
+            if not isinstance(records, list):
+                raise ValueError(f"{data_path}: expected a JSON list of LLaVA records")
+        return records[:max_records] if max_records is not None else records
+    try:
+        import datasets
+    except ImportError as exc:  # pragma: no cover - datasets is a core dependency
+        raise ImportError("reading a hub dataset needs `pip install datasets`") from exc
+    # Memory-mapped Arrow table: rows are materialised one at a time by the scan and __getitem__.
+    ds = datasets.load_dataset(data_path, split=hub_split)
+    if max_records is not None:
+        ds = ds.select(range(min(max_records, len(ds))))
+    return ds
+
+
+# --------------------------------------------------------------------------- checking
+
+
+@dataclass
+class ScanSummary:
+    """What the start-up scan kept and skipped (printed at start, saved as data_summary.json)."""
+
+    total: int = 0
+    kept: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    max_merged_length: int = 0
+    mean_merged_length: float = 0.0
+
+    def skip(self, reason: str, record_id: str) -> None:
+        self.skipped[reason] += 1
+        kept = self.examples.setdefault(reason, [])
+        if len(kept) < SKIP_EXAMPLES_KEPT:
+            kept.append(record_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "kept": self.kept,
+            "skipped": {reason: self.skipped.get(reason, 0) for reason in SKIP_REASONS},
+            "skipped_total": sum(self.skipped.values()),
+            "skipped_examples": self.examples,
+            "max_merged_length": self.max_merged_length,
+            "mean_merged_length": round(self.mean_merged_length, 1),
+        }
+
+    def format(self) -> str:
+        d = self.to_dict()
+        parts = ", ".join(f"{k} {v}" for k, v in d["skipped"].items() if v)
+        return (
+            f"data: {d['kept']}/{d['total']} records kept, {d['skipped_total']} skipped"
+            + (f" ({parts})" if parts else "")
+            + f"; merged length mean {d['mean_merged_length']}, max {d['max_merged_length']}"
+        )
+
+
+def _structure_problem(record: dict) -> str | None:
+    conversations = record.get("conversations")
+    if not isinstance(conversations, list) or not conversations:
+        return "malformed"
+    for turn in conversations:
+        if not isinstance(turn, dict) or "from" not in turn or not isinstance(turn.get("value"), str):
+            return "malformed"
+    if not any(t["from"] == ASSISTANT_ROLE and t["value"].strip() for t in conversations):
+        return "no_assistant_turn"
+    if not record.get("image"):
+        return "no_image"
+    return None
+
+
+def image_path(record: dict, image_folder: str) -> Path:
+    return Path(image_folder) / str(record["image"])
+
+
+def _image_size(path: Path, check: str) -> tuple[tuple[int, int] | None, str | None]:
+    """(width, height) read from the header (no decode), or a skip reason."""
+    if check == "none":
+        return None, None
+    if not path.is_file():
+        return None, "missing_image"
+    if check == "exists":
+        return None, None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return img.size, None
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None, "unreadable_image"
+
+
+# `tokenize_fn(conversations) -> (input_ids, labels, info)`; `image_tokens_fn((w, h) | None) -> int`
+TokenizeFn = Callable[[list[dict]], tuple[list[int], list[int], dict]]
+ImageTokensFn = Callable[[tuple[int, int] | None], int]
+
+
+def _mismatch(info: Any) -> bool:
+    """pulse_models.conversation flags a label/length disagreement (its labels are then all ignored)."""
+    if not isinstance(info, dict):
+        return False
+    return bool(info.get("mismatch"))
+
+
+def scan(
+    records: Sequence[dict],
+    *,
+    image_folder: str,
+    tokenize_fn: TokenizeFn,
+    image_tokens_fn: ImageTokensFn,
+    image_token_id: int,
+    max_length: int,
+    image_check: str = "open",
+) -> tuple[list[int], list[int], ScanSummary]:
+    """Check every record once: (kept indices, their merged lengths, summary)."""
+    summary = ScanSummary(total=len(records))
+    kept: list[int] = []
+    lengths: list[int] = []
+    for index in range(len(records)):
+        record = records[index]
+        record_id = str(record.get("id", index)) if isinstance(record, dict) else str(index)
+        if not isinstance(record, dict):
+            summary.skip("malformed", record_id)
+            continue
+        problem = _structure_problem(record)
+        if problem is None:
+            size, problem = _image_size(image_path(record, image_folder), image_check)
+        if problem is None:
+            try:
+                input_ids, _labels, info = tokenize_fn(record["conversations"])
+            except ValueError:  # turns that do not alternate human/gpt
+                problem = "malformed"
+            else:
+                if _mismatch(info):
+                    problem = "label_mismatch"
+                else:
+                    # info["total_len"]: text length before the template's own truncation.
+                    text_len = int(info.get("total_len", len(input_ids))) if isinstance(info, dict) else len(input_ids)
+                    n_img = sum(1 for t in input_ids if t == image_token_id)
+                    length = text_len - n_img + n_img * image_tokens_fn(size)
+                    if length > max_length:
+                        problem = "too_long"
+        if problem is not None:
+            summary.skip(problem, record_id)
+            continue
+        kept.append(index)
+        lengths.append(length)
+    summary.kept = len(kept)
+    if lengths:
+        summary.max_merged_length = max(lengths)
+        summary.mean_merged_length = sum(lengths) / len(lengths)
+    return kept, lengths, summary
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+class InstructDataset(torch.utils.data.Dataset):
+    """Kept records, tokenised and with pixels, one at a time (called in dataloader workers).
+
+    `process_image_fn(PIL.Image) -> (pixel tensor [tiles, 3, 336, 336], image_size)` is
+    pulse_models' anyres processing; the recipe binds it.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[dict],
+        kept: list[int],
+        lengths: list[int],
+        *,
+        image_folder: str,
+        tokenize_fn: TokenizeFn,
+        process_image_fn: Callable[[Any], tuple[torch.Tensor, Any]],
+    ) -> None:
+        self.records = records
+        self.kept = kept
+        self.lengths = lengths  # merged lengths, for LengthGroupedSampler and token accounting
+        self.image_folder = image_folder
+        self.tokenize_fn = tokenize_fn
+        self.process_image_fn = process_image_fn
+
+    def __len__(self) -> int:
+        return len(self.kept)
+
+    def record_id(self, i: int) -> str:
+        return str(self.records[self.kept[i]].get("id", self.kept[i]))
+
+    def text_item(self, i: int) -> dict[str, Any]:
+        """Token ids and labels only (used by --inspect; no image decode)."""
+        record = self.records[self.kept[i]]
+        input_ids, labels, _info = self.tokenize_fn(record["conversations"])
+        return {"id": self.record_id(i), "input_ids": list(input_ids), "labels": list(labels)}
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from PIL import Image
+
+        item = self.text_item(i)
+        path = image_path(self.records[self.kept[i]], self.image_folder)
+        try:
+            with Image.open(path) as img:
+                pixels, image_size = self.process_image_fn(img.convert("RGB"))
+        except (OSError, RuntimeError, ValueError) as exc:  # PIL errors; pulse_models' ImageLoadError
+            # Passed the start-up check, unreadable now (truncated file, flaky mount): train on a
+            # neighbour instead of killing a multi-hour run; the warning names the record.
+            logger.warning("record %s: image %s unreadable (%s); using the next record", item["id"], path, exc)
+            return self[(i + 1) % len(self)]
+        return {
+            "input_ids": torch.tensor(item["input_ids"], dtype=torch.long),
+            "labels": torch.tensor(item["labels"], dtype=torch.long),
+            "pixel_values": pixels,
+            "image_size": image_size,
+            "merged_length": self.lengths[i],
+        }
+
+
+@dataclass
+class Collator:
+    """Right-pads text to the batch's longest; images stay a list (anyres tile counts differ)."""
+
+    pad_token_id: int
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        longest = max(len(it["input_ids"]) for it in items)
+        input_ids = torch.full((len(items), longest), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(items), longest), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(items), longest), dtype=torch.long)
+        for row, it in enumerate(items):
+            n = len(it["input_ids"])
+            input_ids[row, :n] = it["input_ids"]
+            labels[row, :n] = it["labels"]
+            attention_mask[row, :n] = 1
+        return {
+            "input_ids": input_ids,  # [batch, longest text]
+            "labels": labels,  # [batch, longest text], IGNORE_INDEX where unsupervised
+            "attention_mask": attention_mask,
+            "images": [it["pixel_values"] for it in items],  # batch x [tiles, 3, 336, 336]
+            "image_sizes": [it["image_size"] for it in items],
+            # Counters for throughput.StepCounts, popped before forward: MFU needs the merged
+            # (text + image) length the language model really saw and the tiles CLIP encoded.
+            "num_merged_tokens": torch.tensor(sum(int(it["merged_length"]) for it in items)),
+            "num_merged_sq": torch.tensor(sum(int(it["merged_length"]) ** 2 for it in items)),
+            "num_image_tiles": torch.tensor(sum(int(it["pixel_values"].shape[0]) for it in items)),
+        }
+
+
+def write_summary(summary: ScanSummary, output_dir: str | os.PathLike) -> Path:
+    path = Path(output_dir) / "data_summary.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+    return path

@@ -1,0 +1,461 @@
+"""Fine-tune LLaVA-1.6 on ECGInstruct (the PULSE recipe): `ecgbench-train --config FILE [key=value ...]`.
+
+One file, read top to bottom: `setup_model` -> `setup_data` -> `setup_trainer` -> `train` ->
+`save`. The step loop is transformers' Trainer driving DeepSpeed (ZeRO-2 by default, as PULSE);
+this file adds only what the Trainer cannot know:
+
+- the model is the project's one LLaVA-1.6 definition (`pulse_models`), not a `PreTrainedModel`,
+  so the loss is read from its output and checkpoints are written in the ORIGINAL LLaVA format
+  (`pulse_models.checkpoint.save_original_format`), which the `pulse` adapter loads as is;
+- batches carry throughput counters that are popped before the forward pass and turned into
+  samples/s, tokens/s and MFU by `throughput.ThroughputCallback` (never in the step loop);
+- length grouping uses the merged (text + image) lengths the start-up data scan computed;
+- an unfrozen vision tower may get its own learning rate.
+
+Launch lines (one node, several nodes, CPU smoke run) are in the configs' headers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import RESUME_AUTO, TrainConfig, load_config, parse_overrides, resolve_config_path, to_dict
+
+logger = logging.getLogger("pulse_training")
+
+DEEPSPEED_HINT = "DeepSpeed is needed for deepspeed=...: pip install 'ecgbench-lmms[train]' (or set deepspeed=null)"
+FLASH_ATTN_HINT = "flash-attn is not installed (pip install 'ecgbench-lmms[flash]'): using sdpa"
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ecgbench-train",
+        description="Fine-tune LLaVA-1.6 on ECGInstruct with DeepSpeed (the PULSE recipe).",
+        epilog="Overrides use the config's key names, e.g. learning_rate=1e-5 output_dir=runs/x.",
+    )
+    parser.add_argument("--config", required=True, help="YAML file, or a shipped one: pulse_7b.yaml, tiny.yaml")
+    parser.add_argument(
+        "--inspect",
+        type=int,
+        metavar="N",
+        default=None,
+        help="print the first N records after preprocessing as JSON lines {id, input_ids, labels} and exit",
+    )
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    # `deepspeed --module` / torch.distributed.launch pass --local_rank; the env var carries the same.
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config, parse_overrides(args.overrides))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"ecgbench-train: {exc}", file=sys.stderr)
+        return 2
+    if args.inspect is not None:
+        return inspect(config, args.inspect)
+    train(config)
+    return 0
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def choose_attn_implementation(requested: str) -> str:
+    """auto -> flash_attention_2 when flash-attn imports and CUDA is there, else sdpa."""
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        try:
+            import flash_attn  # noqa: F401
+
+            return "flash_attention_2"
+        except ImportError:
+            logger.warning(FLASH_ATTN_HINT)
+    return "sdpa"
+
+
+def _checkpoint_dir(config: TrainConfig) -> tuple[Path, str]:
+    """(local folder, "llava_original" | "hf") of model_name_or_path (a hub id is downloaded)."""
+    from pulse_models.checkpoint import detect_format, resolve_checkpoint_dir
+
+    path = resolve_checkpoint_dir(config.model_name_or_path)
+    return path, detect_format(path)
+
+
+def setup_tokenizer_and_model_config(config: TrainConfig) -> tuple[Any, Any]:
+    """Tokenizer and PulseConfig (merge type and max length as configured) without loading weights."""
+    from pulse_models.checkpoint import FORMAT_HF
+    from pulse_models.configuration import PulseConfig
+    from transformers import AutoTokenizer
+
+    path, fmt = _checkpoint_dir(config)
+    if fmt == FORMAT_HF:
+        from .export import pulse_config_from_hf
+
+        pulse_config = pulse_config_from_hf(path)
+    else:
+        pulse_config = PulseConfig.from_json_file(path / "config.json")
+    if config.mm_patch_merge_type is not None:
+        pulse_config.mm_patch_merge_type = config.mm_patch_merge_type
+    pulse_config.tokenizer_model_max_length = config.model_max_length
+    pulse_config.validate()
+    return AutoTokenizer.from_pretrained(path), pulse_config
+
+
+def apply_merge_type(model: Any, merge_type: str | None, checkpoint_dir: Path) -> None:
+    """Switch the model to the configured merge type after loading.
+
+    spatial_unpad needs `image_newline`: taken from the checkpoint when it ships one (PULSE-7B
+    does, unused under flat), else initialised as LLaVA does (randn / sqrt(hidden)).
+    """
+    if merge_type is None or merge_type == model.config.mm_patch_merge_type:
+        return
+    model.config.mm_patch_merge_type = merge_type
+    if merge_type == "flat":
+        model.image_newline = None
+        return
+    hidden = model.config.hidden_size
+    weight = _read_tensor(checkpoint_dir, "model.image_newline")
+    if weight is None:
+        logger.warning("mm_patch_merge_type=spatial_unpad: no image_newline in the checkpoint, initialising it")
+        weight = torch.randn(hidden) / hidden**0.5
+    model.image_newline = torch.nn.Parameter(weight.to(model.dtype))
+
+
+def _read_tensor(checkpoint_dir: Path, name: str) -> torch.Tensor | None:
+    from safetensors import safe_open
+
+    for f in sorted(checkpoint_dir.glob("*.safetensors")):
+        with safe_open(str(f), framework="pt", device="cpu") as sf:
+            if name in sf.keys():
+                return sf.get_tensor(name)
+    return None
+
+
+def setup_model(config: TrainConfig, dtype: torch.dtype) -> tuple[Any, Any]:
+    """The shared model definition from an original- or HF-format checkpoint; CLIP frozen by default."""
+    from pulse_models.checkpoint import FORMAT_HF, load_pulse
+
+    attn = choose_attn_implementation(config.attn_implementation)
+    path, fmt = _checkpoint_dir(config)
+    if fmt == FORMAT_HF:
+        from .export import load_hf_as_pulse
+
+        model, tokenizer = load_hf_as_pulse(path, dtype=dtype, attn_implementation=attn)
+    else:
+        # On CPU: the Trainer / DeepSpeed moves it; every rank's GPU peak stays low until then.
+        model, tokenizer, _processor, _cfg = load_pulse(path, dtype=dtype, device="cpu", attn_implementation=attn)
+    apply_merge_type(model, config.mm_patch_merge_type, path)
+    model.config.tokenizer_model_max_length = config.model_max_length
+    model.freeze_vision_tower(not config.unfreeze_mm_vision_tower)
+    if config.gradient_checkpointing:
+        # Enabled here, not via TrainingArguments: the Trainer only knows PreTrainedModel's hook names.
+        model.gradient_checkpointing_enable({"use_reentrant": False})
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    logger.info("model: %s (%s), attention %s, %.1fM/%.1fM parameters trainable", config.model_name_or_path, fmt,
+                attn, trainable / 1e6, total / 1e6)
+    return model, tokenizer
+
+
+def setup_data(config: TrainConfig, tokenizer: Any, pulse_config: Any) -> tuple[Any, Any]:
+    """Load the records, check every one once (skips counted), wrap the kept ones lazily."""
+    from pulse_models.conversation import IMAGE_TOKEN_INDEX, tokenize_conversation
+    from pulse_models.image_processing import ImageProcessor, num_image_tokens
+
+    from . import data
+
+    records = data.load_records(config.data_path, hub_split=config.hub_split, max_records=config.max_records)
+    tokenize_fn = _Tokenize(tokenizer, config.model_max_length)
+
+    def image_tokens(size: tuple[int, int] | None) -> int:
+        # Without a header check (image_check=exists|none) assume the ECG-typical 2x2 grid.
+        return num_image_tokens(size or ECG_TYPICAL_SIZE, pulse_config)
+
+    kept, lengths, summary = data.scan(
+        records,
+        image_folder=config.image_folder,
+        tokenize_fn=tokenize_fn,
+        image_tokens_fn=image_tokens,
+        image_token_id=IMAGE_TOKEN_INDEX,
+        max_length=config.model_max_length,
+        image_check=config.image_check,
+    )
+    dataset = data.InstructDataset(
+        records,
+        kept,
+        lengths,
+        image_folder=config.image_folder,
+        tokenize_fn=tokenize_fn,
+        process_image_fn=_ProcessImage(ImageProcessor(pulse_config)),
+    )
+    return dataset, summary
+
+
+ECG_TYPICAL_SIZE: tuple[int, int] = (2200, 1700)  # a 12-lead printout's aspect; picks the 2x2 anyres grid
+
+
+class _Tokenize:
+    """Picklable `conversations -> (input_ids, labels, info)` for dataloader workers."""
+
+    def __init__(self, tokenizer: Any, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __call__(self, conversations: list[dict]) -> tuple[list[int], list[int], dict]:
+        from pulse_models.conversation import tokenize_conversation
+
+        return tokenize_conversation(conversations, self.tokenizer, max_length=self.max_length)
+
+
+class _ProcessImage:
+    """Picklable `PIL image -> (pixels [1 + tiles, 3, T, T], (width, height))`."""
+
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+
+    def __call__(self, image: Any) -> tuple[torch.Tensor, tuple[int, int]]:
+        processed = self.processor.preprocess(image)
+        return processed.pixel_values, tuple(processed.image_size)
+
+
+def resolve_deepspeed(config: TrainConfig) -> dict | None:
+    """The DeepSpeed JSON as a dict (a shipped name or a path); None for plain DDP."""
+    if not config.deepspeed:
+        return None
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(DEEPSPEED_HINT) from exc
+    ds_config = json.loads(resolve_config_path(config.deepspeed).read_text())
+    if config.mm_vision_tower_lr is not None and "optimizer" in ds_config:
+        raise ValueError(
+            "mm_vision_tower_lr needs the Trainer's optimizer (per-group learning rates), but the DeepSpeed "
+            f"config {config.deepspeed} builds its own from an 'optimizer' block: remove that block"
+        )
+    return ds_config
+
+
+def training_arguments(config: TrainConfig, ds_config: dict | None) -> Any:
+    """PULSE's hyper-parameters as transformers TrainingArguments."""
+    from transformers import TrainingArguments
+    from transformers.utils import is_torch_tf32_available
+
+    tf32 = config.tf32 if is_torch_tf32_available() else None  # TF32 is an Ampere+ CUDA switch
+    return TrainingArguments(
+        output_dir=config.output_dir,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler_type,
+        warmup_steps=config.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        seed=config.seed,
+        bf16=config.bf16,
+        tf32=tf32,
+        gradient_checkpointing=False,  # enabled on the model in setup_model
+        deepspeed=ds_config,
+        logging_steps=config.logging_steps,
+        save_strategy=config.save_strategy,
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        report_to=config.report_to,
+        dataloader_num_workers=config.dataloader_num_workers,
+        remove_unused_columns=False,  # batches hold images and counters, not model kwargs only
+        train_sampling_strategy="group_by_length" if config.group_by_modality_length else "random",
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True,
+    )
+
+
+def make_trainer_class() -> type:
+    """The Trainer subclass (built lazily so importing this module stays light)."""
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from .throughput import StepCounts
+
+    class PulseTrainer(Trainer):
+        """Trainer + the four things the LLaVA-1.6 model needs (see the module docstring)."""
+
+        # The model returns a per-micro-batch mean (as LLaVA's): the Trainer divides by accumulation.
+        loss_is_scaled_for_ga = False
+
+        def __init__(self, *args: Any, recipe_config: TrainConfig, tokenizer: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.recipe_config = recipe_config
+            self.tokenizer = tokenizer
+            self.step_counts = StepCounts()
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            self.step_counts.add(inputs)  # pops the collator's counters
+            outputs = model(**inputs)
+            return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            if self.args.train_sampling_strategy != "group_by_length":
+                return super()._get_train_sampler(train_dataset)
+            # Lengths from the start-up scan: the default would decode every image to measure it.
+            return LengthGroupedSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=dataset.lengths
+            )
+
+        def create_optimizer(self, model=None):
+            lr = self.recipe_config.mm_vision_tower_lr
+            if self.optimizer is not None or lr is None:
+                return super().create_optimizer(model)
+            opt_model = model if model is not None else self.model
+            decay = set(self.get_decay_parameter_names(opt_model))
+            groups: dict[tuple[bool, bool], list] = {}
+            for name, p in opt_model.named_parameters():
+                if p.requires_grad:
+                    groups.setdefault(("vision_tower" in name, name in decay), []).append(p)
+            param_groups = [
+                {
+                    "params": params,
+                    "weight_decay": self.args.weight_decay if is_decay else 0.0,
+                    **({"lr": lr} if is_vision else {}),
+                }
+                for (is_vision, is_decay), params in groups.items()
+            ]
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
+            return self.optimizer
+
+        def _save(self, output_dir=None, state_dict=None):
+            """Original LLaVA format (config.json, safetensors, tokenizer): the `pulse` adapter loads it."""
+            from pulse_models.checkpoint import save_original_format
+
+            output_dir = output_dir or self.args.output_dir
+            if not self.args.should_save:
+                return
+            # Under ZeRO-3 only the gathered state_dict holds whole weights; ZeRO-2 gives the same.
+            model = self.model if state_dict is None else _StateDictView(self.model, state_dict)
+            save_original_format(model, self.tokenizer, output_dir)
+            torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    return PulseTrainer
+
+
+class _StateDictView:
+    """The model as save_original_format reads it, with weights from a given state_dict."""
+
+    def __init__(self, model: Any, state_dict: dict[str, torch.Tensor]) -> None:
+        self._model = model
+        self._state = {k.removeprefix("module."): v for k, v in state_dict.items()}
+        self.config = model.config
+        self.language_model = model.language_model
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self._state
+
+    def parameters(self) -> Any:
+        return iter(self._state.values())
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if _is_main_process() else logging.WARNING,
+    )
+
+
+def inspect(config: TrainConfig, n: int) -> int:
+    """Print the first n kept records as JSON lines {id, input_ids, labels}; no model weights load."""
+    _setup_logging()
+    tokenizer, pulse_config = setup_tokenizer_and_model_config(config)
+    dataset, summary = setup_data(config, tokenizer, pulse_config)
+    print(summary.format(), file=sys.stderr)
+    for i in range(min(n, len(dataset))):
+        print(json.dumps(dataset.text_item(i)))
+    return 0
+
+
+def resolve_resume(config: TrainConfig) -> str | None:
+    if config.resume_from_checkpoint != RESUME_AUTO:
+        return config.resume_from_checkpoint
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
+    logger.info("resume_from_checkpoint=auto: %s", last or "no checkpoint yet, starting fresh")
+    return last
+
+
+def train(config: TrainConfig) -> Any:
+    """Set up, train, save. Returns the Trainer (tests read its state)."""
+    from .data import Collator, write_summary
+    from .throughput import FlopModel, ThroughputCallback, detect_peak_tflops
+
+    _setup_logging()
+    ds_config = resolve_deepspeed(config)
+    # TrainingArguments first: it initialises the process group DeepSpeed and the sampler use.
+    args = training_arguments(config, ds_config)
+    dtype = torch.bfloat16 if config.bf16 else torch.float32
+
+    model, tokenizer = setup_model(config, dtype)
+    dataset, summary = setup_data(config, tokenizer, model.config)
+    if args.should_save:
+        out = Path(config.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_summary(summary, out)
+        (out / "run_config.json").write_text(json.dumps(to_dict(config), indent=2) + "\n")
+    logger.warning("%s", summary.format())
+    if len(dataset) == 0:
+        raise ValueError(f"no trainable records in {config.data_path} (see {config.output_dir}/data_summary.json)")
+
+    trainer_cls = make_trainer_class()
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=Collator(pad_token_id=_pad_id(tokenizer)),
+        processing_class=None,  # a tokenizer here would make the Trainer edit PulseConfig as a HF config
+        recipe_config=config,
+        tokenizer=tokenizer,
+    )
+    peak = config.peak_tflops or detect_peak_tflops()
+    trainer.add_callback(
+        ThroughputCallback(trainer.step_counts, FlopModel.from_model(model), every=config.throughput_log_steps,
+                           peak_tflops=peak)
+    )
+    trainer.train(resume_from_checkpoint=resolve_resume(config))
+    trainer.save_model(config.output_dir)
+    trainer.save_state()
+    return trainer
+
+
+def _pad_id(tokenizer: Any) -> int:
+    """LLaVA-1.6 vicuna pads with <unk> (id 0); fall back to it when the tokenizer has no pad."""
+    for value in (tokenizer.pad_token_id, tokenizer.unk_token_id):
+        if value is not None:
+            return int(value)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
