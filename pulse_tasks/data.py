@@ -36,6 +36,7 @@ IMAGE_TOKEN = "<image>"  # LLaVA placeholder some copies keep in the question; t
 SYNTHETIC_MARKER = "synthetic.json"  # root file `{"synthetic": true, ...}` written by pulse_tasks.synth
 HUB_PREFIX = "hub"  # `--data hub` / `hub:OWNER/NAME@REV` select the hub explicitly
 OFFLINE_ENV_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")  # either one means: never try the network
+MATERIALIZE_BATCH = 128  # rows per parquet row group: ~20 MB of PNGs on real ECGBench images
 HASH_CHUNK = 1 << 20  # 1 MiB reads keep checksumming multi-GB parquet files memory-flat
 
 NORMALIZED_COLUMNS = ("id", "subset", "image", "image_path", "questions", "answers", "gold_options")
@@ -510,10 +511,12 @@ def materialize(source: str | os.PathLike[str] | DataSource | None, out_dir: str
     written: dict[str, Path] = {}
     for config in configs:
         ds = load_subset(config, src)
-        table = embed_table_storage(ds.with_format("arrow")[:])
+        schema = ds.features.arrow_schema  # carries the `huggingface` features metadata (Image column)
         target = out / f"{config}.parquet"
         tmp = target.with_suffix(".parquet.tmp")
-        pq.write_table(table.replace_schema_metadata(ds.features.arrow_schema.metadata), tmp)
+        with pq.ParquetWriter(tmp, schema) as writer:  # batch by batch: memory stays flat on 3 GB subsets
+            for batch in ds.with_format("arrow").iter(batch_size=MATERIALIZE_BATCH):
+                writer.write_table(embed_table_storage(batch).cast(schema), row_group_size=MATERIALIZE_BATCH)
         tmp.replace(target)  # never leave a half-written parquet behind
         written[config] = target
     if src.kind != "hub" and (src.path / SYNTHETIC_MARKER).is_file():
