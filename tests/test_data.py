@@ -291,3 +291,33 @@ def test_check_reports_corrupt_missing_truncated_and_schema(json_copy: Path,
 def test_check_rejects_a_non_copy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data", "check", str(tmp_path)]) == 2
     assert "holds no ECGBench subset" in capsys.readouterr().err
+
+
+def test_offline_uses_a_cached_hub_snapshot(monkeypatch: pytest.MonkeyPatch, synth_data_dir: Path) -> None:
+    import huggingface_hub
+
+    calls: list[dict] = []
+
+    def cached(repo_id: str, **kwargs: object) -> str:
+        calls.append({"repo_id": repo_id, **kwargs})
+        return str(synth_data_dir)  # what the HF cache would hold after an earlier online run
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", cached)
+    records = data.load_records("mmmu-ecg", data.resolve_source("hub"))
+    assert records == data.load_records("mmmu-ecg", synth_data_dir)
+    assert calls[0]["local_files_only"] is True and calls[0]["allow_patterns"] == ["mmmu-ecg/*"]
+
+
+def test_fetch_mirrors_requested_subsets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import huggingface_hub
+
+    calls: list[dict] = []
+    for var in data.OFFLINE_ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kw: calls.append({"repo": repo_id, **kw}))
+    assert main(["data", "fetch", "--out", str(tmp_path), "--subsets", "ecgbench_ptb", "arena", "--revision", "v1"]) == 0
+    assert calls == [{"repo": "PULSE-ECG/ECGBench", "repo_type": "dataset", "revision": "v1", "local_dir": str(tmp_path),
+                      "allow_patterns": ["ptb-test/*", "arena/*", "README.md"]}]
+    assert "ecgbench data check" in capsys.readouterr().out
