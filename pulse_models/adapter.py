@@ -10,7 +10,8 @@ process; data parallel via accelerate), ``conv_template`` (auto -> llava_v1 for 
 the processor's chat template otherwise), ``arena_history`` (standard | reference: the layout
 PULSE's arena script produced), ``trust_remote_code`` (false), ``max_new_tokens``/
 ``temperature``/``top_p``/``num_beams`` (defaults; the task's generation_kwargs and --gen_kwargs
-win), ``cache_implementation`` (e.g. static on GPU).
+win), ``cache_implementation`` (e.g. static on GPU), ``prefetch_workers`` (threads preparing the
+next batch's images and prompts while the GPU generates; 0 = inline).
 
 Failures never stop a run: an unreadable image or a failed generation gives that item the text
 ``[ECGBENCH_GENERATION_FAILED] <reason>`` (the scorer counts it invalid) and a log line with its
@@ -24,24 +25,28 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Sequence
+from functools import partial
+from typing import Any
 
 from lmms_eval.api.model import lmms
 
-from pulse_models.engine import GenOutput, GenSettings, PreparedItem
+from pulse_models.engine import (
+    DEFAULT_PREFETCH_WORKERS,
+    FAILED_PREFIX,
+    GenOutput,
+    GenSettings,
+    WorkItem,
+    failed_text,
+    run_batches,
+)
 
 logger = logging.getLogger("pulse_models.adapter")
 
-# Prefix of a failed item's response; pulse_tasks.parsing.is_failed_response detects it.
-FAILED_PREFIX = "[ECGBENCH_GENERATION_FAILED]"
-# Accepted dtype names (torch attribute names plus short forms).
+__all__ = ["Pulse", "FAILED_PREFIX", "failed_text"]
+
+# Accepted dtype names.
 DTYPES = ("float16", "bfloat16", "float32", "auto")
 CONV_TEMPLATES = ("auto", "llava_v1", "chat_template")
-
-
-def failed_text(reason: str) -> str:
-    """The response recorded for an item that could not be generated."""
-    return f"{FAILED_PREFIX} {' '.join(str(reason).split())[:500]}"
 
 
 def _as_bool(value: Any) -> bool:
@@ -71,6 +76,7 @@ class Pulse(lmms):
         top_p: float | str | None = None,
         num_beams: int | str = 1,
         cache_implementation: str | None = None,
+        prefetch_workers: int | str = DEFAULT_PREFETCH_WORKERS,
         max_batch_size: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -95,6 +101,7 @@ class Pulse(lmms):
                 raise ImportError("pulse: attn_implementation=flash_attention_2 needs flash-attn "
                                   "(pip install 'ecgbench-lmms[flash]'); use sdpa otherwise")
         self.batch_size_per_gpu = max(1, int(batch_size))
+        self.prefetch_workers = max(0, int(prefetch_workers))
         self.arena_history = arena_history
         self.pretrained = pretrained
         self.defaults = GenSettings(
@@ -183,55 +190,15 @@ class Pulse(lmms):
     def _doc(self, task: str, split: str, doc_id: int) -> Any:
         return self.task_dict[task][split][doc_id]
 
-    def _image(self, doc_to_visual: Any, doc: Any) -> Any:
-        visuals = doc_to_visual(doc) if doc_to_visual is not None else []
+    def _load_visual(self, doc_to_visual: Any, task: str, split: str, doc_id: int) -> Any:
+        """The item's first visual (PIL image, path or bytes) or None; runs in a prefetch thread."""
+        visuals = doc_to_visual(self._doc(task, split, doc_id)) if doc_to_visual is not None else []
         if isinstance(visuals, (list, tuple)):
             visuals = [v for v in visuals if v is not None]
             if len(visuals) > 1:
-                logger.warning("pulse: %d visuals for one item; using the first (one image per prompt)", len(visuals))
+                logger.warning("pulse: %d visuals for doc %s; using the first (one image per prompt)", len(visuals), doc_id)
             return visuals[0] if visuals else None
         return visuals
-
-    def _run_batch(self, items: list[PreparedItem | str], settings: GenSettings, ids: Sequence[Any]) -> list[GenOutput | str]:
-        """Generate the prepared items of one batch; str entries are failures already. A failing
-        batch is retried item by item so one bad item cannot fail its neighbours."""
-        todo = [i for i, it in enumerate(items) if isinstance(it, PreparedItem)]
-        results: list[GenOutput | str] = list(items)  # type: ignore[arg-type]
-        if not todo:
-            return results
-        try:
-            outs = self.engine.generate([items[i] for i in todo], settings)
-            for i, o in zip(todo, outs):
-                results[i] = o
-            return results
-        except Exception as exc:  # noqa: BLE001 - recorded per item below
-            if len(todo) == 1:
-                logger.error("pulse: generation failed for doc %s: %s", ids[todo[0]], exc)
-                results[todo[0]] = failed_text(f"generation error: {type(exc).__name__}: {exc}")
-                return results
-            logger.warning("pulse: batch of %d failed (%s); retrying items one by one", len(todo), exc)
-            self._free_memory()
-        for i in todo:
-            try:
-                results[i] = self.engine.generate([items[i]], settings)[0]
-            except Exception as exc:  # noqa: BLE001
-                logger.error("pulse: generation failed for doc %s: %s", ids[i], exc)
-                results[i] = failed_text(f"generation error: {type(exc).__name__}: {exc}")
-                self._free_memory()
-        return results
-
-    def _free_memory(self) -> None:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-    def _prepare(self, turns: list[tuple[str, str | None]], image: Any, doc_id: Any) -> PreparedItem | str:
-        try:
-            return self.engine.prepare(turns, image)
-        except Exception as exc:  # noqa: BLE001 - unreadable image, bad prompt: recorded, run goes on
-            logger.error("pulse: cannot prepare doc %s: %s", doc_id, exc)
-            return failed_text(f"input error: {type(exc).__name__}: {exc}")
 
     def _record(self, out: GenOutput | str, doc_id: Any) -> str:
         self.stats["items"] += 1
@@ -250,16 +217,21 @@ class Pulse(lmms):
         return tqdm(total=total, disable=(self.rank != 0), desc=desc, unit="item", dynamic_ncols=True)
 
     def _report(self, start: float, n: int) -> None:
-        self.stats["seconds"] += time.perf_counter() - start
-        msg = (f"pulse: {n} items in {time.perf_counter() - start:.1f}s; totals on rank {self.rank}: "
-               f"{self.stats['failed']} failed, {self.stats['truncated']} prompts truncated to {self.max_length} tokens")
+        elapsed = time.perf_counter() - start
+        self.stats["seconds"] += elapsed
+        msg = (f"pulse: {n} requests in {elapsed:.1f}s ({n / max(elapsed, 1e-9):.2f} items/s) on rank {self.rank}; "
+               f"run totals: {self.stats['failed']} failed, {self.stats['truncated']} prompts truncated "
+               f"to {self.max_length} tokens")
         logger.info(msg)
-        if self.stats["truncated"] or self.stats["failed"]:
+        if self.rank == 0 or self.stats["truncated"] or self.stats["failed"]:
             print(msg, flush=True)
 
     def _sort_key(self, args: tuple) -> tuple[int, str]:
         # Longest prompts first (padding waste is smallest, OOMs show early); images assumed alike.
         return -len(self._tokenizer(args[0]).input_ids), args[0]
+
+    def _batches(self, items: list[WorkItem], settings: GenSettings, progress: Any = None) -> list[GenOutput | str]:
+        return run_batches(self.engine, items, settings, self.batch_size, self.prefetch_workers, progress)
 
     # ---- lmms-eval API ----------------------------------------------------------------------------
     def loglikelihood(self, requests: list) -> list:
@@ -274,24 +246,18 @@ class Pulse(lmms):
         collator = utils.Collator([r.args for r in requests], self._sort_key, grouping=True)
         pbar = self._progress(len(requests), "pulse generating")
         results: list[str] = []
-        for chunk in collator.get_batched(n=self.batch_size, batch_fn=None):
-            contexts, gen_kwargs, doc_to_visuals, doc_ids, tasks, splits = zip(*chunk)
+        # n=0: one chunk per generation-settings group, longest prompts first; run_batches batches it.
+        for group in collator.get_batched(n=0, batch_fn=None):
+            contexts, gen_kwargs, doc_to_visuals, doc_ids, tasks, splits = zip(*group)
             settings = GenSettings.from_gen_kwargs(dict(gen_kwargs[0]), self.defaults)
-            items: list[PreparedItem | str] = []
-            for ctx, to_visual, doc_id, task, split in zip(contexts, doc_to_visuals, doc_ids, tasks, splits):
-                try:
-                    image = self._image(to_visual, self._doc(task, split, doc_id))
-                except Exception as exc:  # noqa: BLE001
-                    logger.error("pulse: cannot read the visual of doc %s: %s", doc_id, exc)
-                    items.append(failed_text(f"input error: {type(exc).__name__}: {exc}"))
-                    continue
-                items.append(self._prepare([(ctx, None)], image, doc_id))
-            outs = self._run_batch(items, settings, doc_ids)
+            items = [WorkItem(doc_ids[k], [(contexts[k], None)],
+                              partial(self._load_visual, doc_to_visuals[k], tasks[k], splits[k], doc_ids[k]))
+                     for k in range(len(group))]
+            outs = self._batches(items, settings, pbar.update)
             for ctx, gk, out, doc_id in zip(contexts, gen_kwargs, outs, doc_ids):
                 text = self._record(out, doc_id)
                 results.append(text)
                 self.cache_hook.add_partial("generate_until", (ctx, gk), text)
-            pbar.update(len(chunk))
         pbar.close()
         self._report(start, len(requests))
         return collator.get_original(results)
@@ -301,9 +267,10 @@ class Pulse(lmms):
 
         Round 0 uses the request context; later rounds ask the task's doc_to_text(doc,
         previous_output=..., round_idx=r, previous_round_info=...) for (visuals, text, terminal,
-        outputs, info). The next question is ``info["question"]`` (with the history in
-        ``info["ecgbench_turns"]``) when the task provides it, else ``text``. The image of round 0
-        stays attached to the first turn. Returns one list of answers (one per round) per request.
+        outputs, info). The next question is ``info["question"]`` when the task provides it
+        (pulse_tasks.hooks does), else ``text``. The round-0 image stays attached to the first turn
+        (preprocessed once). Returns one list of answers (one per round) per request; a failed
+        round ends that item's conversation with a FAILED_PREFIX text.
         """
         from lmms_eval import utils
 
@@ -313,64 +280,55 @@ class Pulse(lmms):
         collator = utils.Collator([r.args for r in requests], self._sort_key, grouping=True)
         pbar = self._progress(len(requests), "pulse generating (multi-round)")
         results: list[list[str]] = []
-        for chunk in collator.get_batched(n=self.batch_size, batch_fn=None):
-            contexts, gen_kwargs, doc_to_visuals, doc_to_texts, doc_ids, tasks, splits = zip(*chunk)
+        for group in collator.get_batched(n=0, batch_fn=None):
+            contexts, gen_kwargs, doc_to_visuals, doc_to_texts, doc_ids, tasks, splits = zip(*group)
             settings = GenSettings.from_gen_kwargs(dict(gen_kwargs[0]), self.defaults)
-            n = len(chunk)
-            docs, images, failed = [None] * n, [None] * n, [None] * n
-            for k in range(n):
-                try:
-                    docs[k] = self._doc(tasks[k], splits[k], doc_ids[k])
-                    images[k] = self._image(doc_to_visuals[k], docs[k])
-                except Exception as exc:  # noqa: BLE001
-                    logger.error("pulse: cannot read the visual of doc %s: %s", doc_ids[k], exc)
-                    failed[k] = failed_text(f"input error: {type(exc).__name__}: {exc}")
+            n = len(group)
+            items = [WorkItem(doc_ids[k], [(contexts[k], None)],
+                              partial(self._load_visual, doc_to_visuals[k], tasks[k], splits[k], doc_ids[k]))
+                     for k in range(n)]
             questions: list[list[str]] = [[contexts[k]] for k in range(n)]
             answers: list[list[str]] = [[] for _ in range(n)]
             infos: list[Any] = [None] * n
-            active = [k for k in range(n) if failed[k] is None]
+            active = list(range(n))
             round_idx = 0
             while active:
                 if round_idx > 0:
-                    still = []
-                    for k in active:
-                        try:
-                            visuals, text, terminal, _, info = doc_to_texts[k](
-                                docs[k], previous_output=list(answers[k]), round_idx=round_idx,
-                                previous_round_info=infos[k],
-                            )
-                        except Exception as exc:  # noqa: BLE001
-                            logger.error("pulse: doc_to_text failed for doc %s round %d: %s", doc_ids[k], round_idx, exc)
-                            answers[k].append(failed_text(f"doc_to_text error: {exc}"))
-                            continue
-                        if terminal:
-                            continue
-                        infos[k] = info
-                        question = info.get("question") if isinstance(info, dict) else None
-                        questions[k].append(question if question is not None else text)
-                        still.append(k)
-                    active = still
+                    active = [k for k in active if self._next_turn(k, round_idx, doc_to_texts[k], tasks[k], splits[k],
+                                                                   doc_ids[k], questions, answers, infos)]
                     if not active:
                         break
-                items: list[PreparedItem | str] = []
                 for k in active:
-                    turns = [(q, a) for q, a in zip(questions[k], answers[k])] + [(questions[k][-1], None)]
-                    items.append(self._prepare(turns, images[k], doc_ids[k]))
-                outs = self._run_batch(items, settings, [doc_ids[k] for k in active])
-                next_active = []
+                    items[k].turns = list(zip(questions[k], answers[k])) + [(questions[k][-1], None)]
+                outs = self._batches([items[k] for k in active], settings)
+                still = []
                 for k, out in zip(active, outs):
-                    text = self._record(out, doc_ids[k])
-                    answers[k].append(text)
-                    if isinstance(out, str):
-                        continue  # a failed round ends this item's conversation
-                    next_active.append(k)
-                active = next_active
+                    answers[k].append(self._record(out, doc_ids[k]))
+                    if not isinstance(out, str):
+                        still.append(k)
+                active = still
                 round_idx += 1
             for k in range(n):
-                res = [failed[k]] if failed[k] is not None else answers[k]
-                results.append(res)
-                self.cache_hook.add_partial("generate_until_multi_round", (contexts[k], gen_kwargs[k]), res)
+                results.append(answers[k])
+                self.cache_hook.add_partial("generate_until_multi_round", (contexts[k], gen_kwargs[k]), answers[k])
             pbar.update(n)
         pbar.close()
         self._report(start, len(requests))
         return collator.get_original(results)
+
+    def _next_turn(self, k: int, round_idx: int, doc_to_text: Any, task: str, split: str, doc_id: Any,
+                   questions: list[list[str]], answers: list[list[str]], infos: list[Any]) -> bool:
+        """Ask the task for round ``round_idx`` of item k; False when its conversation is over."""
+        try:
+            _, text, terminal, _, info = doc_to_text(self._doc(task, split, doc_id), previous_output=list(answers[k]),
+                                                     round_idx=round_idx, previous_round_info=infos[k])
+        except Exception as exc:  # noqa: BLE001 - recorded as this round's answer
+            logger.error("pulse: doc_to_text failed for doc %s round %d: %s", doc_id, round_idx, exc)
+            answers[k].append(failed_text(f"doc_to_text error: {type(exc).__name__}: {exc}"))
+            return False
+        if terminal:
+            return False
+        infos[k] = info
+        question = info.get("question") if isinstance(info, dict) else None
+        questions[k].append(question if question is not None else text)
+        return True

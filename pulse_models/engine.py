@@ -8,8 +8,13 @@ turn items into model inputs and generate a batch of them with left padding, ret
     OriginalEngine(model, tokenizer, image_processor, history_mode="standard")   PULSE format
     HFEngine(model, processor)        any transformers image-text-to-text model + chat template
     GenSettings                        max_new_tokens, temperature, top_p, num_beams, until, cache
-    engine.prepare(turns, image) -> prepared item (raises ImageLoadError / ValueError)
+    engine.process_image(image) -> processed image (pixels + size; reusable across turns)
+    engine.prepare(turns, processed_image_or_None) -> PreparedItem (raises ImageLoadError / ValueError)
     engine.generate(prepared_items, settings) -> list[GenOutput]
+    WorkItem, run_batches(engine, items, settings, batch_size, prefetch_workers, progress)
+        -> list[GenOutput | str]: the loop the adapter and the benchmark share: items are prepared
+        (image decode + anyres preprocessing + tokenisation) in a thread pool one batch ahead of
+        the GPU, batches that fail are retried item by item, failures become FAILED_PREFIX texts.
 
 ``turns`` is [(user_text, answer or None), ...] with the last answer None; the image goes in
 front of the first user turn ("<image>\\n" + text), as the reference did.
@@ -18,8 +23,10 @@ front of the first user turn ("<image>\\n" + text), as the reference did.
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from pulse_models.conversation import IMAGE_TOKEN, build_prompt, tokenize_with_image
 
@@ -27,6 +34,16 @@ logger = logging.getLogger(__name__)
 
 # The reference protocol: greedy decoding, one beam, up to 1024 new tokens.
 REFERENCE_MAX_NEW_TOKENS = 1024
+# Prefix of a failed item's response; pulse_tasks.parsing.is_failed_response detects it.
+FAILED_PREFIX = "[ECGBENCH_GENERATION_FAILED]"
+# Threads preparing the next batch: PIL resampling and numpy release the GIL, and anyres
+# preprocessing of a 2200x1700 scan costs ~50-130 ms of CPU, more than a GPU item at batch 16.
+DEFAULT_PREFETCH_WORKERS = 8
+
+
+def failed_text(reason: str) -> str:
+    """The response recorded for an item that could not be generated."""
+    return f"{FAILED_PREFIX} {' '.join(str(reason).split())[:500]}"
 
 
 @dataclass(frozen=True)
@@ -140,20 +157,27 @@ class OriginalEngine:
             raise ValueError(f"history_mode must be 'standard' or 'reference', not {history_mode!r}")
         self.model, self.tokenizer, self.image_processor = model, tokenizer, image_processor
         self.history_mode = history_mode
+        # Fast tokenizers mutate their truncation state per call ("Already borrowed" across threads).
+        self._tok_lock = threading.Lock()
         self.eos_ids = _eos_ids(tokenizer.eos_token_id, model.language_model.generation_config.eos_token_id)
 
     def prompt(self, turns: Sequence[tuple[str, str | None]], has_image: bool) -> str:
         turns = [(first_user_text(turns[0][0], has_image), turns[0][1]), *turns[1:]]
         return build_prompt(turns, history_mode=self.history_mode)
 
+    def process_image(self, image: Any) -> Any:
+        """PIL/path/bytes -> ProcessedImage (pixel_values [1+tiles,3,T,T], image_size)."""
+        return self.image_processor.preprocess(image)
+
     def prepare(self, turns: Sequence[tuple[str, str | None]], image: Any | None) -> PreparedItem:
+        """``image``: a ProcessedImage (from process_image) or None for a text-only prompt."""
         pixel_values = image_size = None
         n_img = 0
         if image is not None:
-            processed = self.image_processor.preprocess(image)
-            pixel_values, image_size = processed.pixel_values, processed.image_size
+            pixel_values, image_size = image.pixel_values, image.image_size
             n_img = self.image_processor.num_image_tokens(image_size)
-        ids = tokenize_with_image(self.prompt(turns, image is not None), self.tokenizer)
+        with self._tok_lock:
+            ids = tokenize_with_image(self.prompt(turns, image is not None), self.tokenizer)
         return PreparedItem(ids, pixel_values, image_size, len(ids) - (1 if image is not None else 0) + n_img)
 
     def generate(self, items: Sequence[PreparedItem], settings: GenSettings) -> list[GenOutput]:
@@ -167,7 +191,8 @@ class OriginalEngine:
                 [it.input_ids for it in items], images or None, sizes or None, return_merged=True,
                 pad_token_id=pad, eos_token_id=sorted(self.eos_ids), **settings.generate_kwargs(),
             )
-        decoded = _decode_rows(self.tokenizer, out, self.eos_ids, settings.until)
+        with self._tok_lock:
+            decoded = _decode_rows(self.tokenizer, out, self.eos_ids, settings.until)
         return [GenOutput(text, ids, trunc, length)
                 for (text, ids), trunc, length in zip(decoded, merged.truncated, merged.lengths)]
 
@@ -179,6 +204,7 @@ class HFEngine:
         self.model, self.processor = model, processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.tokenizer.padding_side = "left"
+        self._tok_lock = threading.Lock()
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         self.eos_ids = _eos_ids(self.tokenizer.eos_token_id, gen_eos)
 
@@ -197,12 +223,17 @@ class HFEngine:
             return build_prompt([(first_user_text(turns[0][0], has_image), turns[0][1]), *turns[1:]])
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
-    def prepare(self, turns: Sequence[tuple[str, str | None]], image: Any | None) -> PreparedItem:
+    def process_image(self, image: Any) -> Any:
+        """PIL/path/bytes -> RGB PIL image (the processor does the rest in generate)."""
         from pulse_models.image_processing import load_image
 
-        img = load_image(image) if image is not None else None
-        text = self.prompt(turns, img is not None)
-        n = len(self.tokenizer(text).input_ids)
+        return load_image(image)
+
+    def prepare(self, turns: Sequence[tuple[str, str | None]], image: Any | None) -> PreparedItem:
+        img = image
+        with self._tok_lock:
+            text = self.prompt(turns, img is not None)
+            n = len(self.tokenizer(text).input_ids)
         return PreparedItem([], None, img.size if img is not None else None, n, extra={"text": text, "image": img})
 
     def generate(self, items: Sequence[PreparedItem], settings: GenSettings) -> list[GenOutput]:
@@ -215,7 +246,8 @@ class HFEngine:
             if len(images) != len(items):
                 raise ValueError("a batch mixes items with and without images")
             kwargs["images"] = images
-        inputs = self.processor(**kwargs)
+        with self._tok_lock:
+            inputs = self.processor(**kwargs)
         dtype = next(self.model.parameters()).dtype
         inputs = {k: (v.to(self.model.device, dtype) if v.is_floating_point() else v.to(self.model.device))
                   for k, v in inputs.items() if hasattr(v, "to")}
@@ -223,6 +255,102 @@ class HFEngine:
         with torch.inference_mode():
             out = self.model.generate(**inputs, pad_token_id=pad, **settings.generate_kwargs())
         new = out[:, inputs["input_ids"].shape[1]:]
-        decoded = _decode_rows(self.tokenizer, new, self.eos_ids, settings.until)
+        with self._tok_lock:
+            decoded = _decode_rows(self.tokenizer, new, self.eos_ids, settings.until)
         n_prompt = inputs["attention_mask"].sum(dim=1).tolist()
         return [GenOutput(text, ids, False, int(n)) for (text, ids), n in zip(decoded, n_prompt)]
+
+
+@dataclass
+class WorkItem:
+    """One generation: ``turns`` plus where its image comes from."""
+
+    key: Any  # identifies the item in logs (lmms-eval doc id)
+    turns: list[tuple[str, str | None]]
+    load_image: Callable[[], Any] | None = None  # returns PIL/path/bytes (may raise); None = no image
+    processed: Any = None  # engine.process_image output, filled on first use and reused by later turns
+
+
+def _prepare_one(engine: Any, item: WorkItem) -> PreparedItem | str:
+    try:
+        if item.processed is None and item.load_image is not None:
+            raw = item.load_image()
+            item.processed = engine.process_image(raw) if raw is not None else None
+        return engine.prepare(item.turns, item.processed)
+    except Exception as exc:  # noqa: BLE001 - unreadable image, bad prompt: recorded, the run goes on
+        logger.error("pulse: cannot prepare item %s: %s: %s", item.key, type(exc).__name__, exc)
+        return failed_text(f"input error: {type(exc).__name__}: {exc}")
+
+
+def _generate_batch(engine: Any, prepared: list[PreparedItem | str], settings: GenSettings,
+                    keys: Sequence[Any]) -> list[GenOutput | str]:
+    """Generate one batch; a failing batch is retried item by item (one bad item cannot fail its
+    neighbours, and an out-of-memory batch still finishes)."""
+    todo = [i for i, p in enumerate(prepared) if isinstance(p, PreparedItem)]
+    results: list[GenOutput | str] = list(prepared)  # type: ignore[arg-type]
+    if not todo:
+        return results
+    try:
+        for i, out in zip(todo, engine.generate([prepared[i] for i in todo], settings)):
+            results[i] = out
+        return results
+    except Exception as exc:  # noqa: BLE001
+        if len(todo) == 1:
+            logger.error("pulse: generation failed for item %s: %s", keys[todo[0]], exc)
+            results[todo[0]] = failed_text(f"generation error: {type(exc).__name__}: {exc}")
+            return results
+        logger.warning("pulse: batch of %d failed (%s: %s); retrying items one by one", len(todo), type(exc).__name__, exc)
+        _empty_cuda_cache()
+    for i in todo:
+        try:
+            results[i] = engine.generate([prepared[i]], settings)[0]
+        except Exception as exc:  # noqa: BLE001
+            logger.error("pulse: generation failed for item %s: %s", keys[i], exc)
+            results[i] = failed_text(f"generation error: {type(exc).__name__}: {exc}")
+            _empty_cuda_cache()
+    return results
+
+
+def _empty_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _chunks(items: Sequence[WorkItem], n: int) -> Iterator[list[WorkItem]]:
+    for i in range(0, len(items), n):
+        yield list(items[i : i + n])
+
+
+def run_batches(
+    engine: Any,
+    items: Sequence[WorkItem],
+    settings: GenSettings,
+    batch_size: int,
+    prefetch_workers: int = DEFAULT_PREFETCH_WORKERS,
+    progress: Callable[[int], None] | None = None,
+) -> list[GenOutput | str]:
+    """Generate ``items`` in order, ``batch_size`` at a time; preparation of batch k+1 overlaps
+    generation of batch k when ``prefetch_workers`` > 0. Returns GenOutput or a failure text per item."""
+    batches = list(_chunks(items, max(1, batch_size)))
+    results: list[GenOutput | str] = []
+    if prefetch_workers <= 0:
+        for batch in batches:
+            prepared = [_prepare_one(engine, it) for it in batch]
+            results += _generate_batch(engine, prepared, settings, [it.key for it in batch])
+            if progress:
+                progress(len(batch))
+        return results
+    with ThreadPoolExecutor(max_workers=prefetch_workers, thread_name_prefix="pulse-prep") as pool:
+        def submit(batch: list[WorkItem]) -> list[Future]:
+            return [pool.submit(_prepare_one, engine, it) for it in batch]
+
+        pending = submit(batches[0]) if batches else []
+        for k, batch in enumerate(batches):
+            prepared = [f.result() for f in pending]
+            pending = submit(batches[k + 1]) if k + 1 < len(batches) else []
+            results += _generate_batch(engine, prepared, settings, [it.key for it in batch])
+            if progress:
+                progress(len(batch))
+    return results

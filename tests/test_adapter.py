@@ -79,7 +79,7 @@ def _run(model, docs, kind="generate_until", gen=GEN):
 def test_batch1_equals_batch4(which, request):
     path = request.getfixturevalue(which)
     docs = _docs()
-    one = _run(_model(path, 1), docs)
+    one = _run(_model(path, 1, prefetch_workers=0), docs)  # inline preparation
     four = _run(_model(path, 4), docs)
     assert one == four and len(one) == len(docs)
     assert sum(len(t) > 3 for t in one) >= 4  # real continuations, not empty strings
