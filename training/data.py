@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 IGNORE_INDEX: int = -100  # labels ignored by the loss (system, user turns, image positions, padding)
 ASSISTANT_ROLE: str = "gpt"  # LLaVA's name for assistant turns (the template rejects others)
+MAX_IMAGE_FALLBACKS: int = 8  # neighbours tried when an image fails at step time; more means the mount is gone
 SKIP_EXAMPLES_KEPT: int = 5  # ids kept per skip reason in the summary (enough to find the pattern)
 
 # Skip reasons, in the order they are checked (the first that applies is counted).
@@ -260,22 +261,28 @@ class InstructDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         from PIL import Image
 
-        item = self.text_item(i)
-        path = image_path(self.records[self.kept[i]], self.image_folder)
-        try:
-            with Image.open(path) as img:
-                pixels, image_size = self.process_image_fn(img.convert("RGB"))
-        except (OSError, RuntimeError, ValueError) as exc:  # PIL errors; pulse_models' ImageLoadError
-            # Passed the start-up check, unreadable now (truncated file, flaky mount): train on a
-            # neighbour instead of killing a multi-hour run; the warning names the record.
-            logger.warning("record %s: image %s unreadable (%s); using the next record", item["id"], path, exc)
-            return self[(i + 1) % len(self)]
+        for attempt in range(MAX_IMAGE_FALLBACKS + 1):
+            j = (i + attempt) % len(self)
+            path = image_path(self.records[self.kept[j]], self.image_folder)
+            try:
+                with Image.open(path) as img:
+                    pixels, image_size = self.process_image_fn(img.convert("RGB"))
+                break
+            except (OSError, RuntimeError, ValueError) as exc:  # PIL errors; pulse_models' ImageLoadError
+                # Passed the start-up check, unreadable now (truncated file, flaky mount): train on a
+                # neighbour instead of killing a multi-hour run; the warning names the record.
+                logger.warning("record %s: image %s unreadable (%s); using the next record", self.record_id(j), path, exc)
+        else:
+            raise RuntimeError(
+                f"{MAX_IMAGE_FALLBACKS + 1} consecutive images unreadable from {self.image_folder}: is it mounted?"
+            )
+        item = self.text_item(j)
         return {
             "input_ids": torch.tensor(item["input_ids"], dtype=torch.long),
             "labels": torch.tensor(item["labels"], dtype=torch.long),
             "pixel_values": pixels,
             "image_size": image_size,
-            "merged_length": self.lengths[i],
+            "merged_length": self.lengths[j],
         }
 
 
