@@ -1,0 +1,310 @@
+"""Evaluation throughput of the `pulse` adapter's generation loop on a LLaVA-1.6-7B-shaped model.
+
+What it measures (one GPU, random weights, nothing downloaded):
+  * model: PulseLlavaForCausalLM with PULSE-7B's shape (Vicuna-7B Llama + CLIP ViT-L/14-336 +
+    mlp2x_gelu, flat merging, anyres) built on the fly with random weights, or an existing
+    original-format checkpoint (--checkpoint DIR); --write-checkpoint DIR saves the random model in
+    the original format and reloads it through pulse_models.checkpoint.load_pulse first.
+  * items: synthetic 2200x1700 PNG scans (-> 2x2 anyres grid -> 2880 image tokens) with prompts of
+    about 120 text tokens, decoded and preprocessed by the adapter's own code.
+  * workloads: "short" (16 new tokens) and "report" (256 new tokens), greedy.
+  * settings: the reference protocol (batch 1, inline preparation, dynamic KV cache) and the
+    adapter's candidates (batch sizes x KV cache kinds, preparation prefetched by a thread pool),
+    all through pulse_models.engine.run_batches, the loop the adapter runs.
+  * output: items/s, peak GPU memory, and agreement of greedy token ids with the reference
+    (identical items, identical tokens); targets on an H100: >= 12 items/s short, >= 2.5 items/s
+    report, >= 99% identical greedy outputs.
+
+    python bench/eval_throughput.py                          # on a GPU (about 15 minutes on an H100)
+    python bench/eval_throughput.py --tiny                   # CPU smoke run with a tiny random model
+    python bench/eval_throughput.py --batch-sizes 16,32 --caches dynamic,static --json out.json
+
+Numbers go to docs/performance.md with the card and the date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# Targets on one H100 (the reference protocol measured 1.55 and 0.13 items/s on the same card).
+TARGETS = {"short": 12.0, "report": 2.5}
+TARGET_AGREEMENT = 0.99
+# Vicuna-7B v1.5 (llava-v1.6-vicuna-7b / PULSE-7B) language-model shape.
+VICUNA_7B = {
+    "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+    "num_attention_heads": 32, "num_key_value_heads": 32, "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2,
+    "pad_token_id": 0, "tie_word_embeddings": False,
+}
+# A 12-lead scan at 200 dpi is about this size; it selects the 672x672 grid (2880 tokens, flat).
+SCAN_SIZE = (2200, 1700)
+TARGET_TEXT_TOKENS = 120  # text tokens per prompt around the image (system + question + roles)
+# Weight init std of the random model (transformers' Llama default initializer_range).
+INIT_STD = 0.02
+
+
+@dataclass
+class Result:
+    workload: str
+    setting: str
+    batch_size: int
+    cache: str
+    prefetch: int
+    n_items: int
+    seconds: float
+    items_per_s: float
+    peak_mem_gib: float | None
+    mean_new_tokens: float
+    identical_items: float | None = None  # share of items with the reference's exact token ids
+    identical_tokens: float | None = None  # share of token positions equal to the reference
+    failed: int = 0
+    outputs: list[list[int]] = field(default_factory=list, repr=False)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tiny", action="store_true", help="tiny random model on CPU (smoke test of this script)")
+    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--dtype", default=None, help="float16 (default on GPU) | bfloat16 | float32 (default on CPU)")
+    p.add_argument("--attn", default="sdpa", help="sdpa | flash_attention_2 (needs flash-attn) | eager")
+    p.add_argument("--checkpoint", default=None, help="an original-format checkpoint instead of random weights")
+    p.add_argument("--write-checkpoint", default=None, help="save the random model here and reload it via load_pulse")
+    p.add_argument("--workloads", default="short,report")
+    p.add_argument("--short-tokens", type=int, default=16)
+    p.add_argument("--report-tokens", type=int, default=256)
+    p.add_argument("--items", type=str, default=None, help="items per candidate setting, e.g. short=256,report=64")
+    p.add_argument("--reference-items", type=str, default=None, help="items for batch-1 reference, e.g. short=64,report=16")
+    p.add_argument("--batch-sizes", default=None, help="candidate batch sizes (default 16,32; tiny 2,4)")
+    p.add_argument("--caches", default="dynamic,static", help="KV cache kinds to try: dynamic,static")
+    p.add_argument("--prefetch-workers", type=int, default=None, help="adapter setting (default engine's)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up batches per setting (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="write all results here")
+    return p.parse_args(argv)
+
+
+def _counts(spec: str | None, default: dict[str, int]) -> dict[str, int]:
+    out = dict(default)
+    for part in (spec or "").split(","):
+        if part.strip():
+            k, v = part.split("=")
+            out[k.strip()] = int(v)
+    return out
+
+
+def build_model(args: argparse.Namespace, device: Any, dtype: Any, tmp: Path) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, image_processor); random 7B-shaped unless --checkpoint or --tiny."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from pulse_models.checkpoint import load_pulse, save_original_format
+    from pulse_models.configuration import CLIP_L_336_VISION_CONFIG, PulseConfig
+    from pulse_models.image_processing import ImageProcessor
+    from pulse_models.modeling import PulseLlavaForCausalLM
+    from pulse_models.testing import make_tiny_original_checkpoint, make_tiny_tokenizer_dir
+
+    if args.tiny:
+        path = make_tiny_original_checkpoint(tmp / "tiny", merge_type="flat", seed=args.seed)
+        model, tok, ip, _ = load_pulse(path, dtype=dtype, device=device, attn_implementation=args.attn)
+        return model, tok, ip
+    if args.checkpoint:
+        model, tok, ip, _ = load_pulse(args.checkpoint, dtype=dtype, device=device, attn_implementation=args.attn)
+        return model, tok, ip
+    # The prompt ids only need to be valid ids: the tiny SentencePiece tokenizer (ids < 400) serves.
+    tok = AutoTokenizer.from_pretrained(make_tiny_tokenizer_dir(tmp / "tok", model_max_length=4096))
+    cfg = PulseConfig(text_config=dict(VICUNA_7B), vision_config=dict(CLIP_L_336_VISION_CONFIG),
+                      mm_projector_type="mlp2x_gelu", image_aspect_ratio="anyres", mm_patch_merge_type="flat",
+                      tokenizer_model_max_length=4096)
+    t0 = time.perf_counter()
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = PulseLlavaForCausalLM(cfg, attn_implementation=args.attn)
+    finally:
+        torch.set_default_dtype(previous)
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    with torch.no_grad():
+        for name, prm in model.named_parameters():
+            if prm.dim() == 1 and ("norm" in name):
+                prm.fill_(1.0)
+            else:
+                prm.normal_(0.0, INIT_STD, generator=gen)
+    model.eval()
+    print(f"built random 7B-shaped model in {time.perf_counter() - t0:.1f}s "
+          f"({sum(p.numel() for p in model.parameters()) / 1e9:.2f}B parameters)", flush=True)
+    if args.write_checkpoint:
+        out = save_original_format(model, tok, args.write_checkpoint)
+        del model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        model, tok, ip, _ = load_pulse(out, dtype=dtype, device=device, attn_implementation=args.attn)
+        return model, tok, ip
+    return model, tok, ImageProcessor(cfg)
+
+
+def make_items(n: int, tokenizer: Any, tiny: bool, seed: int) -> list[Any]:
+    """WorkItems: PNG scans (decoded by the engine) and questions padded to ~120 text tokens."""
+    from pulse_models.conversation import build_prompt, tokenize_with_image
+    from pulse_models.engine import WorkItem
+    from pulse_models.testing import make_ecg_like_image
+
+    size = (100, 60) if tiny else SCAN_SIZE
+    base = "What is the rhythm of this ECG? Answer with the letter. A. sinus B. atrial fibrillation C. flutter"
+    words = "rate axis intervals hypertrophy ischemia conclusion".split()
+    pngs = []
+    for s in range(min(n, 8)):  # 8 distinct scans, reused: encoding 2200x1700 PNGs is slow
+        buf = io.BytesIO()
+        make_ecg_like_image(*size, seed=seed + s).save(buf, format="PNG")
+        pngs.append(buf.getvalue())
+    items = []
+    for i in range(n):
+        q = base
+        target = TARGET_TEXT_TOKENS + (i % 7) - 3  # 117..123: realistic small length spread
+        while len(tokenize_with_image(build_prompt([("<image>\n" + q, None)]), tokenizer)) - 1 < target:
+            q += " " + words[(i + len(q)) % len(words)]
+        png = pngs[i % len(pngs)]
+        items.append(WorkItem(key=i, turns=[(q, None)], load_image=(lambda b=png: b)))
+    return items
+
+
+def run_setting(engine: Any, items: list[Any], workload: str, name: str, batch: int, cache: str, prefetch: int,
+                max_new: int, warmup: int, device: Any) -> Result:
+    import torch
+
+    from pulse_models.engine import GenOutput, GenSettings, run_batches
+
+    settings = GenSettings(max_new_tokens=max_new, temperature=0.0, num_beams=1,
+                           cache_implementation=None if cache == "dynamic" else cache)
+    fresh = [type(it)(it.key, list(it.turns), it.load_image) for it in items]  # no cached pixels
+    if warmup:
+        run_batches(engine, fresh[: batch * warmup], settings, batch, prefetch)
+        fresh = [type(it)(it.key, list(it.turns), it.load_image) for it in items]
+    cuda = torch.cuda.is_available() and str(device).startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    outs = run_batches(engine, fresh, settings, batch, prefetch)
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    ids = [o.token_ids if isinstance(o, GenOutput) else [] for o in outs]
+    return Result(workload, name, batch, cache, prefetch, len(items), seconds, len(items) / seconds,
+                  torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+                  sum(len(x) for x in ids) / max(1, len(ids)), failed=sum(isinstance(o, str) for o in outs),
+                  outputs=ids)
+
+
+def agreement(ref: list[list[int]], other: list[list[int]]) -> tuple[float, float]:
+    n = min(len(ref), len(other))
+    same_items = sum(ref[i] == other[i] for i in range(n)) / max(1, n)
+    tok_total = tok_same = 0
+    for i in range(n):
+        m = max(len(ref[i]), len(other[i]))
+        tok_total += m
+        tok_same += sum(a == b for a, b in zip(ref[i], other[i]))
+    return same_items, tok_same / max(1, tok_total)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    from pulse_models.engine import DEFAULT_PREFETCH_WORKERS, OriginalEngine
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.tiny else "cpu"))
+    dtype = getattr(torch, args.dtype or ("float16" if device.type == "cuda" else "float32"))
+    if device.type != "cuda" and not args.tiny:
+        print("no CUDA device: a 7B model on CPU is not a throughput measurement; use --tiny for a smoke run",
+              file=sys.stderr)
+        return 2
+    tiny = args.tiny
+    items_n = _counts(args.items, {"short": 8, "report": 4} if tiny else {"short": 256, "report": 64})
+    ref_n = _counts(args.reference_items, {"short": 4, "report": 2} if tiny else {"short": 64, "report": 16})
+    tokens = {"short": args.short_tokens, "report": args.report_tokens if not tiny else min(args.report_tokens, 32)}
+    batch_sizes = [int(x) for x in (args.batch_sizes or ("2,4" if tiny else "16,32")).split(",")]
+    caches = [c for c in args.caches.split(",") if c]
+    if tiny or device.type != "cuda":
+        caches = [c for c in caches if c == "dynamic"] or ["dynamic"]  # static cache: GPU setting
+    prefetch = DEFAULT_PREFETCH_WORKERS if args.prefetch_workers is None else args.prefetch_workers
+    warmup = 1 if args.warmup is None else args.warmup
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model, tok, ip = build_model(args, device, dtype, Path(tmp))
+        engine = OriginalEngine(model, tok, ip)
+        card = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+        print(f"device: {card}; dtype {dtype}; attn {args.attn}; tiny={tiny}", flush=True)
+        results: list[Result] = []
+        for workload in [w for w in args.workloads.split(",") if w]:
+            items = make_items(max(items_n[workload], ref_n[workload]), tok, tiny, args.seed)
+            n_img = ip.num_image_tokens(SCAN_SIZE if not tiny else (100, 60))
+            print(f"\n== {workload}: {tokens[workload]} new tokens, {n_img} image + ~{TARGET_TEXT_TOKENS} text tokens",
+                  flush=True)
+            ref = run_setting(engine, items[: ref_n[workload]], workload, "reference", 1, "dynamic", 0,
+                              tokens[workload], warmup, device)
+            ref.identical_items = ref.identical_tokens = 1.0
+            results.append(ref)
+            _print(ref)
+            for cache in caches:
+                for b in batch_sizes:
+                    try:
+                        r = run_setting(engine, items[: items_n[workload]], workload, "adapter", b, cache, prefetch,
+                                        tokens[workload], warmup, device)
+                    except Exception as exc:  # noqa: BLE001 - e.g. OOM at a large batch: report, go on
+                        print(f"  batch {b} cache {cache}: failed ({type(exc).__name__}: {exc})", flush=True)
+                        continue
+                    r.identical_items, r.identical_tokens = agreement(ref.outputs, r.outputs)
+                    results.append(r)
+                    _print(r)
+        _summary(results, device.type == "cuda" and not tiny)
+        if args.json:
+            meta = {"device": card, "dtype": str(dtype), "attn": args.attn, "tiny": tiny,
+                    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__}
+            rows = [{k: v for k, v in asdict(r).items() if k != "outputs"} for r in results]
+            Path(args.json).write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
+    return 0
+
+
+def _print(r: Result) -> None:
+    mem = f"{r.peak_mem_gib:.1f} GiB" if r.peak_mem_gib is not None else "n/a"
+    print(f"  {r.setting:9s} batch {r.batch_size:3d} cache {r.cache:7s} prefetch {r.prefetch}: "
+          f"{r.items_per_s:7.2f} items/s  ({r.n_items} items, {r.seconds:.1f}s, {r.mean_new_tokens:.0f} new tokens/item, "
+          f"peak {mem}, identical items {100 * (r.identical_items or 0):.1f}%, "
+          f"tokens {100 * (r.identical_tokens or 0):.1f}%, failed {r.failed})", flush=True)
+
+
+def _summary(results: list[Result], on_gpu: bool) -> None:
+    print("\n== summary")
+    for workload in dict.fromkeys(r.workload for r in results):
+        rows = [r for r in results if r.workload == workload]
+        ref = rows[0]
+        ok = [r for r in rows[1:] if (r.identical_items or 0) >= TARGET_AGREEMENT] or rows[1:]
+        if not ok:
+            continue
+        best = max(ok, key=lambda r: r.items_per_s)
+        target = TARGETS.get(workload)
+        verdict = ("n/a (not a GPU run)" if not on_gpu else
+                   ("PASS" if best.items_per_s >= target and (best.identical_items or 0) >= TARGET_AGREEMENT else "FAIL"))
+        print(f"  {workload}: reference {ref.items_per_s:.2f} items/s -> best batch {best.batch_size} "
+              f"cache {best.cache}: {best.items_per_s:.2f} items/s ({best.items_per_s / ref.items_per_s:.1f}x), "
+              f"identical {100 * (best.identical_items or 0):.1f}%, peak "
+              f"{best.peak_mem_gib if best.peak_mem_gib is not None else 'n/a'} GiB; "
+              f"H100 target >= {target} items/s and >= {100 * TARGET_AGREEMENT:.0f}% identical: {verdict}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
