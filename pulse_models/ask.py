@@ -1,0 +1,355 @@
+"""`ecgbench ask`: ask a model about one ECG image, from the command line.
+
+    ecgbench ask --model PULSE-ECG/PULSE-7B --image ecg.png "What is the rhythm?"
+    ecgbench ask --model DIR --image ecg.png --chat "What is the rhythm?" < more_questions.txt
+    ecgbench ask --model DIR --image ecg.png --json "Axis?"
+
+One code path with `lmms-eval --model pulse`: the model is loaded by the adapter's constructor
+(``pulse_models.adapter.Pulse``: dtype/device defaults, original-format vs HF loading, chat
+template choice) and every turn goes through the adapter's engine (``engine.prepare`` builds the
+llava_v1 or chat-template prompt exactly as the arena's multi-round path does; ``engine.generate``
+decodes with the same ``GenSettings``). This module adds only the terminal plumbing: input
+checks, token streaming, the stdin chat loop and the ``--json`` description.
+
+Bad input (image, question, model path) is checked before torch/transformers are imported and
+reported as one line on stderr with a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+# Exit statuses: 2 for bad input (argparse's own usage status), 1 for a failure while running.
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+# Mirrors pulse_models.adapter.DTYPES/CONV_TEMPLATES (not imported: the adapter imports lmms-eval
+# and torch, which must wait until the arguments are validated).
+DTYPES = ("float16", "bfloat16", "float32", "auto")
+CONV_TEMPLATES = ("auto", "llava_v1", "chat_template")
+HISTORY_MODES = ("standard", "reference")
+# The reference decoding (greedy, 1024 new tokens, one beam): pulse_models.engine.GenSettings' defaults.
+DEFAULT_MAX_NEW_TOKENS = 1024
+DEFAULT_TEMPERATURE = 0.0
+DEFAULT_NUM_BEAMS = 1
+
+
+class AskError(Exception):
+    """Bad input or a failed run, reported as one line (no traceback)."""
+
+    def __init__(self, message: str, status: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `ecgbench ask` (model options as `--model pulse`'s model_args)."""
+    parser.add_argument("question", nargs="?", default=None,
+                        help="the question (with --chat it may be omitted: the first line of stdin is used)")
+    parser.add_argument("--model", required=True, metavar="PATH_OR_HUB_ID",
+                        help="checkpoint directory (original LLaVA/PULSE format or HF image-text-to-text) or hub id")
+    parser.add_argument("--image", required=True, metavar="FILE", help="the ECG image (any format Pillow reads)")
+    mode = parser.add_argument_group("mode")
+    mode.add_argument("--chat", action="store_true",
+                      help="multi-turn on the same image: further questions from stdin, one per line, "
+                           "until EOF or an empty line")
+    mode.add_argument("--json", action="store_true",
+                      help="print prompt layout, image grid, token counts and answer as one JSON object per "
+                           "turn (no streaming)")
+    model = parser.add_argument_group("model (as lmms-eval --model pulse)")
+    model.add_argument("--dtype", choices=DTYPES, default=None,
+                       help="default: float16 for the original format, auto for HF models")
+    model.add_argument("--device-map", default=None, help="one device, e.g. cuda:0 or cpu (default: cuda if present)")
+    model.add_argument("--device", default=None, help="same as --device-map")
+    model.add_argument("--attn-implementation", default="sdpa", choices=("sdpa", "eager", "flash_attention_2"))
+    model.add_argument("--conv-template", default="auto", choices=CONV_TEMPLATES,
+                       help="auto: llava_v1 for the original format, the processor's chat template otherwise")
+    model.add_argument("--arena-history", default="standard", choices=HISTORY_MODES,
+                       help="llava_v1 multi-turn layout: standard, or reference (PULSE's arena script layout)")
+    model.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (HF models)")
+    gen = parser.add_argument_group("generation (default: the reference protocol, greedy)")
+    gen.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+    gen.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="0 = greedy")
+    gen.add_argument("--top-p", type=float, default=None, help="nucleus sampling (with --temperature > 0)")
+    gen.add_argument("--num-beams", type=int, default=DEFAULT_NUM_BEAMS,
+                     help="beam search width (answers are printed whole: beams cannot stream)")
+
+
+# ---------------------------------------------------------------- validation (no torch)
+
+
+def check_image(path: str) -> Any:
+    """The image as a PIL RGB image; AskError for a missing, unreadable or unsupported file."""
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise AskError(f"image {path} does not exist")
+    if not p.is_file():
+        raise AskError(f"image {path} is not a file")
+    if not os.access(p, os.R_OK):
+        raise AskError(f"image {path} is not readable (permission denied)")
+    try:
+        with Image.open(p) as img:
+            img.load()
+            return img.convert("RGB")
+    except UnidentifiedImageError:
+        raise AskError(f"image {path}: unsupported or unrecognised image format") from None
+    except Exception as exc:  # truncated or corrupt files raise OSError/SyntaxError/ValueError
+        raise AskError(f"image {path} cannot be decoded: {_one_line(exc)}") from None
+
+
+def check_question(question: str | None) -> str:
+    text = (question or "").strip()
+    if not text:
+        raise AskError("the question is empty")
+    return text
+
+
+def check_model(model: str) -> tuple[Path, str]:
+    """(checkpoint directory, format) for a local checkpoint or hub id; AskError otherwise."""
+    from pulse_models.checkpoint import CheckpointFormatError, detect_format, resolve_checkpoint_dir
+
+    try:
+        path = resolve_checkpoint_dir(model)
+        return path, detect_format(path)
+    except CheckpointFormatError as exc:
+        raise AskError(f"model {model}: {_one_line(exc)}") from None
+
+
+def check_settings(args: argparse.Namespace) -> None:
+    if args.max_new_tokens < 1:
+        raise AskError("--max-new-tokens must be at least 1")
+    if args.temperature < 0:
+        raise AskError("--temperature must be >= 0")
+    if args.num_beams < 1:
+        raise AskError("--num-beams must be at least 1")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise AskError("--top-p must be in (0, 1]")
+    if args.device and args.device_map and args.device != args.device_map:
+        raise AskError("--device and --device-map disagree; give one")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# ---------------------------------------------------------------- model (the adapter's code)
+
+
+def load(args: argparse.Namespace, path: Path) -> Any:
+    """The `pulse` lmms-eval adapter, constructed as `--model pulse --model_args ...` would."""
+    from pulse_models.adapter import Pulse
+
+    return Pulse(
+        pretrained=str(path), dtype=args.dtype, attn_implementation=args.attn_implementation,
+        device=args.device, device_map=args.device_map, conv_template=args.conv_template,
+        arena_history=args.arena_history, trust_remote_code=args.trust_remote_code,
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+        num_beams=args.num_beams,
+    )
+
+
+def _streaming_settings(defaults: Any, streamer: Any) -> Any:
+    """The adapter's GenSettings with a transformers streamer added to generate()'s kwargs.
+
+    The engines pass ``settings.generate_kwargs()`` straight to ``generate``, so a subclass is
+    the one place a streamer can enter without a second generation routine.
+    """
+    from dataclasses import dataclass as _dc
+    from dataclasses import field
+
+    from pulse_models.engine import GenSettings
+
+    @_dc(frozen=True)
+    class StreamingSettings(GenSettings):
+        streamer: Any = field(default=None, compare=False)
+
+        def generate_kwargs(self) -> dict[str, Any]:
+            kw = super().generate_kwargs()
+            if self.streamer is not None:
+                kw["streamer"] = self.streamer
+            return kw
+
+    return StreamingSettings(**asdict(defaults), streamer=streamer)
+
+
+@dataclass
+class Turn:
+    """One answered question with what --json reports about it."""
+
+    question: str
+    answer: str
+    prompt: str  # the rendered prompt (llava_v1 layout or chat template), "<image>" where the image goes
+    image_tokens: int  # embeddings spliced for the image
+    text_tokens: int  # prompt tokens other than the image
+    prompt_tokens: int  # merged length before truncation
+    truncated: bool  # the merged prompt was right-truncated to the model's max length
+    answer_tokens: int
+
+
+def answer(model: Any, turns: list[tuple[str, str | None]], processed: Any, stream: bool) -> Turn:
+    """Answer the last turn of ``turns`` about the image (``engine.process_image`` output, reused
+    across turns as the adapter's multi-round loop does) with the adapter's engine."""
+    engine = model.engine
+    item = engine.prepare(turns, processed)  # the adapter's prompt building (arena multi-turn included)
+    settings = model.defaults
+    if stream and settings.num_beams == 1:
+        from transformers import TextStreamer
+
+        settings = _streaming_settings(settings, TextStreamer(model.tokenizer, skip_prompt=True,
+                                                              skip_special_tokens=True))
+    out = engine.generate([item], settings)[0]
+    if stream and settings.num_beams > 1:
+        print(out.text, flush=True)
+    prompt = item.extra["text"] if "text" in item.extra else engine.prompt(turns, True)
+    image_tokens, text_tokens = _token_split(model, item, out)
+    if out.truncated:
+        print(f"ecgbench ask: warning: prompt right-truncated ({out.n_prompt_tokens} merged tokens > "
+              f"{model.max_length})", file=sys.stderr)
+    return Turn(turns[-1][0], out.text, prompt, image_tokens, text_tokens, out.n_prompt_tokens, bool(out.truncated),
+                len(out.token_ids))
+
+
+def _token_split(model: Any, item: Any, out: Any) -> tuple[int, int]:
+    """(image tokens, text tokens) of the prompt the model actually saw (before truncation)."""
+    from pulse_models.conversation import IMAGE_TOKEN_INDEX
+
+    if item.input_ids:  # original format: the model spliced n_prompt - text tokens for the image
+        text = sum(1 for t in item.input_ids if t != IMAGE_TOKEN_INDEX)
+        return out.n_prompt_tokens - text, text
+    # HF: the processor expands the image placeholder into one id per image embedding.
+    ids = _hf_inputs(model, item)["input_ids"][0].tolist()
+    image_id = getattr(model.config, "image_token_id", None)
+    if image_id is None:
+        image_id = getattr(model.config, "image_token_index", None)
+    n_image = sum(1 for t in ids if t == image_id) if image_id is not None else 0
+    return n_image, len(ids) - n_image
+
+
+def _hf_inputs(model: Any, item: Any) -> dict[str, Any]:
+    """The processor call HFEngine.generate makes for this item (for counting only)."""
+    kwargs: dict[str, Any] = {"text": [item.extra["text"]], "return_tensors": "pt"}
+    if item.extra.get("image") is not None:
+        kwargs["images"] = [item.extra["image"]]
+    return model.engine.processor(**kwargs)
+
+
+def describe_image(model: Any, image: Any, path: str) -> dict[str, Any]:
+    """Size and anyres grid of the image as the model's image processing cuts it."""
+    from pulse_models.image_processing import anyres_grid_shape, select_best_resolution
+
+    info: dict[str, Any] = {"path": path, "width": image.size[0], "height": image.size[1], "grid": None}
+    cfg = model.config
+    if model.format == "llava_original":
+        if cfg.image_aspect_ratio == "anyres":
+            pinpoints, tile = cfg.grid_pinpoints_wh, cfg.tile_size
+        else:
+            return info
+    else:
+        hf_pinpoints = getattr(cfg, "image_grid_pinpoints", None)
+        vision = getattr(cfg, "vision_config", None)
+        tile = getattr(vision, "image_size", None)
+        if not hf_pinpoints or not tile:
+            return info
+        pinpoints = [(int(w), int(h)) for h, w in hf_pinpoints]  # HF stores (height, width)
+    cols, rows = anyres_grid_shape(image.size, pinpoints, tile)
+    info["grid"] = {"cols": cols, "rows": rows, "tiles": cols * rows, "tile_size": tile,
+                    "resolution": list(select_best_resolution(image.size, pinpoints))}
+    return info
+
+
+def turn_record(model: Any, args: argparse.Namespace, image_info: dict, index: int, turn: Turn) -> dict[str, Any]:
+    """The --json object of one turn."""
+    template = "llava_v1" if model.format == "llava_original" else (
+        "chat_template" if getattr(model.engine.processor, "chat_template", None) else "llava_v1")
+    s = model.defaults
+    return {
+        "model": args.model,
+        "format": model.format,
+        "template": template,
+        "history_mode": args.arena_history if template == "llava_v1" else None,
+        "turn": index,
+        "question": turn.question,
+        "prompt": turn.prompt,
+        "image": image_info,
+        "tokens": {"image": turn.image_tokens, "text": turn.text_tokens, "prompt": turn.prompt_tokens,
+                   "max_length": model.max_length, "truncated": turn.truncated, "answer": turn.answer_tokens},
+        "generation": {"max_new_tokens": s.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p,
+                       "num_beams": s.num_beams, "do_sample": s.temperature > 0},
+        "answer": turn.answer,
+    }
+
+
+# ---------------------------------------------------------------- the command
+
+
+def _questions(first: str | None, chat: bool, stdin: TextIO) -> Any:
+    """The first question, then (with --chat) stdin lines until EOF or an empty line."""
+    if first is not None or not chat:
+        yield check_question(first)
+    elif (line := _read(stdin)) is not None:
+        yield check_question(line)
+    else:
+        raise AskError("the question is empty (none given and stdin is empty)")
+    if not chat:
+        return
+    while (line := _read(stdin)) is not None:
+        yield line
+
+
+def _read(stdin: TextIO) -> str | None:
+    if stdin.isatty():
+        print("> ", end="", file=sys.stderr, flush=True)
+    line = stdin.readline()
+    if not line or not line.strip():
+        return None
+    return line.strip()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry of `ecgbench ask`; one-line errors on stderr, exit 2 for bad input, 1 for failures."""
+    try:
+        return _run(args)
+    except AskError as exc:
+        print(f"ecgbench ask: error: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        print("", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    # Cheap checks first: no torch/transformers before the input is known to be usable.
+    if not args.chat:
+        check_question(args.question)
+    elif args.question is not None:
+        check_question(args.question)
+    check_settings(args)
+    image = check_image(args.image)
+    path, _ = check_model(args.model)
+    try:
+        model = load(args, path)
+    except Exception as exc:  # noqa: BLE001 - weights/tokenizer/config problems: one line, no traceback
+        raise AskError(f"cannot load model {args.model}: {type(exc).__name__}: {_one_line(exc)}", EXIT_FAILED) from None
+    image_info = describe_image(model, image, args.image) if args.json else {}
+    try:
+        processed = model.engine.process_image(image)
+    except Exception as exc:  # noqa: BLE001
+        raise AskError(f"image {args.image} cannot be processed: {_one_line(exc)}") from None
+    turns: list[tuple[str, str | None]] = []
+    for index, question in enumerate(_questions(args.question, args.chat, sys.stdin), start=1):
+        turns.append((question, None))
+        try:
+            turn = answer(model, turns, processed, stream=not args.json)
+        except Exception as exc:  # noqa: BLE001
+            raise AskError(f"generation failed: {type(exc).__name__}: {_one_line(exc)}", EXIT_FAILED) from None
+        turns[-1] = (question, turn.answer)
+        if args.json:
+            print(json.dumps(turn_record(model, args, image_info, index, turn), ensure_ascii=False), flush=True)
+    return 0
