@@ -181,3 +181,25 @@ def test_hf_checkpoint(tmp_path):
     assert inputs["input_ids"].shape[1] < out.shape[1] <= inputs["input_ids"].shape[1] + 4
     with pytest.raises(CheckpointFormatError, match="hf"):
         load_pulse(path, dtype="float32", device="cpu")
+
+
+def test_vision_tower_from_mm_vision_tower_when_absent(tiny, tmp_path):
+    """A checkpoint without CLIP weights takes the tower from mm_vision_tower (here a local dir)."""
+    path, model, tok, ip, cfg = tiny
+    tower_dir = tmp_path / "clip"
+    model.vision_tower.save_pretrained(tower_dir)
+    slim = tmp_path / "slim"
+    save_original_format(model, tok, slim)
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(slim / "model.safetensors"))
+    save_file({k: v for k, v in weights.items() if not k.startswith("model.vision_tower.")},
+              str(slim / "model.safetensors"), metadata={"format": "pt"})
+    conf = json.loads((slim / "config.json").read_text())
+    conf["mm_vision_tower"] = str(tower_dir)
+    (slim / "config.json").write_text(json.dumps(conf))
+    again, *_ = load_pulse(slim, dtype="float32", device="cpu")
+    assert again.load_report.vision_tower_from == str(tower_dir)
+    ids, pix, szs = _inputs(tok, ip, ["What is the rhythm?"], [(100, 60)])
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids, pix, szs).logits, model(ids, pix, szs).logits)
