@@ -1,0 +1,131 @@
+"""The real entry point (`ecgbench-train --config tiny.yaml`) on a tiny model and synthetic
+ECGInstruct data, through DeepSpeed ZeRO-2 on the CPU accelerator (gloo, world size 1, torch
+AdamW): the loss falls, a resumed run continues from the saved step with the same losses, and the
+saved checkpoint loads with pulse_models.checkpoint.load_pulse and generates.
+
+The first run on a fresh machine also builds DeepSpeed's CPU shared-memory comm op (about 2
+minutes, cached in ~/.cache/torch_extensions), hence `slow`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("deepspeed")
+
+MAX_STEPS = 30  # tiny.yaml
+SAVE_STEPS = 15  # tiny.yaml: checkpoint-15 is resumed from
+# Losses of the pinned run (tiny checkpoint seed 0, smoke data seed 0, tiny.yaml): first and last step.
+# A change here means the recipe, the model or the data changed: look before re-pinning.
+PINNED_FIRST_LOSS = 7.618
+PINNED_LAST_LOSS = 3.840
+
+
+def _entry_point() -> list[str]:
+    script = Path(sys.executable).with_name("ecgbench-train")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "pulse_training.recipe"]
+
+
+def _run(overrides: dict[str, str], port: int) -> subprocess.CompletedProcess:
+    env = dict(os.environ, RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+               MASTER_PORT=str(port), OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    cmd = [*_entry_point(), "--config", "tiny.yaml", *(f"{k}={v}" for k, v in overrides.items())]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    state = json.loads((run_dir / "trainer_state.json").read_text())
+    return {h["step"]: h["loss"] for h in state["log_history"] if "loss" in h}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    from pulse_models.testing import make_tiny_original_checkpoint
+
+    from pulse_training.smoke import make_smoke_data
+
+    root = tmp_path_factory.mktemp("training_recipe")
+    data_path = make_smoke_data(root / "data", n=32, bad_records=True)
+    base = {
+        "model_name_or_path": str(make_tiny_original_checkpoint(root / "model", merge_type="flat")),
+        "data_path": str(data_path),
+        "image_folder": str(data_path.parent),
+    }
+    full = root / "full"
+    first = _run({**base, "output_dir": str(full)}, port=29531)
+    resumed = root / "resumed"
+    _run({**base, "output_dir": str(resumed), "resume_from_checkpoint": str(full / f"checkpoint-{SAVE_STEPS}")},
+         port=29532)
+    return {"root": root, "full": full, "resumed": resumed, "log": first.stdout + first.stderr, "base": base}
+
+
+@pytest.mark.slow
+def test_loss_falls_and_matches_the_pinned_values(runs):
+    losses = _losses(runs["full"])
+    assert sorted(losses) == list(range(1, MAX_STEPS + 1))
+    values = [losses[s] for s in sorted(losses)]
+    assert sum(values[-5:]) / 5 < sum(values[:5]) / 5 - 1.5
+    assert values[0] == pytest.approx(PINNED_FIRST_LOSS, abs=0.02)
+    assert values[-1] == pytest.approx(PINNED_LAST_LOSS, abs=0.05)
+
+
+@pytest.mark.slow
+def test_resume_continues_from_the_saved_step_with_the_same_losses(runs):
+    full, resumed = _losses(runs["full"]), _losses(runs["resumed"])
+    assert max(resumed) == MAX_STEPS
+    # The resumed run trained only steps 16..30 (its throughput reports start after step 15) ...
+    reports = (runs["resumed"] / "throughput.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in reports] == [20, 25, 30]
+    # ... and, with optimizer, scheduler and data position restored, the same batches give the same losses.
+    for step in range(SAVE_STEPS + 1, MAX_STEPS + 1):
+        assert resumed[step] == pytest.approx(full[step], abs=1e-3), step
+
+
+@pytest.mark.slow
+def test_run_artifacts(runs):
+    full = runs["full"]
+    summary = json.loads((full / "data_summary.json").read_text())
+    assert (summary["kept"], summary["skipped_total"]) == (32, 6)
+    assert json.loads((full / "run_config.json").read_text())["deepspeed"] == "zero2_cpu_smoke.json"
+    throughput = [json.loads(line) for line in (full / "throughput.jsonl").read_text().splitlines()]
+    assert [t["step"] for t in throughput] == [5, 10, 15, 20, 25, 30]
+    assert all(t["samples_per_s"] > 0 and t["tokens_per_s"] > 0 for t in throughput)
+    ckpt = full / f"checkpoint-{SAVE_STEPS}"
+    assert (ckpt / "config.json").exists() and (ckpt / "tokenizer.model").exists()
+    # DeepSpeed ZeRO's own optimizer-state shards: the run really went through ZeRO.
+    ds_state = next(p for p in ckpt.iterdir() if p.name.startswith("global_step"))
+    assert any(p.name.startswith("zero_pp_rank_0") and "optim_states" in p.name for p in ds_state.iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["final", "checkpoint"])
+def test_saved_checkpoint_loads_with_load_pulse_and_generates(runs, which):
+    from pulse_models.checkpoint import detect_format, load_pulse
+    from pulse_models.conversation import build_prompt, tokenize_with_image
+
+    path = runs["full"] if which == "final" else runs["full"] / f"checkpoint-{SAVE_STEPS}"
+    assert detect_format(path) == "llava_original"
+    model, tokenizer, processor, config = load_pulse(path, dtype="float32", device="cpu")
+    assert config.mm_patch_merge_type == "flat"
+    record = json.loads(Path(runs["base"]["data_path"]).read_text())[0]
+    image = processor.preprocess(Path(runs["base"]["image_folder"]) / record["image"])
+    ids = tokenize_with_image(build_prompt([("<image>\nWhat is the rhythm of this ECG?", None)]), tokenizer)
+    out = model.generate([ids], images=[image.pixel_values], image_sizes=[image.image_size],
+                         max_new_tokens=6, do_sample=False)
+    assert out.shape[0] == 1 and 1 <= out.shape[1] <= 6
+    if which == "final":  # the trained weights differ from the initial random ones
+        start, *_ = load_pulse(runs["base"]["model_name_or_path"], dtype="float32", device="cpu")
+        w0 = start.language_model.lm_head.weight
+        assert not torch.equal(w0, model.language_model.lm_head.weight)
+        before, after = start.vision_tower.state_dict(), model.vision_tower.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before)  # CLIP frozen
