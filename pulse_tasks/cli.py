@@ -14,7 +14,7 @@ import sys
 
 # name -> (module, one-line help). Order is the order shown in --help.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "data": ("pulse_tasks.data_cli", "fetch, check or synthesize ECGBench data (fetch | check | synth | instruct)"),
+    "data": ("pulse_tasks.data_cli", "fetch, check, synthesize or materialize ECGBench data (fetch | check | synth | instruct | materialize)"),
     "score": ("pulse_tasks.rescore", "rescore saved predictions of one subset (paper and strict modes)"),
     "judge": ("pulse_tasks.judge.cli", "LLM-judge saved report/arena predictions, or estimate the cost"),
     "report": ("pulse_tasks.report", "paper-layout table of one or more lmms-eval runs, with intervals"),
