@@ -100,7 +100,7 @@ def check_image(path: str) -> Any:
             return img.convert("RGB")
     except UnidentifiedImageError:
         raise AskError(f"image {path}: unsupported or unrecognised image format") from None
-    except Exception as exc:  # truncated or corrupt files raise OSError/SyntaxError/ValueError
+    except Exception as exc:  # noqa: BLE001 - truncated/corrupt files raise OSError, SyntaxError, ValueError...
         raise AskError(f"image {path} cannot be decoded: {_one_line(exc)}") from None
 
 
@@ -113,7 +113,11 @@ def check_question(question: str | None) -> str:
 
 def check_model(model: str) -> tuple[Path, str]:
     """(checkpoint directory, format) for a local checkpoint or hub id; AskError otherwise."""
-    from pulse_models.checkpoint import CheckpointFormatError, detect_format, resolve_checkpoint_dir
+    from pulse_models.checkpoint import (
+        CheckpointFormatError,
+        detect_format,
+        resolve_checkpoint_dir,
+    )
 
     try:
         path = resolve_checkpoint_dir(model)
@@ -161,12 +165,11 @@ def _streaming_settings(defaults: Any, streamer: Any) -> Any:
     The engines pass ``settings.generate_kwargs()`` straight to ``generate``, so a subclass is
     the one place a streamer can enter without a second generation routine.
     """
-    from dataclasses import dataclass as _dc
     from dataclasses import field
 
     from pulse_models.engine import GenSettings
 
-    @_dc(frozen=True)
+    @dataclass(frozen=True)
     class StreamingSettings(GenSettings):
         streamer: Any = field(default=None, compare=False)
 
@@ -320,15 +323,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"ecgbench ask: error: {exc}", file=sys.stderr)
         return exc.status
     except KeyboardInterrupt:
-        print("", file=sys.stderr)
+        print(file=sys.stderr)
         return 130
 
 
 def _run(args: argparse.Namespace) -> int:
     # Cheap checks first: no torch/transformers before the input is known to be usable.
-    if not args.chat:
-        check_question(args.question)
-    elif args.question is not None:
+    if args.question is not None or not args.chat:  # --chat may take its first question from stdin
         check_question(args.question)
     check_settings(args)
     image = check_image(args.image)
