@@ -1,0 +1,272 @@
+"""Training-step throughput of the PULSE recipe on one GPU: samples/s and MFU.
+
+    python bench/train_throughput.py                      # recipe settings, 8-layer 7B-width model
+    python bench/train_throughput.py --sweep              # the levers: micro-batch x checkpointing x compile
+    python bench/train_throughput.py --tiny               # CPU check of this script (tiny model, no MFU)
+
+Model: the project's one LLaVA-1.6 definition (pulse_models.modeling.PulseLlavaForCausalLM) at
+7B width (hidden 4096, 32 heads, MLP 11008, vocab 32000) cut to --layers decoder layers (8 fit an
+80 GB card with room for micro-batch 4), with the full CLIP ViT-L/14-336 tower frozen and the
+mlp2x_gelu projector, flat merging. Samples are ECG-sized: one 2x2 anyres image (base + 4 tiles
+-> 2880 image tokens) and --text-tokens text tokens (~300, the last 60 supervised).
+
+Step = forward + backward + optimizer step, as the recipe runs it: bf16 autocast over fp32
+master weights with fused AdamW (the memory layout of DeepSpeed's bf16 mode on one GPU), or
+`--engine deepspeed` for DeepSpeed ZeRO-2 itself (world size 1). MFU counts model FLOPs only
+(pulse_training.throughput.FlopModel: 6 x trainable params per token + attention, CLIP forward
+only; checkpointing re-computation not counted) against the card's dense bf16 peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import itertools
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pulse_models.configuration import CLIP_L_336_VISION_CONFIG, PulseConfig
+from pulse_models.conversation import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from pulse_models.modeling import PulseLlavaForCausalLM
+from pulse_training.throughput import FlopModel, detect_peak_tflops
+
+# 7B LLaVA-1.6 (vicuna-7b) language-model width; depth is the --layers knob.
+LLAMA_7B_WIDTH: dict[str, Any] = {
+    "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_attention_heads": 32,
+    "num_key_value_heads": 32, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "hidden_act": "silu",
+    "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "tie_word_embeddings": False,
+}
+DEFAULT_LAYERS = 8  # 1.9B parameters: fits an 80 GB H100 with micro-batch 4 and no checkpointing
+ECG_IMAGE_SIZE = (2200, 1700)  # (w, h) of a 12-lead printout -> the 2x2 anyres grid (5 tiles, 2880 tokens)
+DEFAULT_TEXT_TOKENS = 300  # ECGInstruct's typical question + answer length
+SUPERVISED_TOKENS = 60  # answer tokens at the end of each sample
+SYSTEM_PROMPT_TOKENS = 40  # llava_v1 system prompt + "USER:" before the image
+TARGET_MFU = 0.50  # the recipe's goal on an H100 (PULSE's reported 3.0 samples/s/GPU implies ~44%)
+
+
+@dataclass
+class Setting:
+    micro_batch: int = 2  # PULSE: 2 per GPU
+    grad_ckpt: bool = True  # PULSE: on
+    attn: str = "auto"  # flash_attention_2 when installed, else sdpa
+    compile: bool = False  # torch.compile per decoder layer (regional)
+    engine: str = "torch"  # torch (autocast + fused AdamW) or deepspeed (ZeRO-2, world size 1)
+
+
+def build_config(layers: int, tiny: bool) -> PulseConfig:
+    if tiny:
+        from pulse_models.testing import tiny_config
+
+        return tiny_config("flat", max_length=4096)
+    return PulseConfig(
+        text_config=dict(LLAMA_7B_WIDTH, num_hidden_layers=layers),
+        vision_config=dict(CLIP_L_336_VISION_CONFIG),
+        mm_projector_type="mlp2x_gelu",
+        image_aspect_ratio="anyres",
+        mm_patch_merge_type="flat",
+        tokenizer_model_max_length=4096,
+    )
+
+
+def make_batch(config: PulseConfig, micro_batch: int, text_tokens: int, image_size: tuple[int, int],
+               device: torch.device, seed: int = 0) -> dict[str, Any]:
+    """Random token ids with one image placeholder after the system prompt; answers supervised."""
+    from pulse_models.image_processing import anyres_grid_shape
+
+    gen = torch.Generator().manual_seed(seed)
+    vocab = int(config.text_config["vocab_size"])
+    cols, rows = anyres_grid_shape(image_size, config.image_grid_pinpoints, config.tile_size)
+    tiles = 1 + cols * rows
+    ids = torch.randint(3, vocab, (micro_batch, text_tokens), generator=gen)
+    ids[:, 0] = 1  # BOS
+    ids[:, min(SYSTEM_PROMPT_TOKENS, text_tokens // 4)] = IMAGE_TOKEN_INDEX  # after the system prompt (llava_v1)
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[:, -SUPERVISED_TOKENS:] = ids[:, -SUPERVISED_TOKENS:]
+    pixels = torch.randn(micro_batch, tiles, 3, config.tile_size, config.tile_size, generator=gen)
+    merged = text_tokens - 1 + tiles * config.tokens_per_tile
+    return {
+        "input_ids": ids.to(device),
+        "labels": labels.to(device),
+        "attention_mask": torch.ones_like(ids).to(device),
+        "images": [p.to(device) for p in pixels],
+        "image_sizes": [image_size] * micro_batch,
+        "_merged": merged,
+        "_tiles": tiles * micro_batch,
+    }
+
+
+def _attn(requested: str, device: torch.device) -> str:
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        try:
+            import flash_attn  # noqa: F401
+
+            return "flash_attention_2"
+        except ImportError:
+            pass
+    return "sdpa"
+
+
+def measure(setting: Setting, args: argparse.Namespace) -> dict[str, Any]:
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    torch.manual_seed(0)
+    config = build_config(args.layers, args.tiny)
+    attn = _attn(setting.attn, device)
+    model = PulseLlavaForCausalLM(config, attn_implementation=attn).to(device)
+    model.freeze_vision_tower(True)  # the recipe's default
+    if setting.grad_ckpt:
+        model.gradient_checkpointing_enable({"use_reentrant": False})
+    if setting.compile:
+        for layer in model.language_model.model.layers:
+            layer.compile()
+    model.train()
+    use_bf16 = device.type == "cuda"
+    params = [p for p in model.parameters() if p.requires_grad]
+    if setting.engine == "deepspeed":
+        step_fn = _deepspeed_step_fn(model, params, setting, use_bf16)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=2e-5, weight_decay=0.0, fused=device.type == "cuda")
+
+        def step_fn(batch: dict[str, Any]) -> torch.Tensor:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                loss = model(**batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            return loss
+
+    text_tokens = args.text_tokens if not args.tiny else 40
+    image_size = ECG_IMAGE_SIZE if not args.tiny else (64, 48)
+    batch = make_batch(config, setting.micro_batch, text_tokens, image_size, device)
+    merged, tiles = batch.pop("_merged"), batch.pop("_tiles")
+    flop_model = FlopModel.from_model(model)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(args.warmup):
+        step_fn(batch)
+    sync()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        loss = step_fn(batch)
+    sync()
+    elapsed = (time.perf_counter() - start) / args.steps
+    mb = setting.micro_batch
+    flops = flop_model.flops(tokens=mb * merged, sq_tokens=mb * merged**2, tiles=tiles)
+    peak = args.peak_tflops or (detect_peak_tflops() if device.type == "cuda" else None)
+    result: dict[str, Any] = {
+        **asdict(setting),
+        "attn": attn,
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "layers": int(config.text_config["num_hidden_layers"]),
+        "params_b": round(sum(p.numel() for p in model.parameters()) / 1e9, 3),
+        "merged_tokens_per_sample": merged,
+        "step_s": round(elapsed, 4),
+        "samples_per_s": round(mb / elapsed, 3),
+        "tokens_per_s": round(mb * merged / elapsed, 1),
+        "tflops": round(flops / elapsed / 1e12, 2),
+        "mfu": round(flops / elapsed / 1e12 / peak, 4) if peak else None,
+        "peak_tflops": peak,
+        "max_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 1) if device.type == "cuda" else None,
+        "loss": round(float(loss.detach()), 4),
+    }
+    del model, batch
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+def _deepspeed_step_fn(model: torch.nn.Module, params: list, setting: Setting, bf16: bool):
+    """DeepSpeed ZeRO-2 as the recipe configures it (zero2.json), world size 1, torch AdamW."""
+    try:
+        import deepspeed
+    except ImportError as exc:
+        raise SystemExit("--engine deepspeed needs DeepSpeed: pip install 'ecgbench-lmms[train]'") from exc
+    from importlib import resources
+
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": "29561"}.items():
+        os.environ.setdefault(key, value)
+    ds_config = json.loads((resources.files("pulse_training") / "configs" / "zero2.json").read_text())
+    ds_config.pop("optimizer")  # a client torch AdamW: no C++ build, same maths
+    ds_config.pop("fp16")
+    ds_config.update(bf16={"enabled": bf16}, train_micro_batch_size_per_gpu=setting.micro_batch,
+                     gradient_accumulation_steps=1, train_batch_size=setting.micro_batch)
+    fused = torch.cuda.is_available()
+    optimizer = torch.optim.AdamW(params, lr=2e-5, weight_decay=0.0, fused=fused)
+    ds_config["zero_allow_untested_optimizer"] = True
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
+
+    def step_fn(batch: dict[str, Any]) -> torch.Tensor:
+        loss = engine(**batch).loss
+        engine.backward(loss)
+        engine.step()
+        return loss
+
+    return step_fn
+
+
+def settings_to_run(args: argparse.Namespace) -> list[Setting]:
+    if not args.sweep:
+        return [Setting(micro_batch=args.micro_batch, grad_ckpt=not args.no_grad_ckpt, attn=args.attn,
+                        compile=args.compile, engine=args.engine)]
+    batches = (1, 2) if args.tiny else (1, 2, 4)
+    return [Setting(micro_batch=mb, grad_ckpt=gc_, attn=args.attn, compile=comp, engine=args.engine)
+            for gc_, comp, mb in itertools.product((True, False), (False, True), batches)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layers", type=int, default=DEFAULT_LAYERS, help="decoder layers of the 7B-width model")
+    parser.add_argument("--micro-batch", type=int, default=2)
+    parser.add_argument("--no-grad-ckpt", action="store_true", help="turn gradient checkpointing off (a lever)")
+    parser.add_argument("--attn", default="auto", choices=("auto", "flash_attention_2", "sdpa", "eager"))
+    parser.add_argument("--compile", action="store_true", help="torch.compile each decoder layer (a lever)")
+    parser.add_argument("--engine", default="torch", choices=("torch", "deepspeed"))
+    parser.add_argument("--text-tokens", type=int, default=DEFAULT_TEXT_TOKENS)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps (allocator, autotuning, compile)")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="override the card's dense bf16 peak")
+    parser.add_argument("--sweep", action="store_true", help="micro-batch x checkpointing x compile grid")
+    parser.add_argument("--tiny", action="store_true", help="tiny model on CPU: checks the script, no MFU")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.steps, args.warmup = min(args.steps, 2), min(args.warmup, 1)
+    elif not torch.cuda.is_available():
+        print("no CUDA GPU: run on a GPU, or pass --tiny to check the script on CPU", file=sys.stderr)
+        return 2
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True  # the recipe's tf32 switch
+        torch.backends.cudnn.allow_tf32 = True
+    results = []
+    for setting in settings_to_run(args):
+        try:
+            result = measure(setting, args)
+        except torch.OutOfMemoryError:
+            result = {**asdict(setting), "error": "out of memory"}
+            gc.collect()
+            torch.cuda.empty_cache()
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    best = max((r for r in results if r.get("mfu")), key=lambda r: r["mfu"], default=None)
+    if best:
+        verdict = "meets" if best["mfu"] >= TARGET_MFU else "below"
+        print(f"best MFU {best['mfu']:.1%} ({verdict} the {TARGET_MFU:.0%} target): {json.dumps(best)}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

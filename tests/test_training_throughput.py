@@ -1,0 +1,89 @@
+"""Throughput accounting: the FLOP model on the real 7B-width definition, the callback, the bench script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from pulse_training.throughput import FlopModel, StepCounts, ThroughputCallback, peak_tflops_for
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bench_module():
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import train_throughput
+    finally:
+        sys.path.pop(0)
+    return train_throughput
+
+
+def test_flops_of_the_7b_width_bench_model():
+    from pulse_models.modeling import PulseLlavaForCausalLM
+
+    bench = _bench_module()
+    with torch.device("meta"):
+        model = PulseLlavaForCausalLM(bench.build_config(layers=8, tiny=False))
+    fm = FlopModel.from_model(model)
+    # 8 x (4 x 4096^2 + 3 x 4096 x 11008) + lm_head 4096 x 32000 (+ norms): 1.75 B
+    assert fm.lm_params == pytest.approx(8 * (4 * 4096**2 + 3 * 4096 * 11008) + 4096 * 32000, rel=1e-3)
+    assert (fm.lm_layers, fm.lm_hidden, fm.vision_layers, fm.vision_hidden) == (8, 4096, 24, 1024)
+    assert fm.vision_params == pytest.approx(303e6, rel=0.02) and not fm.vision_trainable
+    merged = 300 - 1 + 5 * 576  # one ECG sample: 2880 image + 299 text tokens
+    per_sample = fm.flops(tokens=merged, sq_tokens=merged**2, tiles=5)
+    lm_only = 6 * fm.lm_params * merged + 12 * 8 * 4096 * merged**2
+    assert lm_only == pytest.approx(37.5e12, rel=0.02)  # the figure behind the measured MFU table
+    assert per_sample == pytest.approx(lm_only + 2.3e12, rel=0.02)  # + projector (trained) + CLIP forward
+
+
+def test_peak_lookup():
+    assert peak_tflops_for("NVIDIA H100 80GB HBM3") == 989.0
+    assert peak_tflops_for("NVIDIA H100 PCIe") == 756.0
+    assert peak_tflops_for("NVIDIA A100-SXM4-80GB") == 312.0
+    assert peak_tflops_for("cpu") is None
+
+
+def test_counts_are_popped_before_the_model_sees_them():
+    counts = StepCounts()
+    batch = {"input_ids": torch.zeros(2, 5), "num_merged_tokens": torch.tensor(10),
+             "num_merged_sq": torch.tensor(50), "num_image_tiles": torch.tensor(4)}
+    counts.add(batch)
+    assert set(batch) == {"input_ids"}
+    assert counts.take() == (2, {"num_merged_tokens": 10.0, "num_merged_sq": 50.0, "num_image_tiles": 4.0})
+    assert counts.take()[0] == 0
+
+
+def test_callback_reports_every_n_steps(tmp_path):
+    fm = FlopModel(lm_params=1000, lm_layers=1, lm_hidden=10, projector_params=0, vision_params=0,
+                   vision_layers=0, vision_hidden=0)
+    counts = StepCounts()
+    cb = ThroughputCallback(counts, fm, every=2, peak_tflops=1e-9)
+    args = SimpleNamespace(world_size=1, output_dir=str(tmp_path))
+    state = SimpleNamespace(global_step=0, log_history=[], is_world_process_zero=True)
+    cb.on_train_begin(args, state, None)
+    for step in (1, 2):
+        counts.add({"input_ids": torch.zeros(4, 3), "num_merged_tokens": torch.tensor(40),
+                    "num_merged_sq": torch.tensor(400), "num_image_tiles": torch.tensor(0)})
+        state.global_step = step
+        cb.on_step_end(args, state, None)
+    (record,) = cb.history
+    assert record["step"] == 2 and record["samples_per_s"] > 0 and "mfu" in record
+    assert json.loads((tmp_path / "throughput.jsonl").read_text())["step"] == 2
+    assert state.log_history[-1]["throughput"] == record
+
+
+def test_bench_runs_tiny_on_cpu(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "train_throughput.py"), "--tiny", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = json.loads(out.read_text())
+    assert result["samples_per_s"] > 0 and result["mfu"] is None  # no invented peak on CPU
+    assert result["grad_ckpt"] and result["micro_batch"] == 2  # the recipe's settings by default
