@@ -258,10 +258,15 @@ def load_pulse(
                     report.unused[:8])
     gen_cfg = p / "generation_config.json"
     if gen_cfg.exists():
-        model.language_model.generation_config = GenerationConfig.from_pretrained(p)
+        gen = GenerationConfig.from_pretrained(p)
+        # LLaVA configs carry max_length = model length; every call here sets max_new_tokens, and
+        # transformers warns on each call when both are set. Keep the library default instead.
+        gen.max_length = GenerationConfig().max_length
+        model.language_model.generation_config = gen
     model.eval()
     model.load_report = report
-    tokenizer = AutoTokenizer.from_pretrained(p)
+    # config= keeps AutoTokenizer from parsing our llava_llama config.json (a misleading warning).
+    tokenizer = AutoTokenizer.from_pretrained(p, config=config.llama_config())
     return model, tokenizer, ImageProcessor(config), config
 
 
