@@ -21,7 +21,9 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -72,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--arena-history", default="standard", choices=HISTORY_MODES,
                        help="llava_v1 multi-turn layout: standard, or reference (PULSE's arena script layout)")
     model.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (HF models)")
+    model.add_argument("--verbose", action="store_true", help="keep transformers' warnings and progress bars")
     gen = parser.add_argument_group("generation (default: the reference protocol, greedy)")
     gen.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     gen.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="0 = greedy")
@@ -139,6 +142,14 @@ def check_settings(args: argparse.Namespace) -> None:
         raise AskError("--device and --device-map disagree; give one")
 
 
+def _quiet_transformers() -> None:
+    """Only errors and no progress bars from transformers: stderr stays readable next to the answer."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -159,27 +170,26 @@ def load(args: argparse.Namespace, path: Path) -> Any:
     )
 
 
-def _streaming_settings(defaults: Any, streamer: Any) -> Any:
-    """The adapter's GenSettings with a transformers streamer added to generate()'s kwargs.
+@contextmanager
+def streaming(model: Any, streamer: Any) -> Iterator[None]:
+    """Route ``streamer`` into the ``generate`` call the adapter's engine makes, for one block.
 
-    The engines pass ``settings.generate_kwargs()`` straight to ``generate``, so a subclass is
-    the one place a streamer can enter without a second generation routine.
+    Both engines end in ``self.model.generate(...)`` (PulseLlavaForCausalLM forwards its kwargs to
+    the language model's ``generate``; HF models take them directly), and neither takes a streamer
+    argument yet, so the model object's ``generate`` is shadowed for the block and restored after.
+    The engine's own settings, padding, stopping and decoding stay untouched: one code path.
     """
-    from dataclasses import field
+    target = model.engine.model
+    inner = target.generate
 
-    from pulse_models.engine import GenSettings
+    def generate(*args: Any, **kwargs: Any) -> Any:
+        return inner(*args, streamer=streamer, **kwargs)
 
-    @dataclass(frozen=True)
-    class StreamingSettings(GenSettings):
-        streamer: Any = field(default=None, compare=False)
-
-        def generate_kwargs(self) -> dict[str, Any]:
-            kw = super().generate_kwargs()
-            if self.streamer is not None:
-                kw["streamer"] = self.streamer
-            return kw
-
-    return StreamingSettings(**asdict(defaults), streamer=streamer)
+    target.generate = generate
+    try:
+        yield
+    finally:
+        del target.generate
 
 
 @dataclass
@@ -205,11 +215,12 @@ def answer(model: Any, turns: list[tuple[str, str | None]], processed: Any, stre
     if stream and settings.num_beams == 1:
         from transformers import TextStreamer
 
-        settings = _streaming_settings(settings, TextStreamer(model.tokenizer, skip_prompt=True,
-                                                              skip_special_tokens=True))
-    out = engine.generate([item], settings)[0]
-    if stream and settings.num_beams > 1:
-        print(out.text, flush=True)
+        with streaming(model, TextStreamer(model.tokenizer, skip_prompt=True, skip_special_tokens=True)):
+            out = engine.generate([item], settings)[0]
+    else:
+        out = engine.generate([item], settings)[0]
+        if stream:  # beam search cannot stream: the answer is printed whole
+            print(out.text, flush=True)
     prompt = item.extra["text"] if "text" in item.extra else engine.prompt(turns, True)
     image_tokens, text_tokens = _token_split(model, item, out)
     if out.truncated:
@@ -334,6 +345,8 @@ def _run(args: argparse.Namespace) -> int:
     check_settings(args)
     image = check_image(args.image)
     path, _ = check_model(args.model)
+    if not args.verbose:
+        _quiet_transformers()
     try:
         model = load(args, path)
     except Exception as exc:  # noqa: BLE001 - weights/tokenizer/config problems: one line, no traceback

@@ -148,6 +148,31 @@ def test_streamed_text_is_the_answer(layout, question, ckpts, image_path, capsys
     assert out.strip(" ") == record["answer"] + "\n"
 
 
+def test_beam_search_prints_the_answer_whole(ckpts, image_path, capsys):
+    argv = ["--model", str(ckpts["original"]), "--image", str(image_path), *FAST, "--num-beams", "2", QUESTION]
+    rc, out, err = _ask(capsys, *argv)
+    rc_json, out_json, _ = _ask(capsys, *argv, "--json")
+    (record,) = _json_lines(out_json)
+    assert rc == rc_json == 0, err
+    assert out == record["answer"] + "\n" and record["generation"]["num_beams"] == 2
+
+
+def test_streaming_shadows_generate_only_inside_the_block():
+    from types import SimpleNamespace
+
+    from pulse_models.ask import streaming
+
+    class Model:
+        def generate(self, *args, **kwargs):
+            return args, kwargs
+
+    inner = Model()
+    model = SimpleNamespace(engine=SimpleNamespace(model=inner))
+    with streaming(model, "STREAMER"):
+        assert inner.generate(1, a=2) == ((1,), {"a": 2, "streamer": "STREAMER"})
+    assert inner.generate(1) == ((1,), {}) and "generate" not in vars(inner)
+
+
 # ---------------------------------------------------------------- --json
 
 
