@@ -335,6 +335,9 @@ def save_original_format(
 
 def _save_tokenizer(tokenizer: Any, out: Path) -> None:
     """tokenizer.save_pretrained plus the SentencePiece tokenizer.model LLaVA tools need."""
+    if tokenizer is None:
+        logger.warning("save_original_format: no tokenizer given; %s has weights and config only", out)
+        return
     sp_model = tokenizer.init_kwargs.get("vocab_file") or getattr(tokenizer, "vocab_file", None)
     src_dir = Path(getattr(tokenizer, "name_or_path", "") or ".")
     if (out / "tokenizer.model").exists() and not sp_model:
