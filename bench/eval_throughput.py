@@ -139,8 +139,8 @@ def build_model(args: argparse.Namespace, device: Any, dtype: Any, tmp: Path) ->
     gen = torch.Generator(device=device).manual_seed(args.seed)
     with torch.no_grad():
         for name, prm in model.named_parameters():
-            if prm.dim() == 1 and ("norm" in name):
-                prm.fill_(1.0)
+            if prm.dim() == 1 and "norm" in name:  # RMSNorm / LayerNorm: identity at init
+                prm.fill_(1.0 if name.endswith("weight") else 0.0)
             else:
                 prm.normal_(0.0, INIT_STD, generator=gen)
     model.eval()

@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 REFERENCE_MAX_NEW_TOKENS = 1024
 # Prefix of a failed item's response; pulse_tasks.parsing.is_failed_response detects it.
 FAILED_PREFIX = "[ECGBENCH_GENERATION_FAILED]"
+# With a static KV cache, prompts are left-padded to a multiple of this: the cache and the
+# compiled decode graph then keep one shape across batches instead of recompiling per length.
+STATIC_CACHE_BUCKET = 64
 # Threads preparing the next batch: PIL resampling and numpy release the GIL, and anyres
 # preprocessing of a 2200x1700 scan costs ~50-130 ms of CPU, more than a GPU item at batch 16.
 DEFAULT_PREFETCH_WORKERS = 8
@@ -189,6 +192,7 @@ class OriginalEngine:
         with torch.inference_mode():
             out, merged = self.model.generate(
                 [it.input_ids for it in items], images or None, sizes or None, return_merged=True,
+                pad_to_multiple_of=STATIC_CACHE_BUCKET if settings.cache_implementation == "static" else None,
                 pad_token_id=pad, eos_token_id=sorted(self.eos_ids), **settings.generate_kwargs(),
             )
         with self._tok_lock:

@@ -202,8 +202,10 @@ class PulseLlavaForCausalLM(nn.Module):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | Sequence[Sequence[int]] | None = None,
         padding_side: str = "right",
+        pad_to_multiple_of: int | None = None,
     ) -> MergedInputs:
-        """Splice image features at IMAGE_TOKEN_INDEX, right-truncate, pad to a batch."""
+        """Splice image features at IMAGE_TOKEN_INDEX, right-truncate, pad to a batch (optionally
+        to a multiple of ``pad_to_multiple_of``, so fixed-shape caches/compiled graphs repeat)."""
         if padding_side not in ("left", "right"):
             raise ValueError("padding_side must be 'left' or 'right'")
         ids_list = _to_lists(input_ids, attention_mask)
@@ -243,6 +245,8 @@ class PulseLlavaForCausalLM(nn.Module):
                 labs.append(torch.cat(lab_pieces)[:max_len])
 
         batch, width = len(seqs), max(s.shape[0] for s in seqs)
+        if pad_to_multiple_of:
+            width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
         hidden = seqs[0].shape[1]
         embeds = seqs[0].new_zeros((batch, width, hidden))
         mask = torch.zeros((batch, width), dtype=torch.long, device=self.device)
@@ -292,10 +296,12 @@ class PulseLlavaForCausalLM(nn.Module):
         image_sizes: Sequence[tuple[int, int]] | None = None,
         attention_mask: torch.Tensor | None = None,
         return_merged: bool = False,
+        pad_to_multiple_of: int | None = None,
         **generate_kwargs: Any,
     ) -> torch.Tensor | tuple[torch.Tensor, MergedInputs]:
         """Left-padded batched generation on inputs_embeds; returns only the new token ids [B, N]."""
-        merged = self.prepare_inputs_embeds(input_ids, images, image_sizes, attention_mask, None, "left")
+        merged = self.prepare_inputs_embeds(input_ids, images, image_sizes, attention_mask, None, "left",
+                                            pad_to_multiple_of)
         generate_kwargs.setdefault("pad_token_id", self.language_model.config.pad_token_id
                                    if self.language_model.config.pad_token_id is not None
                                    else self.language_model.config.eos_token_id)

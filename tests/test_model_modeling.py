@@ -203,3 +203,14 @@ def test_vision_tower_from_mm_vision_tower_when_absent(tiny, tmp_path):
     ids, pix, szs = _inputs(tok, ip, ["What is the rhythm?"], [(100, 60)])
     with torch.no_grad():
         torch.testing.assert_close(again(ids, pix, szs).logits, model(ids, pix, szs).logits)
+
+
+def test_extra_left_padding_does_not_change_greedy_output(tiny):
+    """pad_to_multiple_of (used with static caches) only adds masked positions."""
+    _, model, tok, ip, _ = tiny
+    ids, pix, szs = _inputs(tok, ip, ["What is the rhythm?", "Axis?"], [(100, 60), (40, 90)])
+    kw = dict(max_new_tokens=8, do_sample=False)
+    plain = model.generate(ids, pix, szs, **kw)
+    padded, merged = model.generate(ids, pix, szs, pad_to_multiple_of=64, return_merged=True, **kw)
+    assert merged.inputs_embeds.shape[1] % 64 == 0
+    assert torch.equal(plain, padded)
