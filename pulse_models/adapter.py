@@ -7,8 +7,9 @@ Model args: ``pretrained`` (directory or hub id), ``dtype`` (float16 default for
 format, "auto" for HF models; float32/bfloat16 accepted), ``attn_implementation`` (sdpa;
 flash_attention_2 needs flash-attn), ``batch_size``, ``device``/``device_map`` (one device per
 process; data parallel via accelerate), ``conv_template`` (auto -> llava_v1 for the PULSE format,
-the processor's chat template otherwise), ``arena_history`` (standard | reference: the layout
-PULSE's arena script produced), ``trust_remote_code`` (false), ``max_new_tokens``/
+the processor's chat template otherwise; llava_v1 forces the LLaVA layout on HF models too),
+``arena_history`` (standard | reference: the layout PULSE's arena script produced; applies to
+llava_v1 prompts, a chat template renders history its own way), ``trust_remote_code`` (false), ``max_new_tokens``/
 ``temperature``/``top_p``/``num_beams`` (defaults; the task's generation_kwargs and --gen_kwargs
 win), ``cache_implementation`` (e.g. static on GPU), ``prefetch_workers`` (threads preparing the
 next batch's images and prompts while the GPU generates; 0 = inline).
@@ -158,7 +159,7 @@ class Pulse(lmms):
         if conv_template == "llava_v1":
             processor.chat_template = None  # HFEngine then uses the llava_v1 layout
         self._model, self._tokenizer, self._config = model, processor.tokenizer, model.config
-        self.engine = HFEngine(model, processor)
+        self.engine = HFEngine(model, processor, history_mode=self.arena_history)
         self.max_length = getattr(processor.tokenizer, "model_max_length", None)
 
     # ---- lmms-eval properties -----------------------------------------------------------------

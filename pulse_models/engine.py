@@ -204,8 +204,9 @@ class OriginalEngine:
 class HFEngine:
     """Generation with any transformers image-text-to-text model through its processor's chat template."""
 
-    def __init__(self, model: Any, processor: Any) -> None:
+    def __init__(self, model: Any, processor: Any, history_mode: str = "standard") -> None:
         self.model, self.processor = model, processor
+        self.history_mode = history_mode  # only used by the llava_v1 fallback (no chat template)
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.tokenizer.padding_side = "left"
         self._tok_lock = threading.Lock()
@@ -224,7 +225,8 @@ class HFEngine:
                 messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
         if getattr(self.processor, "chat_template", None) is None:
             # No chat template shipped: the llava_v1 layout, which LLaVA-1.6 vicuna models expect.
-            return build_prompt([(first_user_text(turns[0][0], has_image), turns[0][1]), *turns[1:]])
+            return build_prompt([(first_user_text(turns[0][0], has_image), turns[0][1]), *turns[1:]],
+                                history_mode=self.history_mode)
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def process_image(self, image: Any) -> Any:

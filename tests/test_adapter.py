@@ -179,6 +179,10 @@ def test_hf_checkpoint_through_auto_classes(tmp_path):
     a = _run(one, docs)
     b = _run(_model(path, 4), docs)
     assert a == b and all(not t.startswith(FAILED_PREFIX) for t in a)
+    multi = _run(_model(path, 2), docs[:2], kind="multi")
+    assert [len(r) for r in multi] == [2, 2] and [r[0] for r in multi] == a[:2]
+    prompt = one.engine.prompt([("Q1", "A1"), ("Q2", None)], True)
+    assert prompt.count("<image>") == 1 and "A1</s>" in prompt and prompt.endswith("ASSISTANT:")
 
 
 def test_unknown_format_and_bad_args(tmp_path):
