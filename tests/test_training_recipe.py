@@ -129,3 +129,75 @@ def test_saved_checkpoint_loads_with_load_pulse_and_generates(runs, which):
         assert not torch.equal(w0, model.language_model.lm_head.weight)
         before, after = start.vision_tower.state_dict(), model.vision_tower.state_dict()
         assert all(torch.equal(before[k], after[k]) for k in before)  # CLIP frozen
+
+
+@pytest.mark.slow
+def test_zero3_run_saves_whole_weights(runs, tmp_path):
+    """ZeRO-3 partitions parameters: the checkpoint must come from the gathered 16-bit state dict."""
+    from importlib import resources
+
+    from pulse_models.checkpoint import load_pulse
+
+    ds = json.loads((resources.files("pulse_training") / "configs" / "zero3.json").read_text())
+    ds.pop("optimizer")  # torch AdamW on CPU (DeepSpeed's fused Adam would compile C++)
+    ds.pop("fp16")
+    (tmp_path / "z3.json").write_text(json.dumps(ds))
+    out = tmp_path / "z3"
+    _run({**runs["base"], "output_dir": str(out), "deepspeed": str(tmp_path / "z3.json"), "max_steps": "4",
+          "save_steps": "4"}, port=29533)
+    trained, *_ = load_pulse(out, dtype="float32", device="cpu")
+    start, *_ = load_pulse(runs["base"]["model_name_or_path"], dtype="float32", device="cpu")
+    for key, tensor in start.state_dict().items():
+        assert trained.state_dict()[key].shape == tensor.shape, key
+    assert not torch.equal(trained.language_model.lm_head.weight, start.language_model.lm_head.weight)
+
+
+def test_unfrozen_vision_tower_gets_its_own_learning_rate(tmp_path):
+    from pulse_models.testing import make_tiny_original_checkpoint
+
+    from pulse_training.config import load_config
+    from pulse_training.recipe import make_trainer_class, setup_model, training_arguments
+
+    ckpt = make_tiny_original_checkpoint(tmp_path / "model")
+    config = load_config("tiny.yaml", {"model_name_or_path": str(ckpt), "data_path": "x.json",
+                                       "output_dir": str(tmp_path / "out"), "unfreeze_mm_vision_tower": "true",
+                                       "mm_vision_tower_lr": "2e-6", "deepspeed": "null", "weight_decay": "0.1"})
+    model, tokenizer = setup_model(config, torch.float32)
+    assert all(p.requires_grad for p in model.vision_tower.parameters())
+    trainer = make_trainer_class()(model=model, args=training_arguments(config, None), recipe_config=config,
+                                   tokenizer=tokenizer)
+    optimizer = trainer.create_optimizer()
+    vision = {id(p) for p in model.vision_tower.parameters()}
+    for group in optimizer.param_groups:
+        in_vision = {id(p) in vision for p in group["params"]}
+        assert len(in_vision) == 1  # a group is all-CLIP or no-CLIP
+        assert group["lr"] == (2e-6 if in_vision.pop() else config.learning_rate)
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == sum(1 for p in model.parameters())
+
+
+def test_vision_lr_with_a_deepspeed_optimizer_block_is_refused():
+    from pulse_training.config import load_config
+    from pulse_training.recipe import resolve_deepspeed
+
+    config = load_config("pulse_7b.yaml", {"image_folder": "/x", "unfreeze_mm_vision_tower": "true",
+                                           "mm_vision_tower_lr": "2e-6"})
+    with pytest.raises(ValueError, match="remove that block"):
+        resolve_deepspeed(config)
+
+
+def test_merge_type_switch_uses_the_shipped_image_newline(tmp_path):
+    from safetensors import safe_open
+
+    from pulse_models.testing import make_tiny_original_checkpoint
+
+    from pulse_training.config import load_config
+    from pulse_training.recipe import setup_model
+
+    ckpt = make_tiny_original_checkpoint(tmp_path / "model", merge_type="flat")  # ships an unused newline
+    config = load_config("tiny.yaml", {"model_name_or_path": str(ckpt), "data_path": "x.json",
+                                       "output_dir": str(tmp_path / "out"), "mm_patch_merge_type": "spatial_unpad"})
+    model, _tok = setup_model(config, torch.float32)
+    with safe_open(str(ckpt / "model.safetensors"), framework="pt") as sf:
+        shipped = sf.get_tensor("model.image_newline")
+    assert model.config.mm_patch_merge_type == "spatial_unpad"
+    assert torch.equal(model.image_newline.detach(), shipped)

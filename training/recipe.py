@@ -178,7 +178,7 @@ def setup_model(config: TrainConfig, dtype: torch.dtype) -> tuple[Any, Any]:
 
 def setup_data(config: TrainConfig, tokenizer: Any, pulse_config: Any) -> tuple[Any, Any]:
     """Load the records, check every one once (skips counted), wrap the kept ones lazily."""
-    from pulse_models.conversation import IMAGE_TOKEN_INDEX, tokenize_conversation
+    from pulse_models.conversation import IMAGE_TOKEN_INDEX
     from pulse_models.image_processing import ImageProcessor, num_image_tokens
 
     from . import data
@@ -190,15 +190,18 @@ def setup_data(config: TrainConfig, tokenizer: Any, pulse_config: Any) -> tuple[
         # Without a header check (image_check=exists|none) assume the ECG-typical 2x2 grid.
         return num_image_tokens(size or ECG_TYPICAL_SIZE, pulse_config)
 
-    kept, lengths, summary = data.scan(
-        records,
-        image_folder=config.image_folder,
-        tokenize_fn=tokenize_fn,
-        image_tokens_fn=image_tokens,
-        image_token_id=IMAGE_TOKEN_INDEX,
-        max_length=config.model_max_length,
-        image_check=config.image_check,
-    )
+    def run_scan() -> tuple[list[int], list[int], Any]:
+        return data.scan(
+            records,
+            image_folder=config.image_folder,
+            tokenize_fn=tokenize_fn,
+            image_tokens_fn=image_tokens,
+            image_token_id=IMAGE_TOKEN_INDEX,
+            max_length=config.model_max_length,
+            image_check=config.image_check,
+        )
+
+    kept, lengths, summary = _scan_once(run_scan)
     dataset = data.InstructDataset(
         records,
         kept,
@@ -208,6 +211,17 @@ def setup_data(config: TrainConfig, tokenizer: Any, pulse_config: Any) -> tuple[
         process_image_fn=_ProcessImage(ImageProcessor(pulse_config)),
     )
     return dataset, summary
+
+
+def _scan_once(run_scan: Any) -> tuple[list[int], list[int], Any]:
+    """Rank 0 checks the records and broadcasts the result: one pass over 1.16M image headers
+    and conversations per job, not one per GPU (the other ranks wait in the broadcast)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return run_scan()
+    payload: list[Any] = [run_scan() if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(payload, src=0)
+    return payload[0]
 
 
 ECG_TYPICAL_SIZE: tuple[int, int] = (2200, 1700)  # a 12-lead printout's aspect; picks the 2x2 anyres grid
