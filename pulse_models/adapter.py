@@ -101,6 +101,8 @@ class Pulse(lmms):
             if importlib.util.find_spec("flash_attn") is None:
                 raise ImportError("pulse: attn_implementation=flash_attention_2 needs flash-attn "
                                   "(pip install 'ecgbench-lmms[flash]'); use sdpa otherwise")
+        if not str(batch_size).isdigit():
+            raise ValueError(f"pulse: batch_size must be a positive integer, not {batch_size!r}")
         self.batch_size_per_gpu = max(1, int(batch_size))
         self.prefetch_workers = max(0, int(prefetch_workers))
         self.arena_history = arena_history
@@ -186,6 +188,11 @@ class Pulse(lmms):
     @property
     def eot_token_id(self) -> int:
         return self._tokenizer.eos_token_id
+
+    def clean(self) -> None:
+        """Free the model before lmms-eval scores (the engine holds references to it too)."""
+        self.engine = None
+        super().clean()
 
     # ---- helpers --------------------------------------------------------------------------------
     def _doc(self, task: str, split: str, doc_id: int) -> Any:

@@ -207,3 +207,14 @@ def test_import_is_light():
     code = "import sys, pulse_models; print('transformers' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_clean_frees_the_model(flat_ckpt):
+    import gc
+    import weakref
+
+    m = _model(flat_ckpt)
+    ref = weakref.ref(m.model)
+    m.clean()
+    gc.collect()
+    assert ref() is None
