@@ -169,8 +169,12 @@ class OriginalEngine:
         return build_prompt(turns, history_mode=self.history_mode)
 
     def process_image(self, image: Any) -> Any:
-        """PIL/path/bytes -> ProcessedImage (pixel_values [1+tiles,3,T,T], image_size)."""
-        return self.image_processor.preprocess(image)
+        """PIL/path/bytes -> ProcessedImage (pixel_values [1+tiles,3,T,T], image_size); pinned
+        host memory when the model is on CUDA, so the copy to the GPU overlaps."""
+        processed = self.image_processor.preprocess(image)
+        if self.model.device.type == "cuda":
+            processed.pixel_values = processed.pixel_values.pin_memory()
+        return processed
 
     def prepare(self, turns: Sequence[tuple[str, str | None]], image: Any | None) -> PreparedItem:
         """``image``: a ProcessedImage (from process_image) or None for a text-only prompt."""

@@ -167,7 +167,10 @@ class PulseLlavaForCausalLM(nn.Module):
         if not images:
             return []
         splits = [int(x.shape[0]) for x in images]
-        feats = self.encode_images(torch.cat(list(images), dim=0))  # all tiles of the batch at once
+        # Copy each image's tiles first (pinned tensors copy asynchronously), then one CLIP call for
+        # all tiles of the batch.
+        on_device = [x.to(self.device, non_blocking=True) for x in images]
+        feats = self.encode_images(torch.cat(on_device, dim=0))  # [sum tiles, P*P, hidden]
         per_image = torch.split(feats, splits, dim=0)
         return [self._merge_tiles(f, tuple(size)) for f, size in zip(per_image, image_sizes)]
 
