@@ -3,7 +3,7 @@
 Two rule sets live side by side, as pure functions:
 
 * **paper mode** (``*_paper``) reproduces the reference scripts of the PULSE paper exactly,
-  quirks included (see /work/shared/docs/ecgbench-protocol.md), so published numbers can be
+  quirks included (the ECGBench protocol notes: reference scripts and their quirks), so published numbers can be
   matched;
 * **strict mode** (``*_strict``) scores what the model actually said.
 

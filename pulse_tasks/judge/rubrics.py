@@ -3,7 +3,7 @@
 The rubric text is the system message; the item (ground truth and candidate) is the user
 message, built here so a user's ``judge_prompt_file`` only has to replace the instructions.
 Criteria, 0-10 scales, anchors (10/5/0), JSON keys and the score formula (mean x 10) follow the
-reference protocol; see docs in /work/shared/docs/ecgbench-protocol.md.
+reference protocol (the PULSE paper and its judge scripts).
 """
 
 from __future__ import annotations
