@@ -96,6 +96,7 @@ def test_run_artifacts(runs):
     full = runs["full"]
     summary = json.loads((full / "data_summary.json").read_text())
     assert (summary["kept"], summary["skipped_total"]) == (32, 6)
+    assert "data: 32/38 records kept, 6 skipped" in runs["log"]  # printed at start
     assert json.loads((full / "run_config.json").read_text())["deepspeed"] == "zero2_cpu_smoke.json"
     throughput = [json.loads(line) for line in (full / "throughput.jsonl").read_text().splitlines()]
     assert [t["step"] for t in throughput] == [5, 10, 15, 20, 25, 30]
@@ -201,3 +202,15 @@ def test_merge_type_switch_uses_the_shipped_image_newline(tmp_path):
         shipped = sf.get_tensor("model.image_newline")
     assert model.config.mm_patch_merge_type == "spatial_unpad"
     assert torch.equal(model.image_newline.detach(), shipped)
+
+
+def test_resume_auto_picks_the_newest_checkpoint(tmp_path):
+    from pulse_training.config import load_config
+    from pulse_training.recipe import resolve_resume
+
+    base = {"model_name_or_path": "m", "data_path": "d.json", "output_dir": str(tmp_path / "run"),
+            "resume_from_checkpoint": "auto"}
+    assert resolve_resume(load_config("tiny.yaml", base)) is None  # nothing yet: start fresh
+    for step in (3, 12, 9):
+        (tmp_path / "run" / f"checkpoint-{step}").mkdir(parents=True)
+    assert resolve_resume(load_config("tiny.yaml", base)).endswith("checkpoint-12")

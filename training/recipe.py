@@ -438,7 +438,8 @@ def train(config: TrainConfig) -> Any:
         out.mkdir(parents=True, exist_ok=True)
         write_summary(summary, out)
         (out / "run_config.json").write_text(json.dumps(to_dict(config), indent=2) + "\n")
-    logger.warning("%s", summary.format())
+    if args.process_index == 0:
+        print(summary.format(), flush=True)  # at start, not hours in: what was skipped and why
     if len(dataset) == 0:
         raise ValueError(f"no trainable records in {config.data_path} (see {config.output_dir}/data_summary.json)")
 
