@@ -102,7 +102,8 @@ def make_tiny_original_checkpoint(
     out_dir: str | Path, merge_type: str = "flat", seed: int = 0, max_length: int = TINY_MAX_LENGTH
 ) -> Path:
     """A random tiny LLaVA-1.6 checkpoint in the ORIGINAL format (config.json, model.safetensors,
-    tokenizer.model, generation_config.json). ``model.image_newline`` is always written, as PULSE-7B
+    generation_config.json, and a SentencePiece-only tokenizer: tokenizer.model,
+    tokenizer_config.json, special_tokens_map.json). ``model.image_newline`` is always written, as PULSE-7B
     ships it even with flat merging (the loader must report it unused, not fail)."""
     import torch
     from transformers import AutoTokenizer
@@ -120,6 +121,10 @@ def make_tiny_original_checkpoint(
     if merge_type == "flat":
         extra["model.image_newline"] = torch.randn(model.config.hidden_size)
     save_original_format(model, tokenizer, out, extra_tensors=extra)
+    # Ship the tokenizer as PULSE-7B does: tokenizer.model + config only, no tokenizer.json, so
+    # every load goes through the SentencePiece conversion (the protobuf/sentencepiece pin).
+    (out / "tokenizer.json").unlink(missing_ok=True)
+    make_tiny_tokenizer_dir(out, model_max_length=max_length)
     return out
 
 
@@ -212,5 +217,7 @@ def make_tiny_hf_checkpoint(out_dir: str | Path, seed: int = 0) -> Path:
     processor.save_pretrained(out)
     import shutil
 
+    # llava-hf repositories ship tokenizer.json and the SentencePiece tokenizer.model side by side.
+    shutil.copyfile(tok_dir / "tokenizer.model", out / "tokenizer.model")
     shutil.rmtree(out / "_tok", ignore_errors=True)
     return out

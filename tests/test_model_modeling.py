@@ -42,6 +42,7 @@ def _inputs(tok, ip, questions, sizes):
 def test_detect_and_load(tiny):
     path, model, tok, ip, cfg = tiny
     assert detect_format(path) == "llava_original"
+    assert (path / "tokenizer.model").exists() and not (path / "tokenizer.json").exists()  # as PULSE-7B
     assert not model.training and model.dtype == torch.float32
     assert not any(p.is_meta for p in model.parameters())
     if cfg.mm_patch_merge_type == "flat":
