@@ -98,3 +98,19 @@ def test_config_validation():
     assert cfg.mm_patch_merge_type == "flat" and cfg.tokens_per_tile == 576 and cfg.extra["foo"] == 1
     again = PulseConfig.from_original_dict(cfg.to_original_dict())
     assert again.to_original_dict() == cfg.to_original_dict()
+
+
+@pytest.mark.parametrize("aspect", ["pad", "square"])
+def test_non_anyres_modes(aspect):
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    from pulse_models.image_processing import _expand_to_square
+
+    cfg = PulseConfig(text_config=TEXT, image_aspect_ratio=aspect)
+    img = make_ecg_like_image(500, 300, seed=2)
+    out = ImageProcessor(cfg).preprocess(img)
+    assert out.pixel_values.shape == (1, 3, 336, 336) and num_image_tokens(out.image_size, cfg) == 576
+    src = _expand_to_square(img) if aspect == "pad" else img
+    assert _expand_to_square(img).size == (500, 500)
+    clip = CLIPImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
+    assert torch.equal(out.pixel_values[0], torch.as_tensor(clip(src, return_tensors="np")["pixel_values"][0]))
