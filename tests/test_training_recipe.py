@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,9 +33,18 @@ def _entry_point() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "pulse_training.recipe"]
 
 
-def _run(overrides: dict[str, str], port: int) -> subprocess.CompletedProcess:
+def _free_port() -> int:
+    """A port nobody listens on now (fixed ports collide with other test runs on the machine)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(overrides: dict[str, str]) -> subprocess.CompletedProcess:
     env = dict(os.environ, RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-               MASTER_PORT=str(port), OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+               MASTER_PORT=str(_free_port()), OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     cmd = [*_entry_point(), "--config", "tiny.yaml", *(f"{k}={v}" for k, v in overrides.items())]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -62,10 +70,9 @@ def runs(tmp_path_factory):
         "image_folder": str(data_path.parent),
     }
     full = root / "full"
-    first = _run({**base, "output_dir": str(full)}, port=29531)
+    first = _run({**base, "output_dir": str(full)})
     resumed = root / "resumed"
-    _run({**base, "output_dir": str(resumed), "resume_from_checkpoint": str(full / f"checkpoint-{SAVE_STEPS}")},
-         port=29532)
+    _run({**base, "output_dir": str(resumed), "resume_from_checkpoint": str(full / f"checkpoint-{SAVE_STEPS}")})
     return {"root": root, "full": full, "resumed": resumed, "log": first.stdout + first.stderr, "base": base}
 
 
@@ -145,7 +152,7 @@ def test_zero3_run_saves_whole_weights(runs, tmp_path):
     (tmp_path / "z3.json").write_text(json.dumps(ds))
     out = tmp_path / "z3"
     _run({**runs["base"], "output_dir": str(out), "deepspeed": str(tmp_path / "z3.json"), "max_steps": "4",
-          "save_steps": "4"}, port=29533)
+          "save_steps": "4"})
     trained, *_ = load_pulse(out, dtype="float32", device="cpu")
     start, *_ = load_pulse(runs["base"]["model_name_or_path"], dtype="float32", device="cpu")
     for key, tensor in start.state_dict().items():
