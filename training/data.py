@@ -178,12 +178,20 @@ def scan(
     image_token_id: int,
     max_length: int,
     image_check: str = "open",
+    stop_after_kept: int | None = None,
 ) -> tuple[list[int], list[int], ScanSummary]:
-    """Check every record once: (kept indices, their merged lengths, summary)."""
+    """Check every record once: (kept indices, their merged lengths, summary).
+
+    `stop_after_kept` ends the scan early (--inspect needs the first few records, not 1.16M);
+    the summary then covers the records scanned.
+    """
     summary = ScanSummary(total=len(records))
     kept: list[int] = []
     lengths: list[int] = []
     for index in range(len(records)):
+        if stop_after_kept is not None and len(kept) >= stop_after_kept:
+            summary.total = index
+            break
         record = records[index]
         record_id = str(record.get("id", index)) if isinstance(record, dict) else str(index)
         if not isinstance(record, dict):

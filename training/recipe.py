@@ -176,7 +176,8 @@ def setup_model(config: TrainConfig, dtype: torch.dtype) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def setup_data(config: TrainConfig, tokenizer: Any, pulse_config: Any) -> tuple[Any, Any]:
+def setup_data(config: TrainConfig, tokenizer: Any, pulse_config: Any,
+               stop_after_kept: int | None = None) -> tuple[Any, Any]:
     """Load the records, check every one once (skips counted), wrap the kept ones lazily."""
     from pulse_models.conversation import IMAGE_TOKEN_INDEX
     from pulse_models.image_processing import ImageProcessor, num_image_tokens
@@ -199,6 +200,7 @@ def setup_data(config: TrainConfig, tokenizer: Any, pulse_config: Any) -> tuple[
             image_token_id=IMAGE_TOKEN_INDEX,
             max_length=config.model_max_length,
             image_check=config.image_check,
+            stop_after_kept=stop_after_kept,
         )
 
     kept, lengths, summary = _scan_once(run_scan)
@@ -403,8 +405,8 @@ def inspect(config: TrainConfig, n: int) -> int:
     """Print the first n kept records as JSON lines {id, input_ids, labels}; no model weights load."""
     _setup_logging()
     tokenizer, pulse_config = setup_tokenizer_and_model_config(config)
-    dataset, summary = setup_data(config, tokenizer, pulse_config)
-    print(summary.format(), file=sys.stderr)
+    dataset, summary = setup_data(config, tokenizer, pulse_config, stop_after_kept=n)
+    print(summary.format() + " (scan stopped after the records shown)", file=sys.stderr)
     for i in range(min(n, len(dataset))):
         print(json.dumps(dataset.text_item(i)))
     return 0
