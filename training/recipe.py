@@ -290,7 +290,7 @@ def training_arguments(config: TrainConfig, ds_config: dict | None) -> Any:
         seed=config.seed,
         bf16=config.bf16,
         tf32=tf32,
-        gradient_checkpointing=False,  # enabled on the model in setup_model
+        activation_checkpointing=False,  # enabled on the model itself in setup_model
         deepspeed=ds_config,
         logging_steps=config.logging_steps,
         save_strategy=config.save_strategy,
