@@ -17,12 +17,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
+from pulse_tasks.predictions import (
+    EXIT_INPUT_ERROR,
+    InputError,
+    listing,
+    load_docs,
+    match_predictions,
+    read_predictions,
+    write_records,
+)
+
 EXIT_INCOMPLETE = 1  # judged, but some items failed or were skipped: the score is flagged
-EXIT_INPUT_ERROR = 2  # same code argparse uses for a bad command line
 ACTIONS = ("run", "estimate")
 
 
@@ -44,97 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="judge without the cache")
     parser.add_argument("--records-out", default=None, help="also write the per-item judge records (JSONL)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-class InputError(Exception):
-    """Unusable input: one line on stderr, exit status 2."""
-
-
-def _our_record_id(line: Mapping[str, Any]) -> str | None:
-    """The item id stored in one of our judge/metric records on an lmms-eval samples line."""
-    for value in line.values():
-        if isinstance(value, dict) and "id" in value and "subset" in value:
-            return str(value["id"])
-    return None
-
-
-def read_predictions(path: str, kind: str) -> list[tuple[str | None, int | None, Any]]:
-    """(item id, doc_id, raw response) per prediction; arena turns on separate lines are joined."""
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="surrogateescape")
-    except OSError as err:
-        raise InputError(f"cannot read predictions {path}: {err.strerror or err}") from None
-    if not text.strip():
-        raise InputError(f"predictions file {path} is empty")
-    try:
-        objects = json.loads(text) if text.lstrip().startswith("[") else \
-            [json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
-    rows: list[tuple[str | None, int | None, Any]] = []
-    turns_by_id: dict[str, list[Any]] = {}
-    for number, obj in enumerate(objects, 1):
-        if not isinstance(obj, dict):
-            raise InputError(f"{path}:{number}: expected a JSON object")
-        if "doc_id" in obj and ("resps" in obj or "filtered_resps" in obj):
-            response = obj["filtered_resps"] if obj.get("filtered_resps") is not None else obj.get("resps")
-            item_id = _our_record_id(obj)
-            doc = obj.get("doc")
-            if item_id is None and isinstance(doc, dict) and doc.get("id") is not None:
-                item_id = str(doc["id"])
-            rows.append((item_id, int(obj["doc_id"]), response))
-            continue
-        id_key = next((k for k in ("question_id", "id") if k in obj), None)
-        text_key = next((k for k in ("text", "response") if k in obj), None)
-        if id_key is None or text_key is None:
-            raise InputError(f"{path}:{number}: neither an lmms-eval sample (doc_id + resps) nor a reference output "
-                             f"(question_id + text, or id + response); keys: {', '.join(sorted(obj)[:8])}")
-        item_id = str(obj[id_key])
-        if kind == "arena" and isinstance(obj[text_key], str):
-            if item_id not in turns_by_id:
-                turns_by_id[item_id] = []
-                rows.append((item_id, None, turns_by_id[item_id]))  # filled as later turns arrive
-            turns_by_id[item_id].append(obj[text_key])
-        else:
-            rows.append((item_id, None, obj[text_key]))
-    return rows
-
-
-def match(docs: list[Mapping[str, Any]], rows: list[tuple[str | None, int | None, Any]]
-          ) -> tuple[dict[str, Any], list[str], list[str]]:
-    """(responses by item id, ids without a prediction, prediction ids not in the data)."""
-    ids = [str(d["id"]) for d in docs]
-    known = set(ids)
-    responses: dict[str, Any] = {}
-    extra, duplicates = [], []
-    for item_id, doc_id, response in rows:
-        if item_id is None:
-            if doc_id is not None and 0 <= doc_id < len(ids):
-                item_id = ids[doc_id]
-            else:
-                extra.append(f"doc_id={doc_id}")
-                continue
-        if item_id not in known:
-            extra.append(item_id)
-        elif item_id in responses:
-            duplicates.append(item_id)
-        else:
-            responses[item_id] = response
-    if duplicates:
-        raise InputError(f"{len(duplicates)} duplicated prediction ids, e.g. {', '.join(duplicates[:5])}")
-    return responses, [i for i in ids if i not in responses], extra
-
-
-def load_docs(subset: str, data: str | None) -> list[dict[str, Any]]:
-    """Normalized records of the subset (no images) from ``pulse_tasks.data``."""
-    try:
-        from pulse_tasks.data import load_records, resolve_source
-    except ImportError as err:
-        raise InputError(f"cannot load data: pulse_tasks.data is unavailable ({err})") from None
-    try:
-        return list(load_records(subset, resolve_source(data)))
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
-        raise InputError(f"cannot load {subset} from {data or 'the default source'}: {err}") from None
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -165,14 +81,16 @@ def judge_file(args: argparse.Namespace, loader: Any = load_docs) -> tuple[dict[
         settings = _settings(args)
     except (UnknownSubsetError, ValueError, TypeError) as err:
         raise InputError(str(err)) from None
-    rows = read_predictions(args.predictions, kind)  # before the data: fail fast on a bad file
+    # before the data: fail fast on a bad file; the reference output writes one line per arena turn
+    predictions = read_predictions(args.predictions, join_turns=kind == "arena")
     docs = loader(subset.config, args.data)
     if not docs:
         raise InputError(f"no {subset.config} items in {args.data or 'the default source'}")
-    responses, missing, extra = match(docs, rows)
+    matched = match_predictions(docs, predictions)
+    responses, missing, extra = matched.responses, matched.missing, matched.extra
     if extra:
-        print(f"warning: ignored {len(extra)} predictions for ids not in {subset.config}: "
-              f"{', '.join(extra[:10])}", file=sys.stderr)
+        print(f"warning: ignored {len(extra)} predictions for ids not in {subset.config}: {listing(extra)}",
+              file=sys.stderr)
     if missing:
         print(f"warning: {len(missing)} of {len(docs)} items have no prediction (counted as failed)", file=sys.stderr)
     judged_docs = [d for d in docs if str(d["id"]) in responses]
@@ -205,11 +123,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result, records = judge_file(args)
         if args.records_out:
-            try:
-                with open(args.records_out, "w", encoding="utf-8") as handle:
-                    handle.writelines(json.dumps(record) + "\n" for record in records)
-            except OSError as err:
-                raise InputError(f"cannot write {args.records_out}: {err.strerror or err}") from None
+            write_records(args.records_out, records)
     except InputError as err:
         print(f"ecgbench judge: error: {err}", file=sys.stderr)
         return EXIT_INPUT_ERROR
