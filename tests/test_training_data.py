@@ -142,3 +142,21 @@ def test_inspect_prints_json_lines_and_trains_nothing(inputs, capsys):
     assert IGNORE_INDEX in lines[0]["labels"] and IMAGE_TOKEN_INDEX in lines[0]["input_ids"]
     assert "2/2 records kept" in captured.err  # the scan stops once it has the records to show
     assert not (Path(inputs["output_dir"]) / "trainer_state.json").exists()
+
+
+def test_scan_is_cached_per_inputs(inputs, tmp_path):
+    out = tmp_path / "run"
+    config = load_config("tiny.yaml", {**inputs, "output_dir": str(out)})
+    tokenizer, pulse_config = setup_tokenizer_and_model_config(config)
+    first, summary = setup_data(config, tokenizer, pulse_config)
+    assert (out / data.INDEX_FILE).exists()
+    again, summary2 = setup_data(config, tokenizer, pulse_config)
+    assert (again.kept, again.lengths, summary2.to_dict()) == (first.kept, first.lengths, summary.to_dict())
+    saved = json.loads((out / data.INDEX_FILE).read_text())
+    saved["kept"] = saved["kept"][:3]
+    saved["lengths"] = saved["lengths"][:3]
+    (out / data.INDEX_FILE).write_text(json.dumps(saved))
+    assert len(setup_data(config, tokenizer, pulse_config)[0]) == 3  # the cache is what a resumed run uses
+    other = load_config("tiny.yaml", {**inputs, "output_dir": str(out), "image_check": "exists"})
+    # Other inputs: scanned again (a stat-only check cannot see the corrupt image, so it is kept).
+    assert len(setup_data(other, tokenizer, pulse_config)[0]) == len(first) + 1

@@ -112,6 +112,14 @@ class ScanSummary:
             "mean_merged_length": round(self.mean_merged_length, 1),
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScanSummary:
+        return cls(
+            total=d["total"], kept=d["kept"], skipped=Counter({k: v for k, v in d["skipped"].items() if v}),
+            examples=d["skipped_examples"], max_merged_length=d["max_merged_length"],
+            mean_merged_length=d["mean_merged_length"],
+        )
+
     def format(self) -> str:
         d = self.to_dict()
         parts = ", ".join(f"{k} {v}" for k, v in d["skipped"].items() if v)
@@ -322,6 +330,43 @@ class Collator:
             "num_merged_sq": torch.tensor(sum(int(it["merged_length"]) ** 2 for it in items)),
             "num_image_tiles": torch.tensor(sum(int(it["pixel_values"].shape[0]) for it in items)),
         }
+
+
+INDEX_FILE = "data_index.json"  # the scan's result, reused by a resumed run with the same inputs
+
+
+def scan_key(**inputs: Any) -> str:
+    """Fingerprint of everything the scan's result depends on (local data: size and mtime)."""
+    import hashlib
+
+    data_path = str(inputs.get("data_path", ""))
+    if Path(data_path).is_file():
+        stat = Path(data_path).stat()
+        inputs["data_file"] = [str(Path(data_path).resolve()), stat.st_size, stat.st_mtime_ns]
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_index(output_dir: str | os.PathLike, key: str) -> tuple[list[int], list[int], ScanSummary] | None:
+    path = Path(output_dir) / INDEX_FILE
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if saved.get("key") != key:
+        return None
+    return saved["kept"], saved["lengths"], ScanSummary.from_dict(saved["summary"])
+
+
+def save_index(output_dir: str | os.PathLike, key: str, kept: list[int], lengths: list[int],
+               summary: ScanSummary) -> None:
+    """Best effort: a failed write only costs the next run a re-scan."""
+    try:
+        path = Path(output_dir) / INDEX_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"key": key, "kept": kept, "lengths": lengths, "summary": summary.to_dict()}
+        path.write_text(json.dumps(payload))
+    except OSError as exc:
+        logger.warning("could not save the data index (%s); a resumed run will scan again", exc)
 
 
 def write_summary(summary: ScanSummary, output_dir: str | os.PathLike) -> Path:

@@ -203,7 +203,22 @@ def setup_data(config: TrainConfig, tokenizer: Any, pulse_config: Any,
             stop_after_kept=stop_after_kept,
         )
 
-    kept, lengths, summary = _scan_once(run_scan)
+    def cached_scan() -> tuple[list[int], list[int], Any]:
+        key = data.scan_key(
+            data_path=config.data_path, hub_split=config.hub_split, image_folder=config.image_folder,
+            image_check=config.image_check, max_records=config.max_records, max_length=config.model_max_length,
+            merge_type=pulse_config.mm_patch_merge_type, pinpoints=pulse_config.image_grid_pinpoints,
+            tile=pulse_config.tile_size, tokenizer=[type(tokenizer).__name__, len(tokenizer)],
+        )
+        cached = data.load_index(config.output_dir, key)
+        if cached is not None:
+            logger.info("data: reusing the scan in %s/%s", config.output_dir, data.INDEX_FILE)
+            return cached
+        result = run_scan()
+        data.save_index(config.output_dir, key, *result)
+        return result
+
+    kept, lengths, summary = _scan_once(run_scan if stop_after_kept is not None else cached_scan)
     dataset = data.InstructDataset(
         records,
         kept,
