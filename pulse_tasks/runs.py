@@ -175,7 +175,8 @@ def load_run(results_file: str | Path, name: str | None = None) -> Run:
               model=str(config.get("model") or path.parent.name), model_args=str(config.get("model_args") or ""),
               lmms_eval_version=data.get("lmms_eval_version"), date=data.get("date"), config=config)
     configs, versions, n_samples = data.get("configs") or {}, data.get("versions") or {}, data.get("n-samples") or {}
-    groups = set(data.get("groups") or {}) | set(data.get("group_subtasks") or {})
+    # group_subtasks lists every task, a group with its members and a lone task with none.
+    groups = set(data.get("groups") or {}) | {g for g, members in (data.get("group_subtasks") or {}).items() if members}
     for task, task_results in (data.get("results") or {}).items():
         if task in groups:  # the ecgbench / ecgbench_auto group rows aggregate nothing of ours
             continue
