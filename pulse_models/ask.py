@@ -21,8 +21,6 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -170,28 +168,6 @@ def load(args: argparse.Namespace, path: Path) -> Any:
     )
 
 
-@contextmanager
-def streaming(model: Any, streamer: Any) -> Iterator[None]:
-    """Route ``streamer`` into the ``generate`` call the adapter's engine makes, for one block.
-
-    Both engines end in ``self.model.generate(...)`` (PulseLlavaForCausalLM forwards its kwargs to
-    the language model's ``generate``; HF models take them directly), and neither takes a streamer
-    argument yet, so the model object's ``generate`` is shadowed for the block and restored after.
-    The engine's own settings, padding, stopping and decoding stay untouched: one code path.
-    """
-    target = model.engine.model
-    inner = target.generate
-
-    def generate(*args: Any, **kwargs: Any) -> Any:
-        return inner(*args, streamer=streamer, **kwargs)
-
-    target.generate = generate
-    try:
-        yield
-    finally:
-        del target.generate
-
-
 @dataclass
 class Turn:
     """One answered question with what --json reports about it."""
@@ -215,8 +191,8 @@ def answer(model: Any, turns: list[tuple[str, str | None]], processed: Any, stre
     if stream and settings.num_beams == 1:
         from transformers import TextStreamer
 
-        with streaming(model, TextStreamer(model.tokenizer, skip_prompt=True, skip_special_tokens=True)):
-            out = engine.generate([item], settings)[0]
+        streamer = TextStreamer(model.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        out = engine.generate([item], settings, streamer=streamer)[0]
     else:
         out = engine.generate([item], settings)[0]
         if stream:  # beam search cannot stream: the answer is printed whole

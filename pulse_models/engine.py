@@ -187,7 +187,7 @@ class OriginalEngine:
             ids = tokenize_with_image(self.prompt(turns, image is not None), self.tokenizer)
         return PreparedItem(ids, pixel_values, image_size, len(ids) - (1 if image is not None else 0) + n_img)
 
-    def generate(self, items: Sequence[PreparedItem], settings: GenSettings) -> list[GenOutput]:
+    def generate(self, items: Sequence[PreparedItem], settings: GenSettings, streamer: Any = None) -> list[GenOutput]:
         import torch
 
         images = [it.pixel_values for it in items if it.pixel_values is not None]
@@ -197,7 +197,7 @@ class OriginalEngine:
             out, merged = self.model.generate(
                 [it.input_ids for it in items], images or None, sizes or None, return_merged=True,
                 pad_to_multiple_of=STATIC_CACHE_BUCKET if settings.cache_implementation == "static" else None,
-                pad_token_id=pad, eos_token_id=sorted(self.eos_ids), **settings.generate_kwargs(),
+                pad_token_id=pad, eos_token_id=sorted(self.eos_ids), streamer=streamer, **settings.generate_kwargs(),
             )
         with self._tok_lock:
             decoded = _decode_rows(self.tokenizer, out, self.eos_ids, settings.until)
@@ -246,7 +246,7 @@ class HFEngine:
             n = len(self.tokenizer(text).input_ids)
         return PreparedItem([], None, img.size if img is not None else None, n, extra={"text": text, "image": img})
 
-    def generate(self, items: Sequence[PreparedItem], settings: GenSettings) -> list[GenOutput]:
+    def generate(self, items: Sequence[PreparedItem], settings: GenSettings, streamer: Any = None) -> list[GenOutput]:
         import torch
 
         texts = [it.extra["text"] for it in items]
@@ -263,7 +263,7 @@ class HFEngine:
                   for k, v in inputs.items() if hasattr(v, "to")}
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         with torch.inference_mode():
-            out = self.model.generate(**inputs, pad_token_id=pad, **settings.generate_kwargs())
+            out = self.model.generate(**inputs, pad_token_id=pad, streamer=streamer, **settings.generate_kwargs())
         new = out[:, inputs["input_ids"].shape[1]:]
         with self._tok_lock:
             decoded = _decode_rows(self.tokenizer, new, self.eos_ids, settings.until)

@@ -157,20 +157,29 @@ def test_beam_search_prints_the_answer_whole(ckpts, image_path, capsys):
     assert out == record["answer"] + "\n" and record["generation"]["num_beams"] == 2
 
 
-def test_streaming_shadows_generate_only_inside_the_block():
-    from types import SimpleNamespace
+@pytest.mark.parametrize("layout", ["original", "hf"])
+def test_engine_generate_feeds_a_streamer_the_answer_tokens(layout, ckpts, image_path):
+    from PIL import Image
 
-    from pulse_models.ask import streaming
+    from pulse_models.adapter import Pulse
 
-    class Model:
-        def generate(self, *args, **kwargs):
-            return args, kwargs
+    class Recorder:  # transformers' streamer protocol: put(token ids), end()
+        def __init__(self):
+            self.chunks, self.ended = [], False
 
-    inner = Model()
-    model = SimpleNamespace(engine=SimpleNamespace(model=inner))
-    with streaming(model, "STREAMER"):
-        assert inner.generate(1, a=2) == ((1,), {"a": 2, "streamer": "STREAMER"})
-    assert inner.generate(1) == ((1,), {}) and "generate" not in vars(inner)
+        def put(self, value):
+            self.chunks.append(value.reshape(-1).tolist())
+
+        def end(self):
+            self.ended = True
+
+    model = Pulse(pretrained=str(ckpts[layout]), dtype="float32", device_map="cpu", max_new_tokens=6)
+    processed = model.engine.process_image(Image.open(image_path).convert("RGB"))
+    item = model.engine.prepare([("What is the rhythm?", None)], processed)
+    recorder = Recorder()
+    (out,) = model.engine.generate([item], model.defaults, streamer=recorder)
+    streamed = [t for chunk in recorder.chunks[1:] for t in chunk]  # the first put is the prompt
+    assert recorder.ended and streamed[: len(out.token_ids)] == list(out.token_ids)
 
 
 # ---------------------------------------------------------------- --json
