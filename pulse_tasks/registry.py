@@ -19,11 +19,15 @@ import argparse
 import hashlib
 import json
 import os
+import logging
 import shutil
+import sys
 from importlib import resources
 from pathlib import Path
 
 from pulse_tasks.subsets import SUBSETS
+
+log = logging.getLogger("ecgbench")
 
 TASK_FOLDER = "ecgbench"  # sub-folder holding the YAMLs (lmms-eval searches include paths recursively)
 TEMPLATE = "_default_template_yaml"
@@ -135,12 +139,33 @@ def install_task_hook() -> None:
     def initialize_tasks(self, include_path=None, include_defaults=True):
         paths = [] if include_path is None else ([include_path] if isinstance(include_path, (str, os.PathLike)) else list(include_path))
         if not any(is_our_task_root(p) for p in paths):
-            paths.append(str(task_root()))
+            root = task_root()
+            paths.append(str(root))
+            if root == packaged_task_root():
+                warn_if_hub_unreachable()
         return original(self, include_path=paths, include_defaults=include_defaults)
 
     initialize_tasks._ecgbench_hook = True  # type: ignore[attr-defined]
     initialize_tasks.__wrapped__ = original  # type: ignore[attr-defined]
     TaskManager.initialize_tasks = initialize_tasks
+
+
+def warn_if_hub_unreachable(argv: list[str] | None = None) -> bool:
+    """Log our one-paragraph offline hint when an ECGBench run would need the hub but may not reach it.
+
+    lmms-eval reads the hub copy itself and, offline, fails with a bare retry error; our loader's
+    message names the setting and the command. Only said for command lines naming our tasks and
+    when the Hugging Face offline switches are on (a cached copy still loads, hence a warning).
+    """
+    from pulse_tasks.data import hub_offline, offline_message
+    from pulse_tasks.subsets import HUB_DATASET
+
+    argv = sys.argv if argv is None else argv
+    if not hub_offline() or not any("ecgbench" in arg for arg in argv):
+        return False
+    log.warning(offline_message(HUB_DATASET, "ecgbench", "HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set "
+                                "and ECGBENCH_DATA is not; this only works if the hub copy is already cached"))
+    return True
 
 
 # ---------------------------------------------------------------- `ecgbench tasks`

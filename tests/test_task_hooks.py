@@ -164,3 +164,16 @@ def test_judge_tasks_fail_fast_without_judge(monkeypatch):
         hooks._check_judge_configured(BY_CONFIG["arena"])
     monkeypatch.setenv(hooks.SKIP_JUDGE_CHECK_ENV, "1")
     hooks._check_judge_configured(BY_CONFIG["arena"])  # predict-only runs skip the check
+
+
+def test_offline_hint_names_the_setting_when_the_hub_is_switched_off(monkeypatch, caplog):
+    from pulse_tasks.registry import warn_if_hub_unreachable
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with caplog.at_level("WARNING", logger="ecgbench"):
+        assert warn_if_hub_unreachable(["lmms_eval", "--tasks", "ecgbench_ptb"])
+    assert "ECGBENCH_DATA" in caplog.text and "ecgbench data fetch" in caplog.text
+    assert not warn_if_hub_unreachable(["lmms_eval", "--tasks", "mmmu_val"])  # not our run: silent
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    assert not warn_if_hub_unreachable(["lmms_eval", "--tasks", "ecgbench_ptb"])
