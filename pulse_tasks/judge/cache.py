@@ -18,10 +18,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random
+
 log = logging.getLogger(__name__)
 
 # Concurrent writers (lmms-eval ranks, a parallel `ecgbench judge`) wait this long for the lock.
 BUSY_TIMEOUT_MS = 30_000
+INIT_RETRY_S = 10.0  # set-up retries when processes create the file at once (WAL switch is not busy-retried)
 SCHEMA_VERSION = 1  # bump if the table layout changes (a new table name, old rows ignored)
 _TABLE = f"judge_replies_v{SCHEMA_VERSION}"
 
@@ -45,14 +48,32 @@ class JudgeCache:
         self.disabled_reason: str | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._lock:
-                conn = self._connect()
-                conn.execute(f"CREATE TABLE IF NOT EXISTS {_TABLE} (key TEXT PRIMARY KEY, model TEXT NOT NULL, "
-                             "reply TEXT NOT NULL, usage TEXT NOT NULL, created REAL NOT NULL)")
-                conn.commit()
+            # Two processes creating the file at once can get "database is locked" from the switch
+            # to WAL, which SQLite does not retry under busy_timeout: retry the set-up briefly.
+            for attempt in Retrying(retry=retry_if_exception_type(sqlite3.OperationalError),
+                                    stop=stop_after_delay(INIT_RETRY_S), wait=wait_random(0.01, 0.1), reraise=True):
+                with attempt, self._lock:
+                    self._setup()
         except (OSError, sqlite3.Error) as exc:
             self.disabled_reason = f"{type(exc).__name__}: {exc}"
             log.warning("judge cache %s unavailable, judging without it: %s", self.path, self.disabled_reason)
+
+    def _setup(self) -> None:
+        try:
+            conn = self._connect()
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {_TABLE} (key TEXT PRIMARY KEY, model TEXT NOT NULL, "
+                         "reply TEXT NOT NULL, usage TEXT NOT NULL, created REAL NOT NULL)")
+            conn.commit()
+        except sqlite3.OperationalError:
+            self._drop_thread_connection()  # the next attempt starts from a fresh connection
+            raise
+
+    def _drop_thread_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            self._connections.remove(conn)
+            conn.close()
 
     def _connect(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
