@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from pulse_tasks.judge.settings import ENV_VARS as JUDGE_VARS
+
 pytestmark = pytest.mark.slow
 
-JUDGE_VARS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT",
-              "ECGBENCH_JUDGE_BASE_URL", "ECGBENCH_JUDGE_API_KEY")
 
 
 def test_reduced_demo_produces_every_artefact(tmp_path):

@@ -21,15 +21,12 @@ from pulse_tasks.judge.rubrics import (
     builtin_rubric,
     parse_reply,
 )
-
-JUDGE_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT", "OPENAI_API_VERSION",
-             "ECGBENCH_JUDGE_MODEL", "ECGBENCH_JUDGE_BASE_URL", "ECGBENCH_JUDGE_API_KEY", "ECGBENCH_JUDGE_CONCURRENCY",
-             "ECGBENCH_JUDGE_TIMEOUT", "ECGBENCH_JUDGE_MAX_CALLS", "ECGBENCH_JUDGE_CACHE")
+from pulse_tasks.judge.settings import ENV_VARS as JUDGE_ENV_VARS
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in JUDGE_ENV:
+    for name in JUDGE_ENV_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ECGBENCH_JUDGE_CACHE", "off")
 
@@ -241,3 +238,14 @@ def test_missing_prompt_file_is_reported(tmp_path: Path) -> None:
         judge.check_configured(s)
     rec = judge.score_item("ptb-test-report", {"id": "a", "questions": ["q"], "answers": ["g"]}, "x", s)
     assert rec["status"] == "failed" and "nope.txt" in rec["error"]
+
+
+def test_env_vars_lists_every_variable_settings_reads() -> None:
+    import inspect
+    import re
+
+    from pulse_tasks.judge import settings
+
+    read = set(re.findall(r'_env\("([A-Z_]+)"\)|environ\.get\("(ECGBENCH_[A-Z_]+)"\)', inspect.getsource(settings)))
+    names = {a or b for a, b in read}
+    assert names == set(settings.ENV_VARS)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from pulse_tasks import judge
+from pulse_tasks.judge.settings import ENV_VARS as JUDGE_ENV_VARS
 
 try:
     from judge_server import (
@@ -33,14 +34,11 @@ except ImportError:  # tests/ imported as a package
     )
 
 REPORT_KEYS = ("Diagnosis", "Waveform", "Rhythm")
-ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT", "OPENAI_API_VERSION",
-       "ECGBENCH_JUDGE_MODEL", "ECGBENCH_JUDGE_BASE_URL", "ECGBENCH_JUDGE_API_KEY", "ECGBENCH_JUDGE_CONCURRENCY",
-       "ECGBENCH_JUDGE_TIMEOUT", "ECGBENCH_JUDGE_MAX_CALLS", "ECGBENCH_JUDGE_CACHE")
 
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch: pytest.MonkeyPatch) -> Any:
-    for name in ENV:
+    for name in JUDGE_ENV_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ECGBENCH_JUDGE_CACHE", "off")
     judge.reset_runtimes()

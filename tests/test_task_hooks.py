@@ -157,8 +157,9 @@ def test_hub_default_is_the_packaged_folder(monkeypatch):
 def test_judge_tasks_fail_fast_without_judge(monkeypatch):
     from pulse_tasks import judge
 
-    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT",
-                "ECGBENCH_JUDGE_BASE_URL", "ECGBENCH_JUDGE_API_KEY", hooks.SKIP_JUDGE_CHECK_ENV):
+    from pulse_tasks.judge.settings import ENV_VARS
+
+    for var in (*ENV_VARS, hooks.SKIP_JUDGE_CHECK_ENV):
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(judge.JudgeNotConfiguredError):
         hooks._check_judge_configured(BY_CONFIG["arena"])

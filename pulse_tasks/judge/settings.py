@@ -46,6 +46,10 @@ MAX_RETRY_AFTER_S = 120.0
 DEFAULT_MAX_TOKENS = 1024
 # vLLM and friends started without --api-key accept any bearer token; the SDK insists on one.
 PLACEHOLDER_KEY = "EMPTY"
+# Every environment variable settings_from_env reads (tests and the demo clear exactly these).
+ENV_VARS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT", "OPENAI_API_VERSION",
+            "ECGBENCH_JUDGE_MODEL", "ECGBENCH_JUDGE_BASE_URL", "ECGBENCH_JUDGE_API_KEY", "ECGBENCH_JUDGE_CONCURRENCY",
+            "ECGBENCH_JUDGE_TIMEOUT", "ECGBENCH_JUDGE_MAX_CALLS", "ECGBENCH_JUDGE_CACHE")
 # Values of ECGBENCH_JUDGE_CACHE that turn the cache off.
 CACHE_OFF_VALUES = frozenset({"", "0", "off", "none", "false", "no"})
 
