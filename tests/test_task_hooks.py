@@ -178,3 +178,12 @@ def test_offline_hint_names_the_setting_when_the_hub_is_switched_off(monkeypatch
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     assert not warn_if_hub_unreachable(["lmms_eval", "--tasks", "ecgbench_ptb"])
+
+
+def test_gold_history_yaml_hooks_exist():
+    config = _load_yaml(YAML_DIR / "ecgbench_arena_gold_history.yaml")
+    utils = runpy.run_path(str(YAML_DIR / "utils.py"))
+    assert [m["metric"] for m in config["metric_list"]] == list(hooks.metric_names(BY_CONFIG["arena"]))
+    for ref in [m["aggregation"] for m in config["metric_list"]] + [config["process_docs"], config["doc_to_text"],
+                                                                   config["doc_to_messages"], config["process_results"]]:
+        assert callable(utils[ref.split(".", 1)[1]]), ref

@@ -47,5 +47,8 @@ from pulse_tasks.hooks import (  # noqa: E402,F401  the arena variant for adapte
     process_results_gold_history,
 )
 
-for _name, _fn in AGGREGATIONS_GOLD_HISTORY.items():
-    globals()[f"agg_gold_history_{_name}"] = _fn
+agg_gold_history_judge_score = AGGREGATIONS_GOLD_HISTORY["judge_score"]
+agg_gold_history_accuracy = AGGREGATIONS_GOLD_HISTORY["accuracy"]
+agg_gold_history_completeness = AGGREGATIONS_GOLD_HISTORY["completeness"]
+agg_gold_history_instruction_adherence = AGGREGATIONS_GOLD_HISTORY["instruction_adherence"]
+agg_gold_history_judge_failed = AGGREGATIONS_GOLD_HISTORY["judge_failed"]
