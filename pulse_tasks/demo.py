@@ -24,11 +24,14 @@ import time
 from pathlib import Path
 
 # Demo sizes: large enough that the rhythm questions show learning, small enough for 2 CPU cores.
-DEMO_PER_SUBSET = 12  # synthetic ECGBench items per subset
-DEMO_INSTRUCT = 192  # synthetic ECGInstruct training records
-DEMO_TRAIN_STEPS = 400  # optimizer steps: fewer leave the tiny model emitting byte noise
+DEMO_PER_SUBSET = 24  # synthetic ECGBench items per subset (120 rhythm questions in all)
+DEMO_INSTRUCT = 1500  # synthetic ECGInstruct training records
+DEMO_TRAIN_STEPS = 3000  # optimizer steps: 400 teach the answer formats, ~3000 the rhythm too
 RHYTHM_ID_PREFIX = "synth-rhythm-"  # synthetic items whose gold follows from the drawn heart rate
 DEMO_IMAGE_SIZE = (320, 240)  # small images: the tiny model's anyres tiles stay cheap
+# Bold traces: the tiny model sees the page at about 64x64 px, where 1 px traces fade out and it
+# cannot learn the rhythm (measured: stuck at the class-entropy loss; 4 px traces are learned).
+DEMO_INK_WIDTH = 4
 JUDGED_TASKS = ("ecgbench_ptb_report", "ecgbench_arena")
 # On a CPU the protocol's 1024 new tokens would dominate the demo; synthetic answers are short.
 CPU_MAX_NEW_TOKENS = 32
@@ -97,8 +100,10 @@ def synthesize(out: Path, per_subset: int, n_instruct: int) -> tuple[Path, Path]
     """Step 1: synthetic ECGBench and ECGInstruct."""
     from pulse_tasks.synth import make_ecgbench, make_instruct
 
-    bench = make_ecgbench(out / "data" / "ecgbench", per_subset=per_subset, layout="hub", seed=0, image_size=DEMO_IMAGE_SIZE)
-    instruct = make_instruct(out / "data" / "instruct", n=n_instruct, seed=1, image_size=DEMO_IMAGE_SIZE)
+    bench = make_ecgbench(out / "data" / "ecgbench", per_subset=per_subset, layout="hub", seed=0,
+                          image_size=DEMO_IMAGE_SIZE, ink_width=DEMO_INK_WIDTH)
+    instruct = make_instruct(out / "data" / "instruct", n=n_instruct, seed=1, image_size=DEMO_IMAGE_SIZE,
+                             ink_width=DEMO_INK_WIDTH)
     print(f"    synthetic ECGBench: {bench} ({per_subset} items per subset)\n    synthetic ECGInstruct: {instruct}")
     return bench, instruct
 

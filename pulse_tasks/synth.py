@@ -158,10 +158,12 @@ def simulate_ecg(rhythm: Rhythm, rng: np.random.Generator) -> tuple[np.ndarray, 
 
 
 def render_ecg(signal: np.ndarray, size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
-               sampling_rate: int = SAMPLING_RATE) -> Any:
+               sampling_rate: int = SAMPLING_RATE, ink_width: int = 1) -> Any:
     """Draw a (12, n) mV signal as a 3x4 printout + lead II rhythm strip; returns a PIL RGB image.
 
     Paper speed 25 mm/s and 10 mm/mV, with the millimetre size set by the image width.
+    ``ink_width`` (pixels) thickens the traces: a bold print keeps the rhythm visible after a
+    model downsamples the page to a few dozen pixels (the demo's tiny model sees about 64x64).
     """
     from PIL import Image, ImageDraw
 
@@ -194,7 +196,7 @@ def render_ecg(signal: np.ndarray, size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
             t = np.arange(lo, hi) / sampling_rate
             xs = margin + t * px_per_s
             ys = np.clip(baseline - signal[index[lead], lo:hi] * px_per_mv, margin, height - margin)
-            draw.line(list(zip(xs.tolist(), ys.tolist())), fill=ink, width=1)
+            draw.line(list(zip(xs.tolist(), ys.tolist())), fill=ink, width=ink_width)
             x0 = margin + lo / sampling_rate * px_per_s
             draw.text((x0 + 2, margin + row_h * r + 1), lead, fill=ink)
             if c:  # short separator tick between columns, as on printed ECGs
@@ -317,7 +319,7 @@ def conversations_for(sub: Subset, rhythm: Rhythm, rate: float,
 # Writing
 
 
-def _item(sub: Subset, index: int, seed: int, size: tuple[int, int], stream: int) -> SynthItem:
+def _item(sub: Subset, index: int, seed: int, size: tuple[int, int], stream: int, ink_width: int = 1) -> SynthItem:
     # one generator per item: items do not depend on how many others are made
     rng = np.random.default_rng([seed, stream, SUBSETS.index(sub), index])
     rhythm = RHYTHMS[(index + SUBSETS.index(sub)) % len(RHYTHMS)]  # balanced classes in every subset
@@ -325,7 +327,8 @@ def _item(sub: Subset, index: int, seed: int, size: tuple[int, int], stream: int
     conversations, rhythm_question = conversations_for(sub, rhythm, rate, rng)
     prefix = "synth-rhythm" if rhythm_question else "synth"
     item_id = f"{prefix}-{sub.config}-{index:04d}"
-    return SynthItem(item_id, sub.config, f"{sub.config}/{item_id}.png", _png_bytes(render_ecg(signal, size)),
+    png = _png_bytes(render_ecg(signal, size, ink_width=ink_width))
+    return SynthItem(item_id, sub.config, f"{sub.config}/{item_id}.png", png,
                      conversations, rhythm, round(rate, 1), rhythm_question)
 
 
@@ -375,7 +378,7 @@ def _write_json(out: Path, sub: Subset, items: list[SynthItem]) -> None:
 
 
 def make_ecgbench(out_dir: str | os.PathLike[str], per_subset: int = 4, layout: Layout = "hub", seed: int = 0,
-                  image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE) -> Path:
+                  image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE, ink_width: int = 1) -> Path:
     """Write a synthetic ECGBench (all nine subsets, ``per_subset`` items each) and return its folder.
 
     ``layout="hub"``: ``<config>/test-00000-of-00001.parquet``; ``"json"``: ``<config>.json`` + images/.
@@ -388,14 +391,14 @@ def make_ecgbench(out_dir: str | os.PathLike[str], per_subset: int = 4, layout: 
     out.mkdir(parents=True, exist_ok=True)
     items_meta: dict[str, dict[str, Any]] = {}
     for sub in SUBSETS:
-        items = [_item(sub, i, seed, tuple(image_size), stream=0) for i in range(per_subset)]
+        items = [_item(sub, i, seed, tuple(image_size), stream=0, ink_width=ink_width) for i in range(per_subset)]
         (_write_hub if layout == "hub" else _write_json)(out, sub, items)
         for it in items:
             items_meta[it.id] = {"subset": sub.config, "rhythm": it.rhythm, "heart_rate": it.heart_rate,
                                  "rhythm_question": it.rhythm_question}
     _write_markers(out, f"synthetic ECGBench, {layout} layout", {
         "kind": "ecgbench", "layout": layout, "seed": seed, "per_subset": per_subset,
-        "image_size": list(image_size), "rhythm_rates": RHYTHM_RATES, "items": items_meta})
+        "image_size": list(image_size), "ink_width": ink_width, "rhythm_rates": RHYTHM_RATES, "items": items_meta})
     return out
 
 
@@ -421,7 +424,7 @@ def _llava_conversations(conversations: list[dict[str, Any]]) -> list[dict[str, 
 
 
 def make_instruct(out_dir: str | os.PathLike[str], n: int = 64, seed: int = 0,
-                  image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE) -> Path:
+                  image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE, ink_width: int = 1) -> Path:
     """Write a synthetic ECGInstruct (LLaVA JSON + images/) and return the JSON file's path.
 
     Rhythm questions use the synthetic ECGBench's prompts and answer styles; arena-style records
@@ -434,7 +437,7 @@ def make_instruct(out_dir: str | os.PathLike[str], n: int = 64, seed: int = 0,
     records, meta = [], {}
     for i in range(n):
         sub = BY_CONFIG[INSTRUCT_TEMPLATES[i % len(INSTRUCT_TEMPLATES)]]
-        item = _item(sub, i, seed, tuple(image_size), stream=1)
+        item = _item(sub, i, seed, tuple(image_size), stream=1, ink_width=ink_width)
         item_id = item.id.replace("synth", "synth-train", 1)
         image_rel = f"train/{item_id}.png"
         target = out / IMAGE_DIR / image_rel
