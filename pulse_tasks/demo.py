@@ -15,7 +15,6 @@ reported as skipped (with the reason) otherwise.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import subprocess
@@ -90,10 +89,12 @@ def judge_configured() -> tuple[bool, str]:
 
 
 def _results_file(out: Path) -> Path:
-    files = sorted(glob.glob(str(out / "**" / "*_results.json"), recursive=True))
-    if not files:
-        raise DemoError(f"lmms-eval wrote no results under {out} (its exit code is 0 even on errors; see the log)")
-    return Path(files[-1])
+    from pulse_tasks.runs import RunError, find_results
+
+    try:
+        return find_results(out)[-1]
+    except RunError as exc:  # lmms-eval exits 0 even on errors: its missing results say it
+        raise DemoError(f"lmms-eval wrote no results ({exc}); see the log") from None
 
 
 def synthesize(out: Path, per_subset: int, n_instruct: int) -> tuple[Path, Path]:

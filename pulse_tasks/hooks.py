@@ -308,8 +308,6 @@ def process_results_gold_history(doc: dict, results: list) -> dict[str, dict]:
 
 def judge_conversations(turn_records: list[dict]) -> list[dict]:
     """Judge records, one per conversation, from per-turn records (both turns in one judge call)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from pulse_tasks import judge
 
     by_conv: dict[str, dict[int, dict]] = {}
@@ -321,9 +319,7 @@ def judge_conversations(turn_records: list[dict]) -> list[dict]:
         first = next(iter(turns.values()))
         docs.append({"id": conv_id, "subset": "arena", "questions": first["questions"], "answers": first["answers"]})
         answers.append([turns[k]["response"] if k in turns else None for k in range(len(first["questions"]))])
-    # The judge client bounds calls in flight itself; the pool only needs to be at least that wide.
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        return list(pool.map(lambda da: judge.score_item("arena", da[0], da[1]), zip(docs, answers)))
+    return judge.judge_items("arena", docs, answers)  # concurrent, up to the judge's own limit
 
 
 _GOLD_JUDGED: dict[str, list[dict]] = {}  # judge records per set of responses: five metrics, one judging

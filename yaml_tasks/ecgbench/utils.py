@@ -2,12 +2,17 @@
 
 from pulse_tasks.hooks import (  # noqa: F401
     AGGREGATIONS,
+    AGGREGATIONS_GOLD_HISTORY,
     PROCESS_DOCS,
     doc_to_messages,
+    doc_to_messages_gold_history,
     doc_to_target,
     doc_to_text,
+    doc_to_text_gold_history,
     doc_to_visual,
+    process_docs_arena_gold_history,
     process_results,
+    process_results_gold_history,
 )
 
 process_docs_ptb = PROCESS_DOCS["ptb-test"]
@@ -39,14 +44,7 @@ agg_accuracy = AGGREGATIONS["accuracy"]
 agg_completeness = AGGREGATIONS["completeness"]
 agg_instruction_adherence = AGGREGATIONS["instruction_adherence"]
 
-from pulse_tasks.hooks import (  # noqa: E402,F401  the arena variant for adapters without multi-round
-    AGGREGATIONS_GOLD_HISTORY,
-    doc_to_messages_gold_history,
-    doc_to_text_gold_history,
-    process_docs_arena_gold_history,
-    process_results_gold_history,
-)
-
+# The arena variant for adapters without multi-round generation.
 agg_gold_history_judge_score = AGGREGATIONS_GOLD_HISTORY["judge_score"]
 agg_gold_history_accuracy = AGGREGATIONS_GOLD_HISTORY["accuracy"]
 agg_gold_history_completeness = AGGREGATIONS_GOLD_HISTORY["completeness"]
