@@ -100,3 +100,26 @@ def test_cli_reports_config_errors_without_a_traceback(capsys):
 def test_every_field_is_documented_in_pulse_7b_or_has_a_default():
     # A config that sets nothing but the required keys is valid: every field has a default.
     TrainConfig(model_name_or_path="m", data_path="d", output_dir="o").validate()
+
+
+def test_checkpointing_switch_name_follows_the_installed_transformers():
+    """transformers renamed TrainingArguments.gradient_checkpointing to activation_checkpointing
+    within 5.x (5.17, the GPU machines' version, has only the old name): the recipe asks the class."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    from pulse_training.recipe import _checkpointing_field
+
+    @dataclasses.dataclass
+    class Before:
+        gradient_checkpointing: bool = False
+
+    @dataclasses.dataclass
+    class After:
+        gradient_checkpointing: bool = False  # kept as an alias next to the new name
+        activation_checkpointing: bool = False
+
+    assert _checkpointing_field(Before) == "gradient_checkpointing"
+    assert _checkpointing_field(After) == "activation_checkpointing"
+    assert _checkpointing_field(TrainingArguments) in {f.name for f in dataclasses.fields(TrainingArguments)}

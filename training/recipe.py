@@ -285,6 +285,15 @@ def resolve_deepspeed(config: TrainConfig) -> dict | None:
     return ds_config
 
 
+def _checkpointing_field(arguments_class: type) -> str:
+    """TrainingArguments' name for the checkpointing switch: ``activation_checkpointing`` in recent
+    transformers 5 releases, ``gradient_checkpointing`` before (5.17, on the GPU machines, has only that)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(arguments_class)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
 def training_arguments(config: TrainConfig, ds_config: dict | None) -> Any:
     """PULSE's hyper-parameters as transformers TrainingArguments."""
     from transformers import TrainingArguments
@@ -292,6 +301,7 @@ def training_arguments(config: TrainConfig, ds_config: dict | None) -> Any:
 
     tf32 = config.tf32 if is_torch_tf32_available() else None  # TF32 is an Ampere+ CUDA switch
     return TrainingArguments(
+        **{_checkpointing_field(TrainingArguments): False},  # enabled on the model itself in setup_model
         output_dir=config.output_dir,
         num_train_epochs=config.num_train_epochs,
         max_steps=config.max_steps,
@@ -305,7 +315,6 @@ def training_arguments(config: TrainConfig, ds_config: dict | None) -> Any:
         seed=config.seed,
         bf16=config.bf16,
         tf32=tf32,
-        activation_checkpointing=False,  # enabled on the model itself in setup_model
         deepspeed=ds_config,
         logging_steps=config.logging_steps,
         save_strategy=config.save_strategy,
