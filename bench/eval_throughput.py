@@ -18,6 +18,9 @@ What it measures (one GPU, random weights, nothing downloaded):
     python bench/eval_throughput.py                          # on a GPU (about 15 minutes on an H100)
     python bench/eval_throughput.py --tiny                   # CPU smoke run with a tiny random model
     python bench/eval_throughput.py --batch-sizes 16,32 --caches dynamic,static --json out.json
+    python bench/eval_throughput.py --time-budget 300 --phases 32 --profile prof.txt --json out.json
+        # a bounded run (bench/gpu_session.sh): no new setting starts after 300 s, the JSON is
+        # rewritten after every setting, plus a per-phase split and a kernel table of one batch
 
 Numbers go to docs/performance.md with the card and the date.
 """
@@ -92,7 +95,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prefetch-workers", type=int, default=None, help="adapter setting (default engine's)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up batches per setting (default 1)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None, help="write all results here")
+    p.add_argument("--json", default=None, help="write all results here (rewritten after every setting)")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="seconds: no new setting starts once this much time has passed (the one running finishes)")
+    p.add_argument("--phases", type=int, default=None, metavar="BATCH",
+                   help="also split one short batch of this size into preparation, CLIP+splice, prefill and decode")
+    p.add_argument("--profile", default=None, metavar="FILE",
+                   help="with --phases: write torch.profiler's kernel table of that batch's prefill here")
     return p.parse_args(argv)
 
 
@@ -220,12 +229,77 @@ def agreement(ref: list[list[int]], other: list[list[int]]) -> tuple[float, floa
     return same_items, tok_same / max(1, tok_total)
 
 
+def measure_phases(engine: Any, items: list[Any], batch: int, max_new: int, device: Any,
+                   profile: str | None = None) -> dict[str, float]:
+    """Where one batch's time goes, in ms per item: CPU preparation (decode, anyres, tokenisation),
+    CLIP + projector + splice, prefill (generate 1 token), decode (N tokens minus prefill)."""
+    import torch
+
+    from pulse_models.engine import GenSettings, _prepare_one
+
+    cuda = str(device).startswith("cuda") and torch.cuda.is_available()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    work = [type(it)(it.key, list(it.turns), it.load_image) for it in items[:batch]]
+    t0 = time.perf_counter()
+    prepared = [_prepare_one(engine, it) for it in work]
+    prep = time.perf_counter() - t0
+    failed = [p for p in prepared if isinstance(p, str)]
+    if failed:
+        raise RuntimeError(f"phase split: {len(failed)} items failed to prepare: {failed[0]}")
+    model = engine.model
+    pixels = [p.pixel_values for p in prepared]
+    sizes = [p.image_size for p in prepared]
+
+    def merge() -> None:
+        with torch.inference_mode():
+            model.prepare_inputs_embeds([p.input_ids for p in prepared], pixels, sizes, padding_side="left")
+
+    def gen(n: int) -> None:
+        engine.generate(prepared, GenSettings(max_new_tokens=n))
+
+    def timed(fn: Any, *a: Any) -> float:
+        fn(*a)  # warm-up (allocator, cuBLAS heuristics)
+        sync()
+        t = time.perf_counter()
+        fn(*a)
+        sync()
+        return time.perf_counter() - t
+
+    splice = timed(merge)
+    prefill = timed(gen, 1)
+    full = timed(gen, max_new)
+    n = len(prepared)
+    out = {"batch": n, "new_tokens": max_new, "prepare_ms": 1e3 * prep / n, "clip_splice_ms": 1e3 * splice / n,
+           "prefill_ms": 1e3 * max(prefill - splice, 0.0) / n, "decode_ms": 1e3 * max(full - prefill, 0.0) / n,
+           "total_gpu_ms": 1e3 * full / n}
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with torch_profile(activities=acts) as prof:
+            gen(1)
+            sync()
+        key = "cuda_time_total" if cuda else "cpu_time_total"
+        Path(profile).write_text(f"prefill of one batch of {n} (generate 1 new token)\n"
+                                 + prof.key_averages().table(sort_by=key, row_limit=30) + "\n")
+    return out
+
+
+def _write_json(path: str | None, meta: dict[str, Any], results: list[Result], extra: dict[str, Any]) -> None:
+    if not path:
+        return
+    rows = [{k: v for k, v in asdict(r).items() if k != "outputs"} for r in results]
+    Path(path).write_text(json.dumps({"meta": meta, "results": rows, **extra}, indent=2))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
     from pulse_models.engine import DEFAULT_PREFETCH_WORKERS, OriginalEngine
 
+    started = time.perf_counter()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.tiny else "cpu"))
     dtype = getattr(torch, args.dtype or ("float16" if device.type == "cuda" else "float32"))
     if device.type != "cuda" and not args.tiny:
@@ -243,40 +317,70 @@ def main(argv: list[str] | None = None) -> int:
     prefetch = DEFAULT_PREFETCH_WORKERS if args.prefetch_workers is None else args.prefetch_workers
     warmup = 1 if args.warmup is None else args.warmup
 
+    def over_budget() -> bool:
+        return args.time_budget is not None and time.perf_counter() - started > args.time_budget
+
     with tempfile.TemporaryDirectory() as tmp:
         model, tok, ip = build_model(args, device, dtype, Path(tmp))
         engine = OriginalEngine(model, tok, ip)
         card = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
         print(f"device: {card}; dtype {dtype}; attn {args.attn}; tiny={tiny}", flush=True)
+        import transformers
+
+        meta = {"device": card, "dtype": str(dtype), "attn": args.attn, "tiny": tiny,
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
+                "transformers": transformers.__version__, "time_budget_s": args.time_budget}
         results: list[Result] = []
+        extra: dict[str, Any] = {"skipped": []}
         for workload in [w for w in args.workloads.split(",") if w]:
-            items = make_items(max(items_n[workload], ref_n[workload]), tok, tiny, args.seed)
+            items = make_items(max(items_n[workload], ref_n[workload], args.phases or 0), tok, tiny, args.seed)
             n_img = ip.num_image_tokens(SCAN_SIZE if not tiny else (100, 60))
             print(f"\n== {workload}: {tokens[workload]} new tokens, {n_img} image + ~{TARGET_TEXT_TOKENS} text tokens",
                   flush=True)
-            ref = run_setting(engine, items[: ref_n[workload]], workload, "reference", 1, "dynamic", 0,
-                              tokens[workload], warmup, device)
-            ref.identical_items = ref.identical_tokens = 1.0
-            results.append(ref)
-            _print(ref)
-            for cache in caches:
-                for b in batch_sizes:
-                    try:
-                        r = run_setting(engine, items[: items_n[workload]], workload, "adapter", b, cache, prefetch,
-                                        tokens[workload], warmup, device)
-                    except Exception as exc:  # noqa: BLE001 - e.g. OOM at a large batch: report, go on
-                        print(f"  batch {b} cache {cache}: failed ({type(exc).__name__}: {exc})", flush=True)
-                        continue
+            if args.phases and workload == "short" and not over_budget():
+                try:
+                    extra["phases"] = measure_phases(engine, items, args.phases, tokens[workload], device,
+                                                     args.profile)
+                    print("  phases (ms per item): " + ", ".join(
+                        f"{k} {v:.1f}" for k, v in extra["phases"].items() if k.endswith("_ms")), flush=True)
+                except Exception as exc:  # noqa: BLE001 - e.g. OOM: report, go on with the settings
+                    extra["phases"] = {"error": f"{type(exc).__name__}: {exc}"}
+                    print(f"  phases: failed ({type(exc).__name__}: {exc})", flush=True)
+                _write_json(args.json, meta, results, extra)
+            plan = [("reference", 1, "dynamic", 0, ref_n[workload])]
+            plan += [("adapter", b, c, prefetch, items_n[workload]) for c in caches for b in batch_sizes]
+            ref: Result | None = None
+            for name, b, cache, pf, n in plan:
+                if over_budget():
+                    extra["skipped"].append({"workload": workload, "setting": name, "batch_size": b, "cache": cache})
+                    print(f"  {name} batch {b} cache {cache}: skipped (time budget {args.time_budget:.0f}s spent)",
+                          flush=True)
+                    continue
+                try:
+                    r = run_setting(engine, items[:n], workload, name, b, cache, pf, tokens[workload], warmup, device)
+                except Exception as exc:  # noqa: BLE001 - e.g. OOM at a large batch: report, go on
+                    print(f"  {name} batch {b} cache {cache}: failed ({type(exc).__name__}: {exc})", flush=True)
+                    _empty_cache(device)
+                    continue
+                if name == "reference":
+                    ref = r
+                    r.identical_items = r.identical_tokens = 1.0
+                elif ref is not None:
                     r.identical_items, r.identical_tokens = agreement(ref.outputs, r.outputs)
-                    results.append(r)
-                    _print(r)
+                results.append(r)
+                _print(r)
+                _write_json(args.json, meta, results, extra)
         _summary(results, device.type == "cuda" and not tiny)
-        if args.json:
-            meta = {"device": card, "dtype": str(dtype), "attn": args.attn, "tiny": tiny,
-                    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__}
-            rows = [{k: v for k, v in asdict(r).items() if k != "outputs"} for r in results]
-            Path(args.json).write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
+        meta["wall_s"] = round(time.perf_counter() - started, 1)
+        _write_json(args.json, meta, results, extra)
     return 0
+
+
+def _empty_cache(device: Any) -> None:
+    import torch
+
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _print(r: Result) -> None:
@@ -291,6 +395,8 @@ def _summary(results: list[Result], on_gpu: bool) -> None:
     print("\n== summary")
     for workload in dict.fromkeys(r.workload for r in results):
         rows = [r for r in results if r.workload == workload]
+        if rows[0].setting != "reference":  # the reference failed: nothing to compare with
+            continue
         ref = rows[0]
         ok = [r for r in rows[1:] if (r.identical_items or 0) >= TARGET_AGREEMENT] or rows[1:]
         if not ok:

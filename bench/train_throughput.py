@@ -3,6 +3,9 @@
     python bench/train_throughput.py                      # recipe settings, 8-layer 7B-width model
     python bench/train_throughput.py --sweep              # the levers: micro-batch x checkpointing x compile
     python bench/train_throughput.py --tiny               # CPU check of this script (tiny model, no MFU)
+    python bench/train_throughput.py --settings 2+ckpt,2,4,4+compile --time-budget 200 --json out.json
+        # chosen settings (micro-batch [+ckpt] [+compile]); no new one starts after 200 s; the JSON
+        # is rewritten after every setting (the bounded device run, bench/gpu_session.sh)
 
 Model: the project's one LLaVA-1.6 definition (pulse_models.modeling.PulseLlavaForCausalLM) at
 7B width (hidden 4096, 32 heads, MLP 11008, vocab 32000) cut to --layers decoder layers (8 fit an
@@ -120,7 +123,8 @@ def measure(setting: Setting, args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     config = build_config(args.layers, args.tiny)
     attn = _attn(setting.attn, device)
-    model = PulseLlavaForCausalLM(config, attn_implementation=attn).to(device)
+    with torch.device(device):  # initialise on the GPU: seconds instead of a minute of CPU init at 2B
+        model = PulseLlavaForCausalLM(config, attn_implementation=attn)
     model.freeze_vision_tower(True)  # the recipe's default
     if setting.grad_ckpt:
         model.gradient_checkpointing_enable({"use_reentrant": False})
@@ -215,7 +219,25 @@ def _deepspeed_step_fn(model: torch.nn.Module, params: list, setting: Setting, b
     return step_fn
 
 
+def parse_settings(spec: str, args: argparse.Namespace) -> list[Setting]:
+    """``2+ckpt,2,4+compile`` -> micro-batch 2 with checkpointing, 2 without, 4 compiled without."""
+    out = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        mb, *flags = part.split("+")
+        unknown = set(flags) - {"ckpt", "compile"}
+        if not mb.isdigit() or int(mb) < 1 or unknown:
+            print(f"--settings: cannot read {part!r} (want MICRO_BATCH[+ckpt][+compile], e.g. 2+ckpt)", file=sys.stderr)
+            raise SystemExit(2)
+        out.append(Setting(micro_batch=int(mb), grad_ckpt="ckpt" in flags, attn=args.attn,
+                           compile="compile" in flags, engine=args.engine))
+    return out
+
+
 def settings_to_run(args: argparse.Namespace) -> list[Setting]:
+    if args.settings:
+        return parse_settings(args.settings, args)
     if not args.sweep:
         return [Setting(micro_batch=args.micro_batch, grad_ckpt=not args.no_grad_ckpt, attn=args.attn,
                         compile=args.compile, engine=args.engine)]
@@ -237,9 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps (allocator, autotuning, compile)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="override the card's dense bf16 peak")
     parser.add_argument("--sweep", action="store_true", help="micro-batch x checkpointing x compile grid")
+    parser.add_argument("--settings", default=None,
+                        help="comma-separated MICRO_BATCH[+ckpt][+compile], e.g. 2+ckpt,2,4+compile (instead of --sweep)")
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="seconds: no new setting starts once this much time has passed")
     parser.add_argument("--tiny", action="store_true", help="tiny model on CPU: checks the script, no MFU")
-    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here (after every setting)")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     if args.tiny:
         args.steps, args.warmup = min(args.steps, 2), min(args.warmup, 1)
     elif not torch.cuda.is_available():
@@ -250,21 +277,27 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.allow_tf32 = True
     results = []
     for setting in settings_to_run(args):
-        try:
-            result = measure(setting, args)
-        except torch.OutOfMemoryError:
-            result = {**asdict(setting), "error": "out of memory"}
+        if args.time_budget is not None and time.perf_counter() - started > args.time_budget:
+            result = {**asdict(setting), "skipped": f"time budget {args.time_budget:.0f}s spent"}
+        else:
+            try:
+                result = measure(setting, args)
+            except torch.OutOfMemoryError:
+                result = {**asdict(setting), "error": "out of memory"}
+            except Exception as exc:  # noqa: BLE001 - e.g. a compile failure: record it, try the next setting
+                result = {**asdict(setting), "error": f"{type(exc).__name__}: {exc}"[:500]}
             gc.collect()
-            torch.cuda.empty_cache()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
         results.append(result)
         print(json.dumps(result), flush=True)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
     best = max((r for r in results if r.get("mfu")), key=lambda r: r["mfu"], default=None)
     if best:
         verdict = "meets" if best["mfu"] >= TARGET_MFU else "below"
         print(f"best MFU {best['mfu']:.1%} ({verdict} the {TARGET_MFU:.0%} target): {json.dumps(best)}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

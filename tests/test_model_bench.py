@@ -35,3 +35,32 @@ def test_cpu_without_tiny_refuses(capsys):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     assert eval_throughput.main(["--device", "cpu"]) == 2
+
+
+@pytest.mark.slow
+def test_eval_throughput_phases_profile_and_budget(tmp_path):
+    """The bounded device run's options: a phase split and kernel table of one batch, a time budget
+    that skips the settings it has no time for, and JSON rewritten as results come in."""
+    sys.path.insert(0, str(BENCH))
+    import eval_throughput
+
+    out, prof = tmp_path / "bench.json", tmp_path / "prof.txt"
+    assert eval_throughput.main(["--tiny", "--device", "cpu", "--workloads", "short", "--items", "short=2",
+                                 "--reference-items", "short=2", "--batch-sizes", "2", "--phases", "2",
+                                 "--profile", str(prof), "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    phases = data["phases"]
+    assert phases["batch"] == 2 and phases["new_tokens"] == 16
+    assert all(phases[k] > 0 for k in ("prepare_ms", "clip_splice_ms", "total_gpu_ms"))
+    assert phases["total_gpu_ms"] >= phases["decode_ms"]
+    assert "aten::" in prof.read_text()  # a real profiler table, not a placeholder
+    assert data["meta"]["transformers"] and data["meta"]["wall_s"] > 0
+    assert [r["setting"] for r in data["results"]] == ["reference", "adapter"] and not data["skipped"]
+
+    spent = tmp_path / "spent.json"
+    assert eval_throughput.main(["--tiny", "--device", "cpu", "--workloads", "short", "--items", "short=2",
+                                 "--reference-items", "short=2", "--batch-sizes", "2", "--time-budget", "0",
+                                 "--json", str(spent)]) == 0
+    data = json.loads(spent.read_text())
+    assert data["results"] == []
+    assert [(s["setting"], s["batch_size"]) for s in data["skipped"]] == [("reference", 1), ("adapter", 2)]

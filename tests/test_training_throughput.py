@@ -87,3 +87,23 @@ def test_bench_runs_tiny_on_cpu(tmp_path):
     (result,) = json.loads(out.read_text())
     assert result["samples_per_s"] > 0 and result["mfu"] is None  # no invented peak on CPU
     assert result["grad_ckpt"] and result["micro_batch"] == 2  # the recipe's settings by default
+
+
+def test_bench_settings_spec_and_time_budget(tmp_path):
+    bench = _bench_module()
+    args = SimpleNamespace(attn="sdpa", engine="torch")
+    got = [(s.micro_batch, s.grad_ckpt, s.compile) for s in bench.parse_settings("2+ckpt, 4 ,1+compile+ckpt", args)]
+    assert got == [(2, True, False), (4, False, False), (1, True, True)]
+    for bad in ("2+fast", "zero", "0"):
+        with pytest.raises(SystemExit) as exc:
+            bench.parse_settings(bad, args)
+        assert exc.value.code == 2
+    # Settings the budget leaves no time for are listed as skipped, and the JSON is there regardless.
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "train_throughput.py"), "--tiny", "--settings",
+                           "2,1+ckpt", "--time-budget", "0", "--json", str(out)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert [(r["micro_batch"], r["grad_ckpt"]) for r in rows] == [(2, False), (1, True)]
+    assert all("time budget" in r["skipped"] for r in rows)

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The one prepared GPU call for the adapter and recipe benchmarks, sized for a lease of 15 minutes
+# of device time in which one command may run 10 (the machine's start and the transfers come out
+# of the same 15). Every stage has a deadline derived from SESSION_S, so the whole script ends
+# inside it, and every benchmark rewrites its JSON after each setting, so a stage cut short still
+# leaves what it measured.
+#
+#   here, once:  bench/device_wheels.sh      (optional: DeepSpeed for the GPU recipe test and the
+#                                              ZeRO-2 setting; without it those are skipped)
+#   device call: command "bash bench/gpu_session.sh", carry [".whl"], timeout_s 600
+#   elsewhere:   OUT=gpu_out bash bench/gpu_session.sh   (any CUDA machine with torch + transformers)
+#   rehearsal:   REHEARSE=1 PYTHON=.venv/bin/python bash bench/gpu_session.sh   (CPU, tiny models:
+#                checks this script's plumbing before device time is spent on it)
+#
+# Writes to $OUT (8 files, the device tool's limit): env.txt, gpu_tests.log, eval.json, eval.log,
+# eval_profile.txt, train.json, train_ds.json, train.log. Figures go to docs/performance.md with the
+# card and the date.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu_out}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+SESSION_S=${SESSION_S:-560}     # the whole script; the device tool's command limit is 600
+TESTS_S=${TESTS_S:-100}         # GPU tests (fp16 batch equality, static cache, the recipe on CUDA)
+EVAL_S=${EVAL_S:-250}           # eval_throughput.py: no new setting starts after this
+TRAIN_S=${TRAIN_S:-90}          # train_throughput.py: likewise
+DS_S=${DS_S:-60}                # its DeepSpeed ZeRO-2 setting (with the carried wheels)
+TINY=()
+[[ ${REHEARSE:-0} == 1 ]] && TINY=(--tiny)
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+# Seconds left before the session deadline, capped at $1 (never below 10).
+left() { local l=$((SESSION_S - SECONDS)); ((l > $1)) && l=$1; ((l < 10)) && l=10; echo "$l"; }
+
+# No pip install on that machine: the repository root is on PYTHONPATH, and pulse_training (the
+# installed name of training/, see pyproject's package-dir) is a link in a scratch site folder
+# that also takes the carried wheels.
+site=$(mktemp -d)
+ln -s "$PWD/training" "$site/pulse_training"
+if compgen -G ".whl/*.whl" >/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .whl/*.whl \
+        || echo "carried wheels did not install: DeepSpeed stages will be skipped"
+fi
+export PYTHONPATH="$PWD:$site${PYTHONPATH:+:$PYTHONPATH}"
+
+{
+    date -u '+%Y-%m-%d %H:%M UTC'
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv
+    "$PY" -c 'import sys, torch, transformers; print("python", sys.version.split()[0]); print("torch", torch.__version__, "cuda", torch.version.cuda); print("transformers", transformers.__version__)'
+    "$PY" -c 'import deepspeed; print("deepspeed", deepspeed.__version__)' 2>&1 | tail -1
+    nproc
+} >"$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+HAVE_DS=0
+"$PY" -c 'import deepspeed' >/dev/null 2>&1 && HAVE_DS=1
+
+echo "== GPU tests"
+tests=(tests/test_model_gpu.py)
+((HAVE_DS)) && tests+=("tests/test_training_recipe.py::test_bf16_zero2_on_cuda_trains_and_the_checkpoint_generates_in_fp16")
+timeout "$(left "$TESTS_S")" "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -rs "${tests[@]}" \
+    >"$OUT/gpu_tests.log" 2>&1
+echo "pytest exit $?"
+tail -n 15 "$OUT/gpu_tests.log"
+
+echo "== evaluation throughput"
+# The reference protocol on fewer items (it is the slow one), the adapter at batch 32 with both KV
+# caches; a phase split and a kernel table of one batch of 16 first. A setting in progress at the
+# budget finishes (up to ~90 s more): the hard timeout leaves room for it.
+timeout "$(left $((EVAL_S + 100)))" "$PY" bench/eval_throughput.py "${TINY[@]}" --time-budget "$EVAL_S" \
+    --items short=128,report=64 --reference-items short=24,report=6 --batch-sizes 32 --caches dynamic,static \
+    --phases 16 --profile "$OUT/eval_profile.txt" --json "$OUT/eval.json" >"$OUT/eval.log" 2>&1
+echo "eval exit $?"
+grep -v "^\s*$" "$OUT/eval.log" | tail -n 25
+
+echo "== training throughput"
+# The recipe's settings (micro-batch 2, checkpointing), then the levers: checkpointing off,
+# micro-batch 4, regional compile.
+timeout "$(left $((TRAIN_S + 60)))" "$PY" bench/train_throughput.py "${TINY[@]}" --time-budget "$TRAIN_S" \
+    --settings 2+ckpt,2,4,4+compile --json "$OUT/train.json" >"$OUT/train.log" 2>&1
+echo "train exit $?"
+if ((HAVE_DS)); then
+    timeout "$(left 80)" "$PY" bench/train_throughput.py "${TINY[@]}" --engine deepspeed --settings 2+ckpt --time-budget "$DS_S" \
+        --json "$OUT/train_ds.json" >>"$OUT/train.log" 2>&1
+    echo "deepspeed exit $?"
+fi
+grep -E '^\{|best MFU|Error|error' "$OUT/train.log" | tail -n 12
+echo "session: ${SECONDS}s"

@@ -1,0 +1,39 @@
+"""bench/gpu_session.sh, the prepared GPU call, rehearsed on the CPU with tiny models.
+
+Device time is scarce (one lease, one command): a broken path, a missing PYTHONPATH entry or an
+unwritten output file must show up here, not there. The budgets are set to 0 so that every
+benchmark setting is skipped after start-up; what is checked is the plumbing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXPECTED = {"env.txt", "gpu_tests.log", "eval.json", "eval.log", "train.json", "train.log"}
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash and timeout")
+def test_gpu_session_rehearsal_writes_its_outputs(tmp_path):
+    out = tmp_path / "out"
+    env = dict(os.environ, REHEARSE="1", PYTHON=sys.executable, OUT=str(out), EVAL_S="0", TRAIN_S="0", DS_S="0",
+               SESSION_S="300", PYTHONPATH="")
+    proc = subprocess.run(["bash", str(REPO / "bench" / "gpu_session.sh")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert EXPECTED <= {p.name for p in out.iterdir()}, log[-4000:]
+    assert len(list(out.iterdir())) <= 8  # the device tool returns at most 8 files
+    assert "torch " in (out / "env.txt").read_text()
+    assert "pytest exit 0" in log and "eval exit 0" in log and "train exit 0" in log
+    eval_json = json.loads((out / "eval.json").read_text())
+    assert eval_json["meta"]["tiny"] and eval_json["results"] == []
+    assert {s["workload"] for s in eval_json["skipped"]} == {"short", "report"}
+    assert all("time budget" in r["skipped"] for r in json.loads((out / "train.json").read_text()))
