@@ -251,7 +251,8 @@ def render_html(rep: dict[str, Any]) -> str:
                      f"model_args <code>{html.escape(r['model_args'])}</code>, lmms-eval "
                      f"<code>{html.escape(str(r['lmms_eval_version']))}</code>, data "
                      f"<code>{html.escape(', '.join(r['data_sources']) or 'unknown')}</code>, task versions "
-                     f"{html.escape(versions)}; missing: {html.escape(', '.join(r['missing_subsets']) or 'none')}</li>")
+                     f"{html.escape(versions)}; missing: {html.escape(', '.join(r['missing_subsets']) or 'none')}; "
+                     f"results <code>{html.escape(', '.join(r.get('results_files') or [r['results_file']]))}</code></li>")
     parts.append("</ul></section>")
     pub = rep.get("published")
     parts.append('<section id="published"><h2>Published rows</h2>')

@@ -156,11 +156,18 @@ def subset_result(sr: SubsetRun, resamples: int = bootstrap.DEFAULT_RESAMPLES,
             "samples_file": str(sr.samples_file) if sr.samples_file else None, **body}
 
 
+def _merged_note(r: dict[str, Any]) -> str:
+    """', merged with the older results files ...' for a run read from several lmms-eval calls."""
+    older = [f for f in r.get("results_files", []) if f != r["results_file"]]
+    return f", merged with the older results {', '.join(f'`{f}`' for f in older)}" if older else ""
+
+
 def run_summary(run: Run, resamples: int = bootstrap.DEFAULT_RESAMPLES,
                 seed: int = bootstrap.DEFAULT_SEED) -> dict[str, Any]:
     """Everything the report says about one run."""
     subsets = {name: subset_result(sr, resamples, seed) for name, sr in run.subsets.items()}
-    return {"name": run.name, "results_file": str(run.results_file), "model": run.model,
+    return {"name": run.name, "results_file": str(run.results_file),
+            "results_files": [str(p) for p in (run.parts or [run.results_file])], "model": run.model,
             "model_args": run.model_args, "lmms_eval_version": run.lmms_eval_version, "date": run.date,
             "synthetic": run.synthetic, "data_label": SYNTHETIC_LABEL if run.synthetic else None,
             "data_sources": sorted(run.data_sources),
@@ -301,7 +308,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     for r in report["runs"]:
         out.append(f"- **{run_label(r)}**: model `{r['model']}`, model_args `{r['model_args']}`, "
                    f"lmms-eval `{r['lmms_eval_version']}`, data {', '.join(f'`{d}`' for d in r['data_sources']) or 'unknown'}, "
-                   f"results `{r['results_file']}`.")
+                   f"results `{r['results_file']}`{_merged_note(r)}.")
         versions = sorted({f"{s['task']}={s['version']}" for s in r["subsets"].values()})
         out.append(f"  - task versions: {', '.join(versions) or 'none'}")
         for name, sub in r["subsets"].items():

@@ -7,18 +7,23 @@ lmms-eval 0.7.3 with ``--output_path OUT --log_samples`` writes, per model,
 ``OUT/<model_sanitized>/<date_id>_samples_<task>.jsonl`` (one line per item; every metric name
 maps to our per-item scoring record, see ``pulse_tasks.hooks.process_results``).
 
-A RUN argument may be the results JSON, a model folder (its newest results file is used) or
-the output folder (the newest results file of every model folder under it).
+A RUN argument may be the results JSON, a model folder or the output folder (every model folder
+under it). In a folder, one run is the newest results file together with the older results files
+of the same folder that ran the same model with the same model_args and gen_kwargs on the same
+data: each older file adds the subsets the newer ones lack, so an evaluation split over several
+lmms-eval calls (say ``ecgbench_auto`` now and the judged subsets later) reads as one run. A
+results file named directly is read alone.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from pulse_tasks.subsets import BY_TASK, SUBSETS, Subset
 
@@ -30,6 +35,10 @@ SYNTHETIC_WORD = "synthetic"  # a data_source naming it (e.g. "synthetic:sha256:
 # runs whose task metadata does not flag synthetic data (the generated local-copy tasks carry only a checksum).
 SYNTH_ID_PREFIX = "synth-"
 DATE_ID = "%Y%m%dT%H%M%S"  # our synthetic folders' date ids (lmms-eval uses %Y%m%d_%H%M%S; both sort by time)
+# What must agree for results files of one model folder to be read as one run.
+MERGE_KEYS = ("model", "model_args", "gen_kwargs")
+
+logger = logging.getLogger(__name__)
 
 
 class RunError(ValueError):
@@ -66,6 +75,9 @@ class Run:
     subsets: dict[str, SubsetRun] = field(default_factory=dict)  # by hub config name
     other_tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. the gold-history arena
     synthetic: bool = False
+    # The results files read into this run, newest first: more than one when a split evaluation
+    # was merged (see the module docstring).
+    parts: list[Path] = field(default_factory=list)
 
     @property
     def data_sources(self) -> set[str]:
@@ -97,6 +109,21 @@ def find_results(path: str | Path) -> list[Path]:
         raise RunError(f"no lmms-eval results (*{RESULTS_SUFFIX}) in {p} or its model folders; "
                        "run lmms-eval with --output_path and --log_samples")
     return nested
+
+
+def find_result_sets(path: str | Path) -> list[list[Path]]:
+    """Per run a RUN argument names, its candidate results files, newest first: a file named
+    directly alone, else every results file of the model folder (load_runs decides what merges)."""
+    p = Path(path)
+    if p.is_file() or not p.is_dir():
+        return [find_results(p)]
+    own = _results_in(p)
+    if own:
+        return [own[::-1]]
+    sets = [found[::-1] for sub in sorted(x for x in p.iterdir() if x.is_dir()) if (found := _results_in(sub))]
+    if not sets:
+        find_results(p)  # raises the "no lmms-eval results" error
+    return sets
 
 
 def _date_id(results_file: Path) -> str:
@@ -173,7 +200,7 @@ def load_run(results_file: str | Path, name: str | None = None) -> Run:
     label = str(data.get("model_name_sanitized") or config.get("model") or path.parent.name)
     run = Run(name=name or f"{label}@{date_id}", results_file=path,
               model=str(config.get("model") or path.parent.name), model_args=str(config.get("model_args") or ""),
-              lmms_eval_version=data.get("lmms_eval_version"), date=data.get("date"), config=config)
+              lmms_eval_version=data.get("lmms_eval_version"), date=data.get("date"), config=config, parts=[path])
     configs, versions, n_samples = data.get("configs") or {}, data.get("versions") or {}, data.get("n-samples") or {}
     # group_subtasks lists every task, a group with its members and a lone task with none.
     groups = set(data.get("groups") or {}) | {g for g, members in (data.get("group_subtasks") or {}).items() if members}
@@ -199,9 +226,60 @@ def load_run(results_file: str | Path, name: str | None = None) -> Run:
     return run
 
 
+def _merge_identity(results_file: Path) -> tuple[tuple[str, ...], set[str]] | None:
+    """(the MERGE_KEYS values, the task names) of a results file; None when it cannot be read."""
+    try:
+        data = json.loads(results_file.read_text(encoding="utf-8"))
+        config = data.get("config") or {}
+        return tuple(str(config.get(k) or "") for k in MERGE_KEYS), set(data.get("results") or {})
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def merge_older(run: Run, older: Sequence[Path]) -> Run:
+    """Add to ``run`` the subsets (and other ECGBench tasks) it lacks from ``older`` results files
+    (newest first) of the same model, model_args, gen_kwargs and data; ``run.parts`` lists the
+    files used. Files that differ are left out, with a log line saying why."""
+    identity = _merge_identity(run.results_file)
+    run.parts = [run.results_file]
+    if identity is None:
+        return run
+    for path in older:
+        if len(run.subsets) == len(SUBSETS):
+            break
+        other = _merge_identity(path)
+        if other is None or other[0] != identity[0]:
+            logger.info("not merged into %s: %s ran other settings (%s)", run.name, path, ", ".join(MERGE_KEYS))
+            continue
+        have = {sr.task for sr in run.subsets.values()} | set(run.other_tasks)
+        if not (other[1] - have):
+            continue
+        try:
+            part = load_run(path)
+        except RunError as exc:
+            logger.warning("not merged into %s: %s", run.name, exc)
+            continue
+        if run.data_sources and part.data_sources and part.data_sources != run.data_sources:
+            logger.warning("not merged into %s: %s read other data (%s, not %s)", run.name, path,
+                           sorted(part.data_sources), sorted(run.data_sources))
+            continue
+        added = False
+        for name, sr in part.subsets.items():
+            if name not in run.subsets:
+                run.subsets[name], added = sr, True
+        for task, body in part.other_tasks.items():
+            if task not in run.other_tasks:
+                run.other_tasks[task], added = body, True
+        if added:
+            run.parts.append(path)
+            run.synthetic = run.synthetic or part.synthetic
+    return run
+
+
 def load_runs(paths: Iterable[str | Path]) -> list[Run]:
-    """Every run named by the RUN arguments; names made unique (model folder, then date id)."""
-    runs = [load_run(f) for p in paths for f in find_results(p)]
+    """Every run named by the RUN arguments, split evaluations merged (see the module docstring);
+    names made unique (model folder, then date id)."""
+    runs = [merge_older(load_run(files[0]), files[1:]) for p in paths for files in find_result_sets(p)]
     labels = [run.name.rpartition("@")[0] for run in runs]
     for run, label in zip(runs, labels):
         if labels.count(label) == 1:

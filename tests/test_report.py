@@ -186,3 +186,42 @@ def test_synthetic_item_ids_mark_a_run_synthetic_without_metadata(tmp_path: Path
     assert runs.load_run(path).synthetic is True
     assert runs.is_synthetic_source("sha256:abc", {}, [{"id": "ptb-0001"}]) is False
     assert runs.is_synthetic_source("sha256:abc", {"synthetic": True}) is True
+
+
+def test_a_split_evaluation_reads_as_one_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """ecgbench_auto in one lmms-eval call and the judged subsets in a later one: one run, each
+    subset from the newest file that has it; other settings or other data are not merged."""
+    recs, resps = runs.synthetic_run(seed=3, skill=0.7, scale=0.02, item_seed=7)
+    judged = ("ptb-test-report", "arena")
+    auto = runs.write_run(tmp_path, "m", {k: v for k, v in recs.items() if k not in judged}, resps,
+                          date_id="20260101T000000")
+    later = runs.write_run(tmp_path, "m", {k: recs[k] for k in judged}, resps, date_id="20260102T000000")
+    (run,) = runs.load_runs([tmp_path])
+    assert set(run.subsets) == {s.config for s in SUBSETS}
+    assert run.parts == [later, auto] and run.results_file == later and run.name == "m"
+    assert run.subsets["ptb-test"].samples_file.name.startswith("20260101T000000")
+    rep = report.build_report([run], resamples=50, seed=0)
+    assert rep["runs"][0]["missing_subsets"] == [] and rep["runs"][0]["results_files"] == [str(later), str(auto)]
+    assert f"merged with the older results `{auto}`" in report.render_markdown(rep)
+
+    # A newer full re-run of one subset wins over the older copy of that subset.
+    redo = runs.write_run(tmp_path, "m", {"mmmu-ecg": recs["mmmu-ecg"]}, resps, date_id="20260103T000000")
+    (run,) = runs.load_runs([tmp_path / "m"])
+    assert run.subsets["mmmu-ecg"].samples_file.name.startswith("20260103T000000")
+    assert run.parts == [redo, later, auto]
+
+    # Another model_args (e.g. another dtype) or other data: not merged, and the log says why.
+    other = tmp_path / "other"
+    runs.write_run(other, "m", {k: recs[k] for k in judged}, resps, date_id="20260101T000000",
+                   model_args="pretrained=m,dtype=float32")
+    runs.write_run(other, "m", {"mmmu-ecg": recs["mmmu-ecg"]}, resps, date_id="20260102T000000")
+    runs.write_run(other, "m", {"csn-test-no-cot": recs["csn-test-no-cot"]}, resps, date_id="20260100T000000",
+                   data_source="hub:PULSE-ECG/ECGBench@other-revision")
+    with caplog.at_level("INFO", logger="pulse_tasks.runs"):
+        (run,) = runs.load_runs([other])
+    assert set(run.subsets) == {"mmmu-ecg"} and len(run.parts) == 1
+    assert "ran other settings" in caplog.text and "read other data" in caplog.text
+
+    # A results file named directly is read alone.
+    (alone,) = runs.load_runs([auto])
+    assert "arena" not in alone.subsets and alone.parts == [auto]
