@@ -150,21 +150,56 @@ def install_task_hook() -> None:
     TaskManager.initialize_tasks = initialize_tasks
 
 
+PROXY_ENV_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def hub_unreachable_reason(timeout: float = HUB_PROBE_TIMEOUT_S) -> str | None:
+    """Why the hub cannot be reached, or None when it answers (or cannot be judged from here).
+
+    A TCP connection to HF_ENDPOINT's host (default huggingface.co:443), nothing sent: lmms-eval
+    reads the hub itself and, without a network, fails only after minutes of retries with a bare
+    RetryError. Behind a proxy a direct connection says nothing, so no probe is made then.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(v) for v in PROXY_ENV_VARS):
+        return None
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    url = urlparse(endpoint)
+    host, port = url.hostname, url.port or (443 if url.scheme != "http" else 80)
+    if not host:
+        return None
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        return f"{host}:{port} did not answer ({type(exc).__name__}: {exc})"
+    return None
+
+
 def warn_if_hub_unreachable(argv: list[str] | None = None) -> bool:
     """Log our one-paragraph offline hint when an ECGBench run would need the hub but may not reach it.
 
     lmms-eval reads the hub copy itself and, offline, fails with a bare retry error; our loader's
-    message names the setting and the command. Only said for command lines naming our tasks and
-    when the Hugging Face offline switches are on (a cached copy still loads, hence a warning).
+    message names the setting and the command. Only said for command lines naming our tasks: when
+    the Hugging Face offline switches are on (a cached copy still loads, hence a warning), or when
+    the hub's host does not answer a connection (``hub_unreachable_reason``).
     """
     from pulse_tasks.data import hub_offline, offline_message
     from pulse_tasks.subsets import HUB_DATASET
 
     argv = sys.argv if argv is None else argv
-    if not hub_offline() or not any("ecgbench" in arg for arg in argv):
+    if not any("ecgbench" in arg for arg in argv):
         return False
-    log.warning(offline_message(HUB_DATASET, "ecgbench", "HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set "
-                                "and ECGBENCH_DATA is not; this only works if the hub copy is already cached"))
+    if hub_offline():
+        reason = "HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set and ECGBENCH_DATA is not; this only works if the hub copy is already cached"
+    else:
+        unreachable = hub_unreachable_reason()
+        if unreachable is None:
+            return False
+        reason = f"the hub looks unreachable: {unreachable}; this only works if the hub copy is already cached"
+    log.warning(offline_message(HUB_DATASET, "ecgbench", reason))
     return True
 
 

@@ -175,9 +175,35 @@ def test_offline_hint_names_the_setting_when_the_hub_is_switched_off(monkeypatch
         assert warn_if_hub_unreachable(["lmms_eval", "--tasks", "ecgbench_ptb"])
     assert "ECGBENCH_DATA" in caplog.text and "ecgbench data fetch" in caplog.text
     assert not warn_if_hub_unreachable(["lmms_eval", "--tasks", "mmmu_val"])  # not our run: silent
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
-    assert not warn_if_hub_unreachable(["lmms_eval", "--tasks", "ecgbench_ptb"])
+
+
+def test_offline_hint_when_the_hub_does_not_answer(monkeypatch, caplog):
+    """Without the offline switches, a hub host that refuses connections gets the same hint
+    (lmms-eval alone would retry for minutes and end in a bare RetryError); a host that answers,
+    or a proxy we cannot see past, gets none."""
+    import socket
+
+    from pulse_tasks.registry import PROXY_ENV_VARS, hub_unreachable_reason, warn_if_hub_unreachable
+
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", *PROXY_ENV_VARS):
+        monkeypatch.delenv(var, raising=False)
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        dead = closed.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{dead}")
+    assert "127.0.0.1" in hub_unreachable_reason(timeout=1.0)
+    with caplog.at_level("WARNING", logger="ecgbench"):
+        assert warn_if_hub_unreachable(["lmms_eval", "--tasks", "ecgbench_ptb"])
+    assert "looks unreachable" in caplog.text and "ECGBENCH_DATA" in caplog.text
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert hub_unreachable_reason(timeout=1.0) is None
+        assert not warn_if_hub_unreachable(["lmms_eval", "--tasks", "ecgbench_ptb"])
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{dead}")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert hub_unreachable_reason(timeout=1.0) is None
 
 
 def test_gold_history_yaml_hooks_exist():
