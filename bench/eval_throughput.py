@@ -286,6 +286,20 @@ def measure_phases(engine: Any, items: list[Any], batch: int, max_new: int, devi
     return out
 
 
+def plan_settings(workloads: list[str], tokens: dict[str, int], ref_n: dict[str, int], items_n: dict[str, int],
+                  batch_sizes: list[int], caches: list[str], prefetch: int) -> list[tuple[str, str, int, str, int, int]]:
+    """(workload, setting, batch, cache, prefetch, items) in the order they run. Under a time
+    budget the order decides what is measured: every workload's reference and dynamic-cache
+    settings first, then the other caches (the static cache's first batch compiles the decode
+    step), longest workload first, where decoding weighs most."""
+    plan = [step for w in workloads for step in
+            [(w, "reference", 1, "dynamic", 0, ref_n[w])]
+            + [(w, "adapter", b, "dynamic", prefetch, items_n[w]) for b in batch_sizes if "dynamic" in caches]]
+    plan += [(w, "adapter", b, c, prefetch, items_n[w]) for c in caches if c != "dynamic"
+             for w in sorted(workloads, key=lambda w: -tokens[w]) for b in batch_sizes]
+    return plan
+
+
 def _write_json(path: str | None, meta: dict[str, Any], results: list[Result], extra: dict[str, Any]) -> None:
     if not path:
         return
@@ -332,44 +346,47 @@ def main(argv: list[str] | None = None) -> int:
                 "transformers": transformers.__version__, "time_budget_s": args.time_budget}
         results: list[Result] = []
         extra: dict[str, Any] = {"skipped": []}
-        for workload in [w for w in args.workloads.split(",") if w]:
-            items = make_items(max(items_n[workload], ref_n[workload], args.phases or 0), tok, tiny, args.seed)
-            n_img = ip.num_image_tokens(SCAN_SIZE if not tiny else (100, 60))
-            print(f"\n== {workload}: {tokens[workload]} new tokens, {n_img} image + ~{TARGET_TEXT_TOKENS} text tokens",
-                  flush=True)
-            if args.phases and workload == "short" and not over_budget():
-                try:
-                    extra["phases"] = measure_phases(engine, items, args.phases, tokens[workload], device,
-                                                     args.profile)
-                    print("  phases (ms per item): " + ", ".join(
-                        f"{k} {v:.1f}" for k, v in extra["phases"].items() if k.endswith("_ms")), flush=True)
-                except Exception as exc:  # noqa: BLE001 - e.g. OOM: report, go on with the settings
-                    extra["phases"] = {"error": f"{type(exc).__name__}: {exc}"}
-                    print(f"  phases: failed ({type(exc).__name__}: {exc})", flush=True)
-                _write_json(args.json, meta, results, extra)
-            plan = [("reference", 1, "dynamic", 0, ref_n[workload])]
-            plan += [("adapter", b, c, prefetch, items_n[workload]) for c in caches for b in batch_sizes]
-            ref: Result | None = None
-            for name, b, cache, pf, n in plan:
-                if over_budget():
-                    extra["skipped"].append({"workload": workload, "setting": name, "batch_size": b, "cache": cache})
-                    print(f"  {name} batch {b} cache {cache}: skipped (time budget {args.time_budget:.0f}s spent)",
-                          flush=True)
-                    continue
-                try:
-                    r = run_setting(engine, items[:n], workload, name, b, cache, pf, tokens[workload], warmup, device)
-                except Exception as exc:  # noqa: BLE001 - e.g. OOM at a large batch: report, go on
-                    print(f"  {name} batch {b} cache {cache}: failed ({type(exc).__name__}: {exc})", flush=True)
-                    _empty_cache(device)
-                    continue
-                if name == "reference":
-                    ref = r
-                    r.identical_items = r.identical_tokens = 1.0
-                elif ref is not None:
-                    r.identical_items, r.identical_tokens = agreement(ref.outputs, r.outputs)
-                results.append(r)
-                _print(r)
-                _write_json(args.json, meta, results, extra)
+        workloads = [w for w in args.workloads.split(",") if w]
+        items = {w: make_items(max(items_n[w], ref_n[w], args.phases or 0), tok, tiny, args.seed) for w in workloads}
+        n_img = ip.num_image_tokens(SCAN_SIZE if not tiny else (100, 60))
+        print(f"items: {n_img} image + ~{TARGET_TEXT_TOKENS} text tokens; new tokens "
+              + ", ".join(f"{w} {tokens[w]}" for w in workloads), flush=True)
+        if args.phases and "short" in workloads:
+            try:
+                extra["phases"] = measure_phases(engine, items["short"], args.phases, tokens["short"], device,
+                                                 args.profile)
+                print("  phases of one short batch (ms per item): " + ", ".join(
+                    f"{k} {v:.1f}" for k, v in extra["phases"].items() if k.endswith("_ms")), flush=True)
+            except Exception as exc:  # noqa: BLE001 - e.g. OOM: report, go on with the settings
+                extra["phases"] = {"error": f"{type(exc).__name__}: {exc}"}
+                print(f"  phases: failed ({type(exc).__name__}: {exc})", flush=True)
+            _write_json(args.json, meta, results, extra)
+        plan = plan_settings(workloads, tokens, ref_n, items_n, batch_sizes, caches, prefetch)
+        refs: dict[str, Result] = {}
+        for workload, name, b, cache, pf, n in plan:
+            label = f"  {workload:6s} {name:9s} batch {b:3d} cache {cache:7s}"
+            if over_budget():
+                extra["skipped"].append({"workload": workload, "setting": name, "batch_size": b, "cache": cache})
+                print(f"{label}: skipped (time budget {args.time_budget:.0f}s spent)", flush=True)
+                continue
+            if name != "reference" and workload not in refs:
+                print(f"{label}: skipped (its reference did not run)", flush=True)
+                continue
+            try:
+                r = run_setting(engine, items[workload][:n], workload, name, b, cache, pf, tokens[workload], warmup,
+                                device)
+            except Exception as exc:  # noqa: BLE001 - e.g. OOM at a large batch: report, go on
+                print(f"{label}: failed ({type(exc).__name__}: {exc})", flush=True)
+                _empty_cache(device)
+                continue
+            if name == "reference":
+                refs[workload] = r
+                r.identical_items = r.identical_tokens = 1.0
+            else:
+                r.identical_items, r.identical_tokens = agreement(refs[workload].outputs, r.outputs)
+            results.append(r)
+            _print(r)
+            _write_json(args.json, meta, results, extra)
         _summary(results, device.type == "cuda" and not tiny)
         meta["wall_s"] = round(time.perf_counter() - started, 1)
         _write_json(args.json, meta, results, extra)
@@ -385,7 +402,7 @@ def _empty_cache(device: Any) -> None:
 
 def _print(r: Result) -> None:
     mem = f"{r.peak_mem_gib:.1f} GiB" if r.peak_mem_gib is not None else "n/a"
-    print(f"  {r.setting:9s} batch {r.batch_size:3d} cache {r.cache:7s} prefetch {r.prefetch}: "
+    print(f"  {r.workload:6s} {r.setting:9s} batch {r.batch_size:3d} cache {r.cache:7s} prefetch {r.prefetch}: "
           f"{r.items_per_s:7.2f} items/s  ({r.n_items} items, {r.seconds:.1f}s, {r.mean_new_tokens:.0f} new tokens/item, "
           f"peak {mem}, identical items {100 * (r.identical_items or 0):.1f}%, "
           f"tokens {100 * (r.identical_tokens or 0):.1f}%, failed {r.failed})", flush=True)

@@ -64,3 +64,16 @@ def test_eval_throughput_phases_profile_and_budget(tmp_path):
     data = json.loads(spent.read_text())
     assert data["results"] == []
     assert [(s["setting"], s["batch_size"]) for s in data["skipped"]] == [("reference", 1), ("adapter", 2)]
+
+
+def test_bounded_run_order_measures_the_reference_and_dynamic_cache_first():
+    sys.path.insert(0, str(BENCH))
+    import eval_throughput
+
+    plan = eval_throughput.plan_settings(["short", "report"], {"short": 16, "report": 256}, {"short": 24, "report": 4},
+                                         {"short": 128, "report": 64}, [32], ["dynamic", "static"], 8)
+    assert [(w, s, b, c) for w, s, b, c, _, _ in plan] == [
+        ("short", "reference", 1, "dynamic"), ("short", "adapter", 32, "dynamic"),
+        ("report", "reference", 1, "dynamic"), ("report", "adapter", 32, "dynamic"),
+        ("report", "adapter", 32, "static"), ("short", "adapter", 32, "static")]
+    assert plan[0][4:] == (0, 24) and plan[1][4:] == (8, 128)  # the reference: inline preparation, its own count
