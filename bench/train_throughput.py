@@ -3,8 +3,9 @@
     python bench/train_throughput.py                      # recipe settings, 8-layer 7B-width model
     python bench/train_throughput.py --sweep              # the levers: micro-batch x checkpointing x compile
     python bench/train_throughput.py --tiny               # CPU check of this script (tiny model, no MFU)
-    python bench/train_throughput.py --settings 2+ckpt,2,4,4+compile --time-budget 200 --json out.json
-        # chosen settings (micro-batch [+ckpt] [+compile]); no new one starts after 200 s; the JSON
+    python bench/train_throughput.py --settings 2+ckpt,2+ckpt/2,4,4+compile --time-budget 200 --json out.json
+        # chosen settings (micro-batch [+ckpt[/N]] [+compile]; ckpt/2: every 2nd layer re-computed);
+        # no new one starts after 200 s; the JSON
         # is rewritten after every setting (the bounded device run, bench/gpu_session.sh)
 
 Model: the project's one LLaVA-1.6 definition (pulse_models.modeling.PulseLlavaForCausalLM) at
@@ -58,6 +59,7 @@ TARGET_MFU = 0.50  # the recipe's goal on an H100 (PULSE's reported 3.0 samples/
 class Setting:
     micro_batch: int = 2  # PULSE: 2 per GPU
     grad_ckpt: bool = True  # PULSE: on
+    ckpt_every: int = 1  # with grad_ckpt: re-compute every N-th decoder layer (1 = all, PULSE)
     attn: str = "auto"  # flash_attention_2 when installed, else sdpa
     compile: bool = False  # torch.compile per decoder layer (regional)
     engine: str = "torch"  # torch (autocast + fused AdamW) or deepspeed (ZeRO-2, world size 1)
@@ -127,7 +129,7 @@ def measure(setting: Setting, args: argparse.Namespace) -> dict[str, Any]:
         model = PulseLlavaForCausalLM(config, attn_implementation=attn)
     model.freeze_vision_tower(True)  # the recipe's default
     if setting.grad_ckpt:
-        model.gradient_checkpointing_enable({"use_reentrant": False})
+        model.gradient_checkpointing_enable({"use_reentrant": False}, every=setting.ckpt_every)
     if setting.compile:
         for layer in model.language_model.model.layers:
             layer.compile()
@@ -220,17 +222,21 @@ def _deepspeed_step_fn(model: torch.nn.Module, params: list, setting: Setting, b
 
 
 def parse_settings(spec: str, args: argparse.Namespace) -> list[Setting]:
-    """``2+ckpt,2,4+compile`` -> micro-batch 2 with checkpointing, 2 without, 4 compiled without."""
+    """``2+ckpt,2+ckpt/2,2,4+compile`` -> micro-batch 2 with checkpointing of every layer, of every
+    2nd layer, without; 4 compiled without."""
     out = []
     for part in (p.strip() for p in spec.split(",")):
         if not part:
             continue
         mb, *flags = part.split("+")
-        unknown = set(flags) - {"ckpt", "compile"}
-        if not mb.isdigit() or int(mb) < 1 or unknown:
-            print(f"--settings: cannot read {part!r} (want MICRO_BATCH[+ckpt][+compile], e.g. 2+ckpt)", file=sys.stderr)
+        every = [f for f in flags if f == "ckpt" or (f.startswith("ckpt/") and f[5:].isdigit() and int(f[5:]) >= 1)]
+        unknown = set(flags) - {"compile", *every}
+        if not mb.isdigit() or int(mb) < 1 or unknown or len(every) > 1:
+            print(f"--settings: cannot read {part!r} (want MICRO_BATCH[+ckpt[/N]][+compile], e.g. 2+ckpt or 2+ckpt/2)",
+                  file=sys.stderr)
             raise SystemExit(2)
-        out.append(Setting(micro_batch=int(mb), grad_ckpt="ckpt" in flags, attn=args.attn,
+        out.append(Setting(micro_batch=int(mb), grad_ckpt=bool(every),
+                           ckpt_every=int(every[0][5:]) if every and "/" in every[0] else 1, attn=args.attn,
                            compile="compile" in flags, engine=args.engine))
     return out
 
@@ -260,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peak-tflops", type=float, default=None, help="override the card's dense bf16 peak")
     parser.add_argument("--sweep", action="store_true", help="micro-batch x checkpointing x compile grid")
     parser.add_argument("--settings", default=None,
-                        help="comma-separated MICRO_BATCH[+ckpt][+compile], e.g. 2+ckpt,2,4+compile (instead of --sweep)")
+                        help="comma-separated MICRO_BATCH[+ckpt[/N]][+compile], e.g. 2+ckpt,2+ckpt/2,4+compile "
+                             "(ckpt/N: re-compute every N-th layer; instead of --sweep)")
     parser.add_argument("--time-budget", type=float, default=None,
                         help="seconds: no new setting starts once this much time has passed")
     parser.add_argument("--tiny", action="store_true", help="tiny model on CPU: checks the script, no MFU")

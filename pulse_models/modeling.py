@@ -22,7 +22,8 @@ Public API (stable, used by training/, the adapter and bench/):
                -> LongTensor [B, new_tokens]  (only the generated ids, as LLaVA's generate)
       .prepare_inputs_embeds(...) -> MergedInputs     the splice, for callers that need it
       .image_features(images, image_sizes) -> list[Tensor [n_tokens_i, hidden]]
-      .gradient_checkpointing_enable(gradient_checkpointing_kwargs=None) / _disable()
+      .gradient_checkpointing_enable(gradient_checkpointing_kwargs=None, every=1) / _disable()
+      .checkpointed_layers -> list[int]
       .freeze_vision_tower(frozen=True)   (frozen by default: LLaVA runs the tower under no_grad)
     MergedInputs, PulseOutput dataclasses.
 
@@ -124,13 +125,26 @@ class PulseLlavaForCausalLM(nn.Module):
         self.vision_tower_trainable = not frozen
         self.vision_tower.requires_grad_(not frozen)
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None, every: int = 1) -> None:
+        """Activation checkpointing of the decoder layers: all of them (``every=1``) or every
+        ``every``-th one (layers 0, every, 2*every, ...), which trades memory for less re-computation."""
+        if every < 1:
+            raise ValueError(f"every={every}: expected 1 or more")
         kwargs = gradient_checkpointing_kwargs or {"use_reentrant": False}
         lm = self.language_model
         if hasattr(lm, "activation_checkpointing_enable"):
             lm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:  # transformers 5 releases before the rename (5.17 has only gradient_checkpointing_*)
             lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        # transformers' GradientCheckpointingLayer reads a per-layer switch: turn some back off.
+        for i, layer in enumerate(lm.model.layers):
+            layer.gradient_checkpointing = i % every == 0
+
+    @property
+    def checkpointed_layers(self) -> list[int]:
+        """Indices of the decoder layers that are re-computed in the backward pass."""
+        return [i for i, layer in enumerate(self.language_model.model.layers)
+                if getattr(layer, "gradient_checkpointing", False)]
 
     def gradient_checkpointing_disable(self) -> None:
         lm = self.language_model

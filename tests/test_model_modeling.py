@@ -215,3 +215,40 @@ def test_extra_left_padding_does_not_change_greedy_output(tiny):
     padded, merged = model.generate(ids, pix, szs, pad_to_multiple_of=64, return_merged=True, **kw)
     assert merged.inputs_embeds.shape[1] % 64 == 0
     assert torch.equal(plain, padded)
+
+
+def test_selective_checkpointing_recomputes_only_every_nth_layer_and_keeps_the_gradients():
+    """every=2 re-computes layers 0 and 2 of 4 in the backward pass (their attention runs twice),
+    and loss and gradients equal the run without checkpointing."""
+    from pulse_models.modeling import PulseLlavaForCausalLM
+    from pulse_models.testing import tiny_config
+
+    cfg = tiny_config("flat")
+    cfg.text_config["num_hidden_layers"] = 4
+    torch.manual_seed(0)
+    model = PulseLlavaForCausalLM(cfg).train()
+    ids = torch.randint(3, 300, (2, 12))
+    calls = [0] * 4
+    for i, layer in enumerate(model.language_model.model.layers):
+        layer.self_attn.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+
+    def loss_and_grads() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        loss = model(ids, labels=ids).loss
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.language_model.parameters() if p.grad is not None]
+
+    plain_loss, plain_grads = loss_and_grads()
+    assert calls == [1, 1, 1, 1]
+    model.gradient_checkpointing_enable(every=2)
+    assert model.checkpointed_layers == [0, 2]
+    calls[:] = [0] * 4
+    loss, grads = loss_and_grads()
+    assert calls == [2, 1, 2, 1]  # forward, then the re-computation of the checkpointed layers
+    assert torch.allclose(loss, plain_loss) and all(torch.allclose(a, b) for a, b in zip(grads, plain_grads))
+    model.gradient_checkpointing_enable()
+    assert model.checkpointed_layers == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="every=0"):
+        model.gradient_checkpointing_enable(every=0)
+    model.gradient_checkpointing_disable()
+    assert model.checkpointed_layers == []

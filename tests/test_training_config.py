@@ -59,6 +59,7 @@ def test_zero3_and_cpu_smoke_json():
         ({"mm_patch_merge_type": "spatial"}, "expected one of"),
         ({"warmup_ratio": "1.5"}, "[0, 1)"),
         ({"mm_vision_tower_lr": "2e-6"}, "unfreeze_mm_vision_tower"),
+        ({"gradient_checkpointing_every": "0"}, "expected 1 or more"),
         ({"image_folder": ""}, None),  # image_folder may be empty (absolute paths in records)
     ],
 )

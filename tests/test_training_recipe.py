@@ -183,6 +183,22 @@ def test_unfrozen_vision_tower_gets_its_own_learning_rate(tmp_path):
     assert sum(len(g["params"]) for g in optimizer.param_groups) == sum(1 for p in model.parameters())
 
 
+def test_selective_checkpointing_from_the_config(tmp_path):
+    from pulse_models.testing import make_tiny_original_checkpoint
+
+    from pulse_training.config import load_config
+    from pulse_training.recipe import setup_model
+
+    ckpt = make_tiny_original_checkpoint(tmp_path / "model")
+    base = {"model_name_or_path": str(ckpt), "data_path": "x.json", "output_dir": str(tmp_path / "out")}
+    model, _ = setup_model(load_config("tiny.yaml", {**base, "gradient_checkpointing_every": "2"}), torch.float32)
+    assert model.checkpointed_layers == [0]  # of the tiny model's two decoder layers
+    model, _ = setup_model(load_config("tiny.yaml", base), torch.float32)
+    assert model.checkpointed_layers == [0, 1]  # the default: every layer, as PULSE
+    model, _ = setup_model(load_config("tiny.yaml", {**base, "gradient_checkpointing": "false"}), torch.float32)
+    assert model.checkpointed_layers == []
+
+
 def test_vision_lr_with_a_deepspeed_optimizer_block_is_refused():
     from pulse_training.config import load_config
     from pulse_training.recipe import resolve_deepspeed

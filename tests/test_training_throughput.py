@@ -92,9 +92,10 @@ def test_bench_runs_tiny_on_cpu(tmp_path):
 def test_bench_settings_spec_and_time_budget(tmp_path):
     bench = _bench_module()
     args = SimpleNamespace(attn="sdpa", engine="torch")
-    got = [(s.micro_batch, s.grad_ckpt, s.compile) for s in bench.parse_settings("2+ckpt, 4 ,1+compile+ckpt", args)]
-    assert got == [(2, True, False), (4, False, False), (1, True, True)]
-    for bad in ("2+fast", "zero", "0"):
+    got = [(s.micro_batch, s.grad_ckpt, s.ckpt_every, s.compile)
+           for s in bench.parse_settings("2+ckpt, 4 ,1+compile+ckpt,2+ckpt/3", args)]
+    assert got == [(2, True, 1, False), (4, False, 1, False), (1, True, 1, True), (2, True, 3, False)]
+    for bad in ("2+fast", "zero", "0", "2+ckpt/0", "2+ckpt/x", "2+ckpt+ckpt/2"):
         with pytest.raises(SystemExit) as exc:
             bench.parse_settings(bad, args)
         assert exc.value.code == 2

@@ -81,6 +81,7 @@ class TrainConfig:
     bf16: bool = True
     tf32: bool = True  # TF32 matmuls on Ampere+; ignored without CUDA
     gradient_checkpointing: bool = True
+    gradient_checkpointing_every: int = 1  # 1: every decoder layer (PULSE); N: layers 0, N, 2N, ... (less re-computation)
     group_by_modality_length: bool = True  # batches of similar length (less padding)
     deepspeed: str | None = "zero2.json"  # a file in training/configs or a path; None: plain DDP
     throughput_log_steps: int = 10  # samples/s, tokens/s, MFU every N optimizer steps
@@ -104,6 +105,8 @@ class TrainConfig:
             raise ValueError(f"image_check={self.image_check!r}: expected one of {IMAGE_CHECKS}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio={self.warmup_ratio}: expected a fraction in [0, 1)")
+        if self.gradient_checkpointing_every < 1:
+            raise ValueError(f"gradient_checkpointing_every={self.gradient_checkpointing_every}: expected 1 or more")
         if self.mm_vision_tower_lr is not None and not self.unfreeze_mm_vision_tower:
             raise ValueError("mm_vision_tower_lr is set but the vision tower is frozen: set unfreeze_mm_vision_tower=true")
         for name in ("model_name_or_path", "data_path", "output_dir"):

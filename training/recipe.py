@@ -168,7 +168,9 @@ def setup_model(config: TrainConfig, dtype: torch.dtype) -> tuple[Any, Any]:
     model.freeze_vision_tower(not config.unfreeze_mm_vision_tower)
     if config.gradient_checkpointing:
         # Enabled here, not via TrainingArguments: the Trainer only knows PreTrainedModel's hook names.
-        model.gradient_checkpointing_enable({"use_reentrant": False})
+        model.gradient_checkpointing_enable({"use_reentrant": False}, every=config.gradient_checkpointing_every)
+        logger.info("activation checkpointing: %d of %d decoder layers", len(model.checkpointed_layers),
+                    len(model.language_model.model.layers))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     logger.info("model: %s (%s), attention %s, %.1fM/%.1fM parameters trainable", config.model_name_or_path, fmt,
