@@ -82,6 +82,8 @@ class TrainConfig:
     tf32: bool = True  # TF32 matmuls on Ampere+; ignored without CUDA
     gradient_checkpointing: bool = True
     gradient_checkpointing_every: int = 1  # 1: every decoder layer (PULSE); N: layers 0, N, 2N, ... (less re-computation)
+    compile_layers: bool = False  # regional torch.compile of each decoder layer (fuses norms, SiLU gate, adds)
+    compile_backend: str = "inductor"  # torch.compile backend for compile_layers
     group_by_modality_length: bool = True  # batches of similar length (less padding)
     deepspeed: str | None = "zero2.json"  # a file in training/configs or a path; None: plain DDP
     throughput_log_steps: int = 10  # samples/s, tokens/s, MFU every N optimizer steps

@@ -171,6 +171,12 @@ def setup_model(config: TrainConfig, dtype: torch.dtype) -> tuple[Any, Any]:
         model.gradient_checkpointing_enable({"use_reentrant": False}, every=config.gradient_checkpointing_every)
         logger.info("activation checkpointing: %d of %d decoder layers", len(model.checkpointed_layers),
                     len(model.language_model.model.layers))
+    if config.compile_layers:
+        # Regional compilation: one graph per decoder layer, compiled once and reused by all 32
+        # (identical shapes and code), instead of one whole-model graph that the image splice breaks.
+        for layer in model.language_model.model.layers:
+            layer.compile(backend=config.compile_backend)
+        logger.info("torch.compile (%s) of each decoder layer", config.compile_backend)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     logger.info("model: %s (%s), attention %s, %.1fM/%.1fM parameters trainable", config.model_name_or_path, fmt,
