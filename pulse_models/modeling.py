@@ -162,12 +162,34 @@ class PulseLlavaForCausalLM(nn.Module):
         """[N, 3, T, T] -> projected tile features [N, tokens_per_tile, hidden]."""
         tower_dtype = next(self.vision_tower.parameters()).dtype
         with torch.set_grad_enabled(self.vision_tower_trainable and torch.is_grad_enabled()):
-            out = self.vision_tower(pixel_values.to(self.device, tower_dtype), output_hidden_states=True)
-            feats = out.hidden_states[self.config.mm_vision_select_layer]  # [N, 1 + P*P, 1024]
+            feats = self._select_layer_features(pixel_values.to(self.device, tower_dtype))  # [N, 1 + P*P, 1024]
             if self.config.mm_vision_select_feature == "patch":
                 feats = feats[:, 1:]  # drop CLS -> [N, P*P, 1024]
         proj_dtype = self.mm_projector[0].weight.dtype if isinstance(self.mm_projector, nn.Sequential) else self.mm_projector.weight.dtype
         return self.mm_projector(feats.to(proj_dtype))  # [N, P*P, hidden]
+
+    def _select_layer_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """CLIP's hidden state number ``mm_vision_select_layer`` (LLaVA's ``hidden_states[select]``).
+
+        Computed by running only the encoder layers it depends on and reading the encoder's
+        output, instead of running all of them with ``output_hidden_states``: PULSE's -2 leaves
+        out the unused last layer (1/24 of CLIP) and the 25 stored hidden states (at batch 32,
+        160 tiles x 577 x 1024 each: about 4.7 GB in fp16). The result is the same tensor.
+        """
+        encoder = getattr(self.vision_tower, "encoder", None) or self.vision_tower.vision_model.encoder
+        layers = encoder.layers
+        n = len(layers)
+        select = self.config.mm_vision_select_layer
+        k = select if select >= 0 else n + 1 + select  # hidden_states[k]: the output of k layers
+        if not 1 <= k <= n:  # the embeddings themselves (k = 0), or out of range: the plain path
+            return self.vision_tower(pixel_values, output_hidden_states=True).hidden_states[select]
+        if k == n:
+            return self.vision_tower(pixel_values).last_hidden_state
+        encoder.layers = layers[:k]  # a ModuleList view of the same modules (weights untouched)
+        try:
+            return self.vision_tower(pixel_values).last_hidden_state
+        finally:
+            encoder.layers = layers
 
     def image_features(
         self, images: Sequence[torch.Tensor] | torch.Tensor, image_sizes: Sequence[tuple[int, int]]

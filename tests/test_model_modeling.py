@@ -252,3 +252,26 @@ def test_selective_checkpointing_recomputes_only_every_nth_layer_and_keeps_the_g
         model.gradient_checkpointing_enable(every=0)
     model.gradient_checkpointing_disable()
     assert model.checkpointed_layers == []
+
+
+@pytest.mark.parametrize("select", [-2, -1, 0, 1, 2])
+def test_select_layer_features_equal_the_hidden_state_they_stand_for(select):
+    """CLIP runs only the layers the selected hidden state needs; the features are the very
+    tensor LLaVA's hidden_states[mm_vision_select_layer] gives, and the tower is left whole."""
+    from pulse_models.modeling import PulseLlavaForCausalLM
+    from pulse_models.testing import TINY_TILE, tiny_config
+
+    cfg = tiny_config("flat")
+    cfg.mm_vision_select_layer = select
+    torch.manual_seed(0)
+    model = PulseLlavaForCausalLM(cfg).eval()
+    pixels = torch.randn(3, 3, TINY_TILE, TINY_TILE)
+    layers = list(model.vision_tower.encoder.layers)
+    with torch.no_grad():
+        want = model.vision_tower(pixels, output_hidden_states=True).hidden_states[select]
+        got = model._select_layer_features(pixels)
+    assert torch.equal(got, want)
+    assert list(model.vision_tower.encoder.layers) == layers
+    with pytest.raises(Exception):  # a failing forward still restores every layer
+        model._select_layer_features(torch.randn(1, 5, TINY_TILE, TINY_TILE))
+    assert list(model.vision_tower.encoder.layers) == layers

@@ -34,8 +34,9 @@ def test_flops_of_the_7b_width_bench_model():
     fm = FlopModel.from_model(model)
     # 8 x (4 x 4096^2 + 3 x 4096 x 11008) + lm_head 4096 x 32000 (+ norms): 1.75 B
     assert fm.lm_params == pytest.approx(8 * (4 * 4096**2 + 3 * 4096 * 11008) + 4096 * 32000, rel=1e-3)
-    assert (fm.lm_layers, fm.lm_hidden, fm.vision_layers, fm.vision_hidden) == (8, 4096, 24, 1024)
-    assert fm.vision_params == pytest.approx(303e6, rel=0.02) and not fm.vision_trainable
+    # CLIP: the 23 of 24 layers that mm_vision_select_layer -2 runs (one layer: 12.6 M parameters)
+    assert (fm.lm_layers, fm.lm_hidden, fm.vision_layers, fm.vision_hidden) == (8, 4096, 23, 1024)
+    assert fm.vision_params == pytest.approx(303e6 - 12.6e6, rel=0.02) and not fm.vision_trainable
     merged = 300 - 1 + 5 * 576  # one ECG sample: 2880 image + 299 text tokens
     per_sample = fm.flops(tokens=merged, sq_tokens=merged**2, tiles=5)
     lm_only = 6 * fm.lm_params * merged + 12 * 8 * 4096 * merged**2

@@ -63,6 +63,15 @@ def _as_dict(config: Any) -> dict[str, Any]:
     return config.to_dict() if hasattr(config, "to_dict") else vars(config)
 
 
+def _encoder_layer_index(name: str) -> int | None:
+    """3 for '...encoder.layers.3.mlp.fc1.weight', None for parameters outside the encoder layers."""
+    parts = name.split(".")
+    for a, b, c in zip(parts, parts[1:], parts[2:]):
+        if a == "encoder" and b == "layers" and c.isdigit():
+            return int(c)
+    return None
+
+
 @dataclass
 class FlopModel:
     """The numbers the FLOP count needs, read off the shared model definition."""
@@ -78,12 +87,27 @@ class FlopModel:
 
     @classmethod
     def from_model(cls, model: torch.nn.Module) -> FlopModel:
-        """Split parameters by name: `vision_tower`, projector, input embedding, the rest (LM)."""
+        """Split parameters by name: `vision_tower`, projector, input embedding, the rest (LM).
+
+        CLIP counts only the encoder layers the selected hidden state needs (PULSE's
+        mm_vision_select_layer -2: 23 of 24, see PulseLlavaForCausalLM._select_layer_features);
+        its post_layernorm touches only the unused pooled CLS token.
+        """
+        config = model.config
+        text = _as_dict(getattr(config, "text_config", config))
+        vision_cfg = _as_dict(getattr(config, "vision_config", None))
+        n_vision = int(vision_cfg.get("num_hidden_layers", 0))
+        select = getattr(config, "mm_vision_select_layer", None)
+        used = n_vision if select is None else (select if select >= 0 else n_vision + 1 + select)
+        used = min(max(used, 0), n_vision)
         lm = projector = vision = 0
         vision_trainable = False
         for name, p in model.named_parameters():
             n = p.numel() if p.numel() > 0 else int(getattr(p, "ds_numel", 0))  # ZeRO-3 keeps ds_numel
             if "vision_tower" in name:
+                layer = _encoder_layer_index(name)
+                if "post_layernorm" in name or (layer is not None and layer >= used):
+                    continue  # never run (or, for post_layernorm, on one token of no use)
                 vision += n
                 vision_trainable |= p.requires_grad
             elif "mm_projector" in name or "multi_modal_projector" in name:
@@ -92,16 +116,13 @@ class FlopModel:
                 continue
             else:
                 lm += n
-        config = model.config
-        text = _as_dict(getattr(config, "text_config", config))
-        vision_cfg = _as_dict(getattr(config, "vision_config", None))
         return cls(
             lm_params=lm,
             lm_layers=int(text["num_hidden_layers"]),
             lm_hidden=int(text["hidden_size"]),
             projector_params=projector,
             vision_params=vision,
-            vision_layers=int(vision_cfg.get("num_hidden_layers", 0)),
+            vision_layers=used,
             vision_hidden=int(vision_cfg.get("hidden_size", 0)),
             vision_trainable=vision_trainable,
         )
