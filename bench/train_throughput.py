@@ -14,7 +14,8 @@ Model: the project's one LLaVA-1.6 definition (pulse_models.modeling.PulseLlavaF
 mlp2x_gelu projector, flat merging. Samples are ECG-sized: one 2x2 anyres image (base + 4 tiles
 -> 2880 image tokens) and --text-tokens text tokens (~300, the last 60 supervised).
 
-Step = forward + backward + optimizer step, as the recipe runs it: bf16 autocast over fp32
+Step = forward + backward + optimizer step, as the recipe runs it (the LM head only at the
+positions that predict a supervised token, logits="supervised"): bf16 autocast over fp32
 master weights with fused AdamW (the memory layout of DeepSpeed's bf16 mode on one GPU), or
 `--engine deepspeed` for DeepSpeed ZeRO-2 itself (world size 1). MFU counts model FLOPs only
 (pulse_training.throughput.FlopModel: 6 x trainable params per token + attention, CLIP forward
@@ -143,7 +144,7 @@ def measure(setting: Setting, args: argparse.Namespace) -> dict[str, Any]:
 
         def step_fn(batch: dict[str, Any]) -> torch.Tensor:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = model(**batch).loss
+                loss = model(**batch, logits="supervised").loss  # as the recipe's PulseTrainer
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -166,7 +167,9 @@ def measure(setting: Setting, args: argparse.Namespace) -> dict[str, Any]:
     sync()
     elapsed = (time.perf_counter() - start) / args.steps
     mb = setting.micro_batch
-    flops = flop_model.flops(tokens=mb * merged, sq_tokens=mb * merged**2, tiles=tiles)
+    # The LM head runs on the positions predicting the last SUPERVISED_TOKENS tokens of every row.
+    flops = flop_model.flops(tokens=mb * merged, sq_tokens=mb * merged**2, tiles=tiles,
+                             head_tokens=mb * min(SUPERVISED_TOKENS, text_tokens - 1))
     peak = args.peak_tflops or (detect_peak_tflops() if device.type == "cuda" else None)
     result: dict[str, Any] = {
         **asdict(setting),
@@ -213,7 +216,7 @@ def _deepspeed_step_fn(model: torch.nn.Module, params: list, setting: Setting, b
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
 
     def step_fn(batch: dict[str, Any]) -> torch.Tensor:
-        loss = engine(**batch).loss
+        loss = engine(**batch, logits="supervised").loss
         engine.backward(loss)
         engine.step()
         return loss

@@ -17,7 +17,8 @@ Submodule names (parameter keys) and the original checkpoint's names (see checkp
 Public API (stable, used by training/, the adapter and bench/):
     PulseLlavaForCausalLM(config, attn_implementation="sdpa")
       .forward(input_ids, images=None, image_sizes=None, attention_mask=None, labels=None,
-               padding_side="right") -> PulseOutput(loss, logits, attention_mask, labels, n_truncated)
+               padding_side="right", logits="all" | "supervised")
+               -> PulseOutput(loss, logits, attention_mask, labels, n_truncated, logit_positions)
       .generate(input_ids, images, image_sizes, attention_mask=None, **generate_kwargs)
                -> LongTensor [B, new_tokens]  (only the generated ids, as LLaVA's generate)
       .prepare_inputs_embeds(...) -> MergedInputs     the splice, for callers that need it
@@ -66,10 +67,11 @@ class MergedInputs:
 @dataclass
 class PulseOutput:
     loss: torch.Tensor | None  # scalar mean cross-entropy over supervised tokens (labels given)
-    logits: torch.Tensor  # [B, L, vocab]
+    logits: torch.Tensor  # [B, L, vocab]; [B, K, vocab] at logit_positions with logits="supervised"
     attention_mask: torch.Tensor  # [B, L] of the merged sequence
     labels: torch.Tensor | None  # [B, L] merged labels
     n_truncated: int  # samples right-truncated to tokenizer_model_max_length
+    logit_positions: torch.Tensor | None = None  # logits="supervised": the positions ``logits`` are at
 
     def __getitem__(self, key: str) -> Any:  # dict-style access, as transformers outputs
         return getattr(self, key)
@@ -313,10 +315,22 @@ class PulseLlavaForCausalLM(nn.Module):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | Sequence[Sequence[int]] | None = None,
         padding_side: str = "right",
+        logits: str = "all",
         **kwargs: Any,
     ) -> PulseOutput:
-        """Training/scoring forward; loss = mean CE over labels != IGNORE_INDEX (shifted by the LM)."""
+        """Training/scoring forward; loss = mean CE over labels != IGNORE_INDEX (shifted by the LM).
+
+        ``logits="supervised"`` (with labels; what the training recipe uses) applies the LM head
+        only at the positions that predict a supervised token in some row of the batch (about 60
+        of ~3200 in an ECG sample) and returns those logits [B, K, vocab] with their positions in
+        ``logit_positions``: the same loss and gradients without the 32000-way fp32 logits of
+        every image and prompt position. ``"all"``: logits at every position.
+        """
+        if logits not in ("all", "supervised"):
+            raise ValueError(f"logits must be 'all' or 'supervised', not {logits!r}")
         merged = self.prepare_inputs_embeds(input_ids, images, image_sizes, attention_mask, labels, padding_side)
+        if logits == "supervised" and merged.labels is not None:
+            return self._supervised_forward(merged, **kwargs)
         out = self.language_model(
             inputs_embeds=merged.inputs_embeds,
             attention_mask=merged.attention_mask,
@@ -326,6 +340,22 @@ class PulseLlavaForCausalLM(nn.Module):
             **kwargs,
         )
         return PulseOutput(out.loss, out.logits, merged.attention_mask, merged.labels, sum(merged.truncated))
+
+    def _supervised_forward(self, merged: MergedInputs, **kwargs: Any) -> PulseOutput:
+        """The decoder over every position, the LM head and loss only where a token is predicted
+        that is supervised: position t predicts t + 1, so t is kept when labels[:, t + 1] is set
+        in any row; the others would only add IGNORE_INDEX terms to the loss."""
+        lm = self.language_model
+        hidden = lm.model(inputs_embeds=merged.inputs_embeds, attention_mask=merged.attention_mask,
+                          position_ids=merged.position_ids, use_cache=False, **kwargs).last_hidden_state
+        targets_all = merged.labels[:, 1:]
+        positions = (targets_all != IGNORE_INDEX).any(dim=0).nonzero().flatten()  # [K]
+        logits = lm.lm_head(hidden[:, positions])  # [B, K, vocab]
+        targets = targets_all[:, positions]
+        loss = nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
+                                           ignore_index=IGNORE_INDEX)
+        return PulseOutput(loss, logits, merged.attention_mask, merged.labels, sum(merged.truncated),
+                           logit_positions=positions)
 
     @torch.no_grad()
     def generate(

@@ -275,3 +275,42 @@ def test_select_layer_features_equal_the_hidden_state_they_stand_for(select):
     with pytest.raises(Exception):  # a failing forward still restores every layer
         model._select_layer_features(torch.randn(1, 5, TINY_TILE, TINY_TILE))
     assert list(model.vision_tower.encoder.layers) == layers
+
+
+def test_supervised_logits_give_the_full_loss_and_gradients(tiny):
+    """logits="supervised" (the recipe's) applies the LM head only where a supervised token is
+    predicted; loss and every gradient equal the all-positions forward's, padding and images included."""
+    _, model, tok, ip, _ = tiny
+    convs = [[{"from": "human", "value": "<image>\nWhat is the rhythm?"}, {"from": "gpt", "value": "Sinus rhythm."}],
+             [{"from": "human", "value": "<image>\nRate?"}, {"from": "gpt", "value": "About 75 beats per minute."},
+              {"from": "human", "value": "Axis?"}, {"from": "gpt", "value": "Normal."}]]
+    rows = [tokenize_conversation(c, tok, max_length=4096)[:2] for c in convs]
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.tensor([ids + [0] * (width - len(ids)) for ids, _ in rows])
+    labels = torch.tensor([lab + [IGNORE_INDEX] * (width - len(lab)) for _, lab in rows])
+    mask = (torch.arange(width)[None] < torch.tensor([[len(ids)] for ids, _ in rows])).long()
+    images = [ip.preprocess(make_ecg_like_image(100, 60)), ip.preprocess(make_ecg_like_image(40, 90))]
+    args = (input_ids, [p.pixel_values for p in images], [p.image_size for p in images])
+    model.train()
+    model.gradient_checkpointing_enable()
+    try:
+        results = {}
+        for mode in ("all", "supervised"):
+            model.zero_grad(set_to_none=True)
+            out = model(*args, attention_mask=mask, labels=labels, logits=mode)
+            out.loss.backward()
+            results[mode] = (out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        full, sup = results["all"][0], results["supervised"][0]
+        n_supervised = int((full.labels[:, 1:] != IGNORE_INDEX).any(0).sum())
+        assert sup.logits.shape == (2, n_supervised, full.logits.shape[-1]) and n_supervised < full.logits.shape[1] / 3
+        torch.testing.assert_close(sup.logits, full.logits[:, sup.logit_positions])
+        torch.testing.assert_close(sup.loss, full.loss)
+        assert results["all"][1].keys() == results["supervised"][1].keys()
+        for name, grad in results["all"][1].items():
+            torch.testing.assert_close(results["supervised"][1][name], grad, msg=name)
+    finally:
+        model.gradient_checkpointing_disable()
+        model.zero_grad(set_to_none=True)
+        model.eval()
+    with pytest.raises(ValueError, match="logits must be"):
+        model(*args, attention_mask=mask, labels=labels, logits="some")

@@ -42,6 +42,10 @@ def test_flops_of_the_7b_width_bench_model():
     lm_only = 6 * fm.lm_params * merged + 12 * 8 * 4096 * merged**2
     assert lm_only == pytest.approx(37.5e12, rel=0.02)  # the figure behind the measured MFU table
     assert per_sample == pytest.approx(lm_only + 2.3e12, rel=0.02)  # + projector (trained) + CLIP forward
+    # The LM head (4096 x 32000) on the 60 positions that predict a supervised token, not all 3179.
+    assert fm.lm_head_params == 4096 * 32000
+    head_only = fm.flops(tokens=merged, sq_tokens=merged**2, tiles=5, head_tokens=60)
+    assert per_sample - head_only == pytest.approx(6 * 4096 * 32000 * (merged - 60))
 
 
 def test_peak_lookup():
@@ -57,8 +61,11 @@ def test_counts_are_popped_before_the_model_sees_them():
              "num_merged_sq": torch.tensor(50), "num_image_tiles": torch.tensor(4)}
     counts.add(batch)
     assert set(batch) == {"input_ids"}
-    assert counts.take() == (2, {"num_merged_tokens": 10.0, "num_merged_sq": 50.0, "num_image_tiles": 4.0})
-    assert counts.take()[0] == 0
+    counts.add_head_tokens(6)
+    assert counts.take() == (2, {"num_merged_tokens": 10.0, "num_merged_sq": 50.0, "num_image_tiles": 4.0,
+                                 "num_head_tokens": 6.0})
+    assert counts.take() == (0, {"num_merged_tokens": 0.0, "num_merged_sq": 0.0, "num_image_tiles": 0.0,
+                                 "num_head_tokens": 0.0})
 
 
 def test_callback_reports_every_n_steps(tmp_path):

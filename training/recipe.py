@@ -5,7 +5,8 @@ One file, read top to bottom: `setup_model` -> `setup_data` -> `setup_trainer` -
 this file adds only what the Trainer cannot know:
 
 - the model is the project's one LLaVA-1.6 definition (`pulse_models`), not a `PreTrainedModel`,
-  so the loss is read from its output and checkpoints are written in the ORIGINAL LLaVA format
+  so the loss is read from its output (its LM head run only where a supervised token is
+  predicted: ``logits="supervised"``) and checkpoints are written in the ORIGINAL LLaVA format
   (`pulse_models.checkpoint.save_original_format`), which the `pulse` adapter loads as is;
 - batches carry throughput counters that are popped before the forward pass and turned into
   samples/s, tokens/s and MFU by `throughput.ThroughputCallback` (never in the step loop);
@@ -358,7 +359,10 @@ def make_trainer_class() -> type:
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             self.step_counts.add(inputs)  # pops the collator's counters
-            outputs = model(**inputs)
+            # The LM head only where a supervised token is predicted: the same loss and gradients
+            # without the fp32 logits of ~3000 image and prompt positions per sample.
+            outputs = model(**inputs, logits="supervised")
+            self.step_counts.add_head_tokens(outputs.logits.shape[0] * outputs.logits.shape[1])
             return (outputs.loss, outputs) if return_outputs else outputs.loss
 
         def _get_train_sampler(self, train_dataset=None):

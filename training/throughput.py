@@ -84,6 +84,7 @@ class FlopModel:
     vision_layers: int
     vision_hidden: int
     vision_trainable: bool = False
+    lm_head_params: int = 0  # the part of lm_params in the LM head (it may run on fewer positions)
 
     @classmethod
     def from_model(cls, model: torch.nn.Module) -> FlopModel:
@@ -100,7 +101,7 @@ class FlopModel:
         select = getattr(config, "mm_vision_select_layer", None)
         used = n_vision if select is None else (select if select >= 0 else n_vision + 1 + select)
         used = min(max(used, 0), n_vision)
-        lm = projector = vision = 0
+        lm = projector = vision = head = 0
         vision_trainable = False
         for name, p in model.named_parameters():
             n = p.numel() if p.numel() > 0 else int(getattr(p, "ds_numel", 0))  # ZeRO-3 keeps ds_numel
@@ -116,6 +117,7 @@ class FlopModel:
                 continue
             else:
                 lm += n
+                head += n if "lm_head" in name else 0
         return cls(
             lm_params=lm,
             lm_layers=int(text["num_hidden_layers"]),
@@ -125,12 +127,17 @@ class FlopModel:
             vision_layers=used,
             vision_hidden=int(vision_cfg.get("hidden_size", 0)),
             vision_trainable=vision_trainable,
+            lm_head_params=head,
         )
 
-    def flops(self, *, tokens: float, sq_tokens: float, tiles: float) -> float:
+    def flops(self, *, tokens: float, sq_tokens: float, tiles: float, head_tokens: float | None = None) -> float:
         """Model FLOPs of one training step over a batch (tokens = merged LM tokens, summed;
-        sq_tokens = sum of squared per-sample merged lengths; tiles = 336 px tiles through CLIP)."""
-        lm = 6.0 * self.lm_params * tokens + 12.0 * self.lm_layers * self.lm_hidden * sq_tokens
+        sq_tokens = sum of squared per-sample merged lengths; tiles = 336 px tiles through CLIP;
+        head_tokens = positions the LM head ran on, when not all of them: the recipe's
+        logits="supervised" forward runs it only where a supervised token is predicted)."""
+        head = tokens if head_tokens is None else head_tokens
+        lm = (6.0 * (self.lm_params - self.lm_head_params) * tokens + 6.0 * self.lm_head_params * head
+              + 12.0 * self.lm_layers * self.lm_hidden * sq_tokens)
         image_tokens = tiles * IMAGE_TOKENS_PER_TILE
         projector = 6.0 * self.projector_params * image_tokens
         vit_tokens = tiles * VIT_TOKENS_PER_TILE
@@ -150,6 +157,7 @@ class StepCounts:
 
     samples: int = 0
     values: dict[str, float] = field(default_factory=lambda: {k: 0.0 for k in COUNT_KEYS})
+    head_tokens: float = 0.0  # positions the LM head ran on (reported by the trainer after each forward)
 
     def add(self, inputs: dict[str, Any]) -> None:
         """Pop the collator's counters out of a batch (the model must not see them)."""
@@ -160,10 +168,15 @@ class StepCounts:
         if "input_ids" in inputs:
             self.samples += int(inputs["input_ids"].shape[0])
 
+    def add_head_tokens(self, n: float) -> None:
+        self.head_tokens += float(n)
+
     def take(self) -> tuple[int, dict[str, float]]:
-        out = (self.samples, dict(self.values))
+        """(samples, the collator's counters + "num_head_tokens") since the last take; resets."""
+        out = (self.samples, {**self.values, "num_head_tokens": self.head_tokens})
         self.samples = 0
         self.values = {k: 0.0 for k in COUNT_KEYS}
+        self.head_tokens = 0.0
         return out
 
 
@@ -207,11 +220,12 @@ class ThroughputCallback(TrainerCallback):
         now = time.perf_counter()
         elapsed, self._t0 = now - self._t0, now
         samples, values = self.counts.take()
-        samples_all, tokens, sq, tiles = _all_reduce_sum(
-            [float(samples), values["num_merged_tokens"], values["num_merged_sq"], values["num_image_tiles"]]
+        samples_all, tokens, sq, tiles, head = _all_reduce_sum(
+            [float(samples), values["num_merged_tokens"], values["num_merged_sq"], values["num_image_tiles"],
+             values.get("num_head_tokens", 0.0)]
         )
         world = max(1, args.world_size)
-        flops = self.flop_model.flops(tokens=tokens, sq_tokens=sq, tiles=tiles)
+        flops = self.flop_model.flops(tokens=tokens, sq_tokens=sq, tiles=tiles, head_tokens=head or None)
         tflops_per_device = flops / elapsed / world / 1e12
         record: dict[str, float] = {
             "step": state.global_step,
