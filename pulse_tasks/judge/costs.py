@@ -7,7 +7,8 @@ from typing import Any
 # USD per 1M tokens (input, output), OpenAI list prices (openai.com/api/pricing). The gpt-4o,
 # gpt-4o-mini, gpt-4.1 and gpt-4.1-mini rows were cross-checked on 2026-12-01 against several
 # public 2026 price listings (the OpenAI page itself was out of reach); the dated snapshots carry
-# their family's price except gpt-4o-2024-05-13, which kept its launch price. Azure list prices for the same snapshots are the same for global deployments.
+# their family's price except gpt-4o-2024-05-13, which kept its launch price. Azure list prices
+# for the same snapshots are the same for global deployments.
 PRICES_PER_M: dict[str, tuple[float, float]] = {
     "gpt-4o-2024-08-06": (2.50, 10.00),
     "gpt-4o-2024-11-20": (2.50, 10.00),
