@@ -280,9 +280,15 @@ def measure_phases(engine: Any, items: list[Any], batch: int, max_new: int, devi
         with torch_profile(activities=acts) as prof:
             gen(1)
             sync()
-        key = "cuda_time_total" if cuda else "cpu_time_total"
-        Path(profile).write_text(f"prefill of one batch of {n} (generate 1 new token)\n"
-                                 + prof.key_averages().table(sort_by=key, row_limit=30) + "\n")
+        table = None
+        # torch renamed cuda_time_total to device_time_total (the old name is an alias for a while).
+        for key in (["device_time_total", "cuda_time_total"] if cuda else ["cpu_time_total"]):
+            try:
+                table = prof.key_averages().table(sort_by=key, row_limit=30)
+                break
+            except (AttributeError, KeyError, ValueError):
+                continue
+        Path(profile).write_text(f"prefill of one batch of {n} (generate 1 new token)\n{table}\n")
     return out
 
 
