@@ -190,6 +190,11 @@ def make_items(n: int, tokenizer: Any, tiny: bool, seed: int) -> list[Any]:
     return items
 
 
+def _fresh(items: list[Any]) -> list[Any]:
+    """Copies of the WorkItems without their cached pixels: every timing decodes its images."""
+    return [type(it)(it.key, list(it.turns), it.load_image) for it in items]
+
+
 def run_setting(engine: Any, items: list[Any], workload: str, name: str, batch: int, cache: str, prefetch: int,
                 max_new: int, warmup: int, device: Any) -> Result:
     import torch
@@ -198,10 +203,10 @@ def run_setting(engine: Any, items: list[Any], workload: str, name: str, batch: 
 
     settings = GenSettings(max_new_tokens=max_new, temperature=0.0, num_beams=1,
                            cache_implementation=None if cache == "dynamic" else cache)
-    fresh = [type(it)(it.key, list(it.turns), it.load_image) for it in items]  # no cached pixels
+    fresh = _fresh(items)
     if warmup:
         run_batches(engine, fresh[: batch * warmup], settings, batch, prefetch)
-        fresh = [type(it)(it.key, list(it.turns), it.load_image) for it in items]
+        fresh = _fresh(items)
     cuda = torch.cuda.is_available() and str(device).startswith("cuda")
     if cuda:
         torch.cuda.synchronize()
@@ -239,7 +244,7 @@ def measure_phases(engine: Any, items: list[Any], batch: int, max_new: int, devi
 
     cuda = str(device).startswith("cuda") and torch.cuda.is_available()
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    work = [type(it)(it.key, list(it.turns), it.load_image) for it in items[:batch]]
+    work = _fresh(items[:batch])
     t0 = time.perf_counter()
     prepared = [_prepare_one(engine, it) for it in work]
     prep = time.perf_counter() - t0
@@ -317,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from pulse_models.engine import DEFAULT_PREFETCH_WORKERS, OriginalEngine
+    from pulse_models.engine import DEFAULT_PREFETCH_WORKERS, OriginalEngine, _empty_cuda_cache
 
     started = time.perf_counter()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.tiny else "cpu"))
@@ -383,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                                 device)
             except Exception as exc:  # noqa: BLE001 - e.g. OOM at a large batch: report, go on
                 print(f"{label}: failed ({type(exc).__name__}: {exc})", flush=True)
-                _empty_cache(device)
+                _empty_cuda_cache()
                 continue
             if name == "reference":
                 refs[workload] = r
@@ -397,13 +402,6 @@ def main(argv: list[str] | None = None) -> int:
         meta["wall_s"] = round(time.perf_counter() - started, 1)
         _write_json(args.json, meta, results, extra)
     return 0
-
-
-def _empty_cache(device: Any) -> None:
-    import torch
-
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _print(r: Result) -> None:

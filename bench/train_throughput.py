@@ -291,14 +291,13 @@ def main(argv: list[str] | None = None) -> int:
             result = {**asdict(setting), "skipped": f"time budget {args.time_budget:.0f}s spent"}
         else:
             try:
-                result = measure(setting, args)
-            except torch.OutOfMemoryError:
-                result = {**asdict(setting), "error": "out of memory"}
-            except Exception as exc:  # noqa: BLE001 - e.g. a compile failure: record it, try the next setting
-                result = {**asdict(setting), "error": f"{type(exc).__name__}: {exc}"[:500]}
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+                result = measure(setting, args)  # frees its model and cache when it returns
+            except Exception as exc:  # noqa: BLE001 - e.g. out of memory, a compile failure: record it, go on
+                oom = isinstance(exc, torch.OutOfMemoryError)
+                result = {**asdict(setting), "error": "out of memory" if oom else f"{type(exc).__name__}: {exc}"[:500]}
+                gc.collect()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
         results.append(result)
         print(json.dumps(result), flush=True)
         if args.json:

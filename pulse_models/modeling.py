@@ -77,6 +77,13 @@ class PulseOutput:
         return getattr(self, key)
 
 
+def vision_layers_run(num_layers: int, select_layer: int) -> int:
+    """How many CLIP encoder layers hidden_states[select_layer] depends on (hidden_states[k] is
+    the output of k layers, hidden_states[0] the embeddings): 23 for PULSE's -2 of 24. Out of
+    range values come back out of [0, num_layers]; callers decide."""
+    return select_layer if select_layer >= 0 else num_layers + 1 + select_layer
+
+
 def build_projector(config: PulseConfig) -> nn.Module:
     """LLaVA's mm_projector: 'linear' or 'mlp2x_gelu' (Linear, GELU, Linear -> keys 0 and 2)."""
     if config.mm_projector_type == "linear":
@@ -182,7 +189,7 @@ class PulseLlavaForCausalLM(nn.Module):
         layers = encoder.layers
         n = len(layers)
         select = self.config.mm_vision_select_layer
-        k = select if select >= 0 else n + 1 + select  # hidden_states[k]: the output of k layers
+        k = vision_layers_run(n, select)
         if not 1 <= k <= n:  # the embeddings themselves (k = 0), or out of range: the plain path
             return self.vision_tower(pixel_values, output_hidden_states=True).hidden_states[select]
         if k == n:

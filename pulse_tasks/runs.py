@@ -227,7 +227,8 @@ def load_run(results_file: str | Path, name: str | None = None) -> Run:
 
 
 def _merge_identity(results_file: Path) -> tuple[tuple[str, ...], set[str]] | None:
-    """(the MERGE_KEYS values, the task names) of a results file; None when it cannot be read."""
+    """(the MERGE_KEYS values, the task names) of a results file, read without its samples
+    files; None when it cannot be read."""
     try:
         data = json.loads(results_file.read_text(encoding="utf-8"))
         config = data.get("config") or {}
@@ -240,15 +241,13 @@ def merge_older(run: Run, older: Sequence[Path]) -> Run:
     """Add to ``run`` the subsets (and other ECGBench tasks) it lacks from ``older`` results files
     (newest first) of the same model, model_args, gen_kwargs and data; ``run.parts`` lists the
     files used. Files that differ are left out, with a log line saying why."""
-    identity = _merge_identity(run.results_file)
+    settings = tuple(str(run.config.get(k) or "") for k in MERGE_KEYS)  # as _merge_identity reads them
     run.parts = [run.results_file]
-    if identity is None:
-        return run
     for path in older:
         if len(run.subsets) == len(SUBSETS):
             break
         other = _merge_identity(path)
-        if other is None or other[0] != identity[0]:
+        if other is None or other[0] != settings:
             logger.info("not merged into %s: %s ran other settings (%s)", run.name, path, ", ".join(MERGE_KEYS))
             continue
         have = {sr.task for sr in run.subsets.values()} | set(run.other_tasks)

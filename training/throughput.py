@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from pulse_models.modeling import vision_layers_run
+
 logger = logging.getLogger(__name__)
 
 IMAGE_TOKENS_PER_TILE: int = 576  # 24 x 24 CLIP-L/14 patches of a 336 px tile, CLS dropped ("patch")
@@ -99,8 +101,7 @@ class FlopModel:
         vision_cfg = _as_dict(getattr(config, "vision_config", None))
         n_vision = int(vision_cfg.get("num_hidden_layers", 0))
         select = getattr(config, "mm_vision_select_layer", None)
-        used = n_vision if select is None else (select if select >= 0 else n_vision + 1 + select)
-        used = min(max(used, 0), n_vision)
+        used = n_vision if select is None else min(max(vision_layers_run(n_vision, select), 0), n_vision)
         lm = projector = vision = head = 0
         vision_trainable = False
         for name, p in model.named_parameters():
@@ -222,7 +223,7 @@ class ThroughputCallback(TrainerCallback):
         samples, values = self.counts.take()
         samples_all, tokens, sq, tiles, head = _all_reduce_sum(
             [float(samples), values["num_merged_tokens"], values["num_merged_sq"], values["num_image_tiles"],
-             values.get("num_head_tokens", 0.0)]
+             values["num_head_tokens"]]
         )
         world = max(1, args.world_size)
         flops = self.flop_model.flops(tokens=tokens, sq_tokens=sq, tiles=tiles, head_tokens=head or None)
