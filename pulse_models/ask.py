@@ -224,10 +224,7 @@ def _token_split(model: Any, item: Any, out: Any) -> tuple[int, int]:
 
 def _hf_inputs(model: Any, item: Any) -> dict[str, Any]:
     """The processor call HFEngine.generate makes for this item (for counting only)."""
-    kwargs: dict[str, Any] = {"text": [item.extra["text"]], "return_tensors": "pt"}
-    if item.extra.get("image") is not None:
-        kwargs["images"] = [item.extra["image"]]
-    return model.engine.processor(**kwargs)
+    return model.engine.processor_inputs([item])
 
 
 def describe_image(model: Any, image: Any, path: str) -> dict[str, Any]:

@@ -101,6 +101,7 @@ def train_bpe_tokenizer(specials: list[str], bos: str | None = None, **named: st
             single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)])
     standard = {k: named.pop(k) for k in list(named) if k in ("bos_token", "eos_token", "pad_token", "unk_token")}
     return PreTrainedTokenizerFast(tokenizer_object=tok, clean_up_tokenization_spaces=False,
+                                   model_max_length=TEXT["max_position_embeddings"],
                                    model_specific_special_tokens=named or None, **standard)
 
 
