@@ -69,36 +69,39 @@ def _arena(model) -> list[list[str]]:
     return model.generate_until_multi_round(reqs)
 
 
-def _plain_transformers(path) -> list[list[str]]:
-    """Both rounds of every doc, one conversation at a time, with nothing of ours in between."""
+def _load_plain(path):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
-    processor = AutoProcessor.from_pretrained(path)
-    out = []
-    for doc in DOCS:
-        messages: list[dict] = []
-        answers: list[str] = []
-        for r, question in enumerate(doc["questions"]):
-            content = ([{"type": "image", "image": doc["image"]}] if r == 0 else []) + [{"type": "text", "text": question}]
-            messages.append({"role": "user", "content": content})
-            inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                   return_dict=True, return_tensors="pt")
-            with torch.inference_mode():
-                ids = model.generate(**inputs, max_new_tokens=MAX_NEW, do_sample=False)
-            answer = processor.decode(ids[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-            answers.append(answer)
-            messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
-        out.append(answers)
-    return out
+    return AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval(), AutoProcessor.from_pretrained(path)
+
+
+def plain_conversation(model, processor, image, questions: list[str]) -> list[str]:
+    """Every round of one conversation about ``image`` with nothing of ours in between: the chat
+    template renders the messages, greedy generate answers, the answer joins the history."""
+    import torch
+
+    messages: list[dict] = []
+    answers: list[str] = []
+    for r, question in enumerate(questions):
+        content = ([{"type": "image", "image": image}] if r == 0 else []) + [{"type": "text", "text": question}]
+        messages.append({"role": "user", "content": content})
+        inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                               return_dict=True, return_tensors="pt")
+        with torch.inference_mode():
+            ids = model.generate(**inputs, max_new_tokens=MAX_NEW, do_sample=False)
+        answer = processor.decode(ids[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        answers.append(answer)
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return answers
 
 
 @pytest.fixture(scope="module", params=BASELINES, ids=BASELINES)
 def baseline(request, tmp_path_factory):
     """(arch, checkpoint dir, plain-transformers answers [doc][round]): one model built per family."""
     path = make_tiny_baseline(request.param, tmp_path_factory.mktemp(request.param), seed=1)
-    reference = _plain_transformers(path)
+    model, processor = _load_plain(path)
+    reference = [plain_conversation(model, processor, d["image"], d["questions"]) for d in DOCS]
     # A matrix that compares empty strings would pass for any adapter: outputs must say something.
     assert all(r[0] for r in reference) and len({r[0] for r in reference}) > 1, reference
     return request.param, path, reference
@@ -141,3 +144,48 @@ def test_ask_reports_the_image_token_count(baseline, tmp_path, capsys):
     assert n_image > 0
     assert rec["tokens"]["image"] == n_image
     assert rec["tokens"]["image"] + rec["tokens"]["text"] == inputs["input_ids"].shape[1]
+
+
+@pytest.mark.slow
+def test_lmms_eval_cli_runs_a_baseline_family(synth_data_dir, tmp_path):
+    """The real ``lmms-eval --model pulse`` on one family (Idefics3: template-written BOS, image
+    splitting, pixel_attention_mask) over a letter subset and the two-turn arena, results read back."""
+    import glob
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from judge_server import FakeJudgeServer, marker_responder
+
+    from pulse_tasks.data import load_subset
+    from pulse_tasks.hooks import doc_to_visual
+
+    path = make_tiny_baseline("idefics3", tmp_path / "idefics3", seed=1)
+    out = tmp_path / "results"
+    with FakeJudgeServer(marker_responder, api_key="sk-matrix-test", lifetime_s=600) as judge:
+        env = {**os.environ, "OPENAI_API_KEY": "sk-matrix-test", "OPENAI_BASE_URL": judge.url,
+               "ECGBENCH_DATA": str(synth_data_dir), "ECGBENCH_JUDGE_CACHE": str(tmp_path / "judge.sqlite"),
+               "ECGBENCH_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "lmms_eval", "--model", "pulse",
+             "--model_args", f"pretrained={path},dtype=float32,device_map=cpu", "--batch_size", "2",
+             "--gen_kwargs", f"max_new_tokens={MAX_NEW}", "--tasks", "ecgbench_csn,ecgbench_arena", "--limit", "2",
+             "--output_path", str(out), "--log_samples"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = glob.glob(str(out / "**" / "*_results.json"), recursive=True)
+    assert results, proc.stderr[-3000:]
+    folder = Path(results[0]).parent
+    samples = {task: [json.loads(line) for line in Path(f).read_text().splitlines()]
+               for task in ("ecgbench_csn", "ecgbench_arena")
+               for f in glob.glob(str(folder / f"*_samples_{task}.jsonl"))}
+    assert sorted(samples) == ["ecgbench_arena", "ecgbench_csn"] and all(len(v) == 2 for v in samples.values())
+    arena = [s["filtered_resps"] for s in samples["ecgbench_arena"]]
+    assert all(len(r) >= 2 and all(a and not a.startswith("[ECGBENCH") for a in r) for r in arena), arena
+    # The letter subset's answers equal plain transformers on the same prompt and image.
+    docs = load_subset("csn-test-no-cot", synth_data_dir)
+    model, processor = _load_plain(path)
+    for sample in samples["ecgbench_csn"]:
+        image = doc_to_visual(docs[int(sample["doc_id"])])[0]
+        assert sample["filtered_resps"] == plain_conversation(model, processor, image, [sample["input"]])[0]
