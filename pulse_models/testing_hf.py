@@ -9,15 +9,17 @@
 
 Sizes: text hidden 32, 2 layers, 4 heads (head dim 8); vision hidden 32, 1 layer, 8 px patches (4 px
 for the Qwen family, whose images are resized to multiples of patch x merge); 32 px tiles or
-at most 32x32 px images, so an image becomes 4-64 embeddings. Chat templates are written
+at most 32x32 px images, so an image becomes 4-88 embeddings (Gemma 3 always 4; LLaVA-OneVision
+most: base tile + anyres tiles + newlines). Chat templates are written
 here after each family's published prompt layout (roles, turn markers, where the image goes,
 the BOS the template writes itself); they are not copies of the hub files.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pulse_models.testing import _CORPUS, _spread_init
 
@@ -85,7 +87,14 @@ def train_bpe_tokenizer(specials: list[str], bos: str | None = None, **named: st
     tokenizers do. ``named`` sets bos_token/eos_token/pad_token/... and model-specific names
     (e.g. ``image_token="<image_soft_token>"``) as tokenizer attributes.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -131,14 +140,22 @@ def _qwen_vl(version: str) -> tuple[Any, Any]:
     sizes = {"min_pixels": 8 * 8, "max_pixels": QWEN_MAX_PIXELS, "patch_size": QWEN_PATCH, "merge_size": 2,
              "temporal_patch_size": 2}
     if version == "2":
-        from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+        from transformers import (
+            Qwen2VLConfig,
+            Qwen2VLForConditionalGeneration,
+            Qwen2VLProcessor,
+        )
 
         config = Qwen2VLConfig(text_config=text, vision_config=dict(vision, embed_dim=32, hidden_size=32,
                                                                      mlp_ratio=2),
                                image_token_id=image_id, video_token_id=video_id, vision_start_token_id=start_id)
         model_cls, proc_cls = Qwen2VLForConditionalGeneration, Qwen2VLProcessor
     else:
-        from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+        from transformers import (
+            Qwen2_5_VLConfig,
+            Qwen2_5_VLForConditionalGeneration,
+            Qwen2_5_VLProcessor,
+        )
 
         config = Qwen2_5_VLConfig(
             text_config=text, vision_config=dict(vision, hidden_size=32, intermediate_size=64, out_hidden_size=32,
@@ -211,7 +228,12 @@ def _idefics3() -> tuple[Any, Any]:
 
 def _gemma3() -> tuple[Any, Any]:
     """Gemma 3: SigLIP + average-pooled projection to a fixed token count, Gemma 3 decoder."""
-    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessor, Gemma3Processor
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3ImageProcessor,
+        Gemma3Processor,
+    )
 
     tok = train_bpe_tokenizer(["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
                                "<end_of_image>", "<image_soft_token>"],
