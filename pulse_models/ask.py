@@ -214,20 +214,12 @@ def _token_split(model: Any, item: Any, out: Any) -> tuple[int, int]:
         text = sum(1 for t in item.input_ids if t != IMAGE_TOKEN_INDEX)
         return out.n_prompt_tokens - text, text
     # HF: the processor expands the image placeholder into one id per image embedding.
-    ids = _hf_inputs(model, item)["input_ids"][0].tolist()
+    ids = model.engine.processor_inputs([item])["input_ids"][0].tolist()
     image_id = getattr(model.config, "image_token_id", None)
     if image_id is None:
         image_id = getattr(model.config, "image_token_index", None)
     n_image = sum(1 for t in ids if t == image_id) if image_id is not None else 0
     return n_image, len(ids) - n_image
-
-
-def _hf_inputs(model: Any, item: Any) -> dict[str, Any]:
-    """The processor call HFEngine.generate makes for this item (for counting only)."""
-    kwargs: dict[str, Any] = {"text": [item.extra["text"]], "return_tensors": "pt"}
-    if item.extra.get("image") is not None:
-        kwargs["images"] = [item.extra["image"]]
-    return model.engine.processor(**kwargs)
 
 
 def describe_image(model: Any, image: Any, path: str) -> dict[str, Any]:

@@ -243,21 +243,35 @@ class HFEngine:
         img = image
         with self._tok_lock:
             text = self.prompt(turns, img is not None)
-            n = len(self.tokenizer(text).input_ids)
+            n = len(self.tokenizer(text, add_special_tokens=self._add_special_tokens(text)).input_ids)
         return PreparedItem([], None, img.size if img is not None else None, n, extra={"text": text, "image": img})
+
+    def _add_special_tokens(self, text: str) -> bool:
+        """False when the rendered chat template already starts with the BOS (Gemma 3, Idefics3,
+        Llama 3 templates write it): the tokenizer would add a second one. The rule
+        ``processor.apply_chat_template(tokenize=True)`` applies, so prompts match plain transformers."""
+        bos = getattr(self.tokenizer, "bos_token", None)
+        return not (bos and text.startswith(bos))
+
+    def processor_inputs(self, items: Sequence[PreparedItem]) -> Any:
+        """The processor's batch (input_ids, attention_mask, pixel_values and whatever else the
+        family needs: image_grid_thw, pixel_attention_mask, image_sizes, ...) on the host, left-padded."""
+        texts = [it.extra["text"] for it in items]
+        images = [it.extra["image"] for it in items if it.extra["image"] is not None]
+        kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True, "padding_side": "left",
+                                  "add_special_tokens": self._add_special_tokens(texts[0])}
+        if images:
+            if len(images) != len(items):
+                raise ValueError("a batch mixes items with and without images")
+            # One list of images per prompt: the form processor.apply_chat_template passes for a batch.
+            kwargs["images"] = [[img] for img in images]
+        with self._tok_lock:
+            return self.processor(**kwargs)
 
     def generate(self, items: Sequence[PreparedItem], settings: GenSettings, streamer: Any = None) -> list[GenOutput]:
         import torch
 
-        texts = [it.extra["text"] for it in items]
-        images = [it.extra["image"] for it in items if it.extra["image"] is not None]
-        kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
-        if images:
-            if len(images) != len(items):
-                raise ValueError("a batch mixes items with and without images")
-            kwargs["images"] = images
-        with self._tok_lock:
-            inputs = self.processor(**kwargs)
+        inputs = self.processor_inputs(items)
         dtype = next(self.model.parameters()).dtype
         inputs = {k: (v.to(self.model.device, dtype) if v.is_floating_point() else v.to(self.model.device))
                   for k, v in inputs.items() if hasattr(v, "to")}
