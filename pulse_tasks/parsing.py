@@ -72,6 +72,9 @@ import re
 from functools import lru_cache
 from typing import Iterable
 
+from pulse_tasks import strict
+from pulse_tasks.strict import normalize_option, strict_candidates  # noqa: F401 -- re-exported
+
 # --------------------------------------------------------------------------------------------
 # Response states
 # --------------------------------------------------------------------------------------------
@@ -175,20 +178,6 @@ def parse_letter_paper(text: str) -> str | None:
     return None
 
 
-# Markdown emphasis ("**Answer:** **B**") is formatting, not content: tolerated around markers/letters.
-_EMPH = r"[*_]*"
-_STRICT_MARKER_RE = re.compile(
-    rf"(?i)\b(?:answer{_EMPH}\s*(?:is\s*:?|:)|correct\s+option{_EMPH}\s*(?:is\s*:?|:)){_EMPH}"
-)
-# After a marker: the letter, alone or in parentheses, then the end, punctuation, a line break or
-# " (" / " -" (so "Answer: A normal ECG" and "Answer: A-fib" are not the letter A).
-_STRICT_AFTER_MARKER_RE = re.compile(
-    rf"\s*{_EMPH}(?:\(([A-Z])\)|([A-Z])){_EMPH}(?=$|[.,;:!)\]]|[ \t]*\n|\s+[(\-\u2013\u2014])"
-)
-_STRICT_BARE_RE = re.compile(rf"{_EMPH}\(?([A-Z])\)?[.:]?{_EMPH}")
-_STRICT_LEADING_RE = re.compile(rf"{_EMPH}\(?([A-Z])(?:\)|[.):]){_EMPH}(?=\s|$)")
-
-
 def _last_match(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
     """The last non-overlapping match of ``pattern`` in ``text`` (the final answer wins)."""
     last = None
@@ -197,21 +186,10 @@ def _last_match(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
     return last
 
 
-def parse_letter_strict(text: str, letters: str) -> str | None:
-    """Strict letter parser (see the module docstring for the accepted forms); ``None`` if unparsed."""
-    stripped = text.strip()
-    bare = _STRICT_BARE_RE.fullmatch(stripped)
-    if bare:
-        return bare.group(1) if bare.group(1) in letters else None
-    last_marker = _last_match(_STRICT_MARKER_RE, stripped)
-    if last_marker is not None:
-        after = _STRICT_AFTER_MARKER_RE.match(stripped, last_marker.end())
-        letter = (after.group(1) or after.group(2)) if after else None
-        return letter if letter and letter in letters else None
-    leading = _STRICT_LEADING_RE.match(stripped)
-    if leading:
-        return leading.group(1) if leading.group(1) in letters else None
-    return None
+def parse_letter_strict(text: str, letters: str, prompt: str = "") -> str | None:
+    """Strict letter (``pulse_tasks.strict.explain_letter``); ``None`` if invalid."""
+    labels = strict.explain_letter(text, letters, prompt)["labels"]
+    return labels[0] if labels else None
 
 
 def gold_letter(answer: str) -> str | None:
@@ -266,7 +244,6 @@ def gold_labels_paper(gold: str, labels: tuple[str, ...], code15: bool = False) 
 
 # Characters that continue a token: "I-AVB", "1dAVb", "ST-segment", "non_AF" are single tokens.
 _TOKEN_CHARS = "A-Za-z0-9_-"
-_STRICT_ANSWER_CUT_RE = re.compile(r"(?i)\banswer\s*:")
 
 
 @lru_cache(maxsize=None)
@@ -277,13 +254,10 @@ def _label_regex(labels: tuple[str, ...]) -> tuple[re.Pattern[str], dict[str, st
     return pattern, {label.casefold(): label for label in labels}
 
 
-def parse_labels_strict(text: str, labels: tuple[str, ...]) -> list[str]:
-    """Strict label matcher: whole tokens, case-insensitive, after the last "answer:" if any."""
-    cut = _last_match(_STRICT_ANSWER_CUT_RE, text)
-    if cut is not None:
-        text = text[cut.end():]
-    pattern, canonical = _label_regex(labels)
-    return _order((canonical[m.casefold()] for m in pattern.findall(text)), labels)
+def parse_labels_strict(text: str, labels: tuple[str, ...], prompt: str = "") -> list[str]:
+    """Strict labels (``pulse_tasks.strict.explain_labels``): the question's codes, descriptions
+    and synonyms, negation-aware, after the last "answer:" if any."""
+    return strict.explain_labels(text, labels, prompt)["labels"]
 
 
 def gold_labels_strict(gold: str, labels: tuple[str, ...]) -> list[str]:
@@ -318,40 +292,6 @@ def parse_ecgqa_paper(text: str, candidates: list[str]) -> list[str]:
     return [c for c in dict.fromkeys(candidates) if c in lowered]
 
 
-_WS_RE = re.compile(r"\s+")
-
-
-def normalize_option(option: str) -> str:
-    """Strict option form: lower-cased, whitespace collapsed, a trailing period dropped."""
-    return _WS_RE.sub(" ", option).strip().rstrip(".").strip().lower()
-
-
-def strict_candidates(candidates: Iterable[str]) -> list[str]:
-    """Normalised, de-duplicated, non-empty options, in their original order."""
-    return [c for c in dict.fromkeys(normalize_option(c) for c in candidates) if c]
-
-
-def _find_phrase(haystack: str, phrase: str) -> list[int]:
-    """Start offsets of ``phrase`` in ``haystack`` not touching a letter or digit on either side."""
-    starts, start, size = [], haystack.find(phrase), len(phrase)
-    while start != -1:
-        before = haystack[start - 1] if start else " "
-        after = haystack[start + size] if start + size < len(haystack) else " "
-        if not before.isalnum() and not after.isalnum():
-            starts.append(start)
-        start = haystack.find(phrase, start + 1)
-    return starts
-
-
 def parse_ecgqa_strict(text: str, candidates: list[str]) -> list[str]:
-    """Strict prediction: normalised options found as whole phrases, longest first (masked)."""
-    options = strict_candidates(candidates)
-    haystack = _WS_RE.sub(" ", text.lower())
-    chosen = set()
-    for option in sorted(options, key=len, reverse=True):
-        starts = _find_phrase(haystack, option)
-        if starts:
-            chosen.add(option)
-            for start in starts:  # mask, so shorter options cannot match inside this one
-                haystack = haystack[:start] + " " * len(option) + haystack[start + len(option):]
-    return [option for option in options if option in chosen]
+    """Strict options (``pulse_tasks.strict.explain_ecgqa``): whole options, longest first."""
+    return strict.explain_ecgqa(text, candidates)["labels"]

@@ -85,7 +85,7 @@ def test_parse_letter_paper(text, expected):
     ("B.", "ABCD", "B"),
     ("B)", "ABCD", "B"),
     (" C \n", "ABCD", "C"),
-    ("b", "ABCD", None),
+    ("b", "ABCD", "B"),  # a lone letter is the answer in any case
     ("E", "ABCD", None),  # outside the subset's letters
     ("E", "ABCDEFGH", "E"),
     ("I", "ABCDEFGH", None),
@@ -112,8 +112,8 @@ def test_parse_letter_paper(text, expected):
     ("Answer: Based on the ECG, C", "ABCD", None),  # no stray capital
     ("Answer: A normal ECG", "ABCD", None),  # the article A
     ("Answer: A-fib", "ABCD", None),
-    ("Answer: C because the PR is long", "ABCD", None),
-    ("The correct option is c", "ABCD", None),
+    ("Answer: C because the PR is long", "ABCD", "C"),
+    ("The correct option is c", "ABCD", "C"),  # lower case after a final-answer marker
     ("Answer: none of them", "ABCD", None),
     # a leading option label
     ("C. Atrial fibrillation", "ABCD", "C"),
@@ -143,14 +143,14 @@ def test_gold_letter_is_first_character(answer, expected):
     # quirk: NORM inside ABNORMAL
     (PTB, False, "ABNORMAL ECG", ["NORM"], []),
     # quirk: MI inside other words
-    (PTB, False, "MILD ST changes, MINIMAL voltage", ["MI"], []),
+    (PTB, False, "MILD ST changes, MINIMAL voltage", ["MI"], ["STTC"]),  # "ST changes" is PTB-XL's STTC
     (PTB, False, "Old MI and STTC.", ["MI", "STTC"], ["MI", "STTC"]),
     (PTB, False, "(MI)", ["MI"], ["MI"]),
     # quirk: ST inside STD/STE (code15's ST = sinus tachycardia)
     (CODE15, True, "ABNORMAL: STD in V5", ["ABNORMAL", "ST"], ["ABNORMAL"]),
     (CODE15, True, "STE in II", ["ST"], []),
     (CODE15, True, "ST-segment depression", ["ST"], []),
-    (CODE15, True, "sinus tachycardia (ST).", ["ST"], ["ST"]),
+    (CODE15, True, "sinus tachycardia (ST).", ["ST"], ["ABNORMAL", "ST"]),  # a finding implies ABNORMAL
     (CPSC, False, "STD and STE", ["STD", "STE"], ["STD", "STE"]),
     # quirk: AF inside AFL
     (CPSC, False, "AFL with 2:1 block", ["AF"], []),
@@ -161,15 +161,15 @@ def test_gold_letter_is_first_character(answer, expected):
     (PTB, False, "norm", [], ["NORM"]),
     (CPSC, False, "i-avb, rbbb", [], ["I-AVB", "RBBB"]),
     (CPSC, False, "I-AVB", ["I-AVB"], ["I-AVB"]),
-    (CODE15, True, "1davb", [], ["1dAVb"]),
+    (CODE15, True, "1davb", [], ["ABNORMAL", "1dAVb"]),
     (CODE15, True, "ABNORMAL, 1dAVb, RBBB", ["ABNORMAL", "1dAVb", "RBBB"], ["ABNORMAL", "1dAVb", "RBBB"]),
     # code15: the "Answer:" cut, then the NORM/ABNORMAL rule
     (CODE15, True, "Not ABNORMAL. Answer: NORM", ["NORM"], ["NORM"]),
     (CODE15, True, "Looks NORM at first. Answer: ABNORMAL, RBBB", ["ABNORMAL", "RBBB"], ["ABNORMAL", "RBBB"]),
     (CODE15, True, "ABNORMAL", ["ABNORMAL"], ["ABNORMAL"]),  # no NORM added
     (CODE15, True, "NORM", ["NORM"], ["NORM"]),
-    (CODE15, True, "RBBB and LBBB", ["RBBB", "LBBB"], ["RBBB", "LBBB"]),
-    (CODE15, True, "RBBB. answer: LBBB", ["RBBB", "LBBB"], ["LBBB"]),  # paper's cut is case-sensitive
+    (CODE15, True, "RBBB and LBBB", ["RBBB", "LBBB"], ["ABNORMAL", "RBBB", "LBBB"]),
+    (CODE15, True, "RBBB. answer: LBBB", ["RBBB", "LBBB"], ["ABNORMAL", "LBBB"]),  # paper's cut is case-sensitive
     # strict applies the answer cut to every subset
     (PTB, False, "Not MI. Answer: NORM", ["NORM", "MI"], ["NORM"]),
     (PTB, False, "", [], []),
