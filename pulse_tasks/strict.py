@@ -3,11 +3,13 @@
 Each reader returns an *explanation* (a plain dict, JSON-ready) whose ``labels`` are the strict
 answer and whose ``invalid_reason`` says why there is none::
 
-    {"mode": "strict", "version": STRICT_VERSION, "region": "...", "region_start": 0,
+    {"mode": "strict", "region": "...", "region_start": 0, "region_end": 12,
      "spans": [{"text", "start", "end", "label", "source", "negated", "trigger"}, ...],
      "labels": [...], "invalid_reason": None, "implied": [...]}
 
-``start``/``end`` are offsets into the whole response; ``region`` is the part of it that was read.
+``start``/``end`` are offsets into the whole response; ``region`` is the part of it that was read
+(``response[region_start:region_end]``, shown cut to ``REGION_MAX_CHARS``); ``implied`` (code15's
+NORM/ABNORMAL rules) appears only when a label was implied or dropped.
 
 Rules (one example each; the README lists the same):
 
@@ -150,9 +152,14 @@ def _phrase_regex(phrase: str) -> str:
 
 def prompt_descriptions(prompt: str, labels: tuple[str, ...]) -> dict[str, list[str]]:
     """The description the prompt gives each label code: "CODE: text", "CODE(text)", "text (CODE)"."""
+    return {label: list(texts) for label, texts in _described(prompt, labels)}
+
+
+@lru_cache(maxsize=1024)  # a subset's prompts repeat: read each once
+def _described(prompt: str, labels: tuple[str, ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:
     found: dict[str, list[str]] = {}
     if not prompt:
-        return found
+        return ()
     for label in labels:
         code = re.escape(label)
         after = re.finditer(rf"(?<![\w-]){code}(?![\w-])\s*(?::|=|\(|-\s)\s*([^,;\n()]+?)\s*(?=[,;\n)]|\.\s|\.$|$)", prompt)
@@ -162,7 +169,7 @@ def prompt_descriptions(prompt: str, labels: tuple[str, ...]) -> dict[str, list[
             text = text.strip(" .'\"")
             if text and text.casefold() != label.casefold() and text not in labels and len(text.split()) <= 8:
                 found.setdefault(label, []).append(text)
-    return found
+    return tuple((label, tuple(texts)) for label, texts in sorted(found.items()))
 
 
 def _bounded(pattern: str) -> str:
@@ -211,11 +218,17 @@ def _span(text: str, start: int, end: int, label: str | None, source: str,
             "negated": trigger is not None, "trigger": trigger}
 
 
+REGION_MAX_CHARS = 240  # records are stored once per metric name: long regions keep their offsets only
+
+
 def _explanation(region: str, offset: int, spans: list[dict], labels: list[str], reason: str | None,
                  **extra: Any) -> dict[str, Any]:
-    return {"mode": "strict", "version": STRICT_VERSION, "region": region, "region_start": offset,
-            "spans": sorted(spans, key=lambda s: s["start"]), "labels": labels,
-            "invalid_reason": None if labels else reason, **extra}
+    shown = region if len(region) <= REGION_MAX_CHARS else region[:REGION_MAX_CHARS - 1] + "\u2026"
+    out = {"mode": "strict", "region": shown, "region_start": offset, "region_end": offset + len(region),
+           "spans": sorted(spans, key=lambda s: s["start"]), "labels": labels,
+           "invalid_reason": None if labels else reason}
+    out.update({k: v for k, v in extra.items() if v})
+    return out
 
 
 def not_answered(status: str) -> dict[str, Any]:
@@ -231,7 +244,7 @@ def not_answered(status: str) -> dict[str, Any]:
 def explain_labels(text: str, labels: tuple[str, ...], prompt: str = "") -> dict[str, Any]:
     """Strict multi-label reading of one response (see the module docstring)."""
     region, offset = _answer_region(text)
-    described = tuple((k, tuple(v)) for k, v in sorted(prompt_descriptions(prompt, labels).items()))
+    described = _described(prompt, labels)
     scope = NegationScope.of(region)
     masked = region
     spans: list[dict[str, Any]] = []
