@@ -123,9 +123,14 @@ LABEL_SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
     },
 }
 # Phrases that contain a code of some vocabulary but name something else (read before codes).
-LOOKALIKES = (
-    r"st[\s/-]*(?:segments?|depressions?|elevations?|changes?|t|abnormalit(?:y|ies)|deviations?|waves?|depressed|elevated)",
+# Those in ABNORMAL_LOOKALIKES still name an abnormality: code15's ABNORMAL when affirmed.
+ABNORMAL_LOOKALIKES = (
+    r"st[\s/-]*(?:segments?|depressions?|elevations?|changes?|t|abnormalit(?:y|ies)|deviations?|depressed|elevated)",
     r"afl", r"a[\s-]?flutter", r"atrial\s+flutter",  # flutter is not fibrillation
+)
+LOOKALIKES = (
+    *ABNORMAL_LOOKALIKES,
+    r"st[\s-]*waves?",
     r"normal\s+(?:axis|intervals?|pr|qrs|qt|qtc|voltage|rate|variant|p\s+waves?)",  # normal parts are no normal ECG
 )
 _NORMAL_CLAUSE_RE = re.compile(
@@ -254,6 +259,8 @@ def explain_labels(text: str, labels: tuple[str, ...], prompt: str = "") -> dict
             span = _span(text, offset + m.start(), offset + m.end(), label, source, scope, offset)
             if label == "NORM" and term in RHYTHM_ONLY_NORM:
                 span["rhythm_only"] = True
+            if source == SOURCE_LOOKALIKE and term in ABNORMAL_LOOKALIKES:
+                span["abnormal"] = True
             spans.append(span)
         for s in spans:  # mask what this pass found: later passes never read inside it
             a, b = s["start"] - offset, s["end"] - offset
@@ -295,13 +302,14 @@ def _resolve_labels(spans: list[dict], labels: tuple[str, ...]) -> tuple[list[st
     negated = {s["label"] for s in spans if s["label"] and s["negated"]}
     rhythm_only = any(s.get("rhythm_only") and not s["negated"] for s in spans)
     findings = positive - set(_CODE15_GLOBAL)
+    others = sorted({s["text"] for s in spans if s.get("abnormal") and not s["negated"]})
     implied: list[dict[str, str]] = []
     if rhythm_only and not findings:
         positive.add("NORM")
     if "ABNORMAL" in labels:  # code15: normal vs abnormal, then the findings
-        if findings and "ABNORMAL" not in positive:
+        if (findings or others) and "ABNORMAL" not in positive:
             positive.add("ABNORMAL")
-            implied.append({"label": "ABNORMAL", "because": "a finding was named: " + ", ".join(sorted(findings))})
+            implied.append({"label": "ABNORMAL", "because": "a finding was named: " + ", ".join(sorted(findings) + others)})
         elif "NORM" in negated and not positive:
             positive.add("ABNORMAL")
             implied.append({"label": "ABNORMAL", "because": "NORM is negated"})
@@ -336,6 +344,16 @@ _ANYWHERE_RE = re.compile(
     rf"(?i:option|choice)\s+\(?([A-H])\)?(?![{_WORD}])|\(([A-H])\)|(?m:^){_EMPH}([A-H])(?:[.):]){_EMPH}(?=\s|$)"
 )
 _ARTICLE_AFTER = re.compile(r"\s+[a-z]")  # "A normal ECG": the article, unless a connective follows
+_CONNECTIVE_AFTER = re.compile(r"\s+(?:or|and|because|since|as|is|which|given|due)\b")
+_LETTER_TOKEN_RE = re.compile(
+    rf"(?<![{_WORD}'])\(?([A-H])\)?{_EMPH}(?![{_WORD}'])(?=$|[\s]*[.,;:!)\]\n]|\s+[(\u2013\u2014-]|\s+[a-z])"
+)
+
+
+def _is_article(region: str, m: re.Match[str]) -> bool:
+    """"A normal ECG": an "A" followed by a lower-case word that is no connective is the article."""
+    return (m.group(1) in "Aa" and _ARTICLE_AFTER.match(region, m.end()) is not None
+            and _CONNECTIVE_AFTER.match(region, m.end()) is None)
 
 
 def prompt_options(prompt: str) -> dict[str, str]:
@@ -400,13 +418,17 @@ def _letter_spans(text: str, region: str, offset: int, after_marker: bool,
         return spans
     if after_marker:
         m = _AFTER_MARKER_RE.match(region)
-        if m and not (m.group(1) in "Aa" and _ARTICLE_AFTER.match(region, m.end())
-                      and not re.match(r"\s+(?:or|and|because|since|as|is|which|given|due)\b", region[m.end():])):
+        if m and not _is_article(region, m):
             add(m.start(1), m.group(1))
             pos = m.end()
             while (more := _MORE_LETTERS_RE.match(region, pos)):
                 add(more.start(1), more.group(1))
                 pos = more.end()
+            return spans
+        # no letter first ("Answer: not B, it is C"): any letter of the final-answer line, negation-aware
+        for m in _LETTER_TOKEN_RE.finditer(region):
+            if not _is_article(region, m):
+                add(m.start(1), m.group(1))
         return spans
     for m in _ANYWHERE_RE.finditer(region):
         group = next(g for g in (1, 2, 3) if m.group(g))

@@ -109,7 +109,7 @@ def test_parse_letter_paper(text, expected):
     ("**Answer:** **Based** on the ECG", "ABCD", None),
     ("Answer: A\nLater: Answer: C", "ABCD", "C"),
     ("Answer: B ... final Answer: E", "ABCD", None),  # last marker invalid -> no fallback
-    ("Answer: Based on the ECG, C", "ABCD", None),  # no stray capital
+    ("Answer: Based on the ECG, C", "ABCD", "C"),  # the letter of the final-answer line, not "B" of "Based"
     ("Answer: A normal ECG", "ABCD", None),  # the article A
     ("Answer: A-fib", "ABCD", None),
     ("Answer: C because the PR is long", "ABCD", "C"),
@@ -149,12 +149,12 @@ def test_gold_letter_is_first_character(answer, expected):
     # quirk: ST inside STD/STE (code15's ST = sinus tachycardia)
     (CODE15, True, "ABNORMAL: STD in V5", ["ABNORMAL", "ST"], ["ABNORMAL"]),
     (CODE15, True, "STE in II", ["ST"], []),
-    (CODE15, True, "ST-segment depression", ["ST"], []),
+    (CODE15, True, "ST-segment depression", ["ST"], ["ABNORMAL"]),  # no sinus tachycardia, but abnormal
     (CODE15, True, "sinus tachycardia (ST).", ["ST"], ["ABNORMAL", "ST"]),  # a finding implies ABNORMAL
     (CPSC, False, "STD and STE", ["STD", "STE"], ["STD", "STE"]),
     # quirk: AF inside AFL
     (CPSC, False, "AFL with 2:1 block", ["AF"], []),
-    (CODE15, True, "AFL", ["AF"], []),
+    (CODE15, True, "AFL", ["AF"], ["ABNORMAL"]),
     (CPSC, False, "non-AF rhythm", ["AF"], []),
     (CPSC, False, "AF/STD", ["AF", "STD"], ["AF", "STD"]),
     # quirk: case-sensitive
