@@ -192,7 +192,8 @@ def _vocabulary(labels: tuple[str, ...], described: tuple[tuple[str, tuple[str, 
         phrases += [(p, label, SOURCE_SYNONYM) for p in synonyms.get(label, ())]
         if label == "NORM":
             phrases += [(p, label, SOURCE_SYNONYM) for p in RHYTHM_ONLY_NORM]
-    phrases.sort(key=lambda t: -len(t[0]))  # stable: a description wins a tie with a synonym
+    # the prompt's own words first (its spans say "description"), then synonyms; longest first in each
+    phrases.sort(key=lambda t: (t[2] != SOURCE_DESCRIPTION, -len(t[0])))
     codes = [(re.escape(label), label, SOURCE_CODE) for label in sorted(labels, key=len, reverse=True)]
     lookalikes = [(p, None, SOURCE_LOOKALIKE) for p in LOOKALIKES]
     passes = []
@@ -339,6 +340,9 @@ _AFTER_MARKER_RE = re.compile(
     r"(?=$|[\s]*[.,;:!)\]\n]|\s+[(\u2013\u2014-]|\s+(?:or|and|because|since|as|is|which|given|due)\b|\s+[a-z])"
 )
 _MORE_LETTERS_RE = re.compile(rf"\s*(?:,|/|&|\bor\b|\band\b)\s*{_EMPH}\(?([A-H])\)?{_EMPH}(?![{_WORD}])")
+_LETTER_LIST_RE = re.compile(
+    rf"{_EMPH}\(?[A-H]\)?{_EMPH}(?:\s*(?:,|/|&|\bor\b|\band\b)\s*{_EMPH}\(?[A-H]\)?{_EMPH})+\.?"
+)
 _BARE_RE = re.compile(rf"{_EMPH}\(?([A-Ha-h])\)?[.:)]?{_EMPH}")
 _ANYWHERE_RE = re.compile(
     rf"(?i:option|choice)\s+\(?([A-H])\)?(?![{_WORD}])|\(([A-H])\)|(?m:^){_EMPH}([A-H])(?:[.):]){_EMPH}(?=\s|$)"
@@ -415,6 +419,10 @@ def _letter_spans(text: str, region: str, offset: int, after_marker: bool,
     bare = _BARE_RE.fullmatch(region.strip())
     if bare:
         add(region.index(bare.group(1), len(region) - len(region.lstrip())), bare.group(1))
+        return spans
+    if _LETTER_LIST_RE.fullmatch(region.strip()):  # "A or C", "B, D": several letters, no answer
+        for m in re.finditer(r"[A-H]", region):
+            add(m.start(), m.group(0))
         return spans
     if after_marker:
         m = _AFTER_MARKER_RE.match(region)

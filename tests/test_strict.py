@@ -278,6 +278,25 @@ TABLE: list[tuple[str, str, str, list[str]]] = [
     ("qa_rhythm", "ecgqa", "The rhythm is sinus bradycardia, not atrial fibrillation.", ["sinus bradycardia"]),
     ("qa_rhythm", "ecgqa", "Answer: sinus tachycardia", ["sinus tachycardia"]),
     ("qa_rhythm", "refusal", "Cannot be determined from this image.", []),
+    # ---------------------------------------------------------------- longer free text
+    ("ptb", "synonym", "Sinus rhythm. Left axis deviation. Poor R wave progression, possible old anterior infarct.", ["MI"]),
+    ("ptb", "synonym", "ECG shows signs of left ventricular hypertrophy with repolarization abnormalities.", ["HYP", "STTC"]),
+    ("ptb", "negation", "There are no signs of ischemia or infarction; the tracing is within normal limits.", ["NORM"]),
+    ("cpsc", "synonym", "Sinus rhythm with frequent premature ventricular contractions and ST-segment depression in the "
+                        "lateral leads.", ["PVC", "STD"]),
+    ("cpsc", "vocabulary", "Atrial fibrillation, right bundle branch block", ["AF", "RBBB"]),
+    ("cpsc", "negation", "The rhythm is sinus; no premature beats. Answer: NORM", ["NORM"]),
+    ("code15", "synonym", "This ECG shows sinus bradycardia at 48 bpm with a prolonged PR interval (first-degree AV block)."
+                          "\nAnswer: ABNORMAL, SB, 1dAVb", ["ABNORMAL", "SB", "1dAVb"]),
+    ("code15", "plain", "Answer: ABNORMAL \u2013 left bundle branch block", ["ABNORMAL", "LBBB"]),
+    ("csn", "letter", "The most likely diagnosis is B. Atrial Fibrillation.", ["B"]),
+    ("csn", "letter", "D - sinus tachycardia", ["D"]),
+    ("g12", "letter", "The ECG shows a wide QRS with a broad notched R wave in V6, consistent with left bundle branch "
+                      "block (A).", ["A"]),
+    ("mmmu", "letter", "Answer: B (Atrial fibrillation)", ["B"]),
+    ("qa_leads", "ecgqa", "lead II and lead III", ["lead ii", "lead iii"]),
+    ("qa_af", "ecgqa", "Absolutely not.", ["no"]),
+    ("qa_af", "ecgqa", "There is atrial fibrillation.", ["yes"]),
 ]
 
 
@@ -314,3 +333,118 @@ def test_strict_mode_agrees_with_a_careful_reader():
     agreement = 1 - len(misses) / len(TABLE)
     print(f"strict agrees with the human reading on {len(TABLE) - len(misses)} of {len(TABLE)} ({agreement:.1%})")
     assert agreement >= MIN_AGREEMENT, misses
+
+
+# ------------------------------------------------------------------------ the explain record
+
+
+def test_explain_record_says_which_span_matched_and_what_negated_it():
+    spec = BY_CONFIG["cpsc-test"]
+    text = "Sinus rhythm. Answer: no LBBB, rhythm is sinus; RBBB and premature ventricular contractions"
+    exp = strict.explain_labels(text, spec.labels, PROMPTS["cpsc"])
+    assert set(exp) >= {"mode", "region", "spans", "labels", "invalid_reason"}
+    assert exp["mode"] == "strict" and exp["labels"] == ["RBBB", "PVC"] and exp["invalid_reason"] is None
+    assert exp["region"] == text[exp["region_start"]:exp["region_end"]] == text.split("Answer:")[1]
+    spans = {s["text"]: s for s in exp["spans"]}
+    assert spans["LBBB"] | {} == {"text": "LBBB", "start": text.index("LBBB"), "end": text.index("LBBB") + 4,
+                                  "label": "LBBB", "source": "code", "negated": True, "trigger": "no"}
+    assert spans["premature ventricular contractions"]["source"] == "description"
+    assert not spans["RBBB"]["negated"] and spans["RBBB"]["trigger"] is None
+    for span in exp["spans"]:
+        assert text[span["start"]:span["end"]] == span["text"]
+    json.dumps(exp, allow_nan=False)
+
+
+@pytest.mark.parametrize("key, answer, reason", [
+    ("csn", "A or C", "more than one answer: A, C"),
+    ("mmmu", "Answer: $LETTER", "the answer template was echoed ('$LETTER')"),
+    ("csn", "Answer: G", "letter G is not an option (A, B, C, D, E, F)"),
+    ("csn", "I cannot tell.", "no answer letter"),
+    ("ptb", "No MI and no hypertrophy.", "every label found is negated"),
+    ("ptb", "The image is blurry.", "no label of the question found"),
+    ("qa_leads", "I cannot say.", "no option of the question found"),
+])
+def test_invalid_answers_say_why(key, answer, reason):
+    spec = BY_CONFIG[SUBSET_OF[key]]
+    if spec.kind == "letter":
+        exp = strict.explain_letter(answer, spec.letters, PROMPTS[key])
+    elif spec.kind == "ecgqa":
+        from pulse_tasks import parsing
+
+        exp = strict.explain_ecgqa(answer, parsing.ecgqa_candidates(PROMPTS[key]))
+    else:
+        exp = strict.explain_labels(answer, spec.labels, PROMPTS[key])
+    assert exp["labels"] == [] and exp["invalid_reason"] == reason
+
+
+def test_scoring_record_carries_explain_and_version():
+    record = metrics.score_item("code15-test", {**_doc("code15"), "answers": ["ABNORMAL; SB"]}, "sinus brady")
+    assert record["strict"] == ["ABNORMAL", "SB"] and record["strict_version"] == strict.STRICT_VERSION
+    assert record["explain"]["implied"] == [{"label": "ABNORMAL", "because": "a finding was named: SB"}]
+    empty = metrics.score_item("mmmu-ecg", {**_doc("mmmu"), "answers": ["B"]}, "")
+    assert empty["explain"]["invalid_reason"] == "response is empty" and empty["invalid"]
+
+
+def test_prompt_descriptions_in_both_forms():
+    assert strict.prompt_descriptions(PROMPTS["ptb"], BY_CONFIG["ptb-test"].labels)["STTC"] == ["ST/T Change"]
+    assert strict.prompt_descriptions(PROMPTS["cpsc"], BY_CONFIG["cpsc-test"].labels)["PVC"] == [
+        "Premature ventricular contraction"]
+    listed = "Choose: Premature ventricular contraction (PVC), Atrial fibrillation (AF)."
+    assert strict.prompt_descriptions(listed, ("AF", "PVC")) == {
+        "AF": ["Atrial fibrillation"], "PVC": ["Premature ventricular contraction"]}
+    assert strict.prompt_options(PROMPTS["mmmu"])["B"] == "Atrial fibrillation"
+
+
+@pytest.mark.parametrize("text, target, trigger", [
+    ("no LBBB, rhythm is sinus; RBBB", "LBBB", "no"),
+    ("no LBBB, rhythm is sinus; RBBB", "RBBB", None),
+    ("absence of hypertrophy", "hypertrophy", "absence of"),
+    ("without ST elevation", "ST elevation", "without"),
+    ("negative for MI", "MI", "negative for"),
+    ("this rules out AF", "AF", "rules out"),
+    ("free of ischemia", "ischemia", "free of"),
+    ("AF is absent", "AF", "is absent"),
+    ("not only AF", "AF", None),  # pseudo trigger
+    ("no change in the ST depression", "ST depression", None),  # pseudo trigger
+    ("MI cannot be ruled out", "MI", None),  # pseudo trigger
+    ("no LBBB but RBBB", "RBBB", None),  # "but" ends the scope
+    ("no LBBB or RBBB", "RBBB", "no"),
+    ("non-ST elevation MI", "ST elevation", "non-"),
+    ("non-ST elevation MI", "MI", None),
+    ("no definite evidence of acute ST elevation in the leads", "leads", None),  # beyond six words
+])
+def test_negex_scope(text, target, trigger):
+    start = text.rindex(target)
+    assert negation.negating_trigger(text, start, start + len(target)) == trigger
+
+
+# ------------------------------------------------------------------------ versions and the CLI
+
+
+def test_task_metadata_records_the_strict_version():
+    template = Path(__file__).parents[1] / "yaml_tasks" / "ecgbench" / "_default_template_yaml"
+    text = template.read_text().replace("!function", "")  # lmms-eval's tag; only the metadata is read here
+    meta = yaml.safe_load(text)["metadata"]
+    assert meta["strict_version"] == strict.STRICT_VERSION
+
+
+def test_score_explain_prints_why(synth_data_dir, tmp_path, capsys):
+    data = synth_data_dir
+    answers = ["no LBBB; RBBB", "I cannot tell."]
+    preds = tmp_path / "preds.jsonl"
+    ids = [f"synth-cpsc-test-{i:04d}" for i in range(2)]
+    preds.write_text("".join(json.dumps({"id": i, "response": a}) + "\n" for i, a in zip(ids, answers)))
+    assert cli.main(["score", "--subset", "cpsc-test", "--data", str(data), "--predictions", str(preds),
+                     "--ignore-extra"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["strict_version"] == strict.STRICT_VERSION and result["invalid"] == result["n"] - 1
+    args = ["score", "--subset", "cpsc-test", "--data", str(data), "--predictions", str(preds)]
+    assert cli.main([*args, "--explain", ids[0], "--explain", ids[1]]) == 0
+    out = capsys.readouterr().out
+    first, second = (json.loads(chunk) for chunk in out.replace("}\n{", "}\n\x00{").split("\x00"))
+    assert first["id"] == ids[0] and first["response"] == answers[0] and first["strict"] == ["RBBB"]
+    assert [(s["text"], s["negated"], s["trigger"]) for s in first["explain"]["spans"]] == [
+        ("LBBB", True, "no"), ("RBBB", False, None)]
+    assert second["invalid"] and second["explain"]["invalid_reason"] == "no label of the question found"
+    assert cli.main([*args, "--explain", "nope"]) == 2
+    assert "--explain: no item nope in cpsc-test" in capsys.readouterr().err
