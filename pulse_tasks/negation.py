@@ -55,11 +55,16 @@ def _alternation(phrases: tuple[str, ...]) -> str:
     return "|".join(re.escape(p).replace(r"\ ", r"\s+") for p in parts)
 
 
-_PSEUDO_RE = re.compile(rf"(?i)(?<![\w'])(?:{_alternation(PSEUDO_TRIGGERS)})(?![\w'])")
-_PRE_RE = re.compile(rf"(?i)(?<![\w'])(?:{_alternation(PRE_TRIGGERS)})(?![\w'])")
-_PREFIX_RE = re.compile(rf"(?i)(?<![\w']){PREFIX_TRIGGER}[- ]?(?=\w)")
-_POST_RE = re.compile(rf"(?i)(?<![\w'])(?:{_alternation(POST_TRIGGERS)})(?![\w'])")
-_ENDER_RE = re.compile(rf"(?i)(?<![\w'])(?:{_alternation(SCOPE_ENDERS)})(?![\w'])|[{re.escape(_BOUNDARY_CHARS)}]")
+# One pass over the lower-cased text (case-sensitive patterns keep sre's first-character skip):
+# pseudo triggers first, so "not only" is never the trigger "not"; then triggers, scope enders,
+# clause punctuation and the "non-" prefix.
+_SCAN_RE = re.compile(
+    rf"(?<![\w'])(?:(?P<pseudo>{_alternation(PSEUDO_TRIGGERS)})|(?P<trigger>{_alternation(PRE_TRIGGERS + POST_TRIGGERS)})"
+    rf"|(?P<ender>{_alternation(SCOPE_ENDERS)}))(?![\w'])|(?P<punct>[{re.escape(_BOUNDARY_CHARS)}])"
+    rf"|(?<![\w'])(?P<prefix>{PREFIX_TRIGGER}[- ]?)(?=\w)"
+)
+_PRE, _POST = frozenset(PRE_TRIGGERS), frozenset(POST_TRIGGERS)
+_SPACES_RE = re.compile(r"\s+")
 _WORD_RE = re.compile(r"[\w'/+-]+")
 
 
@@ -83,15 +88,24 @@ class NegationScope:
 
     @classmethod
     def of(cls, text: str) -> "NegationScope":
-        """Find every trigger and boundary of ``text`` once (pseudo triggers masked first)."""
-        masked = text
-        for m in _PSEUDO_RE.finditer(text):
-            masked = masked[:m.start()] + "#" * (m.end() - m.start()) + masked[m.end():]
-        found = [Trigger(m.start(), m.end(), text[m.start():m.end()].lower(), "pre") for m in _PRE_RE.finditer(masked)]
-        found += [Trigger(m.start(), m.end(), text[m.start():m.end()].lower(), "post") for m in _POST_RE.finditer(masked)]
-        found += [Trigger(m.start(), m.end(), PREFIX_TRIGGER + "-", "prefix") for m in _PREFIX_RE.finditer(masked)]
-        boundaries = tuple(m.start() for m in _ENDER_RE.finditer(masked))
-        return cls(text, tuple(sorted(found, key=lambda t: (t.start, t.kind))), boundaries)
+        """Find every trigger and boundary of ``text`` in one pass (pseudo triggers win)."""
+        lowered = text.lower()
+        if len(lowered) != len(text):  # a character whose lower case is longer: keep offsets
+            lowered = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+        found: list[Trigger] = []
+        boundaries: list[int] = []
+        for m in _SCAN_RE.finditer(lowered):
+            kind = m.lastgroup
+            if kind == "trigger":
+                phrase = _SPACES_RE.sub(" ", m.group(kind))
+                for trigger_kind, table in (("pre", _PRE), ("post", _POST)):
+                    if phrase in table:
+                        found.append(Trigger(m.start(), m.end(), phrase, trigger_kind))
+            elif kind == "prefix":
+                found.append(Trigger(m.start(), m.end(), PREFIX_TRIGGER + "-", "prefix"))
+            elif kind in ("ender", "punct"):
+                boundaries.append(m.start())
+        return cls(text, tuple(found), tuple(boundaries))
 
     def _crosses_boundary(self, start: int, end: int) -> bool:
         return any(start <= b < end for b in self.boundaries)

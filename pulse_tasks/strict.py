@@ -177,31 +177,37 @@ def _described(prompt: str, labels: tuple[str, ...]) -> tuple[tuple[str, tuple[s
     return tuple((label, tuple(texts)) for label, texts in sorted(found.items()))
 
 
-def _bounded(pattern: str) -> str:
-    return rf"(?<![{_WORD}])(?:{pattern}){_PLURAL}(?![{_WORD}])"
-
-
 @lru_cache(maxsize=256)
 def _vocabulary(labels: tuple[str, ...], described: tuple[tuple[str, tuple[str, ...]], ...]):
     """Three compiled passes (phrases, lookalikes, codes) and each pass's group -> (label, source)."""
     synonyms = next((LABEL_SYNONYMS[c] for c, s in BY_CONFIG.items() if s.labels == labels), {})
     phrases: list[tuple[str, str, str]] = []  # (pattern, label, source)
     for label, texts in described:
-        phrases += [(_phrase_regex(t), label, SOURCE_DESCRIPTION) for t in texts if t.casefold() not in _GENERIC_DESCRIPTIONS]
+        phrases += [(_phrase_regex(t.lower()), label, SOURCE_DESCRIPTION) for t in texts
+                    if t.casefold() not in _GENERIC_DESCRIPTIONS]
     for label in labels:
         phrases += [(p, label, SOURCE_SYNONYM) for p in synonyms.get(label, ())]
         if label == "NORM":
             phrases += [(p, label, SOURCE_SYNONYM) for p in RHYTHM_ONLY_NORM]
     # the prompt's own words first (its spans say "description"), then synonyms; longest first in each
     phrases.sort(key=lambda t: (t[2] != SOURCE_DESCRIPTION, -len(t[0])))
-    codes = [(re.escape(label), label, SOURCE_CODE) for label in sorted(labels, key=len, reverse=True)]
+    codes = [(re.escape(label.lower()), label, SOURCE_CODE) for label in sorted(labels, key=len, reverse=True)]
     lookalikes = [(p, None, SOURCE_LOOKALIKE) for p in LOOKALIKES]
     passes = []
     for terms in (phrases, lookalikes, codes):
         if terms:
-            pattern = re.compile("|".join(f"({_bounded(p)})" for p, _, _ in terms), re.IGNORECASE)
+            # one word-start check for all alternatives (the scan's hot path), then the term
+            alternatives = "|".join(f"({p})" for p, _, _ in terms)
+            # case-sensitive on lower-cased text: sre skips to possible first characters (IGNORECASE cannot)
+            pattern = re.compile(rf"(?<![{_WORD}])(?:{alternatives}){_PLURAL}(?![{_WORD}])")
             passes.append((pattern, [(label, source, p) for p, label, source in terms]))
     return passes
+
+
+def _lower_same_length(text: str) -> str:
+    """``text.lower()``, keeping any character whose lower case is longer (offsets stay valid)."""
+    lowered = text.lower()
+    return lowered if len(lowered) == len(text) else "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
 
 
 def _answer_region(text: str) -> tuple[str, int]:
@@ -252,7 +258,7 @@ def explain_labels(text: str, labels: tuple[str, ...], prompt: str = "") -> dict
     region, offset = _answer_region(text)
     described = _described(prompt, labels)
     scope = NegationScope.of(region)
-    masked = region
+    masked = _lower_same_length(region)
     spans: list[dict[str, Any]] = []
     for pattern, terms in _vocabulary(labels, described):
         for m in pattern.finditer(masked):
@@ -504,9 +510,7 @@ def explain_ecgqa(text: str, candidates: list[str]) -> dict[str, Any]:
     """Strict ECG-QA reading of one response (see the module docstring)."""
     options = strict_candidates(candidates)
     region, offset = _answer_region(text)
-    haystack = _SPACE_RE.sub(" ", region.lower())  # one-for-one, so offsets stay valid
-    if len(haystack) != len(region):  # a character whose lower case is longer: read as is
-        haystack = region
+    haystack = _SPACE_RE.sub(" ", _lower_same_length(region))  # one-for-one, so offsets stay valid
     scope = NegationScope.of(region)
     spans = []
     for option in sorted(options, key=len, reverse=True):
