@@ -34,7 +34,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from pulse_tasks import parsing, strict as strict_mode
+from pulse_tasks import parsing
+from pulse_tasks import strict as strict_mode
 from pulse_tasks.subsets import Subset, get_subset
 
 SCALE = 100.0  # the paper reports every metric x100

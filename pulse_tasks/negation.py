@@ -87,7 +87,7 @@ class NegationScope:
     boundaries: tuple[int, ...]  # start offsets of clause boundaries (punctuation, "but", ...)
 
     @classmethod
-    def of(cls, text: str) -> "NegationScope":
+    def of(cls, text: str) -> NegationScope:
         """Find every trigger and boundary of ``text`` in one pass (pseudo triggers win)."""
         lowered = text.lower()
         if len(lowered) != len(text):  # a character whose lower case is longer: keep offsets

@@ -23,41 +23,11 @@ Paper-mode choices where the reference leaves a gap
 
 What strict mode accepts
 ------------------------
-Letters (``parse_letter_strict``), tried in this order; the letter must be an UPPER-case letter of
-the subset (A-D for mmmu-ecg, A-H for csn/g12), anything else is unparsed (and scored wrong):
-
-1. the whole response is the letter, optionally in parentheses and/or followed by ``.`` ``)`` or
-   ``:`` -- ``"B"``, ``"B."``, ``"(B)"``, ``"B)"``;
-2. a final-answer marker -- ``answer:``, ``answer is``, ``correct option:``, ``correct option is``
-   (any case, whole words) -- and the letter right after the LAST marker, optionally in
-   parentheses, then the end of the text, punctuation (``. , ; : ! ) ]``), a line break, or a
-   space before ``(`` or a dash (``"Answer: C"``, ``"Answer: C. Sinus rhythm"``,
-   ``"The correct option is (C)."``, ``"Answer: C (atrial flutter)"``; ``"Answer: A normal ECG"``,
-   ``"Answer: A-fib"`` and ``"Answer: B because ..."`` are unparsed). When the last
-   marker is not followed by a valid letter the response is unparsed: earlier markers and other
-   rules are not tried;
-3. the response starts with an option label -- ``"C. Atrial fibrillation"``, ``"(C) ..."``,
-   ``"C) ..."``, ``"C: ..."`` (the label followed by whitespace or the end).
-
-Markdown emphasis (``*``, ``_``) around markers and letters is ignored (``"**Answer:** **B**"``).
-
-No other letter counts: ``"A."`` inside a word or sentence (``"USA."``, ``"... type A."``), stray
-capitals after ``Answer:`` (``"Answer: Based on ..."``) and letters outside the subset are not
-answers.
-
-Labels (``parse_labels_strict``): the text after the last ``answer:`` (any case) when there is
-one, else the whole response; a label counts when it occurs as a whole token, case-insensitively.
-Tokens are runs of letters, digits, ``-`` and ``_``, so ``I-AVB`` and ``1dAVb`` are single tokens,
-``NORM`` never matches inside ``ABNORMAL``, ``AF`` never inside ``AFL``/``non-AF``, ``ST`` never
-inside ``STD``/``STE``/``ST-segment``, ``MI`` never inside ``MILD``. Only the subset's label
-names are recognised (no synonyms such as "normal" or "first-degree AV block").
-
-ECG-QA options (``parse_ecgqa_strict``): the options are the paper's candidates, normalised
-(lower-cased, whitespace collapsed, a trailing period dropped, empty ones dropped). An option is
-chosen when it occurs in the lower-cased response as a whole phrase (not preceded or followed by
-a letter or digit); longer options are matched first and their text is masked, so ``"no"`` never
-matches inside ``"none"`` or ``"not sure"`` and ``"fibrillation"`` not inside a matched
-``"atrial fibrillation"``.
+``parse_letter_strict``, ``parse_labels_strict`` and ``parse_ecgqa_strict`` return the answer of
+``pulse_tasks.strict`` (its docstring lists the rules: answer region, the question's codes and
+descriptions, curated synonyms, lookalikes, NegEx-style negation, one letter per question, whole
+ECG-QA options), which also explains each reading. ``gold_labels_strict`` reads gold strings by
+whole-token codes only: gold answers are code lists.
 
 Response states (``response_status``): ``ok``; ``failed`` (a generation-failure marker from our
 adapter or lmms-eval's API adapters); ``empty`` (empty or whitespace only); ``not_text`` (not a
@@ -176,14 +146,6 @@ def parse_letter_paper(text: str) -> str | None:
             if letter in after:
                 return letter
     return None
-
-
-def _last_match(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
-    """The last non-overlapping match of ``pattern`` in ``text`` (the final answer wins)."""
-    last = None
-    for last in pattern.finditer(text):  # noqa: B007 -- only the last one is wanted
-        pass
-    return last
 
 
 def parse_letter_strict(text: str, letters: str, prompt: str = "") -> str | None:

@@ -49,8 +49,9 @@ to mix versions.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Any, Iterable
+from typing import Any
 
 from pulse_tasks.negation import NegationScope
 from pulse_tasks.subsets import BY_CONFIG
@@ -212,7 +213,7 @@ def _lower_same_length(text: str) -> str:
 
 def _answer_region(text: str) -> tuple[str, int]:
     cut = None
-    for cut in _ANSWER_CUT_RE.finditer(text):  # noqa: B007 -- the last one is wanted
+    for cut in _ANSWER_CUT_RE.finditer(text):  # the last one is wanted
         pass
     start = cut.end() if cut else 0
     return text[start:], start
@@ -382,7 +383,7 @@ def explain_letter(text: str, letters: str, prompt: str = "") -> dict[str, Any]:
     options = prompt_options(prompt)
     valid = "".join(letter for letter in letters if letter in options) if options else letters
     marker = None
-    for marker in _LETTER_MARKER_RE.finditer(text):  # noqa: B007 -- the last one is wanted
+    for marker in _LETTER_MARKER_RE.finditer(text):  # the last one is wanted
         pass
     if marker is not None:
         offset = marker.end()

@@ -279,20 +279,21 @@ TABLE: list[tuple[str, str, str, list[str]]] = [
     ("qa_rhythm", "ecgqa", "Answer: sinus tachycardia", ["sinus tachycardia"]),
     ("qa_rhythm", "refusal", "Cannot be determined from this image.", []),
     # ---------------------------------------------------------------- longer free text
-    ("ptb", "synonym", "Sinus rhythm. Left axis deviation. Poor R wave progression, possible old anterior infarct.", ["MI"]),
+    ("ptb", "synonym", "Sinus rhythm. Left axis deviation. Poor R wave progression, possible old anterior infarct.",
+     ["MI"]),
     ("ptb", "synonym", "ECG shows signs of left ventricular hypertrophy with repolarization abnormalities.", ["HYP", "STTC"]),
     ("ptb", "negation", "There are no signs of ischemia or infarction; the tracing is within normal limits.", ["NORM"]),
-    ("cpsc", "synonym", "Sinus rhythm with frequent premature ventricular contractions and ST-segment depression in the "
-                        "lateral leads.", ["PVC", "STD"]),
+    ("cpsc", "synonym", ("Sinus rhythm with frequent premature ventricular contractions and ST-segment depression in "
+                         "the lateral leads."), ["PVC", "STD"]),
     ("cpsc", "vocabulary", "Atrial fibrillation, right bundle branch block", ["AF", "RBBB"]),
     ("cpsc", "negation", "The rhythm is sinus; no premature beats. Answer: NORM", ["NORM"]),
-    ("code15", "synonym", "This ECG shows sinus bradycardia at 48 bpm with a prolonged PR interval (first-degree AV block)."
-                          "\nAnswer: ABNORMAL, SB, 1dAVb", ["ABNORMAL", "SB", "1dAVb"]),
+    ("code15", "synonym", ("This ECG shows sinus bradycardia at 48 bpm with a prolonged PR interval (first-degree AV "
+                           "block).\nAnswer: ABNORMAL, SB, 1dAVb"), ["ABNORMAL", "SB", "1dAVb"]),
     ("code15", "plain", "Answer: ABNORMAL \u2013 left bundle branch block", ["ABNORMAL", "LBBB"]),
     ("csn", "letter", "The most likely diagnosis is B. Atrial Fibrillation.", ["B"]),
     ("csn", "letter", "D - sinus tachycardia", ["D"]),
-    ("g12", "letter", "The ECG shows a wide QRS with a broad notched R wave in V6, consistent with left bundle branch "
-                      "block (A).", ["A"]),
+    ("g12", "letter", ("The ECG shows a wide QRS with a broad notched R wave in V6, consistent with left bundle "
+                       "branch block (A)."), ["A"]),
     ("mmmu", "letter", "Answer: B (Atrial fibrillation)", ["B"]),
     ("qa_leads", "ecgqa", "lead II and lead III", ["lead ii", "lead iii"]),
     ("qa_af", "ecgqa", "Absolutely not.", ["no"]),
