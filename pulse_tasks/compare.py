@@ -78,7 +78,7 @@ def compatibility_problems(a: Run, b: Run) -> list[str]:
             problems.append(f"{name}: task/scoring version differs (A {sa.version!r}, B {sb.version!r})")
         if sa.subset.kind not in ("report", "arena") and sa.strict_versions != sb.strict_versions:
             problems.append(f"{name}: strict scoring version differs (A {_versions(sa)}, B {_versions(sb)}); "
-                            "rescore both with `ecgbench score`")
+                            "score both with the same ecgbench-lmms release")
         for side, sr in (("A", sa), ("B", sb)):
             if sr.records is None:
                 problems.append(f"{name}: run {side} has no samples file (rerun lmms-eval with --log_samples)")

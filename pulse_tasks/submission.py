@@ -198,7 +198,7 @@ def _run_strict_version(run: Run) -> int:
     found = set().union(*by_subset.values()) if by_subset else {STRICT_VERSION}
     if len(found) > 1:
         detail = "; ".join(f"{n}: {'+'.join(map(str, sorted(v)))}" for n, v in by_subset.items())
-        raise RunError(f"the run mixes strict scoring versions ({detail}); rescore it with `ecgbench score`")
+        raise RunError(f"the run mixes strict scoring versions ({detail}); score it again with one ecgbench-lmms release")
     return found.pop()
 
 
