@@ -223,9 +223,16 @@ def parse_labels_strict(text: str, labels: tuple[str, ...], prompt: str = "") ->
 
 
 def gold_labels_strict(gold: str, labels: tuple[str, ...]) -> list[str]:
-    """Strict gold labels: the vocabulary labels named in the gold string as whole tokens."""
+    """Strict gold labels: the vocabulary labels named in the gold string as whole tokens.
+
+    code15 (a vocabulary with ABNORMAL): a gold string naming a finding is ABNORMAL too, as strict
+    mode reads a prediction ("RBBB" is ABNORMAL, RBBB), so the two sides agree.
+    """
     pattern, canonical = _label_regex(labels)
-    return _order((canonical[m.casefold()] for m in pattern.findall(gold)), labels)
+    found = {canonical[m.casefold()] for m in pattern.findall(gold)}
+    if CODE15_ABNORMAL in labels and found - set(CODE15_GLOBAL):
+        found = (found - {CODE15_NORM}) | {CODE15_ABNORMAL}
+    return _order(found, labels)
 
 
 # --------------------------------------------------------------------------------------------

@@ -185,6 +185,7 @@ def test_labels_paper_and_strict(labels, code15, text, paper, strict):
     (CODE15, True, "NORM", ["NORM"], ["NORM"]),
     (CODE15, True, " ABNORMAL ", ["ABNORMAL"], ["ABNORMAL"]),  # the gold string is itself the label
     (CODE15, True, "ABNORMAL; RBBB; ST", ["ABNORMAL", "RBBB", "ST"], ["ABNORMAL", "RBBB", "ST"]),
+    (CODE15, True, "RBBB", ["RBBB"], ["ABNORMAL", "RBBB"]),  # strict: a finding is an abnormal ECG
     (CPSC, False, "I-AVB; STD", ["I-AVB", "STD"], ["I-AVB", "STD"]),
 ])
 def test_gold_labels(labels, code15, gold, paper, strict):
