@@ -371,7 +371,7 @@ def prompt_options(prompt: str) -> dict[str, str]:
     """The options a letter question lists ("A. text" or "(A) text", one or more a line), A first."""
     found: dict[str, str] = {}
     for m in _OPTION_LINE_RE.finditer(prompt or ""):
-        found.setdefault(m.group(1), m.group(2).strip())
+        found.setdefault(m.group(1), m.group(2).strip(" ,;"))
     letters = "".join(sorted(found))
     if not letters or "ABCDEFGH"[:len(letters)] != letters:  # not a real A, B, C... listing
         return {}
