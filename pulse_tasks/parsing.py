@@ -27,7 +27,7 @@ What strict mode accepts
 ``pulse_tasks.strict`` (its docstring lists the rules: answer region, the question's codes and
 descriptions, curated synonyms, lookalikes, NegEx-style negation, one letter per question, whole
 ECG-QA options), which also explains each reading. ``gold_labels_strict`` reads gold strings by
-whole-token codes only: gold answers are code lists.
+whole-token codes only (gold answers are code lists; code15's named findings add ABNORMAL).
 
 Response states (``response_status``): ``ok``; ``failed`` (a generation-failure marker from our
 adapter or lmms-eval's API adapters); ``empty`` (empty or whitespace only); ``not_text`` (not a
