@@ -6,8 +6,9 @@ McNemar's exact test instead (paper-mode accuracy with the fractional credit of 
 answers keeps the bootstrap p-value). One verdict per row.
 
 Two runs are comparable only on the same items, data and scoring: the command refuses, naming
-every difference, when a shared subset's item ids, data source, task version or judge
-(model, rubric version, rubric hash) differ, or when a run kept no per-item samples.
+every difference, when a shared subset's item ids, data source, task version, strict scoring
+version (``pulse_tasks.strict.STRICT_VERSION``, from task metadata and records) or judge (model,
+rubric version, rubric hash) differ, or when a run kept no per-item samples.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ def _examples(ids: set[str]) -> str:
     return ", ".join(shown) + more
 
 
+def _versions(sr: SubsetRun) -> str:
+    return "+".join(str(v) for v in sorted(sr.strict_versions))
+
+
 def compatibility_problems(a: Run, b: Run) -> list[str]:
     """Every reason the two runs cannot be compared (empty when they can)."""
     problems: list[str] = []
@@ -71,6 +76,9 @@ def compatibility_problems(a: Run, b: Run) -> list[str]:
             problems.append(f"{name}: data source differs (A {sa.data_source!r}, B {sb.data_source!r})")
         if str(sa.version) != str(sb.version):
             problems.append(f"{name}: task/scoring version differs (A {sa.version!r}, B {sb.version!r})")
+        if sa.subset.kind not in ("report", "arena") and sa.strict_versions != sb.strict_versions:
+            problems.append(f"{name}: strict scoring version differs (A {_versions(sa)}, B {_versions(sb)}); "
+                            "score both with the same ecgbench-lmms release")
         for side, sr in (("A", sa), ("B", sb)):
             if sr.records is None:
                 problems.append(f"{name}: run {side} has no samples file (rerun lmms-eval with --log_samples)")

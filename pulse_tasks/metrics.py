@@ -35,6 +35,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from pulse_tasks import parsing
+from pulse_tasks import strict as strict_mode
 from pulse_tasks.subsets import Subset, get_subset
 
 SCALE = 100.0  # the paper reports every metric x100
@@ -66,9 +67,10 @@ def score_item(subset: Subset | str, doc: Mapping[str, Any], response: object) -
     """Score one response to one normalized doc in paper and strict mode.
 
     Returns ``{"id", "subset", "kind", "status", "gold", "paper", "strict", "unparsed",
-    "invalid", "failed", "missing", ...}``: ``status`` is the response state
+    "invalid", "failed", "missing", "strict_version", "explain", ...}``: ``status`` is the response state
     (``parsing.response_status``), ``unparsed`` means paper mode found no answer, ``invalid``
-    that strict mode found none (and scores the item wrong). Letter and ECG-QA records also carry
+    that strict mode found none (and scores the item wrong), ``explain`` why strict mode read what it
+    did (``pulse_tasks.strict``; docs/interfaces.md). Letter and ECG-QA records also carry
     the item's paper credit and strict correctness; multi-label records the label lists.
     """
     sub = _resolve(subset)
@@ -80,24 +82,29 @@ def score_item(subset: Subset | str, doc: Mapping[str, Any], response: object) -
         "status": status,
         "failed": status == parsing.STATUS_FAILED,
         "missing": status == parsing.STATUS_MISSING,
+        "strict_version": strict_mode.STRICT_VERSION,
     }
+    prompt = (doc.get("questions") or [""])[0]
+    prompt = prompt if isinstance(prompt, str) else str(prompt)
+    explain = strict_mode.not_answered(status) if not text else None
     if sub.kind == "letter":
         gold = parsing.gold_letter(_first_answer(doc))
         if gold is None:
             raise ValueError(f"{sub.config} item {record['id']!r}: gold answer has no letter A-H")
         paper = parsing.parse_letter_paper(text) if text else None
-        strict = parsing.parse_letter_strict(text, sub.letters) if text else None
+        explain = explain or strict_mode.explain_letter(text, sub.letters, prompt)
+        strict = explain["labels"][0] if explain["labels"] else None
         credit = 1.0 / len(sub.letters) if paper is None else float(paper == gold)
         record.update(gold=gold, paper=paper, strict=strict, paper_credit=credit,
                       strict_correct=strict == gold, unparsed=paper is None, invalid=strict is None)
     elif sub.kind == "ecgqa":
-        prompt = (doc.get("questions") or [""])[0]
         gold = list(doc.get("gold_options") or [])
         if not gold:  # fall back to the joined answer string
             gold = [g.strip() for g in _first_answer(doc).split(",") if g.strip()]
         candidates = parsing.ecgqa_candidates(prompt)
         paper = parsing.parse_ecgqa_paper(text, candidates) if text else []
-        strict = parsing.parse_ecgqa_strict(text, candidates) if text else []
+        explain = explain or strict_mode.explain_ecgqa(text, candidates)
+        strict = list(explain["labels"])
         gold_strict = parsing.strict_candidates(gold)
         record.update(gold=gold, paper=paper, strict=strict,
                       paper_credit=float(set(paper) == set(gold)),
@@ -107,10 +114,12 @@ def score_item(subset: Subset | str, doc: Mapping[str, Any], response: object) -
         code15 = sub.config == "code15-test"
         gold_text = _first_answer(doc)
         paper = parsing.parse_labels_paper(text, sub.labels, code15=code15) if text else []
-        strict = parsing.parse_labels_strict(text, sub.labels) if text else []
+        explain = explain or strict_mode.explain_labels(text, sub.labels, prompt)
+        strict = list(explain["labels"])
         record.update(gold=parsing.gold_labels_paper(gold_text, sub.labels, code15=code15),
                       gold_strict=parsing.gold_labels_strict(gold_text, sub.labels),
                       paper=paper, strict=strict, unparsed=not paper, invalid=not strict)
+    record["explain"] = explain
     return record
 
 
@@ -193,15 +202,19 @@ def aggregate(subset: Subset | str, records: list[Mapping[str, Any]]) -> dict:
     """Corpus metrics of one subset from ``score_item`` records (see the module docstring).
 
     Returns ``{"subset", "n", "paper": {...}, "strict": {...}, "unparsed", "invalid",
-    "invalid_rate", "failed", "missing", "statuses", "se", ...}``; multi-label subsets add
+    "invalid_rate", "failed", "missing", "statuses", "strict_version", "se", ...}``; multi-label subsets add
     ``per_class_f1``, ``auc_nan_classes``, ``f1_undefined_classes`` and ``classes`` (per mode).
     ``unparsed`` counts items where paper mode found no answer; ``invalid`` (and ``invalid_rate``,
     x100) items where strict mode found none -- failed, empty, non-text and missing responses
     included; ``statuses`` counts the raw response states. NaN never appears: undefined numbers
-    are ``None``.
+    are ``None``. Records scored by different strict versions raise ValueError (never mixed).
     """
     sub = _resolve(subset)
     records = list(records)
+    versions = {r.get("strict_version", strict_mode.LEGACY_STRICT_VERSION) for r in records}
+    if len(versions) > 1:
+        raise ValueError(f"{sub.config}: records scored by strict versions {sorted(versions)} cannot be "
+                         "aggregated together; rescore them with `ecgbench score`")
     for record in records:
         if record.get("kind") != sub.kind or record.get("subset", sub.config) != sub.config:
             raise ValueError(
@@ -224,6 +237,7 @@ def aggregate(subset: Subset | str, records: list[Mapping[str, Any]]) -> dict:
         "failed": statuses.get(parsing.STATUS_FAILED, 0),
         "missing": statuses.get(parsing.STATUS_MISSING, 0),
         "statuses": statuses,
+        "strict_version": versions.pop() if versions else strict_mode.STRICT_VERSION,
     }
     if sub.kind in ("letter", "ecgqa"):
         paper, paper_se = _mean_and_se(np.fromiter((r["paper_credit"] for r in records), float, n))

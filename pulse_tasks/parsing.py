@@ -23,41 +23,11 @@ Paper-mode choices where the reference leaves a gap
 
 What strict mode accepts
 ------------------------
-Letters (``parse_letter_strict``), tried in this order; the letter must be an UPPER-case letter of
-the subset (A-D for mmmu-ecg, A-H for csn/g12), anything else is unparsed (and scored wrong):
-
-1. the whole response is the letter, optionally in parentheses and/or followed by ``.`` ``)`` or
-   ``:`` -- ``"B"``, ``"B."``, ``"(B)"``, ``"B)"``;
-2. a final-answer marker -- ``answer:``, ``answer is``, ``correct option:``, ``correct option is``
-   (any case, whole words) -- and the letter right after the LAST marker, optionally in
-   parentheses, then the end of the text, punctuation (``. , ; : ! ) ]``), a line break, or a
-   space before ``(`` or a dash (``"Answer: C"``, ``"Answer: C. Sinus rhythm"``,
-   ``"The correct option is (C)."``, ``"Answer: C (atrial flutter)"``; ``"Answer: A normal ECG"``,
-   ``"Answer: A-fib"`` and ``"Answer: B because ..."`` are unparsed). When the last
-   marker is not followed by a valid letter the response is unparsed: earlier markers and other
-   rules are not tried;
-3. the response starts with an option label -- ``"C. Atrial fibrillation"``, ``"(C) ..."``,
-   ``"C) ..."``, ``"C: ..."`` (the label followed by whitespace or the end).
-
-Markdown emphasis (``*``, ``_``) around markers and letters is ignored (``"**Answer:** **B**"``).
-
-No other letter counts: ``"A."`` inside a word or sentence (``"USA."``, ``"... type A."``), stray
-capitals after ``Answer:`` (``"Answer: Based on ..."``) and letters outside the subset are not
-answers.
-
-Labels (``parse_labels_strict``): the text after the last ``answer:`` (any case) when there is
-one, else the whole response; a label counts when it occurs as a whole token, case-insensitively.
-Tokens are runs of letters, digits, ``-`` and ``_``, so ``I-AVB`` and ``1dAVb`` are single tokens,
-``NORM`` never matches inside ``ABNORMAL``, ``AF`` never inside ``AFL``/``non-AF``, ``ST`` never
-inside ``STD``/``STE``/``ST-segment``, ``MI`` never inside ``MILD``. Only the subset's label
-names are recognised (no synonyms such as "normal" or "first-degree AV block").
-
-ECG-QA options (``parse_ecgqa_strict``): the options are the paper's candidates, normalised
-(lower-cased, whitespace collapsed, a trailing period dropped, empty ones dropped). An option is
-chosen when it occurs in the lower-cased response as a whole phrase (not preceded or followed by
-a letter or digit); longer options are matched first and their text is masked, so ``"no"`` never
-matches inside ``"none"`` or ``"not sure"`` and ``"fibrillation"`` not inside a matched
-``"atrial fibrillation"``.
+``parse_letter_strict``, ``parse_labels_strict`` and ``parse_ecgqa_strict`` return the answer of
+``pulse_tasks.strict`` (its docstring lists the rules: answer region, the question's codes and
+descriptions, curated synonyms, lookalikes, NegEx-style negation, one letter per question, whole
+ECG-QA options), which also explains each reading. ``gold_labels_strict`` reads gold strings by
+whole-token codes only (gold answers are code lists; code15's named findings add ABNORMAL).
 
 Response states (``response_status``): ``ok``; ``failed`` (a generation-failure marker from our
 adapter or lmms-eval's API adapters); ``empty`` (empty or whitespace only); ``not_text`` (not a
@@ -71,6 +41,9 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from typing import Iterable
+
+from pulse_tasks import strict
+from pulse_tasks.strict import normalize_option, strict_candidates  # noqa: F401 -- re-exported
 
 # --------------------------------------------------------------------------------------------
 # Response states
@@ -175,43 +148,10 @@ def parse_letter_paper(text: str) -> str | None:
     return None
 
 
-# Markdown emphasis ("**Answer:** **B**") is formatting, not content: tolerated around markers/letters.
-_EMPH = r"[*_]*"
-_STRICT_MARKER_RE = re.compile(
-    rf"(?i)\b(?:answer{_EMPH}\s*(?:is\s*:?|:)|correct\s+option{_EMPH}\s*(?:is\s*:?|:)){_EMPH}"
-)
-# After a marker: the letter, alone or in parentheses, then the end, punctuation, a line break or
-# " (" / " -" (so "Answer: A normal ECG" and "Answer: A-fib" are not the letter A).
-_STRICT_AFTER_MARKER_RE = re.compile(
-    rf"\s*{_EMPH}(?:\(([A-Z])\)|([A-Z])){_EMPH}(?=$|[.,;:!)\]]|[ \t]*\n|\s+[(\-\u2013\u2014])"
-)
-_STRICT_BARE_RE = re.compile(rf"{_EMPH}\(?([A-Z])\)?[.:]?{_EMPH}")
-_STRICT_LEADING_RE = re.compile(rf"{_EMPH}\(?([A-Z])(?:\)|[.):]){_EMPH}(?=\s|$)")
-
-
-def _last_match(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
-    """The last non-overlapping match of ``pattern`` in ``text`` (the final answer wins)."""
-    last = None
-    for last in pattern.finditer(text):  # noqa: B007 -- only the last one is wanted
-        pass
-    return last
-
-
-def parse_letter_strict(text: str, letters: str) -> str | None:
-    """Strict letter parser (see the module docstring for the accepted forms); ``None`` if unparsed."""
-    stripped = text.strip()
-    bare = _STRICT_BARE_RE.fullmatch(stripped)
-    if bare:
-        return bare.group(1) if bare.group(1) in letters else None
-    last_marker = _last_match(_STRICT_MARKER_RE, stripped)
-    if last_marker is not None:
-        after = _STRICT_AFTER_MARKER_RE.match(stripped, last_marker.end())
-        letter = (after.group(1) or after.group(2)) if after else None
-        return letter if letter and letter in letters else None
-    leading = _STRICT_LEADING_RE.match(stripped)
-    if leading:
-        return leading.group(1) if leading.group(1) in letters else None
-    return None
+def parse_letter_strict(text: str, letters: str, prompt: str = "") -> str | None:
+    """Strict letter (``pulse_tasks.strict.explain_letter``); ``None`` if invalid."""
+    labels = strict.explain_letter(text, letters, prompt)["labels"]
+    return labels[0] if labels else None
 
 
 def gold_letter(answer: str) -> str | None:
@@ -266,7 +206,6 @@ def gold_labels_paper(gold: str, labels: tuple[str, ...], code15: bool = False) 
 
 # Characters that continue a token: "I-AVB", "1dAVb", "ST-segment", "non_AF" are single tokens.
 _TOKEN_CHARS = "A-Za-z0-9_-"
-_STRICT_ANSWER_CUT_RE = re.compile(r"(?i)\banswer\s*:")
 
 
 @lru_cache(maxsize=None)
@@ -277,19 +216,23 @@ def _label_regex(labels: tuple[str, ...]) -> tuple[re.Pattern[str], dict[str, st
     return pattern, {label.casefold(): label for label in labels}
 
 
-def parse_labels_strict(text: str, labels: tuple[str, ...]) -> list[str]:
-    """Strict label matcher: whole tokens, case-insensitive, after the last "answer:" if any."""
-    cut = _last_match(_STRICT_ANSWER_CUT_RE, text)
-    if cut is not None:
-        text = text[cut.end():]
-    pattern, canonical = _label_regex(labels)
-    return _order((canonical[m.casefold()] for m in pattern.findall(text)), labels)
+def parse_labels_strict(text: str, labels: tuple[str, ...], prompt: str = "") -> list[str]:
+    """Strict labels (``pulse_tasks.strict.explain_labels``): the question's codes, descriptions
+    and synonyms, negation-aware, after the last "answer:" if any."""
+    return strict.explain_labels(text, labels, prompt)["labels"]
 
 
 def gold_labels_strict(gold: str, labels: tuple[str, ...]) -> list[str]:
-    """Strict gold labels: the vocabulary labels named in the gold string as whole tokens."""
+    """Strict gold labels: the vocabulary labels named in the gold string as whole tokens.
+
+    code15 (a vocabulary with ABNORMAL): a gold string naming a finding is ABNORMAL too, as strict
+    mode reads a prediction ("RBBB" is ABNORMAL, RBBB), so the two sides agree.
+    """
     pattern, canonical = _label_regex(labels)
-    return _order((canonical[m.casefold()] for m in pattern.findall(gold)), labels)
+    found = {canonical[m.casefold()] for m in pattern.findall(gold)}
+    if CODE15_ABNORMAL in labels and found - set(CODE15_GLOBAL):
+        found = (found - {CODE15_NORM}) | {CODE15_ABNORMAL}
+    return _order(found, labels)
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,40 +261,6 @@ def parse_ecgqa_paper(text: str, candidates: list[str]) -> list[str]:
     return [c for c in dict.fromkeys(candidates) if c in lowered]
 
 
-_WS_RE = re.compile(r"\s+")
-
-
-def normalize_option(option: str) -> str:
-    """Strict option form: lower-cased, whitespace collapsed, a trailing period dropped."""
-    return _WS_RE.sub(" ", option).strip().rstrip(".").strip().lower()
-
-
-def strict_candidates(candidates: Iterable[str]) -> list[str]:
-    """Normalised, de-duplicated, non-empty options, in their original order."""
-    return [c for c in dict.fromkeys(normalize_option(c) for c in candidates) if c]
-
-
-def _find_phrase(haystack: str, phrase: str) -> list[int]:
-    """Start offsets of ``phrase`` in ``haystack`` not touching a letter or digit on either side."""
-    starts, start, size = [], haystack.find(phrase), len(phrase)
-    while start != -1:
-        before = haystack[start - 1] if start else " "
-        after = haystack[start + size] if start + size < len(haystack) else " "
-        if not before.isalnum() and not after.isalnum():
-            starts.append(start)
-        start = haystack.find(phrase, start + 1)
-    return starts
-
-
 def parse_ecgqa_strict(text: str, candidates: list[str]) -> list[str]:
-    """Strict prediction: normalised options found as whole phrases, longest first (masked)."""
-    options = strict_candidates(candidates)
-    haystack = _WS_RE.sub(" ", text.lower())
-    chosen = set()
-    for option in sorted(options, key=len, reverse=True):
-        starts = _find_phrase(haystack, option)
-        if starts:
-            chosen.add(option)
-            for start in starts:  # mask, so shorter options cannot match inside this one
-                haystack = haystack[:start] + " " * len(option) + haystack[start + len(option):]
-    return [option for option in options if option in chosen]
+    """Strict options (``pulse_tasks.strict.explain_ecgqa``): whole options, longest first."""
+    return strict.explain_ecgqa(text, candidates)["labels"]

@@ -60,7 +60,9 @@ def _generated_task_root(source) -> Path:
     from pulse_tasks.data import is_synthetic, materialize
 
     fingerprint = source.fingerprint()
-    key = hashlib.sha256(f"{GENERATED_VERSION}|{fingerprint}".encode()).hexdigest()[:16]
+    # the packaged template is in the key: a new metadata.version/strict_version rebuilds the folder
+    template_sha = hashlib.sha256((packaged_task_root() / TASK_FOLDER / TEMPLATE).read_bytes()).hexdigest()
+    key = hashlib.sha256(f"{GENERATED_VERSION}|{fingerprint}|{template_sha}".encode()).hexdigest()[:16]
     root = cache_root() / "tasks" / key
     done = root / "complete.json"
     if done.exists():

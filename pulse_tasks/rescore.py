@@ -1,6 +1,7 @@
 """`ecgbench score`: rescore saved predictions of one subset in paper and strict mode.
 
     ecgbench score --subset ptb-test --data DIR --predictions samples.jsonl
+    ecgbench score --subset ptb-test --data DIR --predictions samples.jsonl --explain ID
 
 Reads either an lmms-eval samples file (``--log_samples`` output: ``doc_id``, maybe ``doc``,
 ``resps``/``filtered_resps`` and our per-metric records, which carry the item ``id``) or the
@@ -9,6 +10,11 @@ reference inference output (``question_id``/``text`` as LLaVA's model_vqa writes
 without an id: by ``doc_id``, the item's position in the data), scores them with
 ``pulse_tasks.metrics`` and prints one JSON object on stdout. Warnings (missing predictions,
 invalid responses) go to stderr; unusable input exits 2 with a one-line message.
+
+``--explain ID`` (repeatable) prints, instead of the corpus metrics, one JSON object per named
+item: its response, gold, paper and strict answers and the strict ``explain`` record (which spans
+matched which label, which were negated by what trigger, why an answer is invalid; the layout is
+in docs/interfaces.md). An id that is not in the data exits 2.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip predictions whose id is not in the data instead of failing")
     parser.add_argument("--records-out", default=None,
                         help="also write the per-item scoring records to this JSONL file")
+    parser.add_argument("--explain", action="append", default=None, metavar="ID",
+                        help="print why strict mode scored item ID as it did (repeatable), instead of the metrics")
 
 
 def _first_text(value: object) -> object:
@@ -72,11 +80,12 @@ def score_predictions(subset: Subset, docs: list[Mapping[str, Any]],
 def score_file(subset_name: str, data: str | None, predictions_path: str, ignore_extra: bool = False,
                loader: Callable[[Subset, str | None], list[dict]] | None = None,
                warn: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
-               ) -> tuple[dict, list[dict]]:
+               responses_out: dict[str, object] | None = None) -> tuple[dict, list[dict]]:
     """Everything `ecgbench score` does, returning (result JSON object, per-item records).
 
     ``loader(subset, data)`` returns the normalized records; default ``load_docs`` (looked up at
-    call time, so tests can replace it).
+    call time, so tests can replace it). ``responses_out``, when given, receives each item's
+    response by id (what ``--explain`` shows).
     """
     try:
         subset = get_subset(subset_name)
@@ -107,6 +116,8 @@ def score_file(subset_name: str, data: str | None, predictions_path: str, ignore
         warn(f"warning: {len(matched.missing)} of {len(docs)} items have no prediction "
              f"(unparsed in paper mode, wrong in strict mode): {listing(matched.missing)}")
     result, records = score_predictions(subset, docs, matched.responses)
+    if responses_out is not None:
+        responses_out.update(matched.responses)
     bad = {status: k for status, k in result["statuses"].items() if status not in ("ok", "missing")}
     if bad:
         warn("warning: responses that are not answers: "
@@ -123,14 +134,37 @@ def score_file(subset_name: str, data: str | None, predictions_path: str, ignore
     return result, records
 
 
+EXPLAIN_KEYS = ("id", "subset", "status", "gold", "gold_strict", "paper", "strict", "strict_correct", "invalid")
+
+
+def explanation(record: Mapping[str, Any], response: object) -> dict[str, Any]:
+    """What `--explain` prints for one item: the response, the answers and the explain record."""
+    out = {key: record[key] for key in EXPLAIN_KEYS if key in record}
+    out["response"] = response if isinstance(response, str) or response is None else repr(response)
+    out["strict_version"] = record.get("strict_version")
+    out["explain"] = record.get("explain")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     """Run `ecgbench score`; 0 on success, 2 on unusable input (one line on stderr)."""
+    responses: dict[str, object] = {}
     try:
-        result, records = score_file(args.subset, args.data, args.predictions, args.ignore_extra)
+        result, records = score_file(args.subset, args.data, args.predictions, args.ignore_extra,
+                                     responses_out=responses)
         if getattr(args, "records_out", None):
             write_records(args.records_out, records)
+        wanted = [str(i) for i in getattr(args, "explain", None) or []]
+        by_id = {str(r["id"]): r for r in records}
+        unknown = [i for i in wanted if i not in by_id]
+        if unknown:
+            raise InputError(f"--explain: no item {listing(unknown)} in {result['subset']}")
     except InputError as err:
         print(f"ecgbench score: error: {err}", file=sys.stderr)
         return EXIT_INPUT_ERROR
+    if wanted:
+        for item_id in wanted:
+            print(json.dumps(explanation(by_id[item_id], responses.get(item_id)), indent=2, ensure_ascii=False))
+        return 0
     print(json.dumps(result, allow_nan=False))
     return 0

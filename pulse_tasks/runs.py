@@ -60,6 +60,11 @@ class SubsetRun:
     samples_file: Path | None
     n_samples: int | None  # lmms-eval's n-samples "effective"
 
+    @property
+    def strict_versions(self) -> set[int]:
+        """The strict scoring versions this task was scored with: task metadata and records."""
+        return strict_versions_of(self.metadata, self.records)
+
 
 @dataclass
 class Run:
@@ -82,6 +87,18 @@ class Run:
     @property
     def data_sources(self) -> set[str]:
         return {s.data_source for s in self.subsets.values() if s.data_source}
+
+
+def strict_versions_of(metadata: Mapping[str, Any] | None, records: Sequence[Mapping[str, Any]] | None) -> set[int]:
+    """Strict scoring versions named by task metadata and per-item records; a run that names
+    none was scored before versions were recorded (``LEGACY_STRICT_VERSION``)."""
+    from pulse_tasks.strict import LEGACY_STRICT_VERSION
+
+    versions = {int(r["strict_version"]) for r in records or () if r.get("strict_version") is not None
+                and r.get("kind") not in ("report", "arena")}
+    if (metadata or {}).get("strict_version") is not None:
+        versions.add(int(metadata["strict_version"]))
+    return versions or {LEGACY_STRICT_VERSION}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -293,11 +310,13 @@ def load_runs(paths: Iterable[str | Path]) -> list[Run]:
 def write_run(out_dir: str | Path, model: str, records: Mapping[str, list[dict[str, Any]]],
               responses: Mapping[str, list[Any]] | None = None, *, data_source: str = "hub:PULSE-ECG/ECGBench@main",
               version: Any = 1, date_id: str = "20260101T000000", synthetic: bool = False,
+              strict_version: int | None = None,
               lmms_eval_version: str = "main@00000000", model_args: str | None = None) -> Path:
     """Write ``OUT/<model>/<date_id>_results.json`` and one samples file per subset, as lmms-eval
     0.7.3 does with --log_samples; aggregated numbers come from the task hooks. Returns the
-    results file."""
+    results file. ``strict_version`` (default: the current one) goes into every task's metadata."""
     from pulse_tasks.hooks import aggregate_metric, metric_names
+    from pulse_tasks.strict import STRICT_VERSION
     from pulse_tasks.subsets import get_subset
 
     folder = Path(out_dir) / model.replace("/", "__")
@@ -308,7 +327,8 @@ def write_run(out_dir: str | Path, model: str, records: Mapping[str, list[dict[s
         names = metric_names(spec)
         results[spec.task] = {"alias": spec.task, **{f"{m}{METRIC_FILTER}": aggregate_metric(recs, m) for m in names},
                               **{f"{m}_stderr{METRIC_FILTER}": "N/A" for m in names}}
-        meta = {"version": version, "data_source": data_source}
+        meta = {"version": version, "data_source": data_source,
+                "strict_version": STRICT_VERSION if strict_version is None else strict_version}
         if synthetic:
             meta[SYNTHETIC_WORD] = True
         configs[spec.task] = {"task": spec.task, "dataset_name": spec.config, "metadata": meta}

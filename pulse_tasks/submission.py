@@ -6,7 +6,8 @@ subset the metrics with their bootstrap intervals and counts; ``predictions_sha2
 the per-item predictions (response and scoring record of every item), which
 ``--attach-predictions`` also includes.
 
-``validate`` checks the schema, that all nine subsets are present at their full sizes (otherwise
+``validate`` checks the schema, that one strict scoring version (``pulse_tasks.strict``) scored
+every subset and attached record, that all nine subsets are present at their full sizes (otherwise
 the submission is partial and must say so), and, when predictions are attached, that they match
 the hash and reproduce every submitted metric and count. A tampered metric or prediction exits 1
 with the reason.
@@ -185,6 +186,41 @@ def _package_version() -> str | None:
         return None
 
 
+def _strict_version_entry(kind: str, versions: set[int]) -> dict[str, int]:
+    return {} if kind in ("report", "arena") else {"strict_version": min(versions)}
+
+
+def _run_strict_version(run: Run) -> int:
+    """The one strict scoring version of a run; RunError when its subsets mix versions."""
+    from pulse_tasks.strict import STRICT_VERSION
+
+    by_subset = {name: sr.strict_versions for name, sr in run.subsets.items() if sr.subset.kind not in ("report", "arena")}
+    found = set().union(*by_subset.values()) if by_subset else {STRICT_VERSION}
+    if len(found) > 1:
+        detail = "; ".join(f"{n}: {'+'.join(map(str, sorted(v)))}" for n, v in by_subset.items())
+        raise RunError(f"the run mixes strict scoring versions ({detail}); score it again with one ecgbench-lmms release")
+    return found.pop()
+
+
+def strict_version_problems(doc: Mapping[str, Any]) -> list[str]:
+    """Why a submission mixes strict scoring versions (tasks, scoring, attached records)."""
+    from pulse_tasks.strict import LEGACY_STRICT_VERSION
+
+    declared = (doc.get("scoring") or {}).get("strict_version", LEGACY_STRICT_VERSION)
+    problems = [f"{name}: strict scoring version {entry.get('strict_version', LEGACY_STRICT_VERSION)}, "
+                f"the submission's is {declared}"
+                for name, entry in (doc.get("tasks") or {}).items()
+                if BY_CONFIG[name].kind not in ("report", "arena")
+                and entry.get("strict_version", LEGACY_STRICT_VERSION) != declared]
+    mixed = sorted({(item.get("subset"), item["record"].get("strict_version", LEGACY_STRICT_VERSION))
+                    for item in doc.get("predictions") or ()
+                    if item.get("record", {}).get("kind") not in ("report", "arena", None)
+                    and item["record"].get("strict_version", LEGACY_STRICT_VERSION) != declared}, key=str)
+    problems += [f"{subset}: attached records scored with strict version {v}, the submission's is {declared}"
+                 for subset, v in mixed]
+    return problems
+
+
 def completeness(subsets: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Why a submission is partial: missing subsets and subsets below their published size."""
     reasons = [f"{s.config}: missing" for s in SUBSETS if s.config not in subsets]
@@ -216,9 +252,11 @@ def build_submission(run: Run, model_name: str | None = None, attach_predictions
         "model": {"name": model_name or run.model, "lmms_eval_model": run.model, "model_args": run.model_args,
                   "settings": {k: run.config.get(k) for k in SETTINGS_KEYS if k in run.config}},
         "data": {"sources": sorted(run.data_sources), "synthetic": run.synthetic},
-        "tasks": {name: {"task": sr.task, "version": sr.version, "data_source": sr.data_source}
+        "tasks": {name: {"task": sr.task, "version": sr.version, "data_source": sr.data_source,
+                         **_strict_version_entry(sr.subset.kind, sr.strict_versions)}
                   for name, sr in run.subsets.items()},
-        "scoring": {"package": PACKAGE, "package_version": _package_version(), "modes": list(bootstrap.MODES)},
+        "scoring": {"package": PACKAGE, "package_version": _package_version(), "modes": list(bootstrap.MODES),
+                    "strict_version": _run_strict_version(run)},
         "judge": judges,
         "lmms_eval_version": run.lmms_eval_version,
         "bootstrap": {"resamples": resamples, "seed": seed, "confidence": bootstrap.CONFIDENCE},
@@ -303,6 +341,7 @@ def validate_submission(doc: Any) -> tuple[list[str], list[str]]:
         notes.append("PARTIAL submission: " + "; ".join(reasons))
     if set(doc["tasks"]) != set(subsets):
         errors.append("'tasks' and 'subsets' name different subsets")
+    errors += strict_version_problems(doc)
     if doc["data"]["synthetic"]:
         notes.append("SYNTHETIC DATA: scored on synthetic data; not a leaderboard entry")
     items = doc.get("predictions")

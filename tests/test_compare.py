@@ -74,6 +74,7 @@ def test_verdict_directions() -> None:
 @pytest.mark.parametrize("change, expected", [
     ({"data_source": "sha256:local-copy"}, "data source differs"),
     ({"version": 2}, "task/scoring version differs"),
+    ({"strict_version": 1}, "ptb-test: strict scoring version differs (A 2, B 1+2)"),
     ({"edit": lambda recs: recs.__setitem__("mmmu-ecg", recs["mmmu-ecg"][:-2])}, "mmmu-ecg: item sets differ: 2 only in A"),
     ({"edit": lambda recs: [r["judge"].__setitem__("rubric_sha", "ffff") for r in recs["arena"]]},
      "arena: judge or rubric differs"),

@@ -19,6 +19,7 @@ import pytest
 from lmms_eval.api.model import lmms
 
 from pulse_tasks.hooks import metric_names
+from pulse_tasks.strict import STRICT_VERSION
 from pulse_tasks.subsets import BY_CONFIG, BY_TASK, SUBSETS
 from judge_server import FakeJudgeServer, Reply, completion, marker_responder
 
@@ -105,8 +106,10 @@ def test_in_process_simple_model_all_nine(synth_data_dir, judge_env, tmp_path):
     sample = out["samples"]["ecgbench_csn"][0]
     record = sample["accuracy_paper"]
     assert record["subset"] == "csn-test-no-cot" and record["id"]
+    assert record["strict_version"] == STRICT_VERSION and record["explain"]["mode"] == "strict"
     metadata = out["configs"]["ecgbench_csn"]["metadata"]
     assert metadata["data_source"].startswith("sha256:") and metadata["synthetic"] is True
+    assert metadata["strict_version"] == STRICT_VERSION  # the template's, in the generated local-data copy
 
 
 class OracleChat(lmms):

@@ -48,9 +48,12 @@ def test_records_are_small_json_and_flag_states():
         assert record["status"] == status
         assert (record["unparsed"], record["invalid"]) == (unparsed, invalid)
         assert record["failed"] is (status == "failed") and record["missing"] is (status == "missing")
-        assert len(json.dumps(record, allow_nan=False)) < 400
+        assert len(json.dumps(record, allow_nan=False)) < 700  # the explain record is most of it
     for subset, d in (("ptb-test", label_doc(0, "NORM")), ("ecgqa-test", qa_doc(0, ["yes", "no"], ["yes"]))):
-        assert len(json.dumps(metrics.score_item(subset, d, "NORM yes"), allow_nan=False)) < 400
+        assert len(json.dumps(metrics.score_item(subset, d, "NORM yes"), allow_nan=False)) < 700
+    long = metrics.score_item("mmmu-ecg", doc, "The rhythm is regular. " * 200)  # no answer: the whole text
+    assert long["explain"]["region_end"] == len("The rhythm is regular. " * 200)
+    assert len(json.dumps(long, allow_nan=False)) < 900  # the region is shown cut, its offsets kept
 
 
 def test_subset_by_task_name_and_judged_subsets_refused():

@@ -85,7 +85,7 @@ def test_parse_letter_paper(text, expected):
     ("B.", "ABCD", "B"),
     ("B)", "ABCD", "B"),
     (" C \n", "ABCD", "C"),
-    ("b", "ABCD", None),
+    ("b", "ABCD", "B"),  # a lone letter is the answer in any case
     ("E", "ABCD", None),  # outside the subset's letters
     ("E", "ABCDEFGH", "E"),
     ("I", "ABCDEFGH", None),
@@ -109,11 +109,11 @@ def test_parse_letter_paper(text, expected):
     ("**Answer:** **Based** on the ECG", "ABCD", None),
     ("Answer: A\nLater: Answer: C", "ABCD", "C"),
     ("Answer: B ... final Answer: E", "ABCD", None),  # last marker invalid -> no fallback
-    ("Answer: Based on the ECG, C", "ABCD", None),  # no stray capital
+    ("Answer: Based on the ECG, C", "ABCD", "C"),  # the letter of the final-answer line, not "B" of "Based"
     ("Answer: A normal ECG", "ABCD", None),  # the article A
     ("Answer: A-fib", "ABCD", None),
-    ("Answer: C because the PR is long", "ABCD", None),
-    ("The correct option is c", "ABCD", None),
+    ("Answer: C because the PR is long", "ABCD", "C"),
+    ("The correct option is c", "ABCD", "C"),  # lower case after a final-answer marker
     ("Answer: none of them", "ABCD", None),
     # a leading option label
     ("C. Atrial fibrillation", "ABCD", "C"),
@@ -143,33 +143,33 @@ def test_gold_letter_is_first_character(answer, expected):
     # quirk: NORM inside ABNORMAL
     (PTB, False, "ABNORMAL ECG", ["NORM"], []),
     # quirk: MI inside other words
-    (PTB, False, "MILD ST changes, MINIMAL voltage", ["MI"], []),
+    (PTB, False, "MILD ST changes, MINIMAL voltage", ["MI"], ["STTC"]),  # "ST changes" is PTB-XL's STTC
     (PTB, False, "Old MI and STTC.", ["MI", "STTC"], ["MI", "STTC"]),
     (PTB, False, "(MI)", ["MI"], ["MI"]),
     # quirk: ST inside STD/STE (code15's ST = sinus tachycardia)
     (CODE15, True, "ABNORMAL: STD in V5", ["ABNORMAL", "ST"], ["ABNORMAL"]),
     (CODE15, True, "STE in II", ["ST"], []),
-    (CODE15, True, "ST-segment depression", ["ST"], []),
-    (CODE15, True, "sinus tachycardia (ST).", ["ST"], ["ST"]),
+    (CODE15, True, "ST-segment depression", ["ST"], ["ABNORMAL"]),  # no sinus tachycardia, but abnormal
+    (CODE15, True, "sinus tachycardia (ST).", ["ST"], ["ABNORMAL", "ST"]),  # a finding implies ABNORMAL
     (CPSC, False, "STD and STE", ["STD", "STE"], ["STD", "STE"]),
     # quirk: AF inside AFL
     (CPSC, False, "AFL with 2:1 block", ["AF"], []),
-    (CODE15, True, "AFL", ["AF"], []),
+    (CODE15, True, "AFL", ["AF"], ["ABNORMAL"]),
     (CPSC, False, "non-AF rhythm", ["AF"], []),
     (CPSC, False, "AF/STD", ["AF", "STD"], ["AF", "STD"]),
     # quirk: case-sensitive
     (PTB, False, "norm", [], ["NORM"]),
     (CPSC, False, "i-avb, rbbb", [], ["I-AVB", "RBBB"]),
     (CPSC, False, "I-AVB", ["I-AVB"], ["I-AVB"]),
-    (CODE15, True, "1davb", [], ["1dAVb"]),
+    (CODE15, True, "1davb", [], ["ABNORMAL", "1dAVb"]),
     (CODE15, True, "ABNORMAL, 1dAVb, RBBB", ["ABNORMAL", "1dAVb", "RBBB"], ["ABNORMAL", "1dAVb", "RBBB"]),
     # code15: the "Answer:" cut, then the NORM/ABNORMAL rule
     (CODE15, True, "Not ABNORMAL. Answer: NORM", ["NORM"], ["NORM"]),
     (CODE15, True, "Looks NORM at first. Answer: ABNORMAL, RBBB", ["ABNORMAL", "RBBB"], ["ABNORMAL", "RBBB"]),
     (CODE15, True, "ABNORMAL", ["ABNORMAL"], ["ABNORMAL"]),  # no NORM added
     (CODE15, True, "NORM", ["NORM"], ["NORM"]),
-    (CODE15, True, "RBBB and LBBB", ["RBBB", "LBBB"], ["RBBB", "LBBB"]),
-    (CODE15, True, "RBBB. answer: LBBB", ["RBBB", "LBBB"], ["LBBB"]),  # paper's cut is case-sensitive
+    (CODE15, True, "RBBB and LBBB", ["RBBB", "LBBB"], ["ABNORMAL", "RBBB", "LBBB"]),
+    (CODE15, True, "RBBB. answer: LBBB", ["RBBB", "LBBB"], ["ABNORMAL", "LBBB"]),  # paper's cut is case-sensitive
     # strict applies the answer cut to every subset
     (PTB, False, "Not MI. Answer: NORM", ["NORM", "MI"], ["NORM"]),
     (PTB, False, "", [], []),
@@ -185,6 +185,7 @@ def test_labels_paper_and_strict(labels, code15, text, paper, strict):
     (CODE15, True, "NORM", ["NORM"], ["NORM"]),
     (CODE15, True, " ABNORMAL ", ["ABNORMAL"], ["ABNORMAL"]),  # the gold string is itself the label
     (CODE15, True, "ABNORMAL; RBBB; ST", ["ABNORMAL", "RBBB", "ST"], ["ABNORMAL", "RBBB", "ST"]),
+    (CODE15, True, "RBBB", ["RBBB"], ["ABNORMAL", "RBBB"]),  # strict: a finding is an abnormal ECG
     (CPSC, False, "I-AVB; STD", ["I-AVB", "STD"], ["I-AVB", "STD"]),
 ])
 def test_gold_labels(labels, code15, gold, paper, strict):

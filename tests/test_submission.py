@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pulse_tasks import cli, runs, submission
+from pulse_tasks.strict import STRICT_VERSION
 from pulse_tasks.subsets import FULL_SIZE, SUBSETS
 
 RESAMPLES = 30  # intervals are not what these tests check; keep them cheap
@@ -37,7 +38,9 @@ def test_complete_submission_is_valid_and_carries_identity(full_doc: dict) -> No
     assert full_doc["model"]["name"] == "Full Model" and full_doc["model"]["model_args"] == "pretrained=full-model"
     assert full_doc["judge"]["arena"]["rubric_sha"] == runs.JUDGE_IDENTITY["rubric_sha"]
     assert full_doc["tasks"]["ptb-test"] == {"task": "ecgbench_ptb", "version": 1,
-                                             "data_source": "hub:PULSE-ECG/ECGBench@main"}
+                                             "data_source": "hub:PULSE-ECG/ECGBench@main",
+                                             "strict_version": STRICT_VERSION}
+    assert full_doc["scoring"]["strict_version"] == STRICT_VERSION
     assert full_doc["lmms_eval_version"] == "main@00000000"
     assert any(n.startswith("predictions verified") for n in notes)
     assert not any("PARTIAL" in n for n in notes)
@@ -50,6 +53,20 @@ def test_tampered_metric_is_rejected_with_the_reason(full_doc: dict) -> None:
     est["hi"] += 5.0  # keep it inside its interval: only recomputation can catch it
     errors, _ = submission.validate_submission(doc)
     assert any(e.startswith("cpsc-test strict f1: submitted") for e in errors), errors
+
+
+def test_mixed_strict_versions_are_invalid(full_doc: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    doc = copy.deepcopy(full_doc)
+    doc["tasks"]["ptb-test"]["strict_version"] = STRICT_VERSION - 1
+    path = tmp_path / "mixed.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    assert cli.main(["validate", str(path)]) == submission.EXIT_INVALID
+    assert f"ptb-test: strict scoring version {STRICT_VERSION - 1}, the submission's is {STRICT_VERSION}" \
+        in capsys.readouterr().err
+    old = copy.deepcopy(full_doc)  # records of an older scorer under a newer declared version
+    next(i for i in old["predictions"] if i["subset"] == "cpsc-test")["record"].pop("strict_version")
+    errors, _ = submission.validate_submission(old)
+    assert f"cpsc-test: attached records scored with strict version 1, the submission's is {STRICT_VERSION}" in errors
 
 
 def test_tampered_prediction_breaks_the_hash(full_doc: dict) -> None:

@@ -1,0 +1,145 @@
+"""Negation scope in the NegEx manner (Chapman et al., 2001), as a small pure module.
+
+NegEx reads a finding as negated when a negation trigger governs it: a *pre* trigger ("no",
+"without", "absence of", "negative for", "rules out", "free of", ...) negates the findings that
+follow it, a *post* trigger ("... is absent", "... ruled out") the findings before it. Scope ends
+at a clause boundary (sentence or clause punctuation, or a conjunction such as "but" or
+"however") and after ``SCOPE_WORDS`` words. *Pseudo* triggers ("not only", "no change", "cannot
+be ruled out", ...) contain a trigger's words but negate nothing; they are matched first and
+their text can never be a trigger.
+
+A hand-written module rather than negspacy/medspaCy: those pull in spaCy and a language model
+(hundreds of MB, about a second to load), while the scoring of a full ECGBench run has a 2 s
+budget (``bench/score_speed.py``); the trigger lists here are the few that ECG answers use.
+
+    >>> scope = NegationScope.of("No LBBB, rhythm is sinus; RBBB")
+    >>> scope.trigger_for(3, 7), scope.trigger_for(26, 30)
+    ('no', None)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Pre-negation triggers: negate what follows them (longest first, so "no evidence of" wins).
+PRE_TRIGGERS = (
+    "no evidence of", "no signs of", "no sign of", "no features of", "not consistent with",
+    "not suggestive of", "negative for", "absence of", "absent", "free of", "rules out",
+    "ruled out", "rule out", "excludes", "without", "cannot see", "not", "no", "nor", "neither",
+    "never", "denies", "isn't", "doesn't", "don't", "aren't", "lacks", "lack of",
+)
+# Post-negation triggers: negate what precedes them in the same clause.
+POST_TRIGGERS = (
+    "is absent", "are absent", "absent", "is ruled out", "ruled out", "is excluded", "excluded",
+    "not seen", "not present", "not identified", "not detected", "not observed", "not noted",
+    "unlikely",
+)
+# Pseudo triggers: look like negation, negate nothing (NegEx's list, the ECG-relevant part).
+PSEUDO_TRIGGERS = (
+    "not only", "no change", "no significant change", "no interval change", "no new", "not certain whether",
+    "cannot be ruled out", "can not be ruled out", "cannot be excluded", "cannot rule out", "not ruled out",
+    "not excluded", "no longer normal", "without change", "not necessarily",
+)
+# Conjunctions that end a trigger's scope, as punctuation does ("no LBBB but RBBB").
+SCOPE_ENDERS = ("but", "however", "although", "though", "yet", "except", "apart from", "aside from",
+                "whereas", "while", "which", "instead", "rather", "so", "therefore", "thus", "then")
+SCOPE_WORDS = 6  # NegEx limits a trigger's reach to a few words; six covers "no definite acute ST elevation"
+# "non-" negates only the term it is glued to: "non-ST elevation MI" is an MI, "non-AF" no AF.
+PREFIX_TRIGGER = "non"
+_BOUNDARY_CHARS = ".;:!?\n,()[]"  # clause punctuation; a comma ends a list item ("no LBBB, RBBB")
+
+
+def _alternation(phrases: tuple[str, ...]) -> str:
+    parts = sorted(phrases, key=len, reverse=True)
+    return "|".join(re.escape(p).replace(r"\ ", r"\s+") for p in parts)
+
+
+# One pass over the lower-cased text (case-sensitive patterns keep sre's first-character skip):
+# pseudo triggers first, so "not only" is never the trigger "not"; then triggers, scope enders,
+# clause punctuation and the "non-" prefix.
+_SCAN_RE = re.compile(
+    rf"(?<![\w'])(?:(?P<pseudo>{_alternation(PSEUDO_TRIGGERS)})|(?P<trigger>{_alternation(PRE_TRIGGERS + POST_TRIGGERS)})"
+    rf"|(?P<ender>{_alternation(SCOPE_ENDERS)}))(?![\w'])|(?P<punct>[{re.escape(_BOUNDARY_CHARS)}])"
+    rf"|(?<![\w'])(?P<prefix>{PREFIX_TRIGGER}[- ]?)(?=\w)"
+)
+_PRE, _POST = frozenset(PRE_TRIGGERS), frozenset(POST_TRIGGERS)
+_SPACES_RE = re.compile(r"\s+")
+_WORD_RE = re.compile(r"[\w'/+-]+")
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """One negation trigger found in a text: ``kind`` is "pre", "post" or "prefix" ("non-")."""
+
+    start: int
+    end: int
+    text: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class NegationScope:
+    """The triggers and clause boundaries of one text; ask it whether a span is negated."""
+
+    text: str
+    triggers: tuple[Trigger, ...]
+    boundaries: tuple[int, ...]  # start offsets of clause boundaries (punctuation, "but", ...)
+
+    @classmethod
+    def of(cls, text: str) -> NegationScope:
+        """Find every trigger and boundary of ``text`` in one pass (pseudo triggers win)."""
+        lowered = text.lower()
+        if len(lowered) != len(text):  # a character whose lower case is longer: keep offsets
+            lowered = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+        found: list[Trigger] = []
+        boundaries: list[int] = []
+        for m in _SCAN_RE.finditer(lowered):
+            kind = m.lastgroup
+            if kind == "trigger":
+                phrase = _SPACES_RE.sub(" ", m.group(kind))
+                for trigger_kind, table in (("pre", _PRE), ("post", _POST)):
+                    if phrase in table:
+                        found.append(Trigger(m.start(), m.end(), phrase, trigger_kind))
+            elif kind == "prefix":
+                found.append(Trigger(m.start(), m.end(), PREFIX_TRIGGER + "-", "prefix"))
+            elif kind in ("ender", "punct"):
+                boundaries.append(m.start())
+        return cls(text, tuple(found), tuple(boundaries))
+
+    def _crosses_boundary(self, start: int, end: int) -> bool:
+        return any(start <= b < end for b in self.boundaries)
+
+    def _words_between(self, start: int, end: int) -> int:
+        return len(_WORD_RE.findall(self.text, start, end)) if end > start else 0
+
+    def trigger_for(self, start: int, end: int) -> str | None:
+        """The trigger that negates the span ``text[start:end]``, or None when it is affirmed.
+
+        A pre trigger counts when it ends before the span, with no clause boundary and at most
+        ``SCOPE_WORDS`` words between; a post trigger when it starts after the span on the same
+        terms. The nearest trigger wins; a trigger inside the span negates nothing.
+        """
+        best: tuple[int, str] | None = None
+        for trig in self.triggers:
+            if trig.kind == "prefix":
+                if trig.end == start:
+                    return trig.text
+                continue
+            if trig.kind == "pre" and trig.end <= start:
+                gap = (trig.end, start)
+            elif trig.kind == "post" and trig.start >= end:
+                gap = (end, trig.start)
+            else:
+                continue
+            if self._crosses_boundary(*gap):
+                continue
+            words = self._words_between(*gap)
+            if words <= SCOPE_WORDS and (best is None or words < best[0]):
+                best = (words, trig.text)
+        return best[1] if best else None
+
+
+def negating_trigger(text: str, start: int, end: int) -> str | None:
+    """One-off form of ``NegationScope.of(text).trigger_for(start, end)``."""
+    return NegationScope.of(text).trigger_for(start, end)

@@ -1,0 +1,541 @@
+"""Strict mode: read an answer the way a careful cardiologist would, and say why.
+
+Each reader returns an *explanation* (a plain dict, JSON-ready) whose ``labels`` are the strict
+answer and whose ``invalid_reason`` says why there is none::
+
+    {"mode": "strict", "region": "...", "region_start": 0, "region_end": 12,
+     "spans": [{"text", "start", "end", "label", "source", "negated", "trigger"}, ...],
+     "labels": [...], "invalid_reason": None, "implied": [...]}
+
+``start``/``end`` are offsets into the whole response; ``region`` is the part of it that was read
+(``response[region_start:region_end]``, shown cut to ``REGION_MAX_CHARS``); ``implied`` (code15's
+NORM/ABNORMAL rules) appears only when a label was implied or dropped.
+
+Rules (one example each; the README lists the same):
+
+* **Answer region** -- the text after the last ``Answer:`` (any case, markdown allowed) when there
+  is one, else the whole response: "NORM is unlikely. Answer: MI" reads MI only.
+* **The question's own vocabulary** -- a label is found by its code (whole token, any case,
+  plural allowed: "PVCs"), by the description the prompt gives it ("STTC: ST/T Change",
+  "PVC(Premature ventricular contraction)", "Premature ventricular contraction (PVC)"), or by a
+  curated clinical synonym (``LABEL_SYNONYMS``: "A-fib", "1st degree AV block", "LVH" for
+  PTB-XL's HYP). Longer phrases win over codes inside them.
+* **Lookalikes** -- phrases that contain a code but name something else are read first and belong
+  to no label (``LOOKALIKES``): "ST depression" is not code15's ST (sinus tachycardia); "AFL" and
+  "atrial flutter" are not AF.
+* **Negation** (``pulse_tasks.negation``, NegEx style) -- a negated mention is no finding:
+  "no LBBB, rhythm is sinus; RBBB" reads RBBB; "without ST elevation" reads no STE.
+* **Normal and abnormal** -- "normal" alone counts only as a whole clause ("Normal.", "The ECG is
+  normal"), never in "normal axis"; "normal sinus rhythm" names the rhythm, so it is dropped
+  beside a finding. code15 asks normal-vs-abnormal first: a specific finding, a negated NORM or
+  "abnormal" means ABNORMAL ("RBBB" reads ABNORMAL, RBBB), a negated ABNORMAL without findings
+  means NORM, and ABNORMAL wins over NORM.
+* **Letter questions** -- the letter right after the last final-answer marker ("answer:",
+  "answer is", "correct option is", lower case allowed: "answer: c"), else in the whole text a
+  bare letter ("(B)", "**B**"), "Option F", or a line starting "C." / "C)"; when no letter is
+  given, the text of one option ("Sinus Tachycardia" for "D. Sinus Tachycardia"). Exactly one
+  letter of the question's options, else invalid: "A or C", two different final letters and an
+  echoed template ("Answer: $LETTER") have none.
+* **ECG-QA** -- whole options on normalised text, longest first, so "lead III" never also selects
+  "lead I"; option case does not matter; a negated option is not chosen, except options that are
+  negations themselves ("no", "not sure"); a yes/no question answered with a negation ("It does
+  not.") is "no"; "I don't know" is "not sure".
+
+``STRICT_VERSION`` is bumped whenever any of this changes what an answer scores; task metadata,
+scoring records, results and submissions carry it, and ``ecgbench compare``/``validate`` refuse
+to mix versions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Any
+
+from pulse_tasks.negation import NegationScope
+from pulse_tasks.subsets import BY_CONFIG
+
+STRICT_VERSION = 2  # 1: whole-token codes only; 2: prompt vocabulary, synonyms, negation, explain
+LEGACY_STRICT_VERSION = 1  # what a run that records no strict version was scored with
+
+# Span sources (the explain record's "source" values).
+SOURCE_CODE, SOURCE_DESCRIPTION, SOURCE_SYNONYM = "code", "description", "synonym"
+SOURCE_LETTER, SOURCE_OPTION_TEXT, SOURCE_OPTION = "letter", "option_text", "option"
+SOURCE_LOOKALIKE = "lookalike"  # a phrase that contains a code but names no label
+
+# --------------------------------------------------------------------------------------------
+# Vocabulary: curated synonyms and lookalikes (regex fragments, matched case-insensitively as
+# whole words; a trailing plural "s"/"es" is always allowed)
+# --------------------------------------------------------------------------------------------
+
+_AVB1 = r"(?:1st|first|1|i)(?:[\s-]*degree|°|\s*°)?[\s-]*(?:av|a-v|atrio-?ventricular|heart)[\s-]*block"
+_AF = (r"atrial[\s-]+fibrillation", r"a[\s.-]?fib", r"afib")
+_LBBB = (r"(?:complete\s+)?left[\s-]+bundle[\s-]+branch[\s-]+block", r"clbbb")
+_RBBB = (r"(?:complete\s+)?right[\s-]+bundle[\s-]+branch[\s-]+block", r"crbbb")
+_NORMAL_ECG = r"normal[\s-]+(?:12[\s-]*lead\s+)?(?:ecg|ekg|electrocardiogram|tracing|study|recording)"
+_NORM = (_NORMAL_ECG, r"within\s+normal\s+limits", r"no\s+(?:significant\s+)?abnormalit(?:y|ies)(?:\s+(?:detected|seen|found))?")
+# "Normal sinus rhythm" names the rhythm: NORM only when no finding stands beside it.
+RHYTHM_ONLY_NORM = (r"normal\s+sinus\s+rhythm", r"nsr")
+_STD = (r"st[\s-]*(?:segment\s+)?depressions?", r"depressed\s+st(?:[\s-]*segments?)?", r"st[\s-]*(?:segments?\s+)?depressed")
+_STE = (r"st[\s-]*(?:segment\s+)?elevations?", r"elevated\s+st(?:[\s-]*segments?)?", r"st[\s-]*(?:segments?\s+)?elevated",
+        r"stemi")
+
+LABEL_SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
+    # PTB-XL diagnostic superclasses; members from the SCP-ECG statements PTB-XL groups under each.
+    "ptb-test": {
+        "NORM": _NORM,
+        "MI": (r"myocardial\s+infarction", r"infarcts?", r"infarctions?", r"n?stemi", r"(?:a|i|as|al|il|l|p|ip|ipl|pl)mi",
+               r"(?:old|prior|previous|acute)\s+mi"),
+        "STTC": (r"st[\s/-]*t[\s-]*(?:wave\s+)?(?:changes?|abnormalit(?:y|ies))", r"st\s+changes?",
+                 r"t[\s-]*wave\s+(?:inversions?|changes?|abnormalit(?:y|ies))", r"inverted\s+t[\s-]*waves?",
+                 r"repolari[sz]ation\s+abnormalit(?:y|ies)", r"ischemi[ac]", r"ischaemi[ac]", *_STD, *_STE[:3]),
+        "CD": (r"conduction\s+(?:disturbances?|defects?|abnormalit(?:y|ies)|delay|blocks?)", r"bundle[\s-]+branch[\s-]+blocks?",
+               r"[lr]bbb", r"i?c?[lr]bbb", r"[lr]afb", r"[lr]pfb", r"(?:left\s+)?(?:anterior|posterior)\s+(?:fascicular\s+block|hemiblock)",
+               _AVB1, r"(?:2nd|second|3rd|third)[\s-]*degree[\s-]*(?:av\s+|heart\s+)?block", r"[123]avb", r"wpw",
+               r"wolff[\s-]+parkinson[\s-]+white", r"ivcd"),
+        "HYP": (r"(?:left|right)?[\s-]*ventricular\s+hypertroph(?:y|ies)", r"hypertroph(?:y|ies)", r"[lr]vh",
+                r"(?:left|right)\s+atrial\s+(?:enlargement|overload|abnormality)", r"[lr]ae", r"[lr]ao"),
+    },
+    # CPSC 2018 classes.
+    "cpsc-test": {
+        "NORM": _NORM,
+        "AF": _AF,
+        "I-AVB": (_AVB1, r"1avb", r"1davb", r"(?:prolonged\s+pr(?:\s+interval)?|pr\s+prolongation)"),
+        "LBBB": _LBBB,
+        "RBBB": _RBBB,
+        "PAC": (r"premature\s+atrial\s+(?:contractions?|complex(?:es)?|beats?)", r"atrial\s+premature\s+(?:contractions?|complex(?:es)?|beats?)",
+                r"apcs?", r"atrial\s+ectopics?(?:\s+beats?)?", r"atrial\s+extrasystoles?"),
+        "PVC": (r"premature\s+ventricular\s+(?:contractions?|complex(?:es)?|beats?)", r"ventricular\s+premature\s+(?:contractions?|complex(?:es)?|beats?)",
+                r"vpcs?", r"vpbs?", r"ventricular\s+ectopics?(?:\s+beats?)?", r"ventricular\s+extrasystoles?"),
+        "STD": _STD,
+        "STE": _STE,
+    },
+    # CODE-15% classes (normal vs abnormal, then six findings).
+    "code15-test": {
+        "NORM": _NORM,
+        "ABNORMAL": (r"abnormal(?:\s+(?:ecg|ekg|electrocardiogram|tracing))?", r"abnormalit(?:y|ies)"),
+        "1dAVb": (_AVB1, r"1avb", r"i-avb"),
+        "RBBB": _RBBB,
+        "LBBB": _LBBB,
+        "SB": (r"sinus\s+bradycardia", r"sinus\s+brady"),
+        "ST": (r"sinus\s+tachycardia", r"sinus\s+tachy"),
+        "AF": _AF,
+    },
+}
+# Phrases that contain a code of some vocabulary but name something else (read before codes).
+# Those in ABNORMAL_LOOKALIKES still name an abnormality: code15's ABNORMAL when affirmed.
+ABNORMAL_LOOKALIKES = (
+    r"st[\s/-]*(?:segments?|depressions?|elevations?|changes?|t|abnormalit(?:y|ies)|deviations?|depressed|elevated)",
+    r"afl", r"a[\s-]?flutter", r"atrial\s+flutter",  # flutter is not fibrillation
+)
+LOOKALIKES = (
+    *ABNORMAL_LOOKALIKES,
+    r"st[\s-]*waves?",
+    r"normal\s+(?:axis|intervals?|pr|qrs|qt|qtc|voltage|rate|variant|p\s+waves?)",  # normal parts are no normal ECG
+)
+_NORMAL_CLAUSE_RE = re.compile(
+    r"(?i)^(?:(?:the\s+)?(?:ecg|ekg|electrocardiogram|tracing|study)\s+(?:is|appears|looks|seems)\s+(?:to\s+be\s+)?)?"
+    r"(?P<neg>not\s+|non-?)?(?:entirely\s+|completely\s+|essentially\s+|overall\s+)?(?P<word>normal|abnormal)$"
+)
+_GENERIC_DESCRIPTIONS = frozenset({"normal", "abnormal"})  # read by the clause rule, never as a bare word
+_CODE15_GLOBAL = ("NORM", "ABNORMAL")
+_WORD = "A-Za-z0-9_"
+_PLURAL = r"(?:'?s|es)?"
+
+
+def _phrase_regex(phrase: str) -> str:
+    """A prompt description as a pattern: any case, flexible spaces, hyphens and slashes."""
+    words = [w for w in re.split(r"([\s/-]+)", phrase.strip()) if w]
+    out = []
+    for w in words:
+        if re.fullmatch(r"[\s/-]+", w):
+            out.append(r"[\s/-]+" if w.strip() == "" else r"[\s/-]*")
+        else:
+            out.append(re.escape(w))
+    return "".join(out)
+
+
+def prompt_descriptions(prompt: str, labels: tuple[str, ...]) -> dict[str, list[str]]:
+    """The description the prompt gives each label code: "CODE: text", "CODE(text)", "text (CODE)"."""
+    return {label: list(texts) for label, texts in _described(prompt, labels)}
+
+
+@lru_cache(maxsize=1024)  # a subset's prompts repeat: read each once
+def _described(prompt: str, labels: tuple[str, ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    found: dict[str, list[str]] = {}
+    if not prompt:
+        return ()
+    for label in labels:
+        code = re.escape(label)
+        after = re.finditer(rf"(?<![\w-]){code}(?![\w-])\s*(?::|=|\(|-\s)\s*([^,;\n()]+?)\s*(?=[,;\n)]|\.\s|\.$|$)", prompt)
+        before = re.finditer(rf"([A-Za-z][^,;:\n()]*?)\s*\(\s*{code}\s*\)", prompt)
+        texts = [m.group(1) for m in after] + [" ".join(m.group(1).split()[-6:]) for m in before]
+        for text in texts:
+            text = text.strip(" .'\"")
+            if text and text.casefold() != label.casefold() and text not in labels and len(text.split()) <= 8:
+                found.setdefault(label, []).append(text)
+    return tuple((label, tuple(texts)) for label, texts in sorted(found.items()))
+
+
+@lru_cache(maxsize=256)
+def _vocabulary(labels: tuple[str, ...], described: tuple[tuple[str, tuple[str, ...]], ...]):
+    """Three compiled passes (phrases, lookalikes, codes) and each pass's group -> (label, source)."""
+    synonyms = next((LABEL_SYNONYMS[c] for c, s in BY_CONFIG.items() if s.labels == labels), {})
+    phrases: list[tuple[str, str, str]] = []  # (pattern, label, source)
+    for label, texts in described:
+        phrases += [(_phrase_regex(t.lower()), label, SOURCE_DESCRIPTION) for t in texts
+                    if t.casefold() not in _GENERIC_DESCRIPTIONS]
+    for label in labels:
+        phrases += [(p, label, SOURCE_SYNONYM) for p in synonyms.get(label, ())]
+        if label == "NORM":
+            phrases += [(p, label, SOURCE_SYNONYM) for p in RHYTHM_ONLY_NORM]
+    # the prompt's own words first (its spans say "description"), then synonyms; longest first in each
+    phrases.sort(key=lambda t: (t[2] != SOURCE_DESCRIPTION, -len(t[0])))
+    codes = [(re.escape(label.lower()), label, SOURCE_CODE) for label in sorted(labels, key=len, reverse=True)]
+    lookalikes = [(p, None, SOURCE_LOOKALIKE) for p in LOOKALIKES]
+    passes = []
+    for terms in (phrases, lookalikes, codes):
+        if terms:
+            # one word-start check for all alternatives (the scan's hot path), then the term
+            alternatives = "|".join(f"({p})" for p, _, _ in terms)
+            # case-sensitive on lower-cased text: sre skips to possible first characters (IGNORECASE cannot)
+            pattern = re.compile(rf"(?<![{_WORD}])(?:{alternatives}){_PLURAL}(?![{_WORD}])")
+            passes.append((pattern, [(label, source, p) for p, label, source in terms]))
+    return passes
+
+
+def _lower_same_length(text: str) -> str:
+    """``text.lower()``, keeping any character whose lower case is longer (offsets stay valid)."""
+    lowered = text.lower()
+    return lowered if len(lowered) == len(text) else "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+
+
+def _answer_region(text: str) -> tuple[str, int]:
+    cut = None
+    for cut in _ANSWER_CUT_RE.finditer(text):  # the last one is wanted
+        pass
+    start = cut.end() if cut else 0
+    return text[start:], start
+
+
+_ANSWER_CUT_RE = re.compile(r"(?i)\banswer[*_]*\s*:[*_]*")
+_CLAUSE_RE = re.compile(r"[^.;,!?\n]+")
+_MARKDOWN = " \t*_#>`'\"-"
+
+
+def _span(text: str, start: int, end: int, label: str | None, source: str,
+          scope: NegationScope, offset: int) -> dict[str, Any]:
+    trigger = scope.trigger_for(start - offset, end - offset)
+    return {"text": text[start:end], "start": start, "end": end, "label": label, "source": source,
+            "negated": trigger is not None, "trigger": trigger}
+
+
+REGION_MAX_CHARS = 240  # records are stored once per metric name: long regions keep their offsets only
+
+
+def _explanation(region: str, offset: int, spans: list[dict], labels: list[str], reason: str | None,
+                 **extra: Any) -> dict[str, Any]:
+    shown = region if len(region) <= REGION_MAX_CHARS else region[:REGION_MAX_CHARS - 1] + "\u2026"
+    out = {"mode": "strict", "region": shown, "region_start": offset, "region_end": offset + len(region),
+           "spans": sorted(spans, key=lambda s: s["start"]), "labels": labels,
+           "invalid_reason": None if labels else reason}
+    out.update({k: v for k, v in extra.items() if v})
+    return out
+
+
+def not_answered(status: str) -> dict[str, Any]:
+    """The explanation of a response that is no text to read (failed, empty, missing, ...)."""
+    return _explanation("", 0, [], [], f"response is {status}")
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-label (ptb, cpsc, code15)
+# --------------------------------------------------------------------------------------------
+
+
+def explain_labels(text: str, labels: tuple[str, ...], prompt: str = "") -> dict[str, Any]:
+    """Strict multi-label reading of one response (see the module docstring)."""
+    region, offset = _answer_region(text)
+    described = _described(prompt, labels)
+    scope = NegationScope.of(region)
+    masked = _lower_same_length(region)
+    spans: list[dict[str, Any]] = []
+    for pattern, terms in _vocabulary(labels, described):
+        for m in pattern.finditer(masked):
+            label, source, term = terms[m.lastindex - 1]
+            span = _span(text, offset + m.start(), offset + m.end(), label, source, scope, offset)
+            if label == "NORM" and term in RHYTHM_ONLY_NORM:
+                span["rhythm_only"] = True
+            if source == SOURCE_LOOKALIKE and term in ABNORMAL_LOOKALIKES:
+                span["abnormal"] = True
+            spans.append(span)
+        for s in spans:  # mask what this pass found: later passes never read inside it
+            a, b = s["start"] - offset, s["end"] - offset
+            masked = masked[:a] + " " * (b - a) + masked[b:]
+    spans += _normal_clauses(text, masked, offset, labels, scope)
+    chosen, implied = _resolve_labels(spans, labels)
+    reason = ("every label found is negated" if any(s["label"] for s in spans)
+              else "no label of the question found")
+    return _explanation(region, offset, spans, chosen, reason, implied=implied)
+
+
+def _normal_clauses(text: str, masked: str, offset: int, labels: tuple[str, ...],
+                    scope: NegationScope) -> list[dict[str, Any]]:
+    """"Normal." / "The ECG is not normal" as a whole clause (a bare word elsewhere is no label)."""
+    spans = []
+    for clause in _CLAUSE_RE.finditer(masked):
+        body = clause.group(0)
+        lead = len(body) - len(body.lstrip(_MARKDOWN))
+        core = body.strip(_MARKDOWN)
+        m = _NORMAL_CLAUSE_RE.match(core)
+        if not m:
+            continue
+        word = m.group("word").lower()
+        label = "NORM" if word == "normal" else "ABNORMAL"
+        if label not in labels:
+            continue
+        start = offset + clause.start() + lead + m.start("word")
+        span = _span(text, start, start + len(m.group("word")), label, SOURCE_DESCRIPTION if label == "NORM" else SOURCE_SYNONYM,
+                     scope, offset)
+        if m.group("neg"):
+            span.update(negated=True, trigger=m.group("neg").strip().lower())
+        spans.append(span)
+    return spans
+
+
+def _resolve_labels(spans: list[dict], labels: tuple[str, ...]) -> tuple[list[str], list[dict]]:
+    """Final labels from the spans: affirmed ones, then the NORM/ABNORMAL rules."""
+    positive = {s["label"] for s in spans if s["label"] and not s["negated"] and not s.get("rhythm_only")}
+    negated = {s["label"] for s in spans if s["label"] and s["negated"]}
+    rhythm_only = any(s.get("rhythm_only") and not s["negated"] for s in spans)
+    findings = positive - set(_CODE15_GLOBAL)
+    others = sorted({s["text"] for s in spans if s.get("abnormal") and not s["negated"]})
+    implied: list[dict[str, str]] = []
+    if rhythm_only and not findings:
+        positive.add("NORM")
+    if "ABNORMAL" in labels:  # code15: normal vs abnormal, then the findings
+        if (findings or others) and "ABNORMAL" not in positive:
+            positive.add("ABNORMAL")
+            implied.append({"label": "ABNORMAL", "because": "a finding was named: " + ", ".join(sorted(findings) + others)})
+        elif "NORM" in negated and not positive:
+            positive.add("ABNORMAL")
+            implied.append({"label": "ABNORMAL", "because": "NORM is negated"})
+        elif "ABNORMAL" in negated and not positive:
+            positive.add("NORM")
+            implied.append({"label": "NORM", "because": "ABNORMAL is negated and no finding named"})
+        if "ABNORMAL" in positive and "NORM" in positive:
+            positive.discard("NORM")
+            implied.append({"label": "NORM", "because": "dropped: ABNORMAL wins over NORM"})
+    return [label for label in labels if label in positive], implied
+
+
+# --------------------------------------------------------------------------------------------
+# Letter questions (csn, g12, mmmu)
+# --------------------------------------------------------------------------------------------
+
+_EMPH = r"[*_]*"
+_LETTER_MARKER_RE = re.compile(
+    rf"(?i)\b(?:(?:final\s+)?answer{_EMPH}\s*(?:is\s*:?|would\s+be\s*:?|:)|correct\s+(?:option|answer|choice){_EMPH}\s*(?:is\s*:?|:)|"
+    rf"(?:i\s+)?(?:choose|select|pick)){_EMPH}"
+)
+_OPTION_LINE_RE = re.compile(r"(?m)(?:^|(?<=\s))\(?([A-H])[.)]\s+(.+?)\s*(?=\s\(?[A-H][.)]\s|$)")
+_TEMPLATE_RE = re.compile(r"(?i)\$\s*\{?\s*letter\s*\}?|<\s*letter\s*>|\[\s*letter\s*\]|\$[A-Z]\b")
+# After a final-answer marker: the letter (any case, maybe "(B)" or "option B"), then a boundary.
+_AFTER_MARKER_RE = re.compile(
+    rf"\s*{_EMPH}(?:(?:option|choice|letter)\s+)?{_EMPH}\(?([A-Ha-h])\)?{_EMPH}"
+    r"(?=$|[\s]*[.,;:!)\]\n]|\s+[(\u2013\u2014-]|\s+(?:or|and|because|since|as|is|which|given|due)\b|\s+[a-z])"
+)
+_MORE_LETTERS_RE = re.compile(rf"\s*(?:,|/|&|\bor\b|\band\b)\s*{_EMPH}\(?([A-H])\)?{_EMPH}(?![{_WORD}])")
+_LETTER_LIST_RE = re.compile(
+    rf"{_EMPH}\(?[A-H]\)?{_EMPH}(?:\s*(?:,|/|&|\bor\b|\band\b)\s*{_EMPH}\(?[A-H]\)?{_EMPH})+\.?"
+)
+_BARE_RE = re.compile(rf"{_EMPH}\(?([A-Ha-h])\)?[.:)]?{_EMPH}")
+_ANYWHERE_RE = re.compile(
+    rf"(?i:option|choice)\s+\(?([A-H])\)?(?![{_WORD}])|\(([A-H])\)|(?m:^){_EMPH}([A-H])(?:[.):]){_EMPH}(?=\s|$)"
+)
+_ARTICLE_AFTER = re.compile(r"\s+[a-z]")  # "A normal ECG": the article, unless a connective follows
+_CONNECTIVE_AFTER = re.compile(r"\s+(?:or|and|because|since|as|is|which|given|due)\b")
+_LETTER_TOKEN_RE = re.compile(
+    rf"(?<![{_WORD}'])\(?([A-H])\)?{_EMPH}(?![{_WORD}'])(?=$|[\s]*[.,;:!)\]\n]|\s+[(\u2013\u2014-]|\s+[a-z])"
+)
+
+
+def _is_article(region: str, m: re.Match[str]) -> bool:
+    """"A normal ECG": an "A" followed by a lower-case word that is no connective is the article."""
+    return (m.group(1) in "Aa" and _ARTICLE_AFTER.match(region, m.end()) is not None
+            and _CONNECTIVE_AFTER.match(region, m.end()) is None)
+
+
+def prompt_options(prompt: str) -> dict[str, str]:
+    """The options a letter question lists ("A. text" or "(A) text", one or more a line), A first."""
+    found: dict[str, str] = {}
+    for m in _OPTION_LINE_RE.finditer(prompt or ""):
+        found.setdefault(m.group(1), m.group(2).strip(" ,;"))
+    letters = "".join(sorted(found))
+    if not letters or "ABCDEFGH"[:len(letters)] != letters:  # not a real A, B, C... listing
+        return {}
+    return found
+
+
+def explain_letter(text: str, letters: str, prompt: str = "") -> dict[str, Any]:
+    """Strict letter reading of one response (see the module docstring)."""
+    options = prompt_options(prompt)
+    valid = "".join(letter for letter in letters if letter in options) if options else letters
+    marker = None
+    for marker in _LETTER_MARKER_RE.finditer(text):  # the last one is wanted
+        pass
+    if marker is not None:
+        offset = marker.end()
+        line_end = text.find("\n", offset + (1 if text[offset:offset + 1] == "\n" else 0))
+        if not text[offset:line_end if line_end != -1 else None].strip():  # "Answer:\nB"
+            nxt = text.find("\n", line_end + 1) if line_end != -1 else -1
+            line_end = nxt
+        region = text[offset:line_end] if line_end != -1 else text[offset:]
+    else:
+        offset, region = 0, text
+    scope = NegationScope.of(region)
+    template = _TEMPLATE_RE.search(region) or (re.fullmatch(r"[*_\s]*(X)[*_.\s]*", region) if "X" not in valid else None)
+    if template:
+        return _explanation(region, offset, [], [], f"the answer template was echoed ({template.group(0).strip()!r})")
+    spans = _letter_spans(text, region, offset, marker is not None, scope)
+    if not any(not s["negated"] for s in spans):
+        spans += _option_text_spans(text, region, offset, options, scope)
+    chosen = sorted({s["label"] for s in spans if not s["negated"]})
+    outside = [c for c in chosen if c not in valid]
+    if len(chosen) == 1 and not outside:
+        return _explanation(region, offset, spans, chosen, None)
+    if outside:
+        reason = f"letter {', '.join(outside)} is not an option ({', '.join(valid)})"
+    elif len(chosen) > 1:
+        reason = f"more than one answer: {', '.join(chosen)}"
+    elif spans:
+        reason = "every answer found is negated"
+    else:
+        reason = "no answer letter" + (" after the final-answer marker" if marker is not None else "")
+    return _explanation(region, offset, spans, [], reason)
+
+
+def _letter_spans(text: str, region: str, offset: int, after_marker: bool,
+                  scope: NegationScope) -> list[dict[str, Any]]:
+    spans = []
+
+    def add(pos: int, letter: str) -> None:
+        spans.append(_span(text, offset + pos, offset + pos + 1, letter.upper(), SOURCE_LETTER, scope, offset))
+
+    bare = _BARE_RE.fullmatch(region.strip())
+    if bare:
+        add(region.index(bare.group(1), len(region) - len(region.lstrip())), bare.group(1))
+        return spans
+    if _LETTER_LIST_RE.fullmatch(region.strip()):  # "A or C", "B, D": several letters, no answer
+        for m in re.finditer(r"[A-H]", region):
+            add(m.start(), m.group(0))
+        return spans
+    if after_marker:
+        m = _AFTER_MARKER_RE.match(region)
+        if m and not _is_article(region, m):
+            add(m.start(1), m.group(1))
+            pos = m.end()
+            while (more := _MORE_LETTERS_RE.match(region, pos)):
+                add(more.start(1), more.group(1))
+                pos = more.end()
+            return spans
+        # no letter first ("Answer: not B, it is C"): any letter of the final-answer line, negation-aware
+        for m in _LETTER_TOKEN_RE.finditer(region):
+            if not _is_article(region, m):
+                add(m.start(1), m.group(1))
+        return spans
+    for m in _ANYWHERE_RE.finditer(region):
+        group = next(g for g in (1, 2, 3) if m.group(g))
+        add(m.start(group), m.group(group))
+    return spans
+
+
+def _option_text_spans(text: str, region: str, offset: int, options: dict[str, str],
+                       scope: NegationScope) -> list[dict[str, Any]]:
+    by_text = {normalize_option(t): letter for letter, t in options.items() if normalize_option(t)}
+    haystack = region.lower()
+    spans = []
+    for phrase in sorted(by_text, key=len, reverse=True):
+        for start in _find_phrase(haystack, phrase):
+            spans.append(_span(text, offset + start, offset + start + len(phrase), by_text[phrase],
+                               SOURCE_OPTION_TEXT, scope, offset))
+            haystack = haystack[:start] + " " * len(phrase) + haystack[start + len(phrase):]
+    return spans
+
+
+# --------------------------------------------------------------------------------------------
+# ECG-QA
+# --------------------------------------------------------------------------------------------
+
+_WS_RE = re.compile(r"\s+")
+_SPACE_RE = re.compile(r"\s")
+# "no" is the answer when a clause ends or a pronoun follows ("No, it does not"), not in "no AF".
+_NO_ANSWER_END_RE = re.compile(r"[*_\s]*(?:[.,;:!?)\n-]|$)|\s+(?:it|there|this|that|the\s+ecg|i)\b")
+# Ways of saying the "not sure" option (matched only when it is an option).
+NOT_SURE_SYNONYMS = ("i'm not sure", "i am not sure", "unsure", "uncertain", "cannot tell", "can't tell",
+                     "don't know", "do not know", "cannot determine", "can't determine", "unable to determine",
+                     "cannot be determined")
+NOT_SURE = "not sure"
+
+
+def normalize_option(option: str) -> str:
+    """Strict option form: lower-cased, whitespace collapsed, a trailing period dropped."""
+    return _WS_RE.sub(" ", option).strip().rstrip(".").strip().lower()
+
+
+def strict_candidates(candidates: Iterable[str]) -> list[str]:
+    """Normalised, de-duplicated, non-empty options, in their original order."""
+    return [c for c in dict.fromkeys(normalize_option(c) for c in candidates) if c]
+
+
+def _find_phrase(haystack: str, phrase: str) -> list[int]:
+    """Start offsets of ``phrase`` in ``haystack`` not touching a letter or digit on either side."""
+    starts, start, size = [], haystack.find(phrase), len(phrase)
+    while start != -1:
+        before = haystack[start - 1] if start else " "
+        after = haystack[start + size] if start + size < len(haystack) else " "
+        if not before.isalnum() and not after.isalnum():
+            starts.append(start)
+        start = haystack.find(phrase, start + 1)
+    return starts
+
+
+def _is_negation(option: str) -> bool:
+    """Options that are negations themselves ("no", "none", "not sure") are never negated."""
+    scope = NegationScope.of(option + " x")
+    return bool(scope.triggers) or option in ("none", "neither")
+
+
+def explain_ecgqa(text: str, candidates: list[str]) -> dict[str, Any]:
+    """Strict ECG-QA reading of one response (see the module docstring)."""
+    options = strict_candidates(candidates)
+    region, offset = _answer_region(text)
+    haystack = _SPACE_RE.sub(" ", _lower_same_length(region))  # one-for-one, so offsets stay valid
+    scope = NegationScope.of(region)
+    spans = []
+    for option in sorted(options, key=len, reverse=True):
+        for start in _find_phrase(haystack, option):
+            span = _span(text, offset + start, offset + start + len(option), option, SOURCE_OPTION, scope, offset)
+            if _is_negation(option):
+                span.update(negated=False, trigger=None)
+            if option == "no" and "yes" in options and not _NO_ANSWER_END_RE.match(haystack, start + len(option)):
+                span.update(negated=True, trigger=f"{option!r} used as a word, not as the answer")
+            spans.append(span)
+            haystack = haystack[:start] + " " * len(option) + haystack[start + len(option):]
+    if NOT_SURE in options and not any(not s["negated"] for s in spans):
+        for phrase in NOT_SURE_SYNONYMS:
+            for start in _find_phrase(haystack, phrase):
+                spans.append({"text": text[offset + start:offset + start + len(phrase)], "start": offset + start,
+                              "end": offset + start + len(phrase), "label": NOT_SURE, "source": SOURCE_SYNONYM,
+                              "negated": False, "trigger": None})
+    if "yes" in options and "no" in options and not any(not s["negated"] for s in spans):
+        first = next((t for t in scope.triggers if t.kind != "prefix"), None)
+        if first is not None:  # "It does not." / "There is no AF." answer the yes/no question
+            spans.append({"text": text[offset + first.start:offset + first.end], "start": offset + first.start,
+                          "end": offset + first.end, "label": "no", "source": SOURCE_SYNONYM,
+                          "negated": False, "trigger": first.text})
+    chosen = {s["label"] for s in spans if not s["negated"]}
+    labels = [option for option in options if option in chosen]
+    reason = "every option found is negated" if spans else "no option of the question found"
+    return _explanation(region, offset, spans, labels, reason)
