@@ -59,7 +59,7 @@ def test_judge_lmms_eval_samples(data_dir: Path, tmp_path: Path, monkeypatch: py
             f.write(json.dumps({"doc_id": i, "target": "x", "resps": [[f"r{i} SCORES=8,6,4"]],
                                 "filtered_resps": [f"r{i} SCORES=8,6,4"]}) + "\n")
     with FakeJudgeServer() as srv:
-        monkeypatch.setenv("OPENAI_API_KEY", srv.api_key)
+        monkeypatch.setenv("ECGBENCH_JUDGE_API_KEY", srv.api_key)  # a separate judge host: its own key
         cache = tmp_path / "cache.sqlite"
         records_out = tmp_path / "records.jsonl"
         argv = ["judge", "--subset", "ptb-test-report", "--data", str(data_dir), "--predictions", str(samples),
