@@ -220,7 +220,8 @@ def score_item(subset: Subset | str, doc: dict[str, Any], responses: str | Seque
                         first = rt.fatal is None
                         rt.fatal = rt.fatal or str(exc)
                     if first:
-                        log.error("judge stopped: %s. Every further item is marked failed.", exc)
+                        log.error("judge stopped: %s. Every further item is marked failed (its answer is kept: "
+                                  "judge it later with `ecgbench judge` on the samples file).", exc)
                 return _record(doc_id, config, STATUS_FAILED, judge, error=str(exc), usage=usage, **base)
             usage["api_calls"] += reply.attempts
             usage["prompt_tokens"] += reply.usage.get("prompt_tokens", 0)

@@ -52,7 +52,7 @@ OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Every environment variable settings_from_env reads (tests and the demo clear exactly these).
 ENV_VARS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT", "OPENAI_API_VERSION",
             "ECGBENCH_JUDGE_MODEL", "ECGBENCH_JUDGE_BASE_URL", "ECGBENCH_JUDGE_API_KEY", "ECGBENCH_JUDGE_CONCURRENCY",
-            "ECGBENCH_JUDGE_TIMEOUT", "ECGBENCH_JUDGE_MAX_CALLS", "ECGBENCH_JUDGE_CACHE")
+            "ECGBENCH_JUDGE_TIMEOUT", "ECGBENCH_JUDGE_MAX_CALLS", "ECGBENCH_JUDGE_CACHE", "ECGBENCH_JUDGE_MAX_ATTEMPTS")
 # Values of ECGBENCH_JUDGE_CACHE that turn the cache off.
 CACHE_OFF_VALUES = frozenset({"", "0", "off", "none", "false", "no"})
 
@@ -175,6 +175,8 @@ def settings_from_env(**overrides: Any) -> JudgeSettings:
         values["concurrency"] = _positive_int("ECGBENCH_JUDGE_CONCURRENCY", raw)
     if (raw := _env("ECGBENCH_JUDGE_TIMEOUT")) is not None:
         values["timeout_s"] = _positive_float("ECGBENCH_JUDGE_TIMEOUT", raw)
+    if (raw := _env("ECGBENCH_JUDGE_MAX_ATTEMPTS")) is not None:
+        values["max_attempts"] = _positive_int("ECGBENCH_JUDGE_MAX_ATTEMPTS", raw)
     if (raw := _env("ECGBENCH_JUDGE_MAX_CALLS")) is not None:
         values["max_calls"] = _positive_int("ECGBENCH_JUDGE_MAX_CALLS", raw)
     raw_cache = os.environ.get("ECGBENCH_JUDGE_CACHE")
