@@ -189,3 +189,54 @@ def test_judged_run_keeps_answers_and_judge_later_completes_it(case, tiny_ckpt, 
     if case != "healthy":
         assert ecgbench(["report", str(out), "--resamples", "0", "--no-published"]) == 0
         assert "judge records added afterwards" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- resume a killed run
+
+
+def _kill_when(proc: subprocess.Popen, marker: bytes, timeout_s: float) -> bytes:
+    """Read the process's stderr as it comes; kill its process group once ``marker`` shows up."""
+    seen = b""
+    deadline = time.monotonic() + timeout_s
+    fd = proc.stderr.fileno()
+    while time.monotonic() < deadline:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break  # the process ended before the marker
+        seen += chunk
+        if marker in seen:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    return seen
+
+
+def test_use_cache_resumes_a_killed_run(tiny_ckpt, synth_data_dir, tmp_path):
+    """Kill a `--use_cache` run once the report items are generated, while the arena generates;
+    the rerun serves the report answers from lmms-eval's cache and generates only the arena."""
+    cache = tmp_path / "lmms_cache"
+    env = _env("http://127.0.0.1:9/v1", tmp_path, synth_data_dir, ECGBENCH_SKIP_JUDGE_CHECK="1",
+               LMMS_CACHE_RUN_ID="resume-test")  # a fixed run id: the rerun reopens the killed run's cache shard
+    out = tmp_path / "results"
+    args = _lmms_eval_args(tiny_ckpt, out, "--use_cache", str(cache))
+    proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    first = _kill_when(proc, b"pulse generating (multi-round)", CLI_TIMEOUT_S).decode(errors="replace")
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before the arena started:\n{first[-3000:]}"
+    assert not glob.glob(str(out / "**" / "*_results.json"), recursive=True)
+    audit = [json.loads(line) for line in (cache / "runs" / "resume-test" / "rank_0.audit.jsonl").read_text().splitlines()]
+    done = {(a["task_name"], a["doc_id"]): json.loads(a["response"]) for a in audit}
+    assert {t for t, _ in done} == {"ecgbench_ptb_report"} and len(done) == N_PER_SUBSET, sorted(done)
+
+    rerun = _run_lmms_eval(tiny_ckpt, out, env, tmp_path, "--use_cache", str(cache))
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    log = rerun.stderr + rerun.stdout
+    assert f"ResponseCache: all {N_PER_SUBSET} requests served from cache" in log, log[-3000:]
+    generated = [line for line in log.splitlines() if line.startswith("pulse: ") and " requests in " in line]
+    assert len(generated) == 1 and generated[0].startswith(f"pulse: {N_PER_SUBSET} requests"), generated  # the arena only
+    _, data, samples = _outputs(out)
+    assert data["results"]["ecgbench_arena"]["judge_items,none"] == N_PER_SUBSET
+    lines = [json.loads(line) for line in samples["ecgbench_ptb_report"].read_text().splitlines() if line.strip()]
+    assert len(lines) == N_PER_SUBSET
+    for line in lines:  # the report answers are the killed run's, served from the cache
+        assert line["resps"][0][0] == done[("ecgbench_ptb_report", line["doc_id"])]
