@@ -52,12 +52,6 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_original_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-pulse")
 
 
-@pytest.fixture(scope="module")
-def server():
-    with FakeJudgeServer(marker_responder, api_key=JUDGE_KEY, lifetime_s=1800) as srv:
-        yield srv
-
-
 def _closed_port_url() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -85,7 +79,7 @@ def _lmms_eval_args(ckpt: Path, out: Path, *extra: str) -> list[str]:
 
 def _run_lmms_eval(ckpt: Path, out: Path, env: dict[str, str], cwd: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(_lmms_eval_args(ckpt, out, *extra), env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=CLI_TIMEOUT_S)
+                          timeout=CLI_TIMEOUT_S, check=False)
 
 
 def _outputs(out: Path) -> tuple[Path, dict, dict[str, Path]]:
@@ -115,24 +109,43 @@ def _judged_by_server(srv: FakeJudgeServer, subset: str) -> tuple[int, int]:
 CASES = ("healthy", "failing", "unreachable", "deferred")
 
 
+@pytest.fixture(scope="module")
+def judged_runs(tiny_ckpt, synth_data_dir, tmp_path_factory):
+    """The four lmms-eval runs, started at once (they share nothing; wall time is one run's on a
+    machine with cores to spare): case -> (completed process, output folder, its judge server, tmp dir)."""
+    with FakeJudgeServer(marker_responder, api_key=JUDGE_KEY, lifetime_s=1800) as healthy, \
+            FakeJudgeServer(failing_on(list(FAILING_NEEDLES.values())), api_key=JUDGE_KEY, lifetime_s=1800) as failing, \
+            FakeJudgeServer(marker_responder, api_key=JUDGE_KEY, lifetime_s=1800) as unused:
+        servers = {"healthy": healthy, "failing": failing, "unreachable": None, "deferred": unused}
+        started = {}
+        for case in CASES:
+            tmp = tmp_path_factory.mktemp(f"judged-{case}")
+            srv = servers[case]
+            base_url = srv.url if srv is not None else _closed_port_url()
+            extra = {"ECGBENCH_SKIP_JUDGE_CHECK": "1"} if case == "deferred" else {}
+            out = tmp / "results"
+            proc = subprocess.Popen(_lmms_eval_args(tiny_ckpt, out), env=_env(base_url, tmp, synth_data_dir, **extra),
+                                    cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            started[case] = (proc, out, srv, tmp)
+        done = {}
+        for case, (proc, out, srv, tmp) in started.items():
+            stdout, stderr = proc.communicate(timeout=CLI_TIMEOUT_S)
+            done[case] = (subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), out, srv, tmp)
+        yield done
+
+
 @pytest.mark.parametrize("case", CASES)
-def test_judged_run_keeps_answers_and_judge_later_completes_it(case, tiny_ckpt, synth_data_dir, server, tmp_path,
-                                                             monkeypatch, capsys):
-    server.reset()
-    server.responder = failing_on(list(FAILING_NEEDLES.values())) if case == "failing" else marker_responder
-    base_url = _closed_port_url() if case == "unreachable" else server.url
-    extra = {"ECGBENCH_SKIP_JUDGE_CHECK": "1"} if case == "deferred" else {}
-    env = _env(base_url, tmp_path, synth_data_dir, **extra)
-    out = tmp_path / "results"
-    proc = _run_lmms_eval(tiny_ckpt, out, env, tmp_path)
+def test_judged_run_keeps_answers_and_judge_later_completes_it(case, judged_runs, synth_data_dir, monkeypatch, capsys):
+    proc, out, server, tmp_path = judged_runs[case]
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     _, data, samples = _outputs(out)
     assert set(samples) == {"ecgbench_ptb_report", "ecgbench_arena"}, sorted(samples)
 
     # the user's key never reached the judge host; the judge's own key did
-    assert all(a == f"Bearer {JUDGE_KEY}" for a in server.auth)
-    assert bool(server.auth) == (case in ("healthy", "failing"))
+    auth = server.auth if server is not None else []
+    assert all(a == f"Bearer {JUDGE_KEY}" for a in auth)
+    assert bool(auth) == (case in ("healthy", "failing"))
     assert USER_KEY not in proc.stderr + proc.stdout
 
     unjudged = 0
@@ -141,7 +154,7 @@ def test_judged_run_keeps_answers_and_judge_later_completes_it(case, tiny_ckpt, 
         records = _records(samples[task])
         assert len(records) == N_PER_SUBSET and all(r["status"] in judge.STATUSES for r in records)
         assert all(("score" in r) == (r["status"] == "ok") for r in records), "score only on judged items"
-        served_ok, served_failed = _judged_by_server(server, subset)
+        served_ok, served_failed = _judged_by_server(server, subset) if server is not None else (0, 0)
         assert row["judge_items,none"] == N_PER_SUBSET
         n_ok = N_PER_SUBSET - row["judge_failed,none"] - row["judge_skipped,none"]
         assert (n_ok, row["judge_failed,none"] if case in ("healthy", "failing") else 0) == (served_ok, served_failed)
@@ -162,22 +175,22 @@ def test_judged_run_keeps_answers_and_judge_later_completes_it(case, tiny_ckpt, 
         assert "unreachable" in proc.stderr
 
     # judge later against a healthy server: only what was left is judged, then the report is complete
-    server.reset()
-    server.responder = marker_responder
-    judge.reset_runtimes()
     from pulse_tasks.judge.settings import ENV_VARS
 
+    judge.reset_runtimes()
     for name in ENV_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", USER_KEY)
     monkeypatch.setenv("ECGBENCH_JUDGE_API_KEY", JUDGE_KEY)
-    for task, subset in (("ecgbench_ptb_report", "ptb-test-report"), ("ecgbench_arena", "arena")):
-        code = ecgbench(["judge", "--subset", subset, "--data", str(synth_data_dir), "--predictions", str(samples[task]),
-                         "--judge-base-url", server.url, "--cache", str(tmp_path / "judge.sqlite"), "--no-progress"])
-        printed = json.loads(capsys.readouterr().out)
-        assert code == 0 and printed["n_judged"] == N_PER_SUBSET and printed["n_failed"] == 0, printed
-    assert len(server.requests) == unjudged, "items judged during the run were judged again"
-    assert all(a == f"Bearer {JUDGE_KEY}" for a in server.auth)
+    with FakeJudgeServer(marker_responder, api_key=JUDGE_KEY) as later:
+        for task, subset in (("ecgbench_ptb_report", "ptb-test-report"), ("ecgbench_arena", "arena")):
+            code = ecgbench(["judge", "--subset", subset, "--data", str(synth_data_dir), "--predictions",
+                             str(samples[task]), "--judge-base-url", later.url, "--cache", str(tmp_path / "judge.sqlite"),
+                             "--no-progress"])
+            printed = json.loads(capsys.readouterr().out)
+            assert code == 0 and printed["n_judged"] == N_PER_SUBSET and printed["n_failed"] == 0, printed
+        assert len(later.requests) == unjudged, "items judged during the run were judged again"
+        assert all(a == f"Bearer {JUDGE_KEY}" for a in later.auth)
     judge.reset_runtimes()
     assert ecgbench(["report", str(out), "--format", "json", "--resamples", "0", "--no-published"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -255,13 +268,14 @@ def test_mostly_failed_generations_error_banner_and_refused_submission(tiny_ckpt
     args = [sys.executable, "-m", "lmms_eval", "--model", "pulse",
             "--model_args", f"pretrained={tiny_ckpt},dtype=float32,device=cpu", "--tasks", "ecgbench_csn",
             "--gen_kwargs", "max_new_tokens=0", "--output_path", str(out), "--log_samples"]
-    proc = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+    proc = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
+                          check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    _, data, samples = _outputs(out)
+    _, data, _ = _outputs(out)
     errors = [line for line in proc.stderr.splitlines() if "generations failed or were empty" in line]
     assert len(errors) == 1, proc.stderr[-3000:]
     assert f"csn-test-no-cot: {N_PER_SUBSET} of {N_PER_SUBSET} generations failed" in errors[0]
-    assert "synth-csn-test-no-cot-0000" in errors[0]  # the first failed ids
+    assert "csn-test-no-cot-0000" in errors[0]  # the first failed ids
     assert data["results"]["ecgbench_csn"]["accuracy_paper,none"] > 0  # chance credit: plausible-looking numbers
 
     assert ecgbench(["report", str(out), "--resamples", "0", "--no-published"]) == 0

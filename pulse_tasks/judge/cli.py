@@ -27,6 +27,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pulse_tasks.judge.attached import (
+    ADDED_KEY,
+    RESPONSE_SHA_KEY,
+    attached_path,
+    read_attached,
+    response_sha,
+    write_attached,
+)
 from pulse_tasks.predictions import (
     EXIT_INPUT_ERROR,
     LMMS_EVAL,
@@ -36,14 +44,6 @@ from pulse_tasks.predictions import (
     match_predictions,
     read_predictions,
     write_records,
-)
-from pulse_tasks.judge.attached import (
-    ADDED_KEY,
-    RESPONSE_SHA_KEY,
-    attached_path,
-    read_attached,
-    response_sha,
-    write_attached,
 )
 
 EXIT_INCOMPLETE = 1  # judged, but some items failed or were skipped: the score is flagged
