@@ -141,7 +141,9 @@ class FakeJudgeServer:
                     srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
                 try:
                     if n > srv.max_requests:
-                        reply = Reply(503, {"error": {"message": "fake server request limit reached"}})
+                        # a dying server: this connection closes too, so the client finds nobody listening next
+                        reply = Reply(503, {"error": {"message": "fake server request limit reached"}},
+                                      headers={"Connection": "close"})
                         threading.Thread(target=srv.stop, daemon=True).start()
                     elif not self.path.split("?")[0].rstrip("/").endswith("/chat/completions"):
                         reply = Reply(404, {"error": {"message": f"no route {self.path}"}})
