@@ -143,10 +143,9 @@ def _record_of(line: Mapping[str, Any], spec: Subset) -> dict[str, Any] | None:
 
 
 def _response_of(line: Mapping[str, Any]) -> Any:
-    value = line.get("filtered_resps", line.get("resps"))
-    while isinstance(value, list) and len(value) == 1:  # lmms-eval unwraps one level; arena keeps two turns
-        value = value[0]
-    return value
+    from pulse_tasks.judge.attached import canonical_response  # lmms-eval's one-element lists unwrapped
+
+    return canonical_response(line.get("filtered_resps", line.get("resps")))  # the arena keeps its two turns
 
 
 def read_samples(path: Path, spec: Subset) -> tuple[list[dict[str, Any]], list[Any]]:
