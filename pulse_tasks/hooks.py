@@ -8,6 +8,10 @@ questions, answers, gold_options). Scoring records come from `pulse_tasks.metric
 subsets) or `pulse_tasks.judge` (report and arena), one record per item, stored under every
 metric name so that lmms-eval's samples file keeps it and each aggregation recomputes its corpus
 metric from the records.
+
+Judged records reach lmms-eval in four states (``status`` ok, failed, skipped, deferred) and
+carry ``score`` only when ok: lmms-eval 0.7.3 computes a CLT standard error over every per-item
+``score`` it finds, and a ``None`` there crashes the whole run before anything is written.
 """
 
 from __future__ import annotations
@@ -31,7 +35,13 @@ COUNT_METRICS = ("unparsed", "invalid_rate")
 REPORT_CRITERIA = ("diagnosis", "waveform", "rhythm")
 ARENA_CRITERIA = ("accuracy", "completeness", "instruction_adherence")
 # Lower is better only for Hamming loss and the failure counts.
-LOWER_IS_BETTER = frozenset({"hamming_loss_paper", "hamming_loss_strict", "unparsed", "invalid_rate", "judge_failed"})
+LOWER_IS_BETTER = frozenset({"hamming_loss_paper", "hamming_loss_strict", "unparsed", "invalid_rate", "judge_failed",
+                             "judge_skipped"})
+# Counts of a judged task: items the judge failed on, items left unjudged (budget cap or deferred),
+# and all items (the score is over the judged ones).
+JUDGE_COUNT_METRICS = ("judge_failed", "judge_skipped", "judge_items")
+# Per-item record key set by process_results: the item's generation failed or was empty.
+GENERATION_FAILED_KEY = "generation_failed"
 
 # Environment switch for runs that only generate (lmms-eval's --predict_only is applied after the
 # tasks are built, so the judge check at task load cannot see it through the API).
@@ -46,7 +56,7 @@ def metric_names(subset: Subset) -> tuple[str, ...]:
         base = ACCURACY_METRICS
     else:
         criteria = REPORT_CRITERIA if subset.kind == "report" else ARENA_CRITERIA
-        return ("judge_score", *criteria, "judge_failed")
+        return ("judge_score", *criteria, *JUDGE_COUNT_METRICS)
     return (*(f"{m}_paper" for m in base), *(f"{m}_strict" for m in base), *COUNT_METRICS)
 
 
@@ -68,6 +78,7 @@ def process_docs(dataset: Any, subset: str) -> Any:
 
 
 def _predict_only_requested() -> bool:
+    """Generate now, judge later: the judged items are recorded as deferred, no judge is called."""
     # The CLI flag is visible in argv; API users set the environment switch instead.
     return "--predict_only" in sys.argv or os.environ.get(SKIP_JUDGE_CHECK_ENV, "") not in ("", "0")
 
@@ -186,19 +197,34 @@ def _responses(results: list) -> list[str]:
 
 def process_results(doc: dict, results: list) -> dict[str, dict]:
     """Score one item; the same record goes under every metric name of its subset."""
+    from pulse_tasks.failures import response_failed
+
     spec = BY_CONFIG[doc["subset"]]
     responses = _responses(results)
     if spec.kind in ("report", "arena"):
         from pulse_tasks import judge
 
-        answer: Any = responses[0] if spec.kind == "report" else responses
-        record = judge.score_item(spec.config, doc, answer)
+        answer: Any = (responses[0] if responses else None) if spec.kind == "report" else responses
+        if _predict_only_requested():
+            record = judge.deferred_record(spec.config, doc["id"])
+        else:
+            record = judge.score_item(spec.config, doc, answer)
+        record = lmms_eval_safe(record)
     else:
         from pulse_tasks import metrics
 
-        record = metrics.score_item(spec, doc, responses[0] if responses else None)
-    record = {**record, "subset": spec.config, "id": doc["id"]}
+        answer = responses[0] if responses else None
+        record = metrics.score_item(spec, doc, answer)
+    record = {**record, "subset": spec.config, "id": doc["id"], GENERATION_FAILED_KEY: response_failed(answer)}
     return {name: record for name in metric_names(spec)}
+
+
+def lmms_eval_safe(record: dict) -> dict:
+    """A judge record lmms-eval's aggregation accepts: ``score`` only when the item was judged
+    (its CLT standard error takes every ``score`` key; a None there crashes the run)."""
+    if record.get("status") == "ok" and isinstance(record.get("score"), (int, float)):
+        return record
+    return {k: v for k, v in record.items() if k != "score"}
 
 
 def aggregate_metric(records: list[dict], metric: str) -> float:
@@ -210,15 +236,23 @@ def aggregate_metric(records: list[dict], metric: str) -> float:
         from pulse_tasks import judge
 
         agg = judge.aggregate(records)
+        if metric == metric_names(spec)[0]:
+            _log_generation_failures(spec, records)
         if metric == "judge_score":
             value = agg.get("score")
         elif metric == "judge_failed":
             value = agg.get("n_failed", 0)
+        elif metric == "judge_skipped":
+            value = agg.get("n_skipped", 0) + agg.get("n_deferred", 0)
+        elif metric == "judge_items":
+            value = agg.get("n", 0)
         else:
             value = _criterion(agg.get("criteria") or {}, metric)
         return float("nan") if value is None else float(value)
     from pulse_tasks import metrics
 
+    if metric == metric_names(spec)[0]:
+        _log_generation_failures(spec, records)
     agg = metrics.aggregate(spec, records)
     if metric in COUNT_METRICS:
         value = agg[metric]
@@ -227,6 +261,15 @@ def aggregate_metric(records: list[dict], metric: str) -> float:
         value = agg[mode][name]
     # Undefined metrics (e.g. AUC when every gold class is constant) are None: report NaN, not 0.
     return float("nan") if value is None else float(value)
+
+
+def _log_generation_failures(spec: Subset, records: list[dict]) -> None:
+    """At the end of a task (its first metric's aggregation): an ERROR when too many generations failed."""
+    from pulse_tasks.failures import summarize
+
+    summary = summarize(spec.config, [r.get("id") for r in records], [bool(r.get(GENERATION_FAILED_KEY)) for r in records])
+    if summary.over_threshold:
+        log.error("ECGBench %s (%s)", summary.message(), spec.task)
 
 
 def _criterion(criteria: dict, metric: str) -> float | None:

@@ -219,6 +219,8 @@ def render_html(rep: dict[str, Any]) -> str:
     if rep["synthetic"]:
         parts.append(f'<p class="banner">{rp.SYNTHETIC_LABEL}: at least one run was scored on synthetic data; '
                      "its numbers say nothing about ECG skill.</p>")
+    for line in rep.get("failure_banners", []):
+        parts.append(f'<p class="banner">{rp.GENERATION_FAILURES_LABEL}: {html.escape(line)}</p>')
     parts.append(f"<p>Values x100 with {b['confidence']:.0%} percentile bootstrap intervals over items "
                  f"({b['resamples']} resamples, seed {b['seed']}). HL is lower-better. "
                  f"<em>{rp.MISSING}</em>: the run has no such subset; <em>{rp.UNDEFINED}</em>: undefined on its items; "
@@ -252,7 +254,11 @@ def render_html(rep: dict[str, Any]) -> str:
                      f"<code>{html.escape(str(r['lmms_eval_version']))}</code>, data "
                      f"<code>{html.escape(', '.join(r['data_sources']) or 'unknown')}</code>, task versions "
                      f"{html.escape(versions)}; missing: {html.escape(', '.join(r['missing_subsets']) or 'none')}; "
-                     f"results <code>{html.escape(', '.join(r.get('results_files') or [r['results_file']]))}</code></li>")
+                     f"results <code>{html.escape(', '.join(r.get('results_files') or [r['results_file']]))}</code>"
+                     + "".join(f"; judge records added afterwards ({html.escape(name)}): {sub['judge_added']['n']} "
+                               f"from <code>{html.escape(str(sub['judge_added']['file']))}</code>"
+                               for name, sub in r["subsets"].items() if (sub.get("judge_added") or {}).get("n"))
+                     + "</li>")
     parts.append("</ul></section>")
     pub = rep.get("published")
     parts.append('<section id="published"><h2>Published rows</h2>')

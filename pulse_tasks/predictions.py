@@ -49,6 +49,7 @@ class Prediction:
     response: Any  # as saved: lmms-eval's (filtered_)resps nesting kept; a list of turns when joined
     source_format: str  # LMMS_EVAL or REFERENCE
     subset: str | None = None  # the subset named by our record on an lmms-eval line
+    record: Mapping[str, Any] | None = None  # our metric/judge record on an lmms-eval line, as saved
 
 
 # --------------------------------------------------------------------------------------------
@@ -83,7 +84,7 @@ def _parse(obj: object, line: int) -> Prediction:
         if not isinstance(doc_id, int) or isinstance(doc_id, bool):
             raise InputError(f"line {line}: doc_id {doc_id!r} is not an integer")
         subset = str(record["subset"]) if record is not None else None
-        return Prediction(line, item_id, doc_id, response, LMMS_EVAL, subset)
+        return Prediction(line, item_id, doc_id, response, LMMS_EVAL, subset, record)
     id_key = next((k for k in ("question_id", "id") if k in obj), None)
     text_key = next((k for k in ("text", "response") if k in obj), None)
     if id_key is None or text_key is None:
@@ -139,13 +140,17 @@ def read_predictions(path: str, join_turns: bool = False) -> list[Prediction]:
         predictions = [_parse(obj, i) for i, obj in enumerate(objects, 1)]
     else:
         predictions = []
-        for number, line in enumerate(text.splitlines(), 1):  # file line numbers, blanks counted
+        lines = text.splitlines()
+        last = max((i for i, line in enumerate(lines, 1) if line.strip()), default=0)
+        for number, line in enumerate(lines, 1):  # file line numbers, blanks counted
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
-                raise InputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+                hint = " (the last line: the file looks truncated, e.g. a run killed while writing it)" \
+                    if number == last and not text.endswith("\n") else ""
+                raise InputError(f"{path}:{number}: not valid JSON ({err.msg}){hint}") from None
             predictions.append(_parse(obj, number))
     return _join_turns(predictions) if join_turns else predictions
 

@@ -33,6 +33,7 @@ from pulse_tasks.subsets import BY_CONFIG
 REPORT_SCHEMA = "ecgbench-report-v1"  # bumped whenever the JSON layout below changes
 FORMATS = ("md", "csv", "json", "html")
 SYNTHETIC_LABEL = "SYNTHETIC DATA"  # printed wherever a synthetic run appears: its numbers mean nothing
+GENERATION_FAILURES_LABEL = "GENERATION FAILURES"  # banner on subsets over pulse_tasks.failures.FAILURE_THRESHOLD
 MISSING = "missing"  # the run has no such subset
 UNDEFINED = "undefined"  # the subset ran but the metric is undefined on its items (e.g. no gold positives)
 NO_INTERVAL_MARK = "†"  # a number without interval: the run kept no samples file (no --log_samples)
@@ -106,8 +107,8 @@ def _from_aggregated(sr: SubsetRun) -> dict[str, Any]:
     if sr.subset.kind in ("report", "arena"):
         score = _est(agg.get("judge_score"))
         out["modes"] = {"paper": {"score": score}, "strict": {"score": score}}
-        out["criteria"] = {k: _est(v) for k, v in agg.items() if k not in ("judge_score", "judge_failed")}
-        out["counts"] = {"judge_failed": agg.get("judge_failed")}
+        out["criteria"] = {k: _est(v) for k, v in agg.items() if k != "judge_score" and not k.startswith("judge_")}
+        out["counts"] = {"judge_failed": agg.get("judge_failed"), "judge_skipped": agg.get("judge_skipped")}
     else:
         keys = bootstrap.MULTILABEL_KEYS if sr.subset.kind == "multilabel" else bootstrap.ACCURACY_KEYS
         out["modes"] = {m: {k: _est(agg.get(f"{k}_{m}")) for k in keys} for m in bootstrap.MODES}
@@ -127,8 +128,10 @@ def _from_records(sr: SubsetRun, resamples: int, seed: int) -> dict[str, Any]:
         score = judged.pop(bootstrap.JUDGE_KEY)
         out["modes"] = {"paper": {"score": score}, "strict": {"score": score}}  # the judge has no modes
         out["criteria"] = judged
-        out["counts"] = {"judge_ok": agg["n_judged"], "judge_failed": agg["n_failed"], "judge_skipped": agg["n_skipped"]}
+        out["counts"] = {"judge_ok": agg["n_judged"], "judge_failed": agg["n_failed"],
+                         "judge_skipped": agg["n_skipped"] + agg.get("n_deferred", 0)}
         out["judge"] = agg.get("judge") or {}
+        out["judge_added"] = {"n": sr.judge_added, "file": str(sr.judge_file) if sr.judge_file else None}
         return out
     from pulse_tasks import metrics
 
@@ -153,7 +156,30 @@ def subset_result(sr: SubsetRun, resamples: int = bootstrap.DEFAULT_RESAMPLES,
     n = len(sr.records) if sr.records is not None else sr.n_samples
     return {"subset": sr.subset.config, "task": sr.task, "n": n, "expected_n": sr.subset.n_items,
             "complete": n == sr.subset.n_items, "version": sr.version, "data_source": sr.data_source,
-            "samples_file": str(sr.samples_file) if sr.samples_file else None, **body}
+            "samples_file": str(sr.samples_file) if sr.samples_file else None,
+            "generation_failures": generation_failures(sr), **body}
+
+
+def generation_failures(sr: SubsetRun) -> dict[str, Any] | None:
+    """Failed or empty generations of a subset (pulse_tasks.failures); None without a samples file."""
+    if sr.records is None or sr.responses is None:
+        return None
+    from pulse_tasks.failures import summarize_responses
+
+    return summarize_responses(sr.subset.config, [r.get("id") for r in sr.records], sr.responses).to_dict()
+
+
+def failure_banners(report: dict[str, Any]) -> list[str]:
+    """One line per run and subset whose generations failed too often (shown above every table)."""
+    lines = []
+    for r in report["runs"]:
+        for name, sub in r["subsets"].items():
+            f = sub.get("generation_failures")
+            if f and f["over_threshold"]:
+                lines.append(f"{r['name']} / {name}: {f['failed']} of {f['n']} generations failed or were empty "
+                             f"({f['rate']:.0%}); its numbers mostly measure the failures. "
+                             f"First failed ids: {', '.join(f['first_ids'])}")
+    return lines
 
 
 def _merged_note(r: dict[str, Any]) -> str:
@@ -189,7 +215,8 @@ def build_report(runs: Sequence[Run], resamples: int = bootstrap.DEFAULT_RESAMPL
         "synthetic": any(r.synthetic for r in runs),
         "warning": (f"{SYNTHETIC_LABEL}: at least one run was scored on synthetic data"
                     if any(r.synthetic for r in runs) else None),
-        "runs": [run_summary(r, resamples, seed) for r in runs],
+        "runs": (summaries := [run_summary(r, resamples, seed) for r in runs]),
+        "failure_banners": failure_banners({"runs": summaries}),
         "published": ({"source": pub["source"], "caveats": pub["caveats"], "rows": pub["rows"],
                        "judge_breakdown": pub.get("judge_breakdown", {})} if include_published else None),
         "modes": MODE_NOTES,
@@ -248,6 +275,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report["synthetic"]:
         out += [f"> **{SYNTHETIC_LABEL}**: at least one run below was scored on synthetic data; "
                 "its numbers say nothing about ECG skill.", ""]
+    for line in report.get("failure_banners", []):
+        out += [f"> **{GENERATION_FAILURES_LABEL}**: {line}", ""]
     out += [f"Values x100 with {b['confidence']:.0%} percentile bootstrap intervals over items "
             f"({b['resamples']} resamples, seed {b['seed']}; corpus metrics recomputed on every resample). "
             "HL (Hamming loss) is lower-better; everything else higher-better. "
@@ -316,6 +345,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                 j = sub["judge"]
                 out.append(f"  - judge ({name}): {j.get('model')} via {j.get('provider')}, rubric "
                            f"{j.get('rubric_version')} sha {j.get('rubric_sha')}")
+            added = sub.get("judge_added") or {}
+            if added.get("n"):
+                out.append(f"  - judge records added afterwards ({name}): {added['n']} by `ecgbench judge`, "
+                           f"from `{added['file']}`")
         if r["missing_subsets"]:
             out.append(f"  - missing subsets: {', '.join(r['missing_subsets'])}")
         for task, info in r["other_tasks"].items():

@@ -59,6 +59,8 @@ class SubsetRun:
     responses: list[Any] | None  # the model's (filtered) response per record
     samples_file: Path | None
     n_samples: int | None  # lmms-eval's n-samples "effective"
+    judge_added: int = 0  # judge records added afterwards by `ecgbench judge` (pulse_tasks.judge.attached)
+    judge_file: Path | None = None  # the file they came from
 
     @property
     def strict_versions(self) -> set[int]:
@@ -73,7 +75,7 @@ class Run:
     name: str
     results_file: Path
     model: str
-    model_args: str
+    model_args: str  # credential-like values redacted (pulse_tasks.redaction); config holds the file's text
     lmms_eval_version: str | None
     date: str | None
     config: dict[str, Any]
@@ -158,10 +160,9 @@ def _record_of(line: Mapping[str, Any], spec: Subset) -> dict[str, Any] | None:
 
 
 def _response_of(line: Mapping[str, Any]) -> Any:
-    value = line.get("filtered_resps", line.get("resps"))
-    while isinstance(value, list) and len(value) == 1:  # lmms-eval unwraps one level; arena keeps two turns
-        value = value[0]
-    return value
+    from pulse_tasks.judge.attached import canonical_response  # lmms-eval's one-element lists unwrapped
+
+    return canonical_response(line.get("filtered_resps", line.get("resps")))  # the arena keeps its two turns
 
 
 def read_samples(path: Path, spec: Subset) -> tuple[list[dict[str, Any]], list[Any]]:
@@ -211,12 +212,14 @@ def load_run(results_file: str | Path, name: str | None = None) -> Run:
         raise RunError(f"cannot read {path}: {exc}") from exc
     if not isinstance(data, dict) or "results" not in data:
         raise RunError(f"{path} has no 'results': not an lmms-eval results file")
+    from pulse_tasks.redaction import redact_model_args
+
     config = data.get("config") or {}
     date_id = _date_id(path)
     # lmms-eval leaves the model folder name empty when model_args names no model (e.g. random_guess).
     label = str(data.get("model_name_sanitized") or config.get("model") or path.parent.name)
     run = Run(name=name or f"{label}@{date_id}", results_file=path,
-              model=str(config.get("model") or path.parent.name), model_args=str(config.get("model_args") or ""),
+              model=str(config.get("model") or path.parent.name), model_args=str(redact_model_args(str(config.get("model_args") or ""))),
               lmms_eval_version=data.get("lmms_eval_version"), date=data.get("date"), config=config, parts=[path])
     configs, versions, n_samples = data.get("configs") or {}, data.get("versions") or {}, data.get("n-samples") or {}
     # group_subtasks lists every task, a group with its members and a lone task with none.
@@ -232,15 +235,33 @@ def load_run(results_file: str | Path, name: str | None = None) -> Run:
             continue
         samples = path.with_name(f"{date_id}{SAMPLES_INFIX}{task}.jsonl")
         records, responses = read_samples(samples, spec) if samples.exists() else (None, None)
+        added, judge_file = 0, None
+        if records is not None and spec.kind in ("report", "arena"):
+            records, added, judge_file = _with_added_judge_records(samples, records, responses or [])
         run.subsets[spec.config] = SubsetRun(
             subset=spec, task=task, version=versions.get(task, meta.get("version")),
             data_source=meta.get("data_source"), metadata=meta, aggregated=_aggregated(task_results),
             records=records, responses=responses, samples_file=samples if samples.exists() else None,
-            n_samples=(n_samples.get(task) or {}).get("effective"))
+            n_samples=(n_samples.get(task) or {}).get("effective"), judge_added=added, judge_file=judge_file)
     if not run.subsets and not run.other_tasks:
         raise RunError(f"{path} holds no ECGBench task (ecgbench_*)")
     run.synthetic = any(is_synthetic_source(s.data_source, s.metadata, s.records) for s in run.subsets.values())
     return run
+
+
+def _with_added_judge_records(samples: Path, records: list[dict[str, Any]],
+                              responses: list[Any]) -> tuple[list[dict[str, Any]], int, Path | None]:
+    """The samples' judge records with those `ecgbench judge` added afterwards in place of unjudged ones."""
+    from pulse_tasks.judge.attached import apply_attached, attached_path, read_attached
+
+    path = attached_path(samples)
+    if path is None or not path.exists():
+        return records, 0, None
+    merged, added, mismatched = apply_attached(records, responses, read_attached(path))
+    if mismatched:
+        logger.warning("%s: %d added judge records judged other responses than %s (another run?), ignored: %s",
+                       path, len(mismatched), samples.name, ", ".join(mismatched[:5]))
+    return merged, added, path if added else None
 
 
 def _merge_identity(results_file: Path) -> tuple[tuple[str, ...], set[str]] | None:

@@ -388,6 +388,23 @@ def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
                         help="include every item's response and scoring record (lets validate recompute the metrics)")
     parser.add_argument("--resamples", type=int, default=bootstrap.DEFAULT_RESAMPLES, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=bootstrap.DEFAULT_SEED, help="bootstrap seed")
+    parser.add_argument("--allow-failures", action="store_true",
+                        help="submit even when more than 5%% of a subset's generations failed or were empty")
+
+
+def failed_subsets(run: Run) -> list[str]:
+    """Messages for the subsets whose generations failed too often (pulse_tasks.failures)."""
+    from pulse_tasks.failures import summarize_responses
+
+    out = []
+    for spec in SUBSETS:
+        sr = run.subsets.get(spec.config)
+        if sr is None or sr.records is None or sr.responses is None:
+            continue
+        summary = summarize_responses(spec.config, [r.get("id") for r in sr.records], sr.responses)
+        if summary.over_threshold:
+            out.append(summary.message())
+    return out
 
 
 def run_submit(args: argparse.Namespace) -> int:
@@ -396,6 +413,12 @@ def run_submit(args: argparse.Namespace) -> int:
         if len(found) != 1:
             raise RunError(f"{args.run} holds {len(found)} runs; name one model folder or results file")
         doc = build_submission(found[0], args.model_name, args.attach_predictions, args.resamples, args.seed)
+        failures = failed_subsets(found[0])
+        if failures and not getattr(args, "allow_failures", False):
+            raise RunError("refusing to submit: too many failed generations (fix the run, or pass "
+                           "--allow-failures to submit anyway):\n  " + "\n  ".join(failures))
+        for line in failures:
+            print(f"ecgbench submit: warning: {line}", file=sys.stderr)
     except RunError as exc:
         print(f"ecgbench submit: {exc}", file=sys.stderr)
         return EXIT_INPUT_ERROR

@@ -4,7 +4,9 @@ client in tests and benchmarks.
 It binds 127.0.0.1 on a free port, answers at most ``max_requests`` requests, shuts itself
 down after ``lifetime_s`` seconds, counts requests and the most requests in flight at once, and
 checks the API key (OpenAI ``Authorization: Bearer`` or Azure ``api-key``). A wrong key gets a
-401 whose body echoes the key, as some providers do, so redaction is tested for real.
+401 whose body echoes the key, as some providers do, so redaction is tested for real. Every
+chat request's credential header (``auth``) and reply status (``statuses``) are recorded, so tests
+can prove which key reached which host and count what the server answered.
 """
 
 from __future__ import annotations
@@ -52,6 +54,20 @@ def user_text(request: dict[str, Any]) -> str:
     return "\n".join(m.get("content", "") for m in request.get("messages", []) if m.get("role") == "user")
 
 
+def failing_on(needles: list[str], base: Callable[[dict[str, Any], int], Reply] | None = None
+               ) -> Callable[[dict[str, Any], int], Reply]:
+    """A responder failing for good (HTTP 500, ``Retry-After: 0`` so retries are immediate) on
+    requests whose user text contains one of ``needles`` (e.g. an item's gold answer); the others
+    get ``base`` (default :func:`marker_responder`)."""
+    def respond(request: dict[str, Any], n: int) -> Reply:
+        text = user_text(request)
+        if any(needle in text for needle in needles):
+            return Reply(500, {"error": {"message": "fake judge: permanent failure for this item"}},
+                         headers={"Retry-After": "0"})
+        return (base or marker_responder)(request, n)
+    return respond
+
+
 def marker_responder(request: dict[str, Any], n: int) -> Reply:
     """Default behaviour: the scores come from ``SCORES=a,b,c`` in the candidate text (10s if absent);
     keys follow the rubric (report or arena) found in the system message."""
@@ -80,6 +96,8 @@ class FakeJudgeServer:
         self.max_in_flight = 0
         self.requests: list[dict[str, Any]] = []
         self.paths: list[str] = []
+        self.auth: list[str | None] = []  # the credential header of every chat request, as sent
+        self.statuses: list[int] = []  # the status answered to every chat request (same order as requests)
         self._server: ThreadingHTTPServer | None = None
         self._timer: threading.Timer | None = None
 
@@ -123,21 +141,25 @@ class FakeJudgeServer:
                     srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
                 try:
                     if n > srv.max_requests:
-                        reply = Reply(503, {"error": {"message": "fake server request limit reached"}})
+                        # a dying server: this connection closes too, so the client finds nobody listening next
+                        reply = Reply(503, {"error": {"message": "fake server request limit reached"}},
+                                      headers={"Connection": "close"})
                         threading.Thread(target=srv.stop, daemon=True).start()
                     elif not self.path.split("?")[0].rstrip("/").endswith("/chat/completions"):
                         reply = Reply(404, {"error": {"message": f"no route {self.path}"}})
                     else:
                         request = json.loads(raw or b"{}")
-                        with srv.lock:
-                            srv.requests.append(request)
-                            srv.paths.append(self.path)
                         given = self.headers.get("api-key") or (self.headers.get("Authorization") or "").removeprefix("Bearer ")
                         if srv.api_key is not None and given != srv.api_key:
                             reply = Reply(401, {"error": {"message": f"Incorrect API key provided: {given}.",
                                                           "type": "invalid_request_error", "code": "invalid_api_key"}})
                         else:
                             reply = srv.responder(request, n)
+                        with srv.lock:
+                            srv.requests.append(request)
+                            srv.paths.append(self.path)
+                            srv.auth.append(self.headers.get("Authorization") or self.headers.get("api-key"))
+                            srv.statuses.append(reply.status)
                     time.sleep(srv.latency_s + reply.delay_s)
                     self._send(reply)
                 except (BrokenPipeError, ConnectionResetError):
@@ -147,6 +169,13 @@ class FakeJudgeServer:
                         srv.in_flight -= 1
 
         return Handler
+
+    def reset(self) -> None:
+        """Forget the requests seen so far (one server shared by several tests)."""
+        with self.lock:
+            self.count = self.max_in_flight = 0
+            for seen in (self.requests, self.paths, self.auth, self.statuses):
+                seen.clear()
 
     def start(self) -> FakeJudgeServer:
         server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler(), bind_and_activate=False)

@@ -249,3 +249,42 @@ def test_env_vars_lists_every_variable_settings_reads() -> None:
     read = set(re.findall(r'_env\("([A-Z_]+)"\)|environ\.get\("(ECGBENCH_[A-Z_]+)"\)', inspect.getsource(settings)))
     names = {a or b for a, b in read}
     assert names == set(settings.ENV_VARS)
+
+
+def test_users_openai_key_goes_only_to_its_own_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in judge.settings.ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-user-key-123456789")
+    other = judge.settings_from_env(base_url="http://judge.example:8000/v1")
+    assert other.api_key == judge.settings.PLACEHOLDER_KEY and other.key_source == "none"
+    assert "not sent to a separate judge host" in judge.settings.key_notice(other)
+    monkeypatch.setenv("ECGBENCH_JUDGE_BASE_URL", "http://judge.example:8000/v1")
+    assert judge.settings_from_env().api_key == judge.settings.PLACEHOLDER_KEY
+    monkeypatch.setenv("ECGBENCH_JUDGE_API_KEY", "judge-key-abcdefgh")
+    own = judge.settings_from_env()
+    assert own.api_key == "judge-key-abcdefgh" and own.key_source == "ECGBENCH_JUDGE_API_KEY"
+    monkeypatch.delenv("ECGBENCH_JUDGE_API_KEY")
+    monkeypatch.delenv("ECGBENCH_JUDGE_BASE_URL")
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://proxy.example/v1")  # the user's own OpenAI endpoint
+    assert judge.settings_from_env().api_key == "sk-user-key-123456789"
+    assert judge.settings_from_env(base_url="https://api.openai.com/v1").api_key == judge.settings.PLACEHOLDER_KEY
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    assert judge.settings_from_env(base_url="https://api.openai.com/v1").api_key == "sk-user-key-123456789"
+    assert "sk-user" not in judge.settings.key_notice(judge.settings_from_env())
+
+
+def test_lmms_eval_safe_records_survive_clt_aggregation() -> None:
+    """lmms-eval 0.7.3 takes every per-item `score` into a CLT standard error: unjudged items carry none."""
+    import numpy as np
+
+    from pulse_tasks.hooks import lmms_eval_safe
+
+    ok = {"id": "a", "status": "ok", "score": 70.0}
+    others = [{"id": s, "status": s, "score": None} for s in ("failed", "skipped", "deferred")]
+    safe = [lmms_eval_safe(r) for r in [ok, *others]]
+    assert safe[0] == ok and all("score" not in r for r in safe[1:])
+    scores = [r["score"] for r in safe if "score" in r]  # what calculate_clt_aggregate_metric collects
+    assert np.isfinite(np.std(scores + [50.0], ddof=1))
+    agg = judge.aggregate(safe)
+    assert (agg["n"], agg["n_judged"], agg["n_failed"], agg["n_skipped"], agg["n_deferred"]) == (4, 1, 1, 1, 1)
+    assert agg["score"] == 70.0 and agg["flagged"]

@@ -59,7 +59,7 @@ def test_judge_lmms_eval_samples(data_dir: Path, tmp_path: Path, monkeypatch: py
             f.write(json.dumps({"doc_id": i, "target": "x", "resps": [[f"r{i} SCORES=8,6,4"]],
                                 "filtered_resps": [f"r{i} SCORES=8,6,4"]}) + "\n")
     with FakeJudgeServer() as srv:
-        monkeypatch.setenv("OPENAI_API_KEY", srv.api_key)
+        monkeypatch.setenv("ECGBENCH_JUDGE_API_KEY", srv.api_key)  # a separate judge host: its own key
         cache = tmp_path / "cache.sqlite"
         records_out = tmp_path / "records.jsonl"
         argv = ["judge", "--subset", "ptb-test-report", "--data", str(data_dir), "--predictions", str(samples),
@@ -129,3 +129,59 @@ def test_judge_wrong_key_cli_fails_fast(data_dir: Path, tmp_path: Path, monkeypa
                                   str(preds), "--judge-base-url", srv.url, "--no-cache", "--no-progress"], capsys)
         assert code == 1 and srv.count == 1 and result["n_judged"] == 0 and result["score"] is None
         assert "401" in json.dumps(result["errors"]) and wrong not in json.dumps(result) + err
+
+
+def _samples_line(i: int, subset: str, status: str, response: str) -> dict[str, Any]:
+    record = {"id": f"ptb-{i}", "subset": subset, "status": status, "criteria": {}, "judge": {}}
+    if status == "ok":
+        record.update(score=50.0, criteria={"Diagnosis": 5, "Waveform": 5, "Rhythm": 5})
+    return {"doc_id": i, "resps": [[response]], "filtered_resps": [response], "judge_score": record}
+
+
+def test_judge_later_judges_only_unjudged_items_and_attaches_them(data_dir: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from pulse_tasks.judge.attached import apply_attached, read_attached
+
+    folder = tmp_path / "out" / "model"
+    folder.mkdir(parents=True)
+    samples = folder / "20260101_000000_samples_ecgbench_ptb_report.jsonl"
+    states = ["ok", "ok", "failed", "skipped", "deferred", "deferred"]
+    lines = [_samples_line(i, "ptb-test-report", st, f"report {i} SCORES=8,8,8") for i, st in enumerate(states)]
+    samples.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    with FakeJudgeServer() as srv:
+        monkeypatch.setenv("ECGBENCH_JUDGE_API_KEY", srv.api_key)
+        argv = ["judge", "--subset", "ptb-test-report", "--data", str(data_dir), "--predictions", str(samples),
+                "--judge-base-url", srv.url, "--no-cache", "--no-progress"]
+        code, result, err = _run(argv, capsys)
+        assert code == 0 and srv.count == 4, err  # the two judged items are kept, not judged again
+        assert (result["already_judged"], result["newly_judged"], result["n_judged"]) == (2, 4, N_REPORTS)
+        assert result["score"] == pytest.approx((2 * 50 + 4 * 80) / 6)
+        attached = folder / "20260101_000000_judge_ecgbench_ptb_report.jsonl"
+        assert result["attached"] == str(attached) and "wrote 4 added judge records" in err
+        added = read_attached(attached)
+        assert sorted(added) == [f"ptb-{i}" for i in range(2, 6)] and all(r["judge_added"] for r in added.values())
+        judge.reset_runtimes()
+        code, again, _ = _run(argv, capsys)  # nothing left to judge
+        assert code == 0 and srv.count == 4 and again["already_judged"] == N_REPORTS
+    # the added records replace unjudged ones only for the response they judged
+    records = [x["judge_score"] for x in lines]
+    responses = [x["filtered_resps"] for x in lines]
+    merged, n_added, mismatched = apply_attached(records, responses, added)
+    assert n_added == 4 and not mismatched and all(r["status"] == "ok" for r in merged)
+    responses[5] = ["another model's answer"]
+    merged, n_added, mismatched = apply_attached(records, responses, added)
+    assert n_added == 3 and mismatched == ["ptb-5"] and merged[5]["status"] == "deferred"
+
+
+def test_judge_later_bad_samples_files(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    samples = tmp_path / "x_samples_ecgbench_arena.jsonl"
+    samples.write_text(json.dumps(_samples_line(0, "arena", "deferred", "a")) + "\n")
+    code, _, err = _run(["judge", "--subset", "ptb-test-report", "--data", str(data_dir), "--predictions", str(samples),
+                         "--judge-base-url", "http://127.0.0.1:9/v1"], capsys)
+    assert code == 2 and "holds arena items, not ptb-test-report" in err
+    good = json.dumps(_samples_line(0, "ptb-test-report", "deferred", "a"))
+    samples.write_text(good + "\n" + good[: len(good) // 2])  # a run killed while writing the file
+    code, _, err = _run(["judge", "--subset", "ptb-test-report", "--data", str(data_dir), "--predictions", str(samples),
+                         "--judge-base-url", "http://127.0.0.1:9/v1"], capsys)
+    assert code == 2 and ":2: not valid JSON" in err and "truncated" in err

@@ -285,3 +285,17 @@ def test_score_item_is_thread_safe_with_shared_cache(tmp_path: Path) -> None:
             t.join()
         assert len(results) == 40 and all(r["status"] == "ok" and r["score"] == pytest.approx(50.0) for r in results)
         assert srv.count <= 40
+
+
+def test_judge_that_dies_mid_run_stops_judging_fast() -> None:
+    """The server answers two items, then goes away: the rest fail at once (no retries per item), never 0."""
+    with FakeJudgeServer(max_requests=2) as srv:
+        settings = settings_for(srv, concurrency=1)
+        docs = [report_doc(i) for i in range(6)]
+        records = judge.judge_items("ptb-test-report", docs, [f"report {i}" for i in range(6)], settings)
+        sent = srv.count
+    assert [r["status"] for r in records[:2]] == ["ok", "ok"]
+    assert all(r["status"] == "failed" and r["score"] is None for r in records[2:])
+    gone = next(i for i, r in enumerate(records) if "unreachable" in (r["error"] or ""))  # the first item that found no server
+    assert gone < len(records) - 1 and all("judging stopped" in r["error"] for r in records[gone + 1:])
+    assert sent <= 2 + 3  # the answers, then at most one item's attempts on the dying server; none later

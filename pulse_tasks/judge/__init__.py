@@ -16,10 +16,13 @@ from pulse_tasks.judge.rubrics import (
     parse_reply,
 )
 from pulse_tasks.judge.scoring import (
+    STATUS_DEFERRED,
     STATUS_FAILED,
     STATUS_OK,
     STATUS_SKIPPED,
+    STATUSES,
     aggregate,
+    deferred_record,
     estimate,
     judge_identity,
     judge_items,
@@ -36,8 +39,8 @@ from pulse_tasks.judge.settings import (
 )
 
 __all__ = [
-    "CRITERIA", "DEFAULT_MODEL", "RUBRIC_VERSION", "STATUS_FAILED", "STATUS_OK", "STATUS_SKIPPED",
+    "CRITERIA", "DEFAULT_MODEL", "RUBRIC_VERSION", "STATUS_DEFERRED", "STATUS_FAILED", "STATUS_OK", "STATUS_SKIPPED", "STATUSES",
     "InvalidReply", "JudgeNotConfiguredError", "JudgeSettings", "Verdict",
-    "aggregate", "check_configured", "estimate", "judge_identity", "judge_items", "parse_reply", "redact",
+    "aggregate", "check_configured", "deferred_record", "estimate", "judge_identity", "judge_items", "parse_reply", "redact",
     "reset_runtimes", "score_item", "settings_from_env",
 ]

@@ -8,6 +8,12 @@ Predictions: an lmms-eval samples file (``--log_samples``; the text in ``filtere
 or ``id``/``response``; arena turns as a list, or one line per turn in order). Matching is by
 item id (lmms-eval lines without one: by ``doc_id``, the item's position in the data).
 
+Judge later: on an lmms-eval samples file (``<date_id>_samples_<task>.jsonl``) the items already
+judged there (status ``ok``) are kept, only the failed, skipped and deferred ones are judged, and
+their records are written beside it to ``<date_id>_judge_<task>.jsonl`` (``--no-attach``: don't),
+where ``ecgbench report``/``compare``/``submit`` pick them up. A second run judges only what is
+still unjudged.
+
 Prints one JSON object on stdout. Exit status: 0 all items judged; 1 some items failed or were
 skipped (the score is printed and flagged); 2 unusable input or no judge configured.
 """
@@ -15,12 +21,23 @@ skipped (the score is printed and flagged); 2 unusable input or no judge configu
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
+from pulse_tasks.judge.attached import (
+    ADDED_KEY,
+    RESPONSE_SHA_KEY,
+    attached_path,
+    read_attached,
+    response_sha,
+    write_attached,
+)
 from pulse_tasks.predictions import (
     EXIT_INPUT_ERROR,
+    LMMS_EVAL,
     InputError,
     listing,
     load_docs,
@@ -51,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="judge without the cache")
     parser.add_argument("--records-out", default=None, help="also write the per-item judge records (JSONL)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-attach", action="store_true",
+                        help="on an lmms-eval samples file: don't write the new records beside it "
+                             "(<date_id>_judge_<task>.jsonl, read by report/compare/submit)")
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -83,6 +103,10 @@ def judge_file(args: argparse.Namespace, loader: Any = load_docs) -> tuple[dict[
         raise InputError(str(err)) from None
     # before the data: fail fast on a bad file; the reference output writes one line per arena turn
     predictions = read_predictions(args.predictions, join_turns=kind == "arena")
+    foreign = sorted({p.subset for p in predictions if p.subset and p.subset != subset.config})
+    if foreign:
+        raise InputError(f"{args.predictions} holds {', '.join(foreign)} items, not {subset.config}: "
+                         f"pass the samples file of {subset.task}")
     docs = loader(subset.config, args.data)
     if not docs:
         raise InputError(f"no {subset.config} items in {args.data or 'the default source'}")
@@ -93,7 +117,11 @@ def judge_file(args: argparse.Namespace, loader: Any = load_docs) -> tuple[dict[
               file=sys.stderr)
     if missing:
         print(f"warning: {len(missing)} of {len(docs)} items have no prediction (counted as failed)", file=sys.stderr)
-    judged_docs = [d for d in docs if str(d["id"]) in responses]
+    attach = None
+    if not getattr(args, "no_attach", False) and any(p.source_format == LMMS_EVAL for p in predictions):
+        attach = attached_path(args.predictions)
+    kept = _already_judged(predictions, responses, attach)
+    judged_docs = [d for d in docs if str(d["id"]) in responses and str(d["id"]) not in kept]
     judged_resps = [responses[str(d["id"])] for d in judged_docs]
     if args.action == "estimate":
         try:
@@ -101,21 +129,57 @@ def judge_file(args: argparse.Namespace, loader: Any = load_docs) -> tuple[dict[
         except OSError as err:  # an unreadable --judge-prompt-file
             raise InputError(f"cannot read {err.filename or 'the judge prompt file'}: {err.strerror or err}") from None
         result["missing"] = len(missing)
+        result["already_judged"] = len(kept)
         return result, []
     try:
         check_configured(settings)
     except JudgeNotConfiguredError as err:
         raise InputError(str(err)) from None
-    records = judge_items(subset, judged_docs, judged_resps, settings, progress=not args.no_progress)
-    judge = records[0]["judge"] if records else {}
+    new = judge_items(subset, judged_docs, judged_resps, settings, progress=not args.no_progress)
+    if attach is not None:
+        added = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        new = [{**rec, RESPONSE_SHA_KEY: response_sha(responses[str(d["id"])]), ADDED_KEY: added}
+               for rec, d in zip(new, judged_docs)]
+        _write_attached(attach, kept, new)
+    by_id = {**kept, **{str(r["id"]): r for r in new}}
+    records = [by_id[str(d["id"])] for d in docs if str(d["id"]) in by_id]
+    judge = new[0]["judge"] if new else (records[0].get("judge", {}) if records else {})
     records += [{"id": i, "subset": subset.config, "status": "failed", "score": None, "criteria": {}, "judge": judge,
                  "usage": {}, "error": "no prediction"} for i in missing]
     agg = aggregate(records)
     result = {"subset": subset.config, "n": agg["n"], "n_judged": agg["n_judged"], "score": agg["score"],
               "criteria": agg["criteria"], "judge": agg["judge"], "stderr": agg["stderr"],
               "n_failed": agg["n_failed"], "n_skipped": agg["n_skipped"], "flagged": agg["flagged"],
-              "usage": agg["usage"], "cost_usd": agg["cost_usd"], "errors": agg["errors"]}
+              "usage": agg["usage"], "cost_usd": agg["cost_usd"], "errors": agg["errors"],
+              "already_judged": len(kept), "newly_judged": sum(1 for r in new if r.get("status") == "ok"),
+              "attached": str(attach) if attach is not None else None}
     return result, records
+
+
+def _already_judged(predictions: list[Any], responses: dict[str, Any], attach: Path | None) -> dict[str, dict[str, Any]]:
+    """Records of items judged before (in the samples file, or added earlier beside it): not judged again."""
+    kept: dict[str, dict[str, Any]] = {}
+    for p in predictions:
+        rec = p.record
+        if p.id is not None and rec is not None and rec.get("status") == "ok" and isinstance(rec.get("score"), (int, float)):
+            kept[str(p.id)] = dict(rec)
+    if attach is not None and attach.exists():
+        for item_id, rec in read_attached(attach).items():
+            if item_id in responses and rec.get("status") == "ok" \
+                    and rec.get(RESPONSE_SHA_KEY) == response_sha(responses[item_id]):
+                kept.setdefault(item_id, rec)
+    return kept
+
+
+def _write_attached(path: Path, kept: dict[str, dict[str, Any]], new: list[dict[str, Any]]) -> None:
+    """Every added record (earlier ones still valid, then this run's) beside the samples file."""
+    earlier = [r for r in kept.values() if ADDED_KEY in r]
+    try:
+        write_attached(path, earlier + new)
+    except OSError as err:
+        raise InputError(f"cannot write the added judge records {path}: {err.strerror or err}") from None
+    print(f"ecgbench judge: wrote {len(earlier) + len(new)} added judge records to {path} "
+          "(read by ecgbench report/compare/submit)", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:

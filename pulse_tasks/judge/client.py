@@ -124,6 +124,14 @@ def is_fatal(exc: BaseException) -> bool:
     return status in FATAL_STATUS or (status == 429 and _error_code(exc) in QUOTA_CODES)
 
 
+def is_unreachable(exc: BaseException) -> bool:
+    """No server answered (refused, DNS, reset) even after every attempt: later calls will not fare
+    better, so judging stops instead of spending the attempts on every item. Timeouts are not this:
+    a slow server does answer."""
+    openai = _openai_module()
+    return isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError)
+
+
 def describe(exc: BaseException, settings: JudgeSettings) -> str:
     """A short, redacted description of an SDK error."""
     status = _status(exc)
@@ -133,6 +141,8 @@ def describe(exc: BaseException, settings: JudgeSettings) -> str:
         hint = " (check the judge API key / permissions)"
     elif status == 404:
         hint = f" (model or deployment {settings.model!r} not found at {settings.host})"
+    elif status is None and is_unreachable(exc):
+        hint = f" (judge at {settings.host} unreachable)"
     return redact(f"{head}: {exc}{hint}", settings.secrets())[:500]
 
 
@@ -188,7 +198,7 @@ class JudgeClient:
                 raise JudgeCallError(redact(f"{type(exc).__name__}: {exc}", self.settings.secrets())[:500]) from None
             attempts = retrying.statistics.get("attempt_number", 1)
             raise JudgeCallError(f"{describe(exc, self.settings)} after {attempts} attempt(s)",
-                                 fatal=is_fatal(exc), status=_status(exc)) from None
+                                 fatal=is_fatal(exc) or is_unreachable(exc), status=_status(exc)) from None
         attempts = retrying.statistics.get("attempt_number", 1)
         usage = {}
         if getattr(response, "usage", None) is not None:

@@ -1,9 +1,9 @@
 """Judge records: score one item, judge a batch, aggregate records into a subset score.
 
 Every item ends in an explicit state: ``ok`` (scored), ``failed`` (the judge could not score it:
-API error, invalid replies, generation failure, bad input) or ``skipped`` (past the call budget).
-Only ``ok`` items enter the mean; the others are counted and flag the score. A failed call is
-never a 0.
+API error, invalid replies, generation failure, bad input), ``skipped`` (past the call budget) or
+``deferred`` (no judge run: generate now, judge later with ``ecgbench judge``). Only ``ok`` items
+enter the mean; the others are counted and flag the score. A failed call is never a 0.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from pulse_tasks.judge.rubrics import (
 from pulse_tasks.judge.settings import (
     HOW_TO_CONFIGURE,
     JudgeSettings,
+    key_notice,
     redact,
     settings_from_env,
 )
@@ -41,7 +42,8 @@ from pulse_tasks.subsets import Subset
 
 log = logging.getLogger(__name__)
 
-STATUS_OK, STATUS_FAILED, STATUS_SKIPPED = "ok", "failed", "skipped"
+STATUS_OK, STATUS_FAILED, STATUS_SKIPPED, STATUS_DEFERRED = "ok", "failed", "skipped", "deferred"
+STATUSES = (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED, STATUS_DEFERRED)
 RESPONSE_FORMAT = {"type": "json_object"}  # JSON mode, as the paper's judge
 # Generation-failure markers (our adapter, lmms-eval's API adapters); such items are not judged.
 FAILED_PREFIXES = ("[ECGBENCH_GENERATION_FAILED", "[LMMS_EVAL_REQUEST_FAILED")
@@ -72,6 +74,8 @@ class _Runtime:
         self.fatal: str | None = None  # set by a 401/403/404: later items fail at once
         self.verified = threading.Event()  # the first API call has come back
         self.probing = False
+        notice = key_notice(settings)  # once per judge configuration and process
+        log.log(logging.WARNING if settings.key_source == "none" else logging.INFO, "%s", notice)
 
     def reserve(self) -> bool:
         """Take one unit of the call budget; False when it is spent."""
@@ -147,6 +151,13 @@ def _record(doc_id: Any, subset: str, status: str, judge: dict[str, Any], **fiel
     return rec
 
 
+def deferred_record(subset: Subset | str, doc_id: Any) -> dict[str, Any]:
+    """The record of an item left for ``ecgbench judge`` (no judge call, no score)."""
+    config = "ptb-test-report" if judge_kind(subset) == "report" else "arena"
+    return _record(doc_id, config, STATUS_DEFERRED, {},
+                   error="not judged in this run (judge later: ecgbench judge on the samples file)")
+
+
 def score_item(subset: Subset | str, doc: dict[str, Any], responses: str | Sequence[Any],
                settings: JudgeSettings | None = None) -> dict[str, Any]:
     """Judge one item. Thread-safe; returns a record and never raises for API, reply or input
@@ -209,7 +220,8 @@ def score_item(subset: Subset | str, doc: dict[str, Any], responses: str | Seque
                         first = rt.fatal is None
                         rt.fatal = rt.fatal or str(exc)
                     if first:
-                        log.error("judge stopped: %s. Every further item is marked failed.", exc)
+                        log.error("judge stopped: %s. Every further item is marked failed (its answer is kept: "
+                                  "judge it later with `ecgbench judge` on the samples file).", exc)
                 return _record(doc_id, config, STATUS_FAILED, judge, error=str(exc), usage=usage, **base)
             usage["api_calls"] += reply.attempts
             usage["prompt_tokens"] += reply.usage.get("prompt_tokens", 0)
@@ -279,6 +291,7 @@ def aggregate(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     ok = [r for r in records if r.get("status") == STATUS_OK and r.get("score") is not None]
     n_failed = sum(1 for r in records if r.get("status") == STATUS_FAILED)
     n_skipped = sum(1 for r in records if r.get("status") == STATUS_SKIPPED)
+    n_deferred = sum(1 for r in records if r.get("status") == STATUS_DEFERRED)
     score, stderr = _mean_se([float(r["score"]) for r in ok])
     names: list[str] = []
     for r in ok:
@@ -300,10 +313,11 @@ def aggregate(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     errors = Counter(r.get("error") for r in records if r.get("status") != STATUS_OK and r.get("error"))
     return {
         "n": len(records), "n_judged": len(ok), "n_failed": n_failed, "n_skipped": n_skipped,
+        "n_deferred": n_deferred,
         "score": None if score is None else round(score, 4),
         "stderr": None if stderr is None else round(stderr, 4),
         "criteria": criteria,
-        "flagged": bool(n_failed or n_skipped or len(identities) > 1),
+        "flagged": bool(n_failed or n_skipped or n_deferred or len(identities) > 1),
         "judge": judge, "usage": usage,
         "cost_usd": cost_usd(judge.get("model", ""), usage["prompt_tokens"], usage["completion_tokens"]),
         "errors": dict(errors.most_common(N_ERROR_EXAMPLES)),

@@ -3,8 +3,9 @@
 Three kinds of endpoint are supported, picked in this order:
 
 1. any OpenAI-compatible server (vLLM, SGLang, a proxy): ``ECGBENCH_JUDGE_BASE_URL`` (or
-   ``OPENAI_BASE_URL``) plus a key from ``ECGBENCH_JUDGE_API_KEY``/``OPENAI_API_KEY`` (optional:
-   servers started without ``--api-key`` accept any);
+   ``OPENAI_BASE_URL``). A separate judge host gets ``ECGBENCH_JUDGE_API_KEY`` or no key (servers
+   started without ``--api-key`` accept any), never the user's ``OPENAI_API_KEY``: that key goes
+   only to the endpoint it belongs to (``OPENAI_BASE_URL`` when set, else api.openai.com);
 2. Azure OpenAI: ``AZURE_OPENAI_ENDPOINT`` + ``AZURE_OPENAI_API_KEY`` + ``OPENAI_API_VERSION``;
    ``ECGBENCH_JUDGE_MODEL`` names the deployment;
 3. OpenAI: ``OPENAI_API_KEY``.
@@ -46,10 +47,12 @@ MAX_RETRY_AFTER_S = 120.0
 DEFAULT_MAX_TOKENS = 1024
 # vLLM and friends started without --api-key accept any bearer token; the SDK insists on one.
 PLACEHOLDER_KEY = "EMPTY"
+# Where the user's OPENAI_API_KEY belongs when OPENAI_BASE_URL is unset.
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Every environment variable settings_from_env reads (tests and the demo clear exactly these).
 ENV_VARS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT", "OPENAI_API_VERSION",
             "ECGBENCH_JUDGE_MODEL", "ECGBENCH_JUDGE_BASE_URL", "ECGBENCH_JUDGE_API_KEY", "ECGBENCH_JUDGE_CONCURRENCY",
-            "ECGBENCH_JUDGE_TIMEOUT", "ECGBENCH_JUDGE_MAX_CALLS", "ECGBENCH_JUDGE_CACHE")
+            "ECGBENCH_JUDGE_TIMEOUT", "ECGBENCH_JUDGE_MAX_CALLS", "ECGBENCH_JUDGE_CACHE", "ECGBENCH_JUDGE_MAX_ATTEMPTS")
 # Values of ECGBENCH_JUDGE_CACHE that turn the cache off.
 CACHE_OFF_VALUES = frozenset({"", "0", "off", "none", "false", "no"})
 
@@ -74,6 +77,7 @@ class JudgeSettings:
     azure_endpoint: str | None = None  # https://NAME.openai.azure.com
     api_version: str | None = None  # Azure only
     api_key: str | None = field(default=None, repr=False, compare=True)  # never written anywhere
+    key_source: str = "none"  # which variable the key came from (logged once; never the key itself)
     timeout_s: float = DEFAULT_TIMEOUT_S  # per HTTP request
     concurrency: int = DEFAULT_CONCURRENCY  # calls in flight, process-wide
     max_calls: int | None = None  # budget: items sent to the API per run (None: unlimited)
@@ -152,15 +156,18 @@ def settings_from_env(**overrides: Any) -> JudgeSettings:
     azure_endpoint = overrides.get("azure_endpoint") or _env("AZURE_OPENAI_ENDPOINT")
     key = overrides.get("api_key")
     if base_url:
-        values.update(provider="compatible", base_url=base_url.rstrip("/"),
-                      api_key=key or _env("ECGBENCH_JUDGE_API_KEY") or _env("OPENAI_API_KEY") or PLACEHOLDER_KEY)
+        base_url = base_url.rstrip("/")
+        key, source = _compatible_key(base_url, key)
+        values.update(provider="compatible", base_url=base_url, api_key=key or PLACEHOLDER_KEY, key_source=source)
     elif azure_endpoint:
         values.update(provider="azure", azure_endpoint=azure_endpoint.rstrip("/"),
                       api_key=key or _env("AZURE_OPENAI_API_KEY"),
+                      key_source="api_key argument" if key else "AZURE_OPENAI_API_KEY",
                       api_version=overrides.get("api_version") or _env("OPENAI_API_VERSION") or DEFAULT_AZURE_API_VERSION)
     else:
+        source = "api_key argument" if key else "OPENAI_API_KEY"
         key = key or _env("OPENAI_API_KEY")
-        values.update(provider="openai" if key else None, api_key=key)
+        values.update(provider="openai" if key else None, api_key=key, key_source=source if key else "none")
     if overrides.get("provider") == "azure" and not azure_endpoint:
         values["provider"] = "azure"  # check_configured explains what is missing
 
@@ -168,6 +175,8 @@ def settings_from_env(**overrides: Any) -> JudgeSettings:
         values["concurrency"] = _positive_int("ECGBENCH_JUDGE_CONCURRENCY", raw)
     if (raw := _env("ECGBENCH_JUDGE_TIMEOUT")) is not None:
         values["timeout_s"] = _positive_float("ECGBENCH_JUDGE_TIMEOUT", raw)
+    if (raw := _env("ECGBENCH_JUDGE_MAX_ATTEMPTS")) is not None:
+        values["max_attempts"] = _positive_int("ECGBENCH_JUDGE_MAX_ATTEMPTS", raw)
     if (raw := _env("ECGBENCH_JUDGE_MAX_CALLS")) is not None:
         values["max_calls"] = _positive_int("ECGBENCH_JUDGE_MAX_CALLS", raw)
     raw_cache = os.environ.get("ECGBENCH_JUDGE_CACHE")
@@ -176,7 +185,7 @@ def settings_from_env(**overrides: Any) -> JudgeSettings:
     elif raw_cache.strip().lower() not in CACHE_OFF_VALUES:
         values["cache_path"] = Path(raw_cache.strip()).expanduser()
 
-    for name in ("base_url", "azure_endpoint", "api_key", "api_version"):
+    for name in ("base_url", "azure_endpoint", "api_key", "api_version", "key_source"):
         overrides.pop(name, None)  # already resolved above
     values.update(overrides)
     for name in ("cache_path", "prompt_file"):
@@ -190,11 +199,42 @@ def settings_from_env(**overrides: Any) -> JudgeSettings:
     return settings
 
 
+def _same_endpoint(a: str, b: str) -> bool:
+    """Scheme, host and port agree (a path such as /v1 does not make another server)."""
+    pa, pb = urlsplit(a), urlsplit(b)
+    return (pa.scheme, pa.hostname, pa.port) == (pb.scheme, pb.hostname, pb.port)
+
+
+def _compatible_key(base_url: str, explicit: str | None) -> tuple[str | None, str]:
+    """(key, where it came from) for an OpenAI-compatible judge at ``base_url``.
+
+    The user's OPENAI_API_KEY belongs to OPENAI_BASE_URL (else api.openai.com): a judge at any
+    other host never sees it, so pointing the judge at a colleague's vLLM server hands over no key.
+    """
+    if explicit:
+        return explicit, "api_key argument"
+    if (judge_key := _env("ECGBENCH_JUDGE_API_KEY")) is not None:
+        return judge_key, "ECGBENCH_JUDGE_API_KEY"
+    openai_key = _env("OPENAI_API_KEY")
+    if openai_key and _same_endpoint(base_url, _env("OPENAI_BASE_URL") or OPENAI_DEFAULT_BASE_URL):
+        return openai_key, "OPENAI_API_KEY"
+    return None, "none"
+
+
+def key_notice(settings: JudgeSettings) -> str:
+    """One line saying which key the judge sends where (no secret in it)."""
+    if settings.key_source == "none":
+        held_back = " (OPENAI_API_KEY is not sent to a separate judge host)" if _env("OPENAI_API_KEY") else ""
+        return f"judge at {settings.host}: no API key sent; set ECGBENCH_JUDGE_API_KEY if it needs one{held_back}"
+    return f"judge at {settings.host}: API key from {settings.key_source}"
+
+
 HOW_TO_CONFIGURE = (
     "Set OPENAI_API_KEY (OpenAI), or AZURE_OPENAI_ENDPOINT + AZURE_OPENAI_API_KEY + OPENAI_API_VERSION "
     "(Azure; ECGBENCH_JUDGE_MODEL = deployment name), or ECGBENCH_JUDGE_BASE_URL for an "
-    "OpenAI-compatible server such as vLLM (ECGBENCH_JUDGE_MODEL = served model name). "
-    "Or run with --predict_only and judge later with `ecgbench judge`."
+    "OpenAI-compatible server such as vLLM (ECGBENCH_JUDGE_MODEL = served model name; its key in "
+    "ECGBENCH_JUDGE_API_KEY). Or set ECGBENCH_SKIP_JUDGE_CHECK=1 to generate now and judge the samples "
+    "file later with `ecgbench judge` (not --predict_only: lmms-eval 0.7.3 crashes with it on ecgbench_arena)."
 )
 
 

@@ -1,0 +1,288 @@
+"""A judged lmms-eval run never loses its answers: the real `lmms-eval` CLI, `--model pulse` on a
+tiny original-format checkpoint, `ecgbench_ptb_report,ecgbench_arena`, against the loopback judge.
+
+Four judge situations (healthy, failing for good on a fixed subset of items, unreachable, judging
+deferred with ECGBENCH_SKIP_JUDGE_CHECK=1): each run writes its results and samples files, the
+counts in the results JSON equal what the judge server saw, then `ecgbench judge` against a healthy
+server completes what was left and `ecgbench report` shows complete judge numbers. The user's
+OpenAI key never reaches the separate judge host (the server records every credential header).
+Also: `--use_cache` resumes a run killed part-way, generating only the rest.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pulse_tasks import judge
+from pulse_tasks.cli import main as ecgbench
+from pulse_tasks.judge.attached import canonical_response
+
+try:
+    from judge_server import FakeJudgeServer, failing_on, marker_responder
+except ImportError:  # tests/ imported as a package
+    from tests.judge_server import FakeJudgeServer, failing_on, marker_responder
+
+pytestmark = pytest.mark.slow
+
+TASKS = "ecgbench_ptb_report,ecgbench_arena"
+JUDGE_KEY = "sk-judge-host-key-1111111111"  # the judge server's own key (ECGBENCH_JUDGE_API_KEY)
+USER_KEY = "sk-users-openai-key-9999999999"  # the user's OpenAI key: must never reach the judge host
+# Items the failing judge refuses for good: text only their gold answer holds (tests/conftest synthetic data).
+FAILING_NEEDLES = {"ptb-test-report": "about 134 bpm", "arena": "about 46 bpm"}
+N_PER_SUBSET = 4  # conftest.SYNTH_PER_SUBSET
+# Short generations: the tiny random model would otherwise babble up to the task's 1024 tokens.
+GEN_KWARGS = "max_new_tokens=12"
+CLI_TIMEOUT_S = 600
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pulse_models.testing import make_tiny_original_checkpoint
+
+    return make_tiny_original_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-pulse")
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"  # nothing listens there once the socket is closed
+
+
+def _env(base_url: str, tmp_path: Path, data: Path, **extra: str) -> dict[str, str]:
+    from pulse_tasks.judge.settings import ENV_VARS
+
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    env.update({"OPENAI_API_KEY": USER_KEY, "ECGBENCH_JUDGE_BASE_URL": base_url, "ECGBENCH_JUDGE_API_KEY": JUDGE_KEY,
+                "ECGBENCH_JUDGE_CACHE": str(tmp_path / "judge.sqlite"), "ECGBENCH_JUDGE_MAX_ATTEMPTS": "2",
+                "ECGBENCH_DATA": str(data), "ECGBENCH_CACHE": str(tmp_path / "ecgbench_cache"),
+                "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    env.update(extra)
+    return env
+
+
+def _lmms_eval_args(ckpt: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "lmms_eval", "--model", "pulse",
+            "--model_args", f"pretrained={ckpt},dtype=float32,device=cpu", "--tasks", TASKS,
+            "--gen_kwargs", GEN_KWARGS, "--batch_size", "1", "--output_path", str(out), "--log_samples", *extra]
+
+
+def _run_lmms_eval(ckpt: Path, out: Path, env: dict[str, str], cwd: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(_lmms_eval_args(ckpt, out, *extra), env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=CLI_TIMEOUT_S, check=False)
+
+
+def _outputs(out: Path) -> tuple[Path, dict, dict[str, Path]]:
+    results = sorted(glob.glob(str(out / "**" / "*_results.json"), recursive=True))
+    assert results, f"lmms-eval wrote no results file under {out}"
+    path = Path(results[-1])
+    samples = {Path(p).stem.split("_samples_", 1)[1]: Path(p) for p in glob.glob(str(path.parent / "*_samples_*.jsonl"))}
+    return path, json.loads(path.read_text()), samples
+
+
+def _records(samples_file: Path) -> list[dict]:
+    lines = [json.loads(line) for line in samples_file.read_text().splitlines() if line.strip()]
+    return [line["judge_score"] for line in lines]
+
+
+def _judged_by_server(srv: FakeJudgeServer, subset: str) -> tuple[int, int]:
+    """(items the server scored, items it only refused) among the requests with one subset's rubric."""
+    seen_ok, seen_failed = set(), set()
+    for request, status in zip(srv.requests, srv.statuses):
+        system = " ".join(m.get("content", "") for m in request["messages"] if m["role"] == "system")
+        if ("Accuracy" in system) != (subset == "arena"):  # the arena rubric grades Accuracy
+            continue
+        (seen_ok if status == 200 else seen_failed).add(request["messages"][-1]["content"])  # one text per item
+    return len(seen_ok), len(seen_failed - seen_ok)
+
+
+CASES = ("healthy", "failing", "unreachable", "deferred")
+
+
+@pytest.fixture(scope="module")
+def judged_runs(tiny_ckpt, synth_data_dir, tmp_path_factory):
+    """The four lmms-eval runs, started at once (they share nothing; wall time is one run's on a
+    machine with cores to spare): case -> (completed process, output folder, its judge server, tmp dir)."""
+    with FakeJudgeServer(marker_responder, api_key=JUDGE_KEY, lifetime_s=1800) as healthy, \
+            FakeJudgeServer(failing_on(list(FAILING_NEEDLES.values())), api_key=JUDGE_KEY, lifetime_s=1800) as failing, \
+            FakeJudgeServer(marker_responder, api_key=JUDGE_KEY, lifetime_s=1800) as unused:
+        servers = {"healthy": healthy, "failing": failing, "unreachable": None, "deferred": unused}
+        started = {}
+        for case in CASES:
+            tmp = tmp_path_factory.mktemp(f"judged-{case}")
+            srv = servers[case]
+            base_url = srv.url if srv is not None else _closed_port_url()
+            extra = {"ECGBENCH_SKIP_JUDGE_CHECK": "1"} if case == "deferred" else {}
+            out = tmp / "results"
+            proc = subprocess.Popen(_lmms_eval_args(tiny_ckpt, out), env=_env(base_url, tmp, synth_data_dir, **extra),
+                                    cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            started[case] = (proc, out, srv, tmp)
+        done = {}
+        for case, (proc, out, srv, tmp) in started.items():
+            stdout, stderr = proc.communicate(timeout=CLI_TIMEOUT_S)
+            done[case] = (subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), out, srv, tmp)
+        yield done
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_judged_run_keeps_answers_and_judge_later_completes_it(case, judged_runs, synth_data_dir, monkeypatch, capsys):
+    proc, out, server, tmp_path = judged_runs[case]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    _, data, samples = _outputs(out)
+    assert set(samples) == {"ecgbench_ptb_report", "ecgbench_arena"}, sorted(samples)
+
+    # the user's key never reached the judge host; the judge's own key did
+    auth = server.auth if server is not None else []
+    assert all(a == f"Bearer {JUDGE_KEY}" for a in auth)
+    assert bool(auth) == (case in ("healthy", "failing"))
+    assert USER_KEY not in proc.stderr + proc.stdout
+
+    unjudged = 0
+    for task, subset in (("ecgbench_ptb_report", "ptb-test-report"), ("ecgbench_arena", "arena")):
+        row = data["results"][task]
+        records = _records(samples[task])
+        assert len(records) == N_PER_SUBSET and all(r["status"] in judge.STATUSES for r in records)
+        assert all(("score" in r) == (r["status"] == "ok") for r in records), "score only on judged items"
+        served_ok, served_failed = _judged_by_server(server, subset) if server is not None else (0, 0)
+        assert row["judge_items,none"] == N_PER_SUBSET
+        n_ok = N_PER_SUBSET - row["judge_failed,none"] - row["judge_skipped,none"]
+        assert (n_ok, row["judge_failed,none"] if case in ("healthy", "failing") else 0) == (served_ok, served_failed)
+        if case == "healthy":
+            assert row["judge_failed,none"] == 0 and row["judge_skipped,none"] == 0
+            assert isinstance(row["judge_score,none"], float) and row["judge_score,none"] == pytest.approx(100.0)
+        elif case == "failing":
+            assert row["judge_failed,none"] == 1 and row["judge_skipped,none"] == 0
+            assert [r["status"] for r in records].count("failed") == 1
+        elif case == "unreachable":
+            assert row["judge_failed,none"] == N_PER_SUBSET and served_ok == 0
+            assert all(r["status"] == "failed" for r in records)
+        else:
+            assert row["judge_skipped,none"] == N_PER_SUBSET and row["judge_failed,none"] == 0
+            assert all(r["status"] == "deferred" for r in records)
+        unjudged += N_PER_SUBSET - n_ok
+    if case == "unreachable":
+        assert "unreachable" in proc.stderr
+
+    # judge later against a healthy server: only what was left is judged, then the report is complete
+    from pulse_tasks.judge.settings import ENV_VARS
+
+    judge.reset_runtimes()
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", USER_KEY)
+    monkeypatch.setenv("ECGBENCH_JUDGE_API_KEY", JUDGE_KEY)
+    with FakeJudgeServer(marker_responder, api_key=JUDGE_KEY) as later:
+        for task, subset in (("ecgbench_ptb_report", "ptb-test-report"), ("ecgbench_arena", "arena")):
+            code = ecgbench(["judge", "--subset", subset, "--data", str(synth_data_dir), "--predictions",
+                             str(samples[task]), "--judge-base-url", later.url, "--cache", str(tmp_path / "judge.sqlite"),
+                             "--no-progress"])
+            printed = json.loads(capsys.readouterr().out)
+            assert code == 0 and printed["n_judged"] == N_PER_SUBSET and printed["n_failed"] == 0, printed
+        assert len(later.requests) == unjudged, "items judged during the run were judged again"
+        assert all(a == f"Bearer {JUDGE_KEY}" for a in later.auth)
+    judge.reset_runtimes()
+    assert ecgbench(["report", str(out), "--format", "json", "--resamples", "0", "--no-published"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    (run,) = report["runs"]
+    for subset in ("ptb-test-report", "arena"):
+        sub = run["subsets"][subset]
+        assert sub["counts"] == {"judge_ok": N_PER_SUBSET, "judge_failed": 0, "judge_skipped": 0}, sub["counts"]
+        assert sub["modes"]["paper"]["score"]["value"] == pytest.approx(100.0)
+        assert sub["judge_added"]["n"] == {"healthy": 0, "failing": 1}.get(case, N_PER_SUBSET)
+    if case != "healthy":
+        assert ecgbench(["report", str(out), "--resamples", "0", "--no-published"]) == 0
+        assert "judge records added afterwards" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- resume a killed run
+
+
+def _kill_when(proc: subprocess.Popen, marker: bytes, timeout_s: float) -> bytes:
+    """Read the process's stderr as it comes; kill its process group once ``marker`` shows up."""
+    seen = b""
+    deadline = time.monotonic() + timeout_s
+    fd = proc.stderr.fileno()
+    while time.monotonic() < deadline:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break  # the process ended before the marker
+        seen += chunk
+        if marker in seen:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    return seen
+
+
+def test_use_cache_resumes_a_killed_run(tiny_ckpt, synth_data_dir, tmp_path):
+    """Kill a `--use_cache` run once the report items are generated, while the arena generates;
+    the rerun serves the report answers from lmms-eval's cache and generates only the arena."""
+    cache = tmp_path / "lmms_cache"
+    env = _env("http://127.0.0.1:9/v1", tmp_path, synth_data_dir, ECGBENCH_SKIP_JUDGE_CHECK="1",
+               LMMS_CACHE_RUN_ID="resume-test")  # a fixed run id: the rerun reopens the killed run's cache shard
+    out = tmp_path / "results"
+    args = _lmms_eval_args(tiny_ckpt, out, "--use_cache", str(cache))
+    proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    first = _kill_when(proc, b"pulse generating (multi-round)", CLI_TIMEOUT_S).decode(errors="replace")
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before the arena started:\n{first[-3000:]}"
+    assert not glob.glob(str(out / "**" / "*_results.json"), recursive=True)
+    audit = [json.loads(line) for line in (cache / "runs" / "resume-test" / "rank_0.audit.jsonl").read_text().splitlines()]
+    done = {(a["task_name"], a["doc_id"]): json.loads(a["response"]) for a in audit}
+    assert {t for t, _ in done} == {"ecgbench_ptb_report"} and len(done) == N_PER_SUBSET, sorted(done)
+
+    rerun = _run_lmms_eval(tiny_ckpt, out, env, tmp_path, "--use_cache", str(cache))
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    log = rerun.stderr + rerun.stdout
+    assert f"ResponseCache: all {N_PER_SUBSET} requests served from cache" in log, log[-3000:]
+    generated = [line for line in log.splitlines() if line.startswith("pulse: ") and " requests in " in line]
+    assert len(generated) == 1 and generated[0].startswith(f"pulse: {N_PER_SUBSET} requests"), generated  # the arena only
+    _, data, samples = _outputs(out)
+    assert data["results"]["ecgbench_arena"]["judge_items,none"] == N_PER_SUBSET
+    lines = [json.loads(line) for line in samples["ecgbench_ptb_report"].read_text().splitlines() if line.strip()]
+    assert len(lines) == N_PER_SUBSET
+    for line in lines:  # the report answers are the killed run's, served from the cache
+        answer = canonical_response(line.get("filtered_resps", line.get("resps")))
+        assert answer == done[("ecgbench_ptb_report", line["doc_id"])]
+
+
+# ---------------------------------------------------------------- failed generations are visible
+
+
+def test_mostly_failed_generations_error_banner_and_refused_submission(tiny_ckpt, synth_data_dir, tmp_path, capsys):
+    """Every generation fails (max_new_tokens=0 is refused by generate, as a CUDA error would be): paper
+    mode still gives chance credit, so the run logs an ERROR, the report shows a banner and submit refuses."""
+    env = _env("http://127.0.0.1:9/v1", tmp_path, synth_data_dir, ECGBENCH_SKIP_JUDGE_CHECK="1")
+    out = tmp_path / "results"
+    args = [sys.executable, "-m", "lmms_eval", "--model", "pulse",
+            "--model_args", f"pretrained={tiny_ckpt},dtype=float32,device=cpu", "--tasks", "ecgbench_csn",
+            "--gen_kwargs", "max_new_tokens=0", "--output_path", str(out), "--log_samples"]
+    proc = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, data, _ = _outputs(out)
+    errors = [line for line in proc.stderr.splitlines() if "generations failed or were empty" in line]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    assert f"csn-test-no-cot: {N_PER_SUBSET} of {N_PER_SUBSET} generations failed" in errors[0]
+    assert "csn-test-no-cot-0000" in errors[0]  # the first failed ids
+    assert data["results"]["ecgbench_csn"]["accuracy_paper,none"] > 0  # chance credit: plausible-looking numbers
+
+    assert ecgbench(["report", str(out), "--resamples", "0", "--no-published"]) == 0
+    report = capsys.readouterr().out
+    assert "GENERATION FAILURES" in report and f"{N_PER_SUBSET} of {N_PER_SUBSET} generations failed" in report
+    sub = tmp_path / "submission.json"
+    assert ecgbench(["submit", str(out), "--out", str(sub), "--resamples", "0"]) != 0
+    assert "refusing to submit" in capsys.readouterr().err and not sub.exists()
+    assert ecgbench(["submit", str(out), "--out", str(sub), "--resamples", "0", "--allow-failures"]) == 0
+    assert sub.exists() and "warning" in capsys.readouterr().err
