@@ -23,7 +23,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("pulse_tasks.submission", "validate a leaderboard submission JSON"),
     "ask": ("pulse_models.ask", "ask a model about one ECG image"),
     "tasks": ("pulse_tasks.registry", "print the lmms-eval task folder (for --include_path) and the task names"),
-    "demo": ("pulse_tasks.demo", "run the whole pipeline offline on synthetic data"),
+    "demo": ("pulse_app.demo", "run the whole pipeline offline on synthetic data"),
+    "studio": ("pulse_app.studio", "web app: ask a model about an ECG, browse and compare runs item by item"),
 }
 
 
