@@ -185,13 +185,15 @@ def report(out: Path, runs: dict[str, Path]) -> None:
         (out / "rhythm_questions.json").write_text(json.dumps(rhythm, indent=2))
 
 
-def studio_command(out: Path, model: str, data: Path | None) -> str:
+def studio_command(out: Path, model: str, data: Path | None, on_gpu: bool) -> str:
     """The one command that opens ECGBench Studio on this demo's output (offline: local data and model)."""
     import shlex
 
     parts = ["ecgbench", "studio", "--results", str(out / "results"), "--model", model]
     if data is not None:
         parts += ["--data", str(data)]
+    if not on_gpu:  # as the demo's evaluation: float32 on the CPU, short answers
+        parts += ["--dtype", "float32", "--device-map", "cpu", "--max-new-tokens", str(CPU_MAX_NEW_TOKENS)]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -248,6 +250,6 @@ def run(args: argparse.Namespace) -> int:
     (out / "demo.json").write_text(json.dumps({"model": model, "data": str(data or "hub"), "tasks": tasks,
                                                "synthetic": synthetic, "judged": judged,
                                                "results": {k: str(v) for k, v in runs.items()}}, indent=2))
-    print(f"\nOpen ECGBench Studio on these results (needs the [app] extra):\n    {studio_command(out, model, data)}",
+    print(f"\nOpen ECGBench Studio on these results (needs the [app] extra):\n    {studio_command(out, model, data, on_gpu)}",
           flush=True)
     return 0

@@ -134,16 +134,23 @@ def _check_upload(path: str | None) -> Any:
     if not path:
         raise AskError("upload an ECG image (or pick an example) first")
     size = Path(path).stat().st_size if Path(path).exists() else 0
+    name = Path(path).name  # Gradio's upload folder is no business of the page
     if size > MAX_UPLOAD_MB * 1024 * 1024:
-        raise AskError(f"the file is {size / 2**20:.1f} MB; images up to {MAX_UPLOAD_MB} MB are accepted")
-    return check_image(path)
+        raise AskError(f"{name} is {size / 2**20:.1f} MB; images up to {MAX_UPLOAD_MB} MB are accepted")
+    try:
+        return check_image(path)
+    except AskError as exc:
+        raise AskError(str(exc).replace(path, name)) from None
 
 
 class Studio:
     """Both tabs' state and handlers (Gradio calls the bound methods)."""
 
-    def __init__(self, results: list[str], data: str | None, asker: Asker, resamples: int = STUDIO_RESAMPLES) -> None:
+    def __init__(self, results: list[str], data: str | None, asker: Asker, resamples: int = STUDIO_RESAMPLES,
+                 max_new_tokens: int = UI_DEFAULT_MAX_NEW_TOKENS) -> None:
         self.asker, self.resamples, self.data_arg = asker, resamples, data
+        self.max_new_tokens = max(1, min(UI_MAX_NEW_TOKENS, max_new_tokens))
+        self.examples: list[Path] = []
         self.loaded = views.LoadedRuns()
         self.items = views.ItemData(None)
         self.data_note = ""
@@ -315,13 +322,14 @@ class Studio:
                             upload = gr.File(label="ECG image", type="filepath", elem_id="ask-upload")
                             preview = gr.Image(label="image", interactive=False, elem_id="ask-preview", height=260)
                             try:
-                                examples = [[str(p)] for p in example_images()]
+                                self.examples = example_images()
                             except Exception:  # noqa: BLE001 - examples are a convenience, never a failure
-                                examples = []
-                            if examples:
-                                gr.Examples(examples, inputs=[upload], label="synthetic examples (not ECGBench)")
+                                self.examples = []
+                            if self.examples:
+                                gr.Examples([[str(p)] for p in self.examples], inputs=[upload],
+                                            label="synthetic examples (not ECGBench)")
                             with gr.Accordion("generation", open=False):
-                                max_new = gr.Slider(1, UI_MAX_NEW_TOKENS, value=UI_DEFAULT_MAX_NEW_TOKENS, step=1,
+                                max_new = gr.Slider(1, UI_MAX_NEW_TOKENS, value=self.max_new_tokens, step=1,
                                                     label="max new tokens", elem_id="ask-max-new-tokens")
                                 temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="temperature (0 = greedy)")
                         with gr.Column(scale=2):
@@ -363,7 +371,7 @@ class Studio:
                         item_view = gr.HTML(elem_id="explore-item-view")
 
             # Ask events
-            upload.change(_preview, inputs=[upload], outputs=[preview, ask_message]).then(
+            upload.change(_preview, inputs=[upload], outputs=[upload, preview, ask_message]).then(
                 _new_conversation, outputs=[chat, turns, facts])
             ask_inputs = [upload, question, turns, max_new, temperature]
             ask_outputs = [chat, turns, facts, ask_message, question]
@@ -397,15 +405,18 @@ def _messages(turns: list[list[str]]) -> list[dict[str, str]]:
     return out
 
 
-def _preview(upload: str | None) -> tuple[Any, str]:
+def _preview(upload: str | None) -> tuple[Any, Any, Any]:
+    """(upload, preview, message): a file that is not a usable image is refused (the upload is
+    cleared, so another can be dropped) with the reason; clearing keeps the last message."""
     from pulse_models.ask import AskError
 
+    gr = _gradio()
     if not upload:
-        return None, ""
+        return gr.skip(), None, gr.skip()
     try:
-        return _check_upload(upload), ""
+        return gr.skip(), _check_upload(upload), ""
     except AskError as exc:
-        return None, f"**Cannot use this file**: {exc}"
+        return None, None, f"**Cannot use this file**: {exc}"
 
 
 def _new_conversation() -> tuple[list, list, None]:
@@ -441,10 +452,10 @@ def launch(studio: Studio, host: str = DEFAULT_HOST, port: int | None = DEFAULT_
         with socket.socket() as s:
             s.bind((host, 0))
             port = s.getsockname()[1]
-    examples_dir = str(example_images()[0].parent) if studio else None
+    examples = sorted({str(p.parent) for p in studio.examples})
     app.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, share=False,
                ssr_mode=False, theme=theme(), css=CSS, max_file_size=f"{2 * MAX_UPLOAD_MB}mb",
-               allowed_paths=[examples_dir] if examples_dir else None, footer_links=[], show_error=False)
+               allowed_paths=examples or None, footer_links=[], show_error=False)
     studio.asker.start()
     if block:
         print(f"ECGBench Studio on {app.local_url}  (Ctrl-C stops it)", flush=True)
@@ -471,6 +482,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST}: this machine only)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: a free one)")
     parser.add_argument("--resamples", type=int, default=STUDIO_RESAMPLES, help="bootstrap resamples of the corpus numbers")
+    parser.add_argument("--max-new-tokens", type=int, default=UI_DEFAULT_MAX_NEW_TOKENS,
+                        help=f"Ask's initial max new tokens (default {UI_DEFAULT_MAX_NEW_TOKENS}; the page has a slider)")
     model = parser.add_argument_group("model (as lmms-eval --model pulse)")
     model.add_argument("--dtype", choices=DTYPES, default=None)
     model.add_argument("--device-map", default=None, help="one device, e.g. cuda:0 or cpu (default: cuda if present)")
@@ -495,7 +508,8 @@ def run(args: argparse.Namespace) -> int:
     if args.resamples < 0:
         print("ecgbench studio: --resamples must be >= 0", file=sys.stderr)
         return 2
-    studio = Studio(list(args.results), args.data, Asker(args.model, model_options(args)), args.resamples)
+    studio = Studio(list(args.results), args.data, Asker(args.model, model_options(args)), args.resamples,
+                    args.max_new_tokens)
     for err in studio.loaded.errors:
         print(f"ecgbench studio: cannot read {err}", file=sys.stderr)
     launch(studio, args.host, args.port, block=True)
