@@ -174,3 +174,30 @@ def test_item_data_reads_questions_and_images_once(synth_data_dir):
     assert items.thumbnail("csn-test-no-cot", first).startswith("data:image/jpeg;base64,")
     assert items.image("csn-test-no-cot", "no-such-id") is None
     assert views.ItemData(None).image("csn-test-no-cot", first) is None
+
+
+def test_demo_prints_a_studio_command_that_parses(tmp_path):
+    """The command `make demo` ends with names the demo's results, data and model, and is valid."""
+    import argparse
+    import shlex
+
+    from pulse_app import demo, studio
+
+    out = tmp_path / "demo out"
+    command = demo.studio_command(out, str(out / "checkpoint"), out / "data" / "ecgbench", on_gpu=False)
+    argv = shlex.split(command)
+    assert argv[:2] == ["ecgbench", "studio"]
+    parser = argparse.ArgumentParser()
+    studio.add_arguments(parser)
+    args = parser.parse_args(argv[2:])
+    assert args.results == [str(out / "results")] and args.model == str(out / "checkpoint")
+    assert args.data == str(out / "data" / "ecgbench") and args.dtype == "float32" and args.host == "127.0.0.1"
+
+
+def test_demo_rhythm_accuracy_counts_strictly_correct_items(tmp_path, synth_data_dir):
+    from pulse_app import demo
+
+    path = runs.write_answered_run(tmp_path, "oracle", synth_data_dir, lambda spec, doc: doc["answers"][0],
+                                   ["csn-test-no-cot"], synthetic=True)
+    ok, n = demo.rhythm_accuracy(path)["csn-test-no-cot"]
+    assert ok == n > 0
