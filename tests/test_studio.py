@@ -284,3 +284,35 @@ def test_cli_serves_its_first_page_bound_to_localhost(results_dir, synth_data_di
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_oversized_upload_is_refused_with_the_limit(tmp_path):
+    from pulse_app import studio as st
+
+    big = tmp_path / "scan.png"
+    with big.open("wb") as fh:  # sparse: no 20 MB written
+        fh.truncate(st.MAX_UPLOAD_MB * 1024 * 1024 + 1)
+    upload, preview, message = st._preview(str(big))
+    assert upload is None and preview is None
+    assert f"up to {st.MAX_UPLOAD_MB} MB" in message and "scan.png" in message and str(tmp_path) not in message
+
+
+def test_ask_handler_streams_with_an_hf_model(tmp_path):
+    """The same turn through an HF image-text-to-text checkpoint (chat template), streamed."""
+    from pulse_app import studio as st
+    from pulse_models.testing import make_tiny_hf_checkpoint
+
+    path = make_tiny_hf_checkpoint(tmp_path / "hf")
+    asker = st.Asker(str(path), st.model_options(_parse_studio_args(["--dtype", "float32", "--device-map", "cpu"])))
+    asker.start()
+    assert asker.ready.wait(300) and asker.error is None, asker.error
+    app_state = st.Studio([], None, asker)
+    image = str(st.example_images()[0])
+    updates = list(app_state.ask(image, "What is the rhythm?", [], 16, 0.0))
+    chat, turns, facts, message, _ = updates[-1]
+    assert message == "" and facts["format"] != "llava_original" and facts["template"] == "chat_template"
+    assert turns == [["What is the rhythm?", facts["answer"]]]
+    streamed = {u[0][-1]["content"] for u in updates[:-1] if u[0]}
+    assert len(streamed) >= 2  # partial answers before the last one
+    *_, (chat2, turns2, facts2, _, _) = app_state.ask(image, "And the axis?", turns, 8, 0.0)
+    assert len(turns2) == 2 and facts2["turn"] == 2 and len(chat2) == 4
