@@ -185,11 +185,13 @@ def report(out: Path, runs: dict[str, Path]) -> None:
         (out / "rhythm_questions.json").write_text(json.dumps(rhythm, indent=2))
 
 
-def studio_command(out: Path, model: str, data: Path | None, on_gpu: bool) -> str:
-    """The one command that opens ECGBench Studio on this demo's output (offline: local data and model)."""
+def studio_command(runs: dict[str, Path], model: str, data: Path | None, on_gpu: bool) -> str:
+    """The one command that opens ECGBench Studio on this demo's runs (results files by name; the
+    baseline first, so it is run A) with its model and data: offline, local paths only."""
     import shlex
 
-    parts = ["ecgbench", "studio", "--results", str(out / "results"), "--model", model]
+    folders = [str(runs[name].parent) for name in ("random_guess", "pulse") if name in runs]
+    parts = ["ecgbench", "studio", "--results", *folders, "--model", model]
     if data is not None:
         parts += ["--data", str(data)]
     if not on_gpu:  # as the demo's evaluation: float32 on the CPU, short answers
@@ -250,6 +252,6 @@ def run(args: argparse.Namespace) -> int:
     (out / "demo.json").write_text(json.dumps({"model": model, "data": str(data or "hub"), "tasks": tasks,
                                                "synthetic": synthetic, "judged": judged,
                                                "results": {k: str(v) for k, v in runs.items()}}, indent=2))
-    print(f"\nOpen ECGBench Studio on these results (needs the [app] extra):\n    {studio_command(out, model, data, on_gpu)}",
+    print(f"\nOpen ECGBench Studio on these results (needs the [app] extra):\n    {studio_command(runs, model, data, on_gpu)}",
           flush=True)
     return 0

@@ -33,6 +33,8 @@ DEFAULT_HOST = "127.0.0.1"  # local only: the app shows clinical images and has 
 DEFAULT_PORT = 7860  # Gradio's usual port; --port 0 picks a free one
 MAX_UPLOAD_MB = 20  # a 300-dpi 12-lead scan as PNG is 2-8 MB; larger files are refused with a message
 STUDIO_RESAMPLES = 1000  # bootstrap resamples of the corpus numbers: the report's default
+STATUS_POLL_S = 1.0  # seconds between model-status refreshes while it loads
+MODEL_WAIT_S = 600  # a question asked while the model loads waits this long (7B weights from a slow disk)
 UI_MAX_NEW_TOKENS = 2048  # slider ceiling: twice the protocol's 1024
 UI_DEFAULT_MAX_NEW_TOKENS = 512  # chat answers rarely need the protocol's 1024; the slider goes higher
 EXAMPLE_RHYTHMS = ("NORM", "SB", "ST")  # one bundled example per synthetic rhythm class
@@ -257,7 +259,9 @@ class Studio:
         turns = [list(t) for t in (turns or [])]
         chat = _messages(turns)
         question = (question or "").strip()
-        if self.asker.name is None or not self.asker.ready.wait(timeout=600) or self.asker.error:
+        if self.asker.name is not None and not self.asker.ready.is_set():
+            yield chat, turns, None, self.asker.status(), question  # say so while the model loads
+        if self.asker.name is None or not self.asker.ready.wait(timeout=MODEL_WAIT_S) or self.asker.error:
             yield chat, turns, None, self.asker.status(), question
             return
         model = self.asker.model
@@ -306,6 +310,10 @@ class Studio:
         facts = ask.turn_record(model, opts, ask.describe_image(model, image, Path(upload).name), len(turns), turn,
                                 settings)
         yield _messages(turns), turns, facts, "", ""
+
+    def status_tick(self) -> tuple[str, Any]:
+        """The model status line, and the timer kept running only while the model loads."""
+        return self.asker.status(), _gradio().Timer(active=not self.asker.ready.is_set())
 
     # ------------------------------------------------------------------ the page
 
@@ -378,7 +386,10 @@ class Studio:
             send.click(self.ask, inputs=ask_inputs, outputs=ask_outputs)
             question.submit(self.ask, inputs=ask_inputs, outputs=ask_outputs)
             clear.click(_new_conversation, outputs=[chat, turns, facts])
-            app.load(self.asker.status, outputs=[model_status])
+            # While the model loads, the status line is refreshed until it is ready (or failed).
+            status_timer = gr.Timer(STATUS_POLL_S, active=not self.asker.ready.is_set())
+            status_timer.tick(self.status_tick, outputs=[model_status, status_timer])
+            app.load(self.status_tick, outputs=[model_status, status_timer])
 
             # Explore events
             table_inputs = [subset, run_a, run_b, mode, flags, search, page]

@@ -184,13 +184,17 @@ def test_demo_prints_a_studio_command_that_parses(tmp_path):
     from pulse_app import demo, studio
 
     out = tmp_path / "demo out"
-    command = demo.studio_command(out, str(out / "checkpoint"), out / "data" / "ecgbench", on_gpu=False)
+    # As lmms-eval lays them out under the demo's --output_path folders (pulse one level deeper).
+    runs = {"pulse": out / "results" / "pulse" / "ckpt" / "x_results.json",
+            "random_guess": out / "results" / "random_guess" / "y_results.json"}
+    command = demo.studio_command(runs, str(out / "checkpoint"), out / "data" / "ecgbench", on_gpu=False)
     argv = shlex.split(command)
     assert argv[:2] == ["ecgbench", "studio"]
     parser = argparse.ArgumentParser()
     studio.add_arguments(parser)
     args = parser.parse_args(argv[2:])
-    assert args.results == [str(out / "results")] and args.model == str(out / "checkpoint")
+    assert args.results == [str(runs["random_guess"].parent), str(runs["pulse"].parent)]
+    assert args.model == str(out / "checkpoint")
     assert args.data == str(out / "data" / "ecgbench") and args.dtype == "float32" and args.host == "127.0.0.1"
 
 
