@@ -223,6 +223,9 @@ class Studio:
         pg = views.paginate(shown, int(page or 1))
         thumbs = {row.id: t for row in pg.rows if (t := self.items.thumbnail(subset, row.id))}
         note = f"page {pg.number} of {pg.count}, {pg.total} of {len(self.rows(subset))} items"
+        no_samples = [r.name for r in self.loaded.runs if subset in r.subsets and r.subsets[subset].records is None]
+        if no_samples:  # aggregated numbers only: lmms-eval ran without --log_samples
+            note += f"; no per-item samples in {', '.join(no_samples)} (run lmms-eval with --log_samples)"
         ids = [row.id for row in pg.rows]
         return (self.corpus(subset), views.table_html(pg, self.run_names, thumbs, mode or "strict"), note, pg.number,
                 gr.update(choices=ids, value=None), self.message())
