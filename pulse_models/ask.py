@@ -182,13 +182,19 @@ class Turn:
     answer_tokens: int
 
 
-def answer(model: Any, turns: list[tuple[str, str | None]], processed: Any, stream: bool) -> Turn:
+def answer(model: Any, turns: list[tuple[str, str | None]], processed: Any, stream: bool,
+           settings: Any = None, streamer: Any = None) -> Turn:
     """Answer the last turn of ``turns`` about the image (``engine.process_image`` output, reused
-    across turns as the adapter's multi-round loop does) with the adapter's engine."""
+    across turns as the adapter's multi-round loop does) with the adapter's engine.
+
+    ``settings``: a ``GenSettings`` (default: the model's, i.e. the command line's); ``streamer``:
+    a transformers streamer to feed instead of printing (ECGBench Studio streams into the page)."""
     engine = model.engine
     item = engine.prepare(turns, processed)  # the adapter's prompt building (arena multi-turn included)
-    settings = model.defaults
-    if stream and settings.num_beams == 1:
+    settings = settings or model.defaults
+    if streamer is not None and settings.num_beams == 1:
+        out = engine.generate([item], settings, streamer=streamer)[0]
+    elif stream and settings.num_beams == 1:
         from transformers import TextStreamer
 
         streamer = TextStreamer(model.tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -246,11 +252,12 @@ def describe_image(model: Any, image: Any, path: str) -> dict[str, Any]:
     return info
 
 
-def turn_record(model: Any, args: argparse.Namespace, image_info: dict, index: int, turn: Turn) -> dict[str, Any]:
-    """The --json object of one turn."""
+def turn_record(model: Any, args: argparse.Namespace, image_info: dict, index: int, turn: Turn,
+                settings: Any = None) -> dict[str, Any]:
+    """The --json object of one turn (``settings``: the GenSettings used, default the model's)."""
     template = "llava_v1" if model.format == "llava_original" else (
         "chat_template" if getattr(model.engine.processor, "chat_template", None) else "llava_v1")
-    s = model.defaults
+    s = settings or model.defaults
     return {
         "model": args.model,
         "format": model.format,

@@ -10,24 +10,25 @@ resampled, corpus metrics recomputed on each resample, seeded), the counts that 
 
 A subset a run lacks shows as "missing", a metric that is undefined on the data as "undefined":
 neither is ever a 0. Runs on synthetic data are labelled SYNTHETIC DATA in every format.
+
+This module builds the report as plain data and renders markdown, CSV and JSON; the HTML page is
+``pulse_tasks.html_report`` (which imports this module) and the command line with its format
+dispatch is ``pulse_tasks.report_cli`` (which imports both).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import math
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
 from typing import Any, Sequence
 
 from pulse_tasks import bootstrap
-from pulse_tasks.runs import Run, RunError, SubsetRun, load_runs
+from pulse_tasks.runs import Run, SubsetRun
 from pulse_tasks.subsets import BY_CONFIG
 
 REPORT_SCHEMA = "ecgbench-report-v1"  # bumped whenever the JSON layout below changes
@@ -396,59 +397,3 @@ def render_csv(report: dict[str, Any]) -> str:
 
 def render_json(report: dict[str, Any]) -> str:
     return json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n"
-
-
-def render(report: dict[str, Any], fmt: str) -> str:
-    """The report in one of FORMATS."""
-    if fmt == "md":
-        return render_markdown(report)
-    if fmt == "csv":
-        return render_csv(report)
-    if fmt == "json":
-        return render_json(report)
-    if fmt == "html":
-        from pulse_tasks.html_report import render_html
-
-        return render_html(report)
-    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-
-
-# ----------------------------------------------------------------------------------------------
-# Command line
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", metavar="RUN",
-                        help="lmms-eval output: a *_results.json, a model folder (newest results) or an output folder")
-    parser.add_argument("--format", choices=FORMATS, default="md", help="output format (default: md)")
-    parser.add_argument("--out", metavar="DIR", help=f"write {OUT_NAME}.<format> into DIR instead of printing it")
-    parser.add_argument("--resamples", type=int, default=bootstrap.DEFAULT_RESAMPLES,
-                        help=f"bootstrap resamples for the intervals (default {bootstrap.DEFAULT_RESAMPLES}; 0: none)")
-    parser.add_argument("--seed", type=int, default=bootstrap.DEFAULT_SEED, help="bootstrap seed")
-    parser.add_argument("--no-published", action="store_true", help="leave out the paper's published rows")
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.resamples < 0:
-        print("ecgbench report: --resamples must be >= 0", file=sys.stderr)
-        return EXIT_INPUT_ERROR
-    try:
-        runs = load_runs(args.runs)
-    except RunError as exc:
-        print(f"ecgbench report: {exc}", file=sys.stderr)
-        return EXIT_INPUT_ERROR
-    report = build_report(runs, args.resamples, args.seed, include_published=not args.no_published)
-    try:
-        text = render(report, args.format)
-    except ImportError as exc:
-        print(f"ecgbench report: {exc}", file=sys.stderr)
-        return EXIT_INPUT_ERROR
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / f"{OUT_NAME}.{args.format}"
-        path.write_text(text, encoding="utf-8")
-        print(f"wrote {path}" + (f" ({SYNTHETIC_LABEL})" if report["synthetic"] else ""))
-    else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    return 0

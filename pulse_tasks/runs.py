@@ -372,6 +372,28 @@ def write_run(out_dir: str | Path, model: str, records: Mapping[str, list[dict[s
     return path
 
 
+def write_answered_run(out_dir: str | Path, model: str, data: str | Path, answer: Any,
+                       subsets: Iterable[str] | None = None, **write_kwargs: Any) -> Path:
+    """An lmms-eval-shaped run of ``answer(spec, doc) -> response`` over the auto-scored subsets of
+    a local ECGBench copy, every item scored by the task hook lmms-eval calls
+    (``hooks.process_results``); ``write_kwargs`` go to write_run. Returns the results file."""
+    from pulse_tasks import data as ecg_data
+    from pulse_tasks.hooks import process_results
+    from pulse_tasks.subsets import get_subset
+
+    names = list(subsets) if subsets is not None else [s.config for s in SUBSETS if s.kind not in ("report", "arena")]
+    records: dict[str, list[dict[str, Any]]] = {}
+    responses: dict[str, list[Any]] = {}
+    for name in names:
+        spec = get_subset(name)
+        docs = ecg_data.load_records(name, data)
+        resps = [answer(spec, doc) for doc in docs]
+        records[name] = [next(iter(process_results(doc, [r]).values())) for doc, r in zip(docs, resps)]
+        responses[name] = resps
+    write_kwargs.setdefault("data_source", f"local:{Path(data).name}")
+    return write_run(out_dir, model, records, responses, **write_kwargs)
+
+
 # Synthetic items ------------------------------------------------------------------------------
 
 ECGQA_OPTIONS = ("yes", "no", "sinus rhythm", "atrial fibrillation", "left bundle branch block", "t wave inversion")

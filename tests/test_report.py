@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pulse_tasks import cli, metrics, report, runs
+from pulse_tasks import cli, metrics, report, report_cli, runs
 from pulse_tasks.subsets import SUBSETS
 
 # strict CODE-15% columns: strict v2 reads a named finding as ABNORMAL too ("AF" -> ABNORMAL, AF)
@@ -86,7 +86,7 @@ def test_counts_and_partial_sizes_are_reported(tiny_report: dict) -> None:
 
 def test_synthetic_label_in_every_format(tiny_report: dict) -> None:
     for fmt in ("md", "csv", "json"):  # html: tests/test_report_html.py
-        text = report.render(tiny_report, fmt)
+        text = report_cli.render(tiny_report, fmt)
         assert report.SYNTHETIC_LABEL in text, fmt
     assert json.loads(report.render_json(tiny_report))["runs"][0]["synthetic"] is True
 

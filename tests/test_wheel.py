@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPECTED_TOP_LEVEL = {"pulse_tasks", "pulse_models", "pulse_training", "pulse_yaml_tasks"}
+EXPECTED_TOP_LEVEL = {"pulse_app", "pulse_tasks", "pulse_models", "pulse_training", "pulse_yaml_tasks"}
 
 
 @pytest.fixture(scope="module")

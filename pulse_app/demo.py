@@ -6,6 +6,7 @@ Steps, each a real command of this project:
      ZeRO-2 on the CPU) from a tiny random LLaVA-1.6 checkpoint;
   3. evaluate it with the real `lmms-eval` CLI (`--model pulse`), and the `random_guess` floor;
   4. `ecgbench report` and `ecgbench compare` over the two runs (markdown printed, HTML written).
+It ends by printing the one `ecgbench studio` command that opens ECGBench Studio on its output.
 
 With `--model` (a checkpoint or hub id) steps 1-2 are skipped; with `--data` the synthetic
 ECGBench is replaced by that copy. The judged subsets run when a judge is configured and are
@@ -141,21 +142,16 @@ def evaluate(out: Path, model: str, data: Path | None, tasks: str, on_gpu: bool)
     return runs
 
 
-def _strictly_correct(record: dict) -> bool:
-    if record.get("kind") == "multilabel":
-        return sorted(record.get("strict") or []) == sorted(record.get("gold_strict") or [])
-    return bool(record.get("strict_correct"))
-
-
 def rhythm_accuracy(results_file: Path) -> dict[str, tuple[int, int]]:
     """(strictly correct, n) per subset over the synthetic rhythm questions of one run."""
+    from pulse_app.views import is_correct
     from pulse_tasks.runs import load_run
 
     out = {}
     for config, sub in load_run(results_file).subsets.items():
         rhythm = [r for r in (sub.records or []) if str(r.get("id", "")).startswith(RHYTHM_ID_PREFIX)]
         if rhythm:
-            out[config] = (sum(_strictly_correct(r) for r in rhythm), len(rhythm))
+            out[config] = (sum(bool(is_correct(r, "strict")) for r in rhythm), len(rhythm))
     return out
 
 
@@ -187,6 +183,20 @@ def report(out: Path, runs: dict[str, Path]) -> None:
     if all(rhythm_accuracy(path) for path in runs.values()):
         rhythm = print_rhythm_table(runs)
         (out / "rhythm_questions.json").write_text(json.dumps(rhythm, indent=2))
+
+
+def studio_command(runs: dict[str, Path], model: str, data: Path | None, on_gpu: bool) -> str:
+    """The one command that opens ECGBench Studio on this demo's runs (results files by name; the
+    baseline first, so it is run A) with its model and data: offline, local paths only."""
+    import shlex
+
+    folders = [str(runs[name].parent) for name in ("random_guess", "pulse") if name in runs]
+    parts = ["ecgbench", "studio", "--results", *folders, "--model", model]
+    if data is not None:
+        parts += ["--data", str(data)]
+    if not on_gpu:  # as the demo's evaluation: float32 on the CPU, short answers
+        parts += ["--dtype", "float32", "--device-map", "cpu", "--max-new-tokens", str(CPU_MAX_NEW_TOKENS)]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -242,4 +252,6 @@ def run(args: argparse.Namespace) -> int:
     (out / "demo.json").write_text(json.dumps({"model": model, "data": str(data or "hub"), "tasks": tasks,
                                                "synthetic": synthetic, "judged": judged,
                                                "results": {k: str(v) for k, v in runs.items()}}, indent=2))
+    print(f"\nOpen ECGBench Studio on these results (needs the [app] extra):\n    {studio_command(runs, model, data, on_gpu)}",
+          flush=True)
     return 0
