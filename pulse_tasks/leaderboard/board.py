@@ -288,7 +288,8 @@ class Candidate:
 
 
 def rank_with_ties(cands: Sequence[Candidate], alpha: float = ALPHA) -> dict[str, dict[str, Any]]:
-    """slug -> {rank, position, leader, tied_with, vs_leader, vs_top} (see RULES for the tie rule)."""
+    """slug -> {rank, position, leader (of its tie group), tested_against (the leader it was compared
+    with; None for the top entry), vs_leader (that test), vs_top, tied_with} (RULES: the tie rule)."""
     order = sorted(cands, key=lambda c: (-c.score, c.created, c.name, c.slug))
     out: dict[str, dict[str, Any]] = {}
     if not order:
@@ -297,8 +298,9 @@ def rank_with_ties(cands: Sequence[Candidate], alpha: float = ALPHA) -> dict[str
     leader, rank = top, 1
     groups: dict[str, list[str]] = {top.slug: []}
     for position, c in enumerate(order, start=1):
-        vs_top = vs_leader = None
+        vs_top = vs_leader = tested_against = None
         if c is not top:
+            tested_against = leader.slug
             vs_leader = bootstrap.paired_difference(leader.score, c.score, leader.draws, c.draws, _pair(leader, c))
             vs_top = vs_leader if leader is top else bootstrap.paired_difference(
                 top.score, c.score, top.draws, c.draws, _pair(top, c))
@@ -306,7 +308,7 @@ def rank_with_ties(cands: Sequence[Candidate], alpha: float = ALPHA) -> dict[str
                 leader, rank = c, position
                 groups[c.slug] = []
         groups[leader.slug].append(c.slug)
-        out[c.slug] = {"rank": rank, "position": position, "leader": leader.slug,
+        out[c.slug] = {"rank": rank, "position": position, "leader": leader.slug, "tested_against": tested_against,
                        "vs_leader": _diff_dict(vs_leader) if vs_leader else None,
                        "vs_top": _diff_dict(vs_top) if vs_top else None}
     for members in groups.values():
@@ -354,7 +356,7 @@ def _versions_text(doc: Mapping[str, Any]) -> str:
     return "; ".join([f"{sc.get('package')} {sc.get('package_version') or '?'}", tasks, *extra])
 
 
-def _entry(loaded: Loaded, slug: str) -> dict[str, Any]:
+def _entry(loaded: Loaded, slug: str, root: str | Path | None) -> dict[str, Any]:
     doc = loaded.doc or {}
     model = doc["model"]
     values = {mode: {c.key: (_estimate(doc["subsets"][c.subset], mode, c.metric) if c.subset in doc["subsets"] else None)
@@ -371,7 +373,7 @@ def _entry(loaded: Loaded, slug: str) -> dict[str, Any]:
                          "identity": subset_identity(doc, name), "comparable": True, "problems": [],
                          "rank": None, "rank_label": "", "ranking": None, "vs_top": {}, "intervals": "submission"}
     return {
-        "slug": slug, "file": loaded.file, "model": model["name"], "lmms_eval_model": model["lmms_eval_model"],
+        "slug": slug, "file": loaded.file, "source": shown_path(loaded.file, root), "model": model["name"], "lmms_eval_model": model["lmms_eval_model"],
         "model_args": redact_model_args(model["model_args"]), "settings": redact_model_args(model.get("settings") or {}),
         "created": doc["created"], "date": doc["created"][:10], "lmms_eval_version": doc["lmms_eval_version"],
         "scoring": doc["scoring"], "versions": _versions_text(doc),
@@ -436,10 +438,23 @@ def _build_time() -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _exclude(loaded: Loaded, reasons: list[str]) -> dict[str, Any]:
+def shown_path(file: str, root: str | Path | None) -> str:
+    """The file as the site names it: relative to the submissions folder (a maintainer's own
+    paths are not published), else its name."""
+    path = Path(file)
+    if root is not None:
+        try:
+            return path.resolve().relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            pass
+    return path.name
+
+
+def _exclude(loaded: Loaded, reasons: list[str], root: str | Path | None) -> dict[str, Any]:
     model = (loaded.doc or {}).get("model") if isinstance(loaded.doc, dict) else None
     name = model.get("name") if isinstance(model, dict) else None
-    return {"file": loaded.file, "model": name if isinstance(name, str) else None, "reasons": reasons}
+    return {"file": loaded.file, "source": shown_path(loaded.file, root),
+            "model": name if isinstance(name, str) else None, "reasons": reasons}
 
 
 def _references(entries: Sequence[dict[str, Any]], samples: Mapping[str, Mapping[str, SubsetDraws]]
@@ -556,13 +571,15 @@ def _order(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def build_board(files: Iterable[str | Path], *, include_published: bool = False,
                 resamples: int = bootstrap.DEFAULT_RESAMPLES, seed: int = bootstrap.DEFAULT_SEED,
-                alpha: float = ALPHA, jobs: int = 1, candidate: str | Path | None = None) -> dict[str, Any]:
-    """The whole board from submission files. ``candidate`` (`check`) wins over its duplicates."""
+                alpha: float = ALPHA, jobs: int = 1, candidate: str | Path | None = None,
+                root: str | Path | None = None) -> dict[str, Any]:
+    """The whole board from submission files (``root``: their folder, for the names shown).
+    ``candidate`` (`check`) wins over its duplicates."""
     paths = [str(p) for p in dict.fromkeys(str(Path(f)) for f in files)]
     if candidate is not None and str(Path(candidate)) not in paths:
         paths.append(str(Path(candidate)))
     loaded = load_all(paths, resamples, seed, jobs)
-    excluded = [_exclude(x, x.errors) for x in loaded if x.errors]
+    excluded = [_exclude(x, x.errors, root) for x in loaded if x.errors]
     valid = [x for x in loaded if not x.errors]
     # Duplicates: the same predictions twice; the candidate wins, else the earliest submission.
     def precedence(x: Loaded) -> tuple[bool, str, str]:
@@ -572,13 +589,13 @@ def build_board(files: Iterable[str | Path], *, include_published: bool = False,
     for x in sorted(valid, key=precedence):
         sha = x.doc["predictions_sha256"]
         if sha in kept:
-            excluded.append(_exclude(x, [f"duplicate of {kept[sha].file} (the same predictions_sha256)"]))
+            excluded.append(_exclude(x, [f"duplicate of {shown_path(kept[sha].file, root)} (the same predictions_sha256)"], root))
         else:
             kept[sha] = x
     entries, samples = [], {}
     for x in sorted(kept.values(), key=lambda x: x.file):
         slug = slugify(x.doc["model"]["name"], x.doc["predictions_sha256"])
-        entries.append(_entry(x, slug))
+        entries.append(_entry(x, slug, root))
         _board_intervals(entries[-1], x.samples)
         samples[slug] = x.samples
     refs = _references(entries, samples)

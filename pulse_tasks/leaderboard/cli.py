@@ -78,14 +78,14 @@ def run_build(args: argparse.Namespace) -> int:
     if problem:
         print(f"ecgbench leaderboard build: {problem}", file=sys.stderr)
         return EXIT_INPUT_ERROR
-    result = _board(files, args, include_published=args.include_published)
+    result = _board(files, args, include_published=args.include_published, root=args.submissions)
     site.write_site(result, args.out)
     c = result["counts"]
     print(f"wrote {Path(args.out) / site.INDEX}: {c['entries']} entries ({c.get('ranked', 0)} ranked, "
           f"{c.get('unverified', 0)} unverified, {c.get('partial', 0)} partial, {c.get('not comparable', 0)} not comparable); "
           f"{c['excluded']} of {c['files']} file(s) excluded")
     for x in result["excluded"]:
-        print(f"  excluded {x['file']}: {x['reasons'][0]}" + (f" (+{len(x['reasons']) - 1} more)" if len(x["reasons"]) > 1 else ""))
+        print(f"  excluded {x['source']}: {x['reasons'][0]}" + (f" (+{len(x['reasons']) - 1} more)" if len(x["reasons"]) > 1 else ""))
     return 0
 
 
@@ -97,14 +97,15 @@ def _standing(entry: Mapping[str, Any], result: Mapping[str, Any]) -> list[str]:
     names = {e["slug"]: e["model"] for e in result["entries"]}
     n_ranked = result["counts"].get("ranked", 0)
     state = [entry["status"], "complete" if entry["complete"] else "partial"]
-    lines = [f"{entry['model']} ({entry['file']}): {', '.join(state)}"]
+    lines = [f"{entry['model']} ({entry['source']}): {', '.join(state)}"]
     overall = format_estimate(entry["overall"][RANK_MODE]) if entry["overall"][RANK_MODE]["value"] is not None else "undefined"
     if entry["ranked"]:
         r = entry["ranking"]
         lines.append(f"would rank {entry['rank_label']} of {n_ranked} ranked entries ({RANK_MODE} overall score {overall})")
         lines.append("ties with: " + (", ".join(names[s] for s in r["tied_with"]) or "none"))
-        if r["vs_leader"] and r["leader"] != entry["slug"]:
-            lines.append(f"against its group's leader {names[r['leader']]}: {diff_text(r['vs_leader'])}")
+        if r["tested_against"]:
+            verdict = "a tie" if r["leader"] != entry["slug"] else "significant: it leads its own group"
+            lines.append(f"against the leader above it, {names[r['tested_against']]}: {diff_text(r['vs_leader'])} ({verdict})")
         if r["vs_top"]:
             top = next(e["model"] for e in result["entries"] if e["ranked"] and e["ranking"]["position"] == 1)
             lines.append(f"against the top entry {top}: {diff_text(r['vs_top'])}")
@@ -134,7 +135,7 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"ecgbench leaderboard check: {problem}", file=sys.stderr)
         return EXIT_INPUT_ERROR
     files = board.find_submissions(args.against)
-    result = _board(files, args, candidate=args.submission)
+    result = _board(files, args, candidate=args.submission, root=args.against)
     entry = board.find_entry(result, args.submission)
     if entry is None:
         reasons = next(x["reasons"] for x in result["excluded"] if x["file"] == str(Path(args.submission)))

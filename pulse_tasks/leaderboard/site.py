@@ -133,6 +133,14 @@ def _previous_files(out: Path) -> list[str]:
         return []
 
 
+def public_board(board: Mapping[str, Any]) -> dict[str, Any]:
+    """The board without the maintainer's local paths ("file"; "source" names the file instead)."""
+    def strip(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r.items() if k != "file"} for r in rows]
+
+    return {**board, "entries": strip(board["entries"]), "excluded": strip(board["excluded"])}
+
+
 def write_site(board: dict[str, Any], out_dir: str | Path) -> list[Path]:
     """Write every page and leaderboard.json into ``out_dir``; files of an earlier build that are
     not rewritten (entries gone since) are removed. Returns the written paths."""
@@ -154,7 +162,8 @@ def write_site(board: dict[str, Any], out_dir: str | Path) -> list[Path]:
         written.append(out / name)
     written += [out / e["report"] for e in board["entries"] if e["report"]]
     board["files"] = sorted({p.name for p in written} | {BOARD_FILE})
-    (out / BOARD_FILE).write_text(json.dumps(board, indent=1, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+    (out / BOARD_FILE).write_text(json.dumps(public_board(board), indent=1, ensure_ascii=False, allow_nan=False) + "\n",
+                                  encoding="utf-8")
     written.append(out / BOARD_FILE)
     for name in stale - set(board["files"]):
         (out / name).unlink(missing_ok=True)
