@@ -386,8 +386,9 @@ def _entry(loaded: Loaded, slug: str, root: str | Path | None) -> dict[str, Any]
         "complete": doc["complete"], "partial_reasons": doc["partial_reasons"],
         "missing_subsets": [n for n in SUBSET_ORDER if n not in doc["subsets"]],
         "notes": loaded.notes, "values": values, "subsets": subsets,
-        "overall": {mode: {"value": mean_score({k: (e or {}).get("value") for k, e in values[mode].items()}, COLUMNS),
-                           "lo": None, "hi": None} for mode in bootstrap.MODES},
+        # a partial entry has no overall score: a missing subset is never a 0, a short one not the benchmark
+        "overall": {mode: {"value": mean_score({k: (e or {}).get("value") for k, e in values[mode].items()}, COLUMNS)
+                           if doc["complete"] else None, "lo": None, "hi": None} for mode in bootstrap.MODES},
         "comparable": True, "problems": [], "ranked": False, "unranked_reason": None,
         "rank": None, "rank_label": "", "ranking": None, "report": None,
     }
@@ -486,13 +487,23 @@ def _mark_comparability(entry: dict[str, Any], refs: Mapping[str, dict[str, Any]
     entry["comparable"] = not entry["problems"]
 
 
+def grouped_problems(entry: Mapping[str, Any]) -> str:
+    """The entry's comparability problems, each once, with the subsets it concerns."""
+    by_text: dict[str, list[str]] = {}
+    for name, sub in entry["subsets"].items():
+        for problem in sub["problems"]:
+            by_text.setdefault(problem, []).append(name)
+    return "; ".join(f"{text} on {'every subset' if len(names) == len(SUBSET_ORDER) else ', '.join(names)}"
+                     for text, names in by_text.items())
+
+
 def _unranked_reason(entry: dict[str, Any]) -> str | None:
     if not entry["verified"]:
         return "unverified: no predictions attached, so the numbers were not recomputed and cannot be paired"
     if not entry["complete"]:
         return "partial: " + "; ".join(entry["partial_reasons"])
     if not entry["comparable"]:
-        return "not comparable: " + "; ".join(entry["problems"])
+        return "not comparable: " + grouped_problems(entry)
     if entry["overall"][RANK_MODE]["value"] is None:
         return "overall score undefined (a metric is undefined on the entry's items)"
     return None
