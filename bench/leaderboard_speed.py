@@ -10,7 +10,9 @@ validation with every metric recomputed, the board's 1000-resample paired tests,
     .venv/bin/python bench/leaderboard_speed.py --dir /tmp/lb    # keep (and reuse) the submissions
     .venv/bin/python bench/leaderboard_speed.py --jobs 1         # one process
 
-Writing the submissions (~2-3 s each) is not timed. Exits non-zero above the budget.
+Writing the submissions (~2-3 s each) is not timed. Prints wall and CPU seconds (the CPU time
+says what the wall time would be on an idle machine when other users share the cores) and the
+1-minute load average. Exits non-zero above the budget.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -54,17 +57,21 @@ def write_submissions(folder: Path, n: int) -> list[Path]:
     return out
 
 
-def time_build(folder: Path, out: Path, jobs: int | None, resamples: int | None) -> tuple[float, str]:
-    """Wall seconds of `ecgbench leaderboard build` in a fresh process, and its last output line."""
+def time_build(folder: Path, out: Path, jobs: int | None, resamples: int | None) -> tuple[float, float, str]:
+    """Wall and CPU seconds (user + system, worker processes included) of `ecgbench leaderboard
+    build` in a fresh process, and its first output line."""
     cmd = [sys.executable, "-m", "pulse_tasks.cli", "leaderboard", "build", str(folder), "--out", str(out)]
     cmd += ["--jobs", str(jobs)] if jobs is not None else []
     cmd += ["--resamples", str(resamples)] if resamples is not None else []
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"build failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return seconds, proc.stdout.strip().splitlines()[0]
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu, proc.stdout.strip().splitlines()[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,12 +90,14 @@ def main(argv: list[str] | None = None) -> int:
         setup = time.perf_counter() - setup
         size_mb = sum(p.stat().st_size for p in files) / 1e6
         timings = [time_build(folder, Path(tmp) / "site", args.jobs, args.resamples) for _ in range(max(1, args.repeat))]
-    best, summary = min(timings)
+    best, cpu, summary = min(timings)
+    load = os.getloadavg()[0]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     verdict = "ok" if best <= args.budget else "OVER BUDGET"
     print(f"submissions {len(files)}  items each {FULL_SIZE}  json {size_mb:.0f} MB  cores {cores}  "
-          f"jobs {args.jobs or 'default'}  seconds {best:.1f} (all: {', '.join(f'{t:.1f}' for t, _ in timings)})  "
-          f"budget {args.budget:.0f}  {verdict}  (setup {setup:.0f} s)\n  {summary}")
+          f"jobs {args.jobs or 'default'}  seconds {best:.1f} (all: {', '.join(f'{t[0]:.1f}' for t in timings)})  "
+          f"cpu {cpu:.1f} s  load average {load:.1f}  budget {args.budget:.0f}  {verdict}  (setup {setup:.0f} s)\n"
+          f"  {summary}")
     return 0 if best <= args.budget else 1
 
 

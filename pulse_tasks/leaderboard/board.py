@@ -5,7 +5,7 @@ hash, metrics and counts recomputed from attached predictions). Invalid files, s
 runs and duplicates are excluded with their reasons; the rest are entries. An entry is *ranked*
 when it is verified (predictions attached), complete (nine subsets at full size) and comparable
 (task and scoring versions, data revision, judge and item ids those of the board's reference:
-per subset the most common among the entries). Ranking uses strict mode (``RANK_MODE``) and
+per subset the most common among the verified entries). Ranking uses strict mode (``RANK_MODE``) and
 the overall score, the mean of the paper's 15 columns (Hamming loss as 100 - HL). Entries are
 tested in score order against the leader of the tie group above them (the top entry first)
 with a paired bootstrap on the shared items (McNemar's exact test for 0/1 accuracies on the
@@ -59,7 +59,7 @@ RULES: tuple[str, ...] = (
     "Every submission is validated as `ecgbench validate` does: schema, completeness flags, the "
     "predictions hash, and every metric and count recomputed from the attached predictions. Invalid "
     "files are listed under Excluded with the reasons; runs on synthetic data and duplicates (the same "
-    "predictions_sha256 as an earlier entry) are refused.",
+    "predictions_sha256 as another entry: the verified, then the earliest, one is kept) are refused.",
     f"Ranking mode is {RANK_MODE}: unparsed, empty or failed answers are wrong and the full label "
     "vocabularies count. The paper-mode view shows the paper's scoring for comparison with the paper.",
     "Overall score: the mean of the paper's 15 columns in the ranking mode, Hamming loss counted as "
@@ -68,8 +68,8 @@ RULES: tuple[str, ...] = (
     "Ranked entries are verified (predictions attached and recomputed), complete (all nine subsets at "
     "their full size) and comparable: on every subset the same task version, scoring version, data "
     "revision, judge (model, rubric version, rubric hash) and item ids as the board's reference (per "
-    "subset, the most common among the entries). Every other entry is shown unranked with the reason: "
-    "unverified, partial (missing subsets are listed and never counted as 0) or not comparable.",
+    "subset, the most common among the verified full-size entries). Every other entry is shown unranked "
+    "with the reason: unverified, partial (missing subsets are listed and never counted as 0) or not comparable.",
     "Ties: ranked entries are sorted by overall score; the top entry leads the first group. Each next "
     "entry is compared with the leader of the current group by a paired bootstrap of the overall-score "
     "difference on the same resampled items; p >= alpha means a tie (the same rank), otherwise the entry "
@@ -157,6 +157,15 @@ def _synthetic_reasons(doc: Mapping[str, Any], items: Sequence[Mapping[str, Any]
 def load_submission(path: str, resamples: int = bootstrap.DEFAULT_RESAMPLES,
                     seed: int = bootstrap.DEFAULT_SEED) -> Loaded:
     """Read, validate and (when predictions are attached) bootstrap one submission file."""
+    from threadpoolctl import threadpool_limits
+
+    # One BLAS thread: the products are thin (resamples x items @ items x labels) and the files are
+    # already spread over one process per core; threaded BLAS only spins (measured: ~2.7x the CPU).
+    with threadpool_limits(limits=1):
+        return _load_submission(path, resamples, seed)
+
+
+def _load_submission(path: str, resamples: int, seed: int) -> Loaded:
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -460,11 +469,13 @@ def _exclude(loaded: Loaded, reasons: list[str], root: str | Path | None) -> dic
 
 def _references(entries: Sequence[dict[str, Any]], samples: Mapping[str, Mapping[str, SubsetDraws]]
                 ) -> dict[str, dict[str, Any]]:
-    """Per subset: the board's reference identity and item-id hash (most common among the entries)."""
+    """Per subset: the board's reference identity and item-id hash, the most common among the
+    verified full-size entries (else among all full-size ones, else among all)."""
     refs: dict[str, dict[str, Any]] = {}
     for name in SUBSET_ORDER:
         holders = [e for e in entries if name in e["subsets"]]
-        full = [e for e in holders if e["subsets"][name]["complete"]] or holders
+        full = [e for e in holders if e["subsets"][name]["complete"]]
+        full = [e for e in full if e["verified"]] or full or holders  # verified entries vote first
         key = _most_common([(_key(e["subsets"][name]["identity"]), e["created"]) for e in full])
         if key is None:
             continue
@@ -592,9 +603,9 @@ def build_board(files: Iterable[str | Path], *, include_published: bool = False,
     loaded = load_all(paths, resamples, seed, jobs)
     excluded = [_exclude(x, x.errors, root) for x in loaded if x.errors]
     valid = [x for x in loaded if not x.errors]
-    # Duplicates: the same predictions twice; the candidate wins, else the earliest submission.
-    def precedence(x: Loaded) -> tuple[bool, str, str]:
-        return (candidate is None or str(Path(x.file)) != str(Path(candidate)), x.doc["created"], x.file)
+    # Duplicates: the same predictions twice (say once without, once with them attached).
+    def precedence(x: Loaded) -> tuple[bool, bool, str, str]:  # the candidate, then verified, then earliest
+        return (candidate is None or str(Path(x.file)) != str(Path(candidate)), not x.verified, x.doc["created"], x.file)
 
     kept: dict[str, Loaded] = {}
     for x in sorted(valid, key=precedence):
