@@ -261,23 +261,26 @@ def test_credentials_and_hostile_names_do_not_reach_the_pages(site: dict) -> Non
     assert all(str(site["out"].parent) not in text for text in texts.values())  # no local paths published
 
 
-def test_check_says_where_an_entry_lands(site: dict, folder: dict, capsys: pytest.CaptureFixture) -> None:
+def test_check_says_where_an_entry_lands(site: dict, folder: dict, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture) -> None:
     capsys.readouterr()
-    # the multi-process path (--jobs 2) must give the numbers of the in-process build
-    argv = ["leaderboard", "check", str(folder["files"]["Gamma-7B"]), "--against", str(folder["subs"]),
-            "--resamples", str(BOARD_RESAMPLES), "--jobs", "2"]
-    assert cli.main(argv) == 0
-    out = capsys.readouterr().out
-    assert "would rank =3 of 4 ranked entries" in out
-    assert f"ties with: {HOSTILE_NAME}" in out
-    assert cli.main(argv + ["--json"]) == 0
+    # the multi-process path (--jobs 2) gives the numbers of the in-process build
+    assert cli.main(["leaderboard", "check", str(folder["files"]["Gamma-7B"]), "--against", str(folder["subs"]),
+                     "--resamples", str(BOARD_RESAMPLES), "--jobs", "2", "--json"]) == 0
     entry = json.loads(capsys.readouterr().out)
-    assert entry["ranking"] == site["by_model"]["Gamma-7B"]["ranking"]
-    assert cli.main(["leaderboard", "check", str(folder["files"]["tampered"]), "--against", str(folder["subs"]),
-                     "--resamples", "50", "--jobs", "1"]) == 1
+    assert entry["ranking"] == site["by_model"]["Gamma-7B"]["ranking"] and entry["rank_label"] == "=3"
+    # a small board: Delta's folder; Gamma (checked from outside it) ties with Delta
+    small = tmp_path / "small"
+    small.mkdir()
+    shutil.copy(folder["files"][HOSTILE_NAME], small / "delta.json")
+    argv = ["--against", str(small), "--resamples", str(BOARD_RESAMPLES), "--jobs", "1"]
+    assert cli.main(["leaderboard", "check", str(folder["files"]["Gamma-7B"]), *argv]) == 0
+    out = capsys.readouterr().out
+    assert "would rank =1 of 2 ranked entries" in out and f"ties with: {HOSTILE_NAME}" in out
+    assert "csn-test-no-cot: rank" in out
+    assert cli.main(["leaderboard", "check", str(folder["files"]["tampered"]), *argv]) == 1
     assert "cpsc-test strict f1: submitted" in capsys.readouterr().err
-    assert cli.main(["leaderboard", "check", str(folder["files"]["Unverified-7B"]), "--against", str(folder["subs"]),
-                     "--resamples", "50", "--jobs", "1"]) == 0
+    assert cli.main(["leaderboard", "check", str(folder["files"]["Unverified-7B"]), *argv]) == 0
     assert "not ranked: unverified" in capsys.readouterr().out
 
 
