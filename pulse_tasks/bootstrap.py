@@ -159,10 +159,10 @@ def multilabel_metrics(w: np.ndarray, gold: np.ndarray, pred: np.ndarray, paper:
     other predictions); strict mode keeps the whole vocabulary.
     """
     n_items = w.sum(axis=1)  # (B,)
-    tp = w @ (gold & pred).astype(float)  # (B, C)
-    fp = w @ (~gold & pred).astype(float)
-    fn = w @ (gold & ~pred).astype(float)
-    pos = w @ gold.astype(float)
+    # One product for the four count matrices: w is read once, not four times (it is the large
+    # operand); integer counts of 0/1 columns are exact in float64, so the sums are the same.
+    counts = w @ np.concatenate([gold & pred, ~gold & pred, gold & ~pred, gold], axis=1).astype(float)
+    tp, fp, fn, pos = np.split(counts, 4, axis=1)  # each (B, C)
     neg = n_items[:, None] - pos
     keep = pos > 0 if paper else np.ones_like(pos, bool)
     with np.errstate(divide="ignore", invalid="ignore"):
