@@ -14,10 +14,8 @@ predictions attached), one partial, one tampered, one duplicate, one synthetic, 
 
 from __future__ import annotations
 
-import copy
 import json
 import math
-import os
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
