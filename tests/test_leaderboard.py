@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from pulse_tasks import cli, runs
+from pulse_tasks.leaderboard import site as site_module
 from pulse_tasks.report import COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,9 +246,32 @@ def test_subset_tests_are_ecgbench_compare_s(site: dict, folder: dict, capsys: p
             for key in ("diff", "lo", "hi", "p_value"):
                 assert math.isclose(d[key], rows[metric][key], rel_tol=0, abs_tol=1e-9), (subset, metric, key)
             assert d["test"] == rows[metric]["test"]
-    assert by["Gamma-7B"]["subsets"]["csn-test-no-cot"]["vs_top"]["accuracy"]["test"] == "McNemar exact"
-    page = (site["out"] / "subset-csn-test-no-cot.html").read_text()
-    assert "McNemar exact" in page and "95% CI" in page
+    gamma = by["Gamma-7B"]["subsets"]["csn-test-no-cot"]["vs_top"]["accuracy"]
+    assert gamma["test"] == "McNemar exact"
+    header, *rows = _tables(site["out"] / "subset-csn-test-no-cot.html")["subset-table"]
+    cells = dict(zip([t for t, _ in header["cells"]], next(r for r in rows if r["attrs"].get("data-slug")
+                                                             == by["Gamma-7B"]["slug"])["cells"]))
+    assert cells["CSN Δ vs top"][0] == site_module.diff_text(gamma) and "McNemar exact" in cells["CSN Δ vs top"][0]
+
+
+def test_subset_intervals_are_ecgbench_report_s(site: dict, folder: dict, capsys: pytest.CaptureFixture) -> None:
+    """A verified entry's intervals are the board's own bootstrap: `ecgbench report`'s on the same run."""
+    capsys.readouterr()
+    assert cli.main(["report", str(folder["runs"]["Alpha-7B"]), "--format", "json", "--resamples",
+                     str(BOARD_RESAMPLES), "--no-published"]) == 0
+    report = json.loads(capsys.readouterr().out)["runs"][0]["subsets"]
+    alpha = site["by_model"]["Alpha-7B"]
+    for c in COLUMNS:
+        for mode in ("paper", "strict"):
+            mine, theirs = alpha["subsets"][c.subset]["metrics"][mode][c.metric], report[c.subset]["modes"][mode][c.metric]
+            for key in ("value", "lo", "hi"):
+                assert math.isclose(mine[key], theirs[key], abs_tol=1e-9), (c.key, mode, key)
+    assert alpha["subsets"]["ptb-test"]["intervals"] == "board"
+    header, *rows = _tables(site["out"] / "subset-ptb-test.html")["subset-table"]
+    row = next(r for r in rows if r["attrs"].get("data-slug") == alpha["slug"])
+    est = alpha["subsets"]["ptb-test"]["metrics"]["strict"]["f1"]
+    assert dict(zip([t for t, _ in header["cells"]], row["cells"]))["PTB F1 strict [95% CI]"][0] == (
+        f"{est['value']:.1f} [{est['lo']:.1f}, {est['hi']:.1f}]")
 
 
 def test_credentials_and_hostile_names_do_not_reach_the_pages(site: dict) -> None:
