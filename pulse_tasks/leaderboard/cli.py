@@ -106,7 +106,7 @@ def _standing(entry: Mapping[str, Any], result: Mapping[str, Any]) -> list[str]:
         if r["tested_against"]:
             verdict = "a tie" if r["leader"] != entry["slug"] else "significant: it leads its own group"
             lines.append(f"against the leader above it, {names[r['tested_against']]}: {diff_text(r['vs_leader'])} ({verdict})")
-        if r["vs_top"]:
+        if r["vs_top"] and r["vs_top"] != r["vs_leader"]:
             top = next(e["model"] for e in result["entries"] if e["ranked"] and e["ranking"]["position"] == 1)
             lines.append(f"against the top entry {top}: {diff_text(r['vs_top'])}")
     else:
