@@ -159,10 +159,10 @@ def multilabel_metrics(w: np.ndarray, gold: np.ndarray, pred: np.ndarray, paper:
     other predictions); strict mode keeps the whole vocabulary.
     """
     n_items = w.sum(axis=1)  # (B,)
-    tp = w @ (gold & pred).astype(float)  # (B, C)
-    fp = w @ (~gold & pred).astype(float)
-    fn = w @ (gold & ~pred).astype(float)
-    pos = w @ gold.astype(float)
+    # One product for the four count matrices: w is read once, not four times (it is the large
+    # operand); integer counts of 0/1 columns are exact in float64, so the sums are the same.
+    counts = w @ np.concatenate([gold & pred, ~gold & pred, gold & ~pred, gold], axis=1).astype(float)
+    tp, fp, fn, pos = np.split(counts, 4, axis=1)  # each (B, C)
     neg = n_items[:, None] - pos
     keep = pos > 0 if paper else np.ones_like(pos, bool)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -271,6 +271,25 @@ def _is_binary(x: np.ndarray) -> bool:
     return bool(np.all((x == 0.0) | (x == 1.0)))
 
 
+def paired_difference(a: float | None, b: float | None, draws_a: np.ndarray, draws_b: np.ndarray,
+                      outcomes: tuple[np.ndarray, np.ndarray] | None = None,
+                      confidence: float = CONFIDENCE) -> PairedDifference:
+    """B - A of one metric from its full-sample values and its draws on the same resamples.
+
+    ``outcomes``: the per-item values of an accuracy metric (A's, B's, same item order); when
+    both are 0/1, McNemar's exact test gives the p-value instead of the bootstrap.
+    """
+    a, b = _none(a), _none(b)
+    diff = None if a is None or b is None else b - a
+    d = draws_b - draws_a
+    lo, hi = percentile_interval(d, confidence)
+    p, test, disc = bootstrap_p_value(d, diff if diff is not None else math.nan), "paired bootstrap", None
+    if outcomes is not None and _is_binary(outcomes[0]) and _is_binary(outcomes[1]):
+        p, a_only, b_only = mcnemar_exact(outcomes[0] == 1.0, outcomes[1] == 1.0)
+        test, disc = "McNemar exact", (a_only, b_only)
+    return PairedDifference(a, b, diff, lo, hi, p, test, disc)
+
+
 def paired_differences(cols_a: ItemColumns, cols_b: ItemColumns, subset: str,
                        resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
                        confidence: float = CONFIDENCE) -> dict[str, dict[str, PairedDifference]]:
@@ -293,15 +312,7 @@ def paired_differences(cols_a: ItemColumns, cols_b: ItemColumns, subset: str,
         for metric in point_a[mode]:
             if metric not in point_b.get(mode, {}):
                 continue
-            a, b = _none(float(point_a[mode][metric][0])), _none(float(point_b[mode][metric][0]))
-            diff = None if a is None or b is None else b - a
-            d = draws_b[mode][metric] - draws_a[mode][metric]
-            lo, hi = percentile_interval(d, confidence)
-            p, test, disc = bootstrap_p_value(d, diff if diff is not None else math.nan), "paired bootstrap", None
-            if cols_a.kind == "accuracy":
-                xa, xb = cols_a.columns[mode], cols_b.columns[mode]
-                if _is_binary(xa) and _is_binary(xb):
-                    p, a_only, b_only = mcnemar_exact(xa == 1.0, xb == 1.0)
-                    test, disc = "McNemar exact", (a_only, b_only)
-            out[mode][metric] = PairedDifference(a, b, diff, lo, hi, p, test, disc)
+            outcomes = (cols_a.columns[mode], cols_b.columns[mode]) if cols_a.kind == "accuracy" else None
+            out[mode][metric] = paired_difference(float(point_a[mode][metric][0]), float(point_b[mode][metric][0]),
+                                                  draws_a[mode][metric], draws_b[mode][metric], outcomes, confidence)
     return out

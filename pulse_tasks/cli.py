@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("pulse_tasks.compare", "paired comparison of two runs: which differences are real"),
     "submit": ("pulse_tasks.submission", "write a leaderboard submission JSON from a run"),
     "validate": ("pulse_tasks.submission", "validate a leaderboard submission JSON"),
+    "leaderboard": ("pulse_tasks.leaderboard.cli", "build the static leaderboard site from submissions, or check where one lands (build | check)"),
     "ask": ("pulse_models.ask", "ask a model about one ECG image"),
     "tasks": ("pulse_tasks.registry", "print the lmms-eval task folder (for --include_path) and the task names"),
     "demo": ("pulse_app.demo", "run the whole pipeline offline on synthetic data"),
@@ -29,7 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _top_parser() -> argparse.ArgumentParser:
-    lines = "\n".join(f"  {name:<9} {help_}" for name, (_, help_) in SUBCOMMANDS.items())
+    lines = "\n".join(f"  {name:<11} {help_}" for name, (_, help_) in SUBCOMMANDS.items())
     return argparse.ArgumentParser(
         prog="ecgbench",
         description="ECGBench for lmms-eval: data, scoring, judging, reports and the PULSE model.",

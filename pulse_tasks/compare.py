@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Mapping
 
 from pulse_tasks import bootstrap
 from pulse_tasks.runs import Run, RunError, SubsetRun, load_runs
@@ -38,15 +38,20 @@ class IncomparableRuns(ValueError):
         self.problems = problems
 
 
+def judge_identity(ident: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a judge identity (``judge.aggregate``'s "judge") that decides whether two judge
+    scores are comparable; records that mixed judges compare with nothing."""
+    if "mixed" in ident:
+        return {"mixed": True}
+    return {k: ident.get(k) for k in JUDGE_FIELDS}
+
+
 def _judge_identity(sr: SubsetRun) -> dict[str, Any] | None:
     if sr.subset.kind not in ("report", "arena") or not sr.records:
         return None
     from pulse_tasks import judge
 
-    ident = judge.aggregate(sr.records).get("judge") or {}
-    if "mixed" in ident:
-        return {"mixed": True}
-    return {k: ident.get(k) for k in JUDGE_FIELDS}
+    return judge_identity(judge.aggregate(sr.records).get("judge") or {})
 
 
 def _ids(sr: SubsetRun) -> list[str]:
