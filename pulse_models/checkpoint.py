@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pulse_models.configuration import ORIGINAL_MODEL_TYPE, PulseConfig
+from pulse_models.configuration import ORIGINAL_MODEL_TYPE, PulseConfig, local_tower_dir
 
 logger = logging.getLogger(__name__)
 
@@ -246,12 +246,14 @@ def load_pulse(
     if vision_missing:
         from transformers import CLIPVisionModel
 
-        logger.info("vision tower not in checkpoint; loading it from %s", config.mm_vision_tower)
-        tower = CLIPVisionModel.from_pretrained(config.mm_vision_tower, dtype=torch_dtype,
+        local = local_tower_dir(config.mm_vision_tower, p)  # the folder resolve_vision_tower read
+        source = str(local) if local else config.mm_vision_tower
+        logger.info("vision tower not in checkpoint; loading it from %s", source)
+        tower = CLIPVisionModel.from_pretrained(source, dtype=torch_dtype,
                                                 attn_implementation=model.vision_tower.config._attn_implementation)
         model.vision_tower = tower.to(dev)
         model.vision_tower.requires_grad_(False)
-        report.vision_tower_from = config.mm_vision_tower
+        report.vision_tower_from = source
     model.to(dev)
     if report.unused:
         logger.info("unused checkpoint weights (expected e.g. model.image_newline with flat merging): %s",
