@@ -215,8 +215,9 @@ class ImageProcessor:
         self.mean, self.std = tuple(pre["image_mean"]), tuple(pre["image_std"])
 
     def tiles(self, image: Image.Image) -> list[Image.Image]:
-        """The PIL crops fed to CLIP, base image first (LLaVA: tiles of crop_size, the base image
-        squashed to the processor's resize side)."""
+        """The PIL images handed to CLIP's preprocessing (resize, crop, normalise), base image
+        first (LLaVA: tiles of crop_size, the base image squashed to the processor's resize side;
+        pad: the image expanded to a square; square: the image itself)."""
         aspect = self.config.image_aspect_ratio
         if aspect == "anyres":
             best = select_best_resolution(image.size, self.config.grid_pinpoints_wh)
@@ -224,8 +225,8 @@ class ImageProcessor:
             base = image.resize((self.resize, self.resize))  # squashed, PIL default bicubic
             return [base, *patches]
         if aspect == "pad":
-            return [_clip_resize_crop(_expand_to_square(image, self.mean), self.resize, self.tile)]
-        return [_clip_resize_crop(image, self.resize, self.tile)]
+            return [_expand_to_square(image, self.mean)]
+        return [image]
 
     def preprocess(self, image: Any) -> ProcessedImage:
         import torch
