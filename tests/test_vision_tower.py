@@ -187,6 +187,7 @@ def test_tower_weights_from_the_folder_when_the_checkpoint_lacks_them(ckpts, tow
 
 
 # ---- the ways users reach it -----------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_lmms_eval_cli_model_pulse(layout, ckpts, synth_data_dir, tmp_path):
     out = tmp_path / "results"
@@ -231,6 +232,7 @@ def test_train_inspect(layout, ckpts, tmp_path, capsys):
     assert all(0 <= t < TINY_VOCAB for t in json.loads(lines[0])["input_ids"] if t >= 0)
 
 
+@pytest.mark.slow
 def test_short_cpu_training_run(ckpts, tmp_path):
     """Two optimiser steps of the real entry point on the tower checkpoint; the saved checkpoint
     carries the resolved tower config, so it loads without the tower folder."""
