@@ -112,8 +112,9 @@ def check_question(question: str | None) -> str:
     return text
 
 
-def check_model(model: str) -> tuple[Path, str]:
-    """(checkpoint directory, format) for a local checkpoint or hub id; AskError otherwise."""
+def check_model(model: str, trust_remote_code: bool = False) -> tuple[Path, str]:
+    """(checkpoint directory, format) for a local checkpoint or hub id (its code files too with
+    ``trust_remote_code``); AskError otherwise."""
     from pulse_models.checkpoint import (
         CheckpointFormatError,
         detect_format,
@@ -121,7 +122,7 @@ def check_model(model: str) -> tuple[Path, str]:
     )
 
     try:
-        path = resolve_checkpoint_dir(model)
+        path = resolve_checkpoint_dir(model, trust_remote_code=trust_remote_code)
         return path, detect_format(path)
     except CheckpointFormatError as exc:
         raise AskError(f"model {model}: {_one_line(exc)}") from None
@@ -320,7 +321,7 @@ def _run(args: argparse.Namespace) -> int:
         check_question(args.question)
     check_settings(args)
     image = check_image(args.image)
-    path, _ = check_model(args.model)
+    path, _ = check_model(args.model, args.trust_remote_code)
     if not args.verbose:
         _quiet_transformers()
     try:
