@@ -3,7 +3,8 @@
 decide the tower and the image preprocessing (issue 14, item 1).
 
 The checkpoints go through every way a user reaches them: `--model pulse` in the real lmms-eval
-CLI (results file read back), `ecgbench ask`, `ecgbench-train --inspect` and a short CPU training run.
+CLI (results file read back), `ecgbench ask`, `ecgbench-train --inspect`, and (in
+tests/test_training_batch.py) short CPU training runs.
 """
 
 from __future__ import annotations
@@ -232,25 +233,4 @@ def test_train_inspect(layout, ckpts, tmp_path, capsys):
     assert all(0 <= t < TINY_VOCAB for t in json.loads(lines[0])["input_ids"] if t >= 0)
 
 
-@pytest.mark.slow
-def test_short_cpu_training_run(ckpts, tmp_path):
-    """Two optimiser steps of the real entry point on the tower checkpoint; the saved checkpoint
-    carries the resolved tower config, so it loads without the tower folder."""
-    from pulse_models.checkpoint import load_pulse
-    from pulse_training.smoke import make_smoke_data
-
-    from test_training_recipe import _entry_point, _free_port  # the recipe tests' launcher helpers
-
-    data_path = make_smoke_data(tmp_path / "data", n=4)
-    out = tmp_path / "out"
-    env = dict(os.environ, RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-               MASTER_PORT=str(_free_port()), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    proc = subprocess.run([*_entry_point(), "--config", "tiny.yaml", f"model_name_or_path={ckpts['flat']}",
-                           f"data_path={data_path}", f"image_folder={data_path.parent}", f"output_dir={out}",
-                           "max_steps=2", "save_steps=100", "deepspeed=null"],
-                          env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    saved = json.loads((out / "config.json").read_text())
-    assert saved["vision_config"]["image_size"] == 224 and saved["image_preprocess"]["image_mean"] == TOWER_MEAN
-    _model, _tok, processor, _cfg = load_pulse(out, dtype="float32", device="cpu")
-    assert processor.tile == 224 and processor.mean == tuple(TOWER_MEAN)
+# The short CPU training run on such a checkpoint: tests/test_training_batch.py (world sizes 1 and 2).
