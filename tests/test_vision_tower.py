@@ -87,7 +87,8 @@ def test_tower_folder_decides_config_and_preprocessing(towers):
     assert vision.vision_config["image_size"] == 32 and vision.image_preprocess["crop_size"] == 32
 
 
-def test_relative_tower_folder_is_found_beside_the_checkpoint(towers):
+def test_relative_tower_folder_is_found_beside_the_checkpoint(towers, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # "vision32" could be a hub id: no download attempt here
     d = _original(mm_vision_tower="vision32")
     with pytest.raises(ConfigError, match="mm_vision_tower 'vision32'"):
         resolve_vision_tower(d)  # not a folder here, and no such hub repo in the (offline) cache
