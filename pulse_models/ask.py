@@ -71,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="auto: llava_v1 for the original format, the processor's chat template otherwise")
     model.add_argument("--arena-history", default="standard", choices=HISTORY_MODES,
                        help="llava_v1 multi-turn layout: standard, or reference (PULSE's arena script layout)")
-    model.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (HF models)")
+    model.add_argument("--trust-remote-code", action="store_true",
+                       help="allow custom model code (HF models; a hub id then also fetches the repo's *.py files)")
     model.add_argument("--verbose", action="store_true", help="keep transformers' warnings and progress bars")
     gen = parser.add_argument_group("generation (default: the reference protocol, greedy)")
     gen.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
