@@ -125,7 +125,7 @@ class Pulse(lmms):
             self._device = torch.device(choice)
             self._rank, self._world_size = 0, 1
 
-        path = resolve_checkpoint_dir(pretrained)
+        path = resolve_checkpoint_dir(pretrained, trust_remote_code=_as_bool(trust_remote_code))
         self.format = detect_format(path)  # CheckpointFormatError names what was found
         if self.format == FORMAT_ORIGINAL:
             from pulse_models.checkpoint import load_pulse
@@ -141,7 +141,14 @@ class Pulse(lmms):
             self.engine: Any = OriginalEngine(model, tokenizer, image_processor, history_mode=arena_history)
             self.max_length = config.tokenizer_model_max_length
         else:
-            self._load_hf(path, dtype or "auto", attn_implementation, _as_bool(trust_remote_code), conv_template)
+            import pickle
+
+            try:
+                self._load_hf(path, dtype or "auto", attn_implementation, _as_bool(trust_remote_code), conv_template)
+            except pickle.UnpicklingError as exc:  # *.bin weights: transformers' weights_only load refused them
+                from pulse_models.checkpoint import pickled_weights_error
+
+                raise pickled_weights_error(path, exc) from exc
         self.stats = {"items": 0, "failed": 0, "truncated": 0, "seconds": 0.0}
         if self.rank == 0:
             logger.info("pulse: loaded %s (%s) on %s, batch size %d, world size %d", pretrained, self.format,

@@ -71,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="auto: llava_v1 for the original format, the processor's chat template otherwise")
     model.add_argument("--arena-history", default="standard", choices=HISTORY_MODES,
                        help="llava_v1 multi-turn layout: standard, or reference (PULSE's arena script layout)")
-    model.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (HF models)")
+    model.add_argument("--trust-remote-code", action="store_true",
+                       help="allow custom model code (HF models; a hub id then also fetches the repo's *.py files)")
     model.add_argument("--verbose", action="store_true", help="keep transformers' warnings and progress bars")
     gen = parser.add_argument_group("generation (default: the reference protocol, greedy)")
     gen.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
@@ -112,8 +113,9 @@ def check_question(question: str | None) -> str:
     return text
 
 
-def check_model(model: str) -> tuple[Path, str]:
-    """(checkpoint directory, format) for a local checkpoint or hub id; AskError otherwise."""
+def check_model(model: str, trust_remote_code: bool = False) -> tuple[Path, str]:
+    """(checkpoint directory, format) for a local checkpoint or hub id (its code files too with
+    ``trust_remote_code``); AskError otherwise."""
     from pulse_models.checkpoint import (
         CheckpointFormatError,
         detect_format,
@@ -121,7 +123,7 @@ def check_model(model: str) -> tuple[Path, str]:
     )
 
     try:
-        path = resolve_checkpoint_dir(model)
+        path = resolve_checkpoint_dir(model, trust_remote_code=trust_remote_code)
         return path, detect_format(path)
     except CheckpointFormatError as exc:
         raise AskError(f"model {model}: {_one_line(exc)}") from None
@@ -319,7 +321,7 @@ def _run(args: argparse.Namespace) -> int:
         check_question(args.question)
     check_settings(args)
     image = check_image(args.image)
-    path, _ = check_model(args.model)
+    path, _ = check_model(args.model, args.trust_remote_code)
     if not args.verbose:
         _quiet_transformers()
     try:

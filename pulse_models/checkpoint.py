@@ -2,7 +2,7 @@
 
 Public API (stable, used by training/ and the adapter):
     detect_format(path) -> "llava_original" | "hf"     (CheckpointFormatError naming what was found)
-    resolve_checkpoint_dir(path_or_hub_id) -> Path
+    resolve_checkpoint_dir(path_or_hub_id, trust_remote_code=False) -> Path   (hub: *.py only when trusted)
     load_pulse(path, dtype="float16", device=None, device_map=None, attn_implementation="sdpa")
         -> (model, tokenizer, image_processor, config)
     save_original_format(model, tokenizer, out_dir, max_shard_bytes=..., extra_tensors=None) -> Path
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pulse_models.configuration import ORIGINAL_MODEL_TYPE, PulseConfig
+from pulse_models.configuration import ORIGINAL_MODEL_TYPE, PulseConfig, local_tower_dir
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +90,34 @@ def module_to_original_key(name: str) -> str:
 
 
 # ---- format detection --------------------------------------------------------------------------
-def resolve_checkpoint_dir(path: str | Path) -> Path:
-    """A local directory, or a hub id downloaded (json, safetensors, tokenizer files only)."""
+# What a checkpoint needs from the hub: configs, safetensors weights, tokenizer, chat templates.
+HUB_PATTERNS = ("*.json", "*.safetensors", "*.model", "*.txt", "*.jinja")
+# The repo's own modelling/processing code: fetched only with trust_remote_code (it will be run).
+REMOTE_CODE_PATTERNS = ("*.py",)
+# Pickled PyTorch weights: fetched only for repos without safetensors; transformers reads them
+# with torch.load(weights_only=True) (tensors only, no code runs) or refuses them.
+PICKLE_PATTERNS = ("*.bin",)
+
+
+def pickled_weights_hint(path: str | Path) -> str:
+    """What to do with a checkpoint whose weights are only pickled ``*.bin`` files."""
+    return (f"convert {path}'s *.bin weights to safetensors, e.g. per file: python -c \"import torch; "
+            "from safetensors.torch import save_file; save_file(torch.load('pytorch_model.bin', weights_only=True), "
+            "'model.safetensors', metadata={'format': 'pt'})\" (sharded: one call per shard, and rename the index "
+            "to model.safetensors.index.json with .safetensors file names); if weights_only=True refuses a file, "
+            "it holds more than tensors: load it with weights_only=False only if you trust its source")
+
+
+def pickled_weights_error(path: str | Path, exc: BaseException) -> CheckpointFormatError:
+    """The error for *.bin weights that torch.load(weights_only=True) refused (no code was run)."""
+    reason = next((line for line in str(exc).splitlines() if "GLOBAL" in line), type(exc).__name__)
+    return CheckpointFormatError(f"{path}: its pickled *.bin weights hold more than tensors and were not loaded "
+                                 f"(torch.load weights_only=True: {reason.strip()}); {pickled_weights_hint(path)}")
+
+
+def resolve_checkpoint_dir(path: str | Path, trust_remote_code: bool = False) -> Path:
+    """A local directory, or a hub id downloaded: configs, safetensors, tokenizer files; the repo's
+    ``*.py`` code with ``trust_remote_code``; ``*.bin`` weights only when it has no safetensors."""
     p = Path(path).expanduser()
     if p.is_dir():
         return p
@@ -100,10 +126,15 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
     text = str(path)
     if text.count("/") != 1 or text.startswith((".", "/", "~")):
         raise CheckpointFormatError(f"checkpoint directory {text!r} does not exist")
+    patterns = list(HUB_PATTERNS) + (list(REMOTE_CODE_PATTERNS) if trust_remote_code else [])
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(text, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]))
+        local = Path(snapshot_download(text, allow_patterns=patterns))
+        if not any(local.glob("*.safetensors")):
+            logger.info("%s ships no safetensors; fetching its *.bin weights (loaded with weights_only=True)", text)
+            local = Path(snapshot_download(text, allow_patterns=patterns + list(PICKLE_PATTERNS)))
+        return local
     except Exception as exc:
         raise CheckpointFormatError(f"{text!r} is not a local directory and the hub download failed: {exc}") from exc
 
@@ -130,9 +161,9 @@ def detect_format(path: str | Path) -> str:
                 f"only the Llama variant ({ORIGINAL_MODEL_TYPE}) is supported"
             )
         if not list(p.glob("*.safetensors")):
+            hint = pickled_weights_hint(p) if list(p.glob("*.bin")) else "weights are only read from safetensors"
             raise CheckpointFormatError(
-                f"{p}: original LLaVA config but no *.safetensors weights (found: {found}); "
-                "weights are only read from safetensors"
+                f"{p}: original LLaVA config but no *.safetensors weights (found: {found}); {hint}"
             )
         return FORMAT_ORIGINAL
     try:
@@ -246,12 +277,14 @@ def load_pulse(
     if vision_missing:
         from transformers import CLIPVisionModel
 
-        logger.info("vision tower not in checkpoint; loading it from %s", config.mm_vision_tower)
-        tower = CLIPVisionModel.from_pretrained(config.mm_vision_tower, dtype=torch_dtype,
+        local = local_tower_dir(config.mm_vision_tower, p)  # the folder resolve_vision_tower read
+        source = str(local) if local else config.mm_vision_tower
+        logger.info("vision tower not in checkpoint; loading it from %s", source)
+        tower = CLIPVisionModel.from_pretrained(source, dtype=torch_dtype,
                                                 attn_implementation=model.vision_tower.config._attn_implementation)
         model.vision_tower = tower.to(dev)
         model.vision_tower.requires_grad_(False)
-        report.vision_tower_from = config.mm_vision_tower
+        report.vision_tower_from = source
     model.to(dev)
     if report.unused:
         logger.info("unused checkpoint weights (expected e.g. model.image_newline with flat merging): %s",

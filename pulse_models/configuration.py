@@ -2,13 +2,18 @@
 
 The original LLaVA repository stores one flat ``config.json``: a Llama config (``model_type``
 ``llava_llama``) plus ``mm_*`` fields. It does not store the CLIP vision config (LLaVA read it
-from the hub id in ``mm_vision_tower``). We keep the vision config in an extra ``vision_config``
-key when we write checkpoints (LLaVA tools ignore unknown keys) and otherwise fall back to the
-known config of ``openai/clip-vit-large-patch14-336``, so loading needs no hub access.
+from the hub id or folder in ``mm_vision_tower``). We keep the vision config in an extra
+``vision_config`` key (and the tower's preprocessing in ``image_preprocess``) when we write
+checkpoints (LLaVA tools ignore unknown keys); without them ``resolve_vision_tower`` reads the
+tower's own config as the original code does: a local folder's ``config.json`` (CLIPVisionConfig
+or the vision half of a CLIPConfig) and ``preprocessor_config.json``, a hub id through the hub
+cache, or the built-in table for exactly ``openai/clip-vit-large-patch14-336``.
 
 Public API (stable, used by training/ and the adapter):
     PulseConfig                         dataclass, validated in ``__post_init__``
-    PulseConfig.from_original_dict(d)   parse an original ``config.json`` dict
+    PulseConfig.from_original_dict(d, checkpoint_dir=None)   parse an original ``config.json`` dict
+    resolve_vision_tower(d, checkpoint_dir=None) -> VisionTower   the tower's config, preprocessing, weights
+    preprocess_from_processor_dict(d) -> dict    a preprocessor_config.json -> our ``image_preprocess``
     PulseConfig.to_original_dict()      the dict ``save_original_format`` writes
     PulseConfig.llama_config(attn)      transformers ``LlamaConfig`` for the language model
     PulseConfig.clip_config(attn)       transformers ``CLIPVisionConfig`` for the tower
@@ -22,6 +27,8 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +50,18 @@ CLIP_L_336_VISION_CONFIG: dict[str, Any] = {
     "layer_norm_eps": 1e-5,
     "num_channels": 3,
 }
+# The tower fields kept from a CLIP config (what shapes the tower; the rest is training metadata).
+VISION_CONFIG_KEYS = tuple(CLIP_L_336_VISION_CONFIG) + ("attention_dropout",)
+# model_type values of a CLIP tower's config.json (a whole CLIP model, or its vision half).
+CLIP_MODEL_TYPES = ("clip", "clip_vision_model")
+# CLIP's normalisation constants (openai/clip-vit-large-patch14-336 preprocessor_config.json).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# The tower's own preprocessing files, as the original clip_encoder.py reads them.
+TOWER_CONFIG_FILE = "config.json"
+TOWER_PREPROCESSOR_FILE = "preprocessor_config.json"
+# Hugging Face switches that forbid network access (huggingface_hub reads them at import).
+_OFFLINE_ENV_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 # Llama fields copied from an original config.json into LlamaConfig (the rest are LLaVA's).
 _LLAMA_KEYS = (
     "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -62,6 +81,172 @@ ORIGINAL_ARCHITECTURE = "LlavaLlamaForCausalLM"
 
 class ConfigError(ValueError):
     """An original-format config with a missing, invalid or unsupported architecture switch."""
+
+
+logger = logging.getLogger(__name__)
+
+
+# ---- the vision tower's own config ---------------------------------------------------------------
+@dataclass(frozen=True)
+class VisionTower:
+    """What ``mm_vision_tower`` resolves to."""
+
+    vision_config: dict[str, Any]  # CLIPVisionConfig fields (VISION_CONFIG_KEYS)
+    image_preprocess: dict[str, Any] | None  # image_mean/image_std/shortest_edge/crop_size; None: CLIP's at image_size
+    config_from: str  # where vision_config came from: "config.json vision_config", a folder, "hub:<id>", "built-in"
+    weights_from: str  # what CLIPVisionModel.from_pretrained gets when the checkpoint lacks the tower
+
+
+def _hub_offline() -> bool:
+    if any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in _OFFLINE_ENV_VARS):
+        return True
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except Exception:  # pragma: no cover - huggingface_hub always ships with transformers
+        return False
+
+
+def local_tower_dir(name: str, checkpoint_dir: str | Path | None = None) -> Path | None:
+    """``mm_vision_tower`` as a local folder: as written (the original code's reading), else
+    relative to the checkpoint folder; None when it names no folder (a hub id)."""
+    candidates = [Path(name).expanduser()]
+    if checkpoint_dir is not None and not Path(name).is_absolute():
+        candidates.append(Path(checkpoint_dir) / name)
+    for c in candidates:
+        if c.is_dir():
+            return c.resolve()
+    return None
+
+
+def _hub_file(repo: str, filename: str, download: bool) -> Path | None:
+    """A file of a hub repo from the local hub cache; downloaded only when ``download`` and the
+    hub is not switched offline. None when it is neither cached nor downloadable."""
+    try:
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    except ImportError:  # pragma: no cover - huggingface_hub always ships with transformers
+        return None
+    try:
+        cached = try_to_load_from_cache(repo, filename)
+    except Exception:  # an id that is no valid repo name
+        return None
+    if isinstance(cached, str):
+        return Path(cached)
+    if not download or cached is not None or _hub_offline():  # cached non-None: "known to be absent"
+        return None
+    try:
+        return Path(hf_hub_download(repo, filename))
+    except Exception as exc:
+        logger.info("could not download %s from hub repo %s: %s", filename, repo, exc)
+        return None
+
+
+def _tower_config_from_file(config_file: Path, name: str) -> dict[str, Any]:
+    """CLIPVisionConfig fields from a tower's config.json (a CLIPVisionConfig or a whole CLIPConfig)."""
+    try:
+        raw = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"mm_vision_tower {name!r}: cannot read {config_file}: {exc}") from exc
+    if raw.get("model_type") not in CLIP_MODEL_TYPES:
+        raise ConfigError(f"mm_vision_tower {name!r}: {config_file} has model_type {raw.get('model_type')!r}; "
+                          f"only CLIP towers ({', '.join(CLIP_MODEL_TYPES)}) are supported, as in the original LLaVA")
+    from transformers import CLIPVisionConfig
+
+    # from_pretrained takes the vision half of a CLIPConfig, as the original clip_encoder.py relies on.
+    cfg = CLIPVisionConfig.from_pretrained(str(config_file.parent)).to_dict()
+    return {k: cfg[k] for k in VISION_CONFIG_KEYS if k in cfg}
+
+
+def _size(value: Any, key: str) -> int:
+    """An int side from a preprocessor size field (int, {"shortest_edge": n} or {"height", "width"})."""
+    if isinstance(value, bool) or value is None:
+        raise ConfigError(f"preprocessor {key} {value!r} is not a size")
+    if isinstance(value, (int, float)):
+        return int(value)
+    if isinstance(value, dict):
+        if "shortest_edge" in value:
+            return int(value["shortest_edge"])
+        if "height" in value and "width" in value:
+            if int(value["height"]) != int(value["width"]):
+                raise ConfigError(f"preprocessor {key} {value} is not square; CLIP tiles are square")
+            return int(value["height"])
+    raise ConfigError(f"preprocessor {key} {value!r} is not a size")
+
+
+def preprocess_from_processor_dict(d: dict[str, Any]) -> dict[str, Any]:
+    """A CLIPImageProcessor ``preprocessor_config.json`` -> our ``image_preprocess`` dict (the
+    fields LLaVA's image path uses: resize side, crop side, mean, std)."""
+    crop = _size(d.get("crop_size", d.get("size")), "crop_size")
+    shortest = _size(d.get("size", crop), "size") if d.get("do_resize", True) else crop
+    if not d.get("do_center_crop", True):
+        crop = shortest
+    mean = list(d.get("image_mean", CLIP_MEAN)) if d.get("do_normalize", True) else [0.0, 0.0, 0.0]
+    std = list(d.get("image_std", CLIP_STD)) if d.get("do_normalize", True) else [1.0, 1.0, 1.0]
+    if len(mean) != 3 or len(std) != 3:
+        raise ConfigError(f"preprocessor image_mean/image_std {mean}/{std} need three channels")
+    return {"image_mean": [float(x) for x in mean], "image_std": [float(x) for x in std],
+            "shortest_edge": shortest, "crop_size": crop}
+
+
+def _preprocess_file(path: Path | None) -> dict[str, Any] | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        return preprocess_from_processor_dict(json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read the tower's {path}: {exc}") from exc
+
+
+def resolve_vision_tower(d: dict[str, Any], checkpoint_dir: str | Path | None = None) -> VisionTower:
+    """The vision tower an original ``config.json`` dict ``d`` names, read as the original LLaVA
+    code reads it. One function for the adapter, ``ecgbench ask``, the recipe and export.
+
+    Config: our ``vision_config`` key; else ``mm_vision_tower``'s own ``config.json`` (a local
+    folder, as written or relative to ``checkpoint_dir``; a hub id from the hub cache, downloaded
+    only when the hub is not offline); the built-in CLIP-L/336 table only for exactly
+    ``openai/clip-vit-large-patch14-336``. Preprocessing: our ``image_preprocess`` key; else the
+    tower's ``preprocessor_config.json`` where there is one; else None (CLIP's mean/std at the
+    tower's image size, which is what CLIP-L/336 ships). Raises ConfigError, naming the field and
+    what to do, for an id whose config cannot be found."""
+    name = d.get("mm_vision_tower") or d.get("vision_tower")
+    if not name:
+        raise ConfigError("config.json has no 'mm_vision_tower': not an original LLaVA checkpoint")
+    name = str(name)
+    local = local_tower_dir(name, checkpoint_dir)
+    weights_from = str(local) if local else name
+    preprocess = dict(d["image_preprocess"]) if d.get("image_preprocess") else None
+    if d.get("vision_config"):
+        vision, source = dict(d["vision_config"]), "config.json vision_config"
+        if preprocess is None and local is not None:
+            preprocess = _preprocess_file(local / TOWER_PREPROCESSOR_FILE)
+        elif preprocess is None and name != DEFAULT_VISION_TOWER:
+            preprocess = _preprocess_file(_hub_file(name, TOWER_PREPROCESSOR_FILE, download=False))
+        return VisionTower(vision, preprocess, source, weights_from)
+    if local is not None:
+        if not (local / TOWER_CONFIG_FILE).is_file():
+            raise ConfigError(f"mm_vision_tower {name!r} is a folder without {TOWER_CONFIG_FILE}: point it at a "
+                              "CLIP folder (config.json, preprocessor_config.json, weights) or add a "
+                              "'vision_config' key (CLIPVisionConfig fields) to the checkpoint's config.json")
+        vision = _tower_config_from_file(local / TOWER_CONFIG_FILE, name)
+        if preprocess is None:
+            preprocess = _preprocess_file(local / TOWER_PREPROCESSOR_FILE)
+        return VisionTower(vision, preprocess, str(local), weights_from)
+    if name == DEFAULT_VISION_TOWER:
+        return VisionTower(dict(CLIP_L_336_VISION_CONFIG), preprocess, "built-in", weights_from)
+    config_file = _hub_file(name, TOWER_CONFIG_FILE, download=True)
+    if config_file is None:
+        raise ConfigError(
+            f"mm_vision_tower {name!r} in config.json: no local folder of that name and its {TOWER_CONFIG_FILE} is "
+            f"not in the Hugging Face cache{' (offline mode is on)' if _hub_offline() else ' and could not be downloaded'}. "
+            f"Fix one of: download it (huggingface-cli download {name} {TOWER_CONFIG_FILE} {TOWER_PREPROCESSOR_FILE}); "
+            "set mm_vision_tower to a local CLIP folder; or add a 'vision_config' key (the tower's CLIPVisionConfig "
+            "fields: hidden_size, image_size, patch_size, num_hidden_layers, ...) to the checkpoint's config.json"
+        )
+    vision = _tower_config_from_file(config_file, name)
+    if preprocess is None:
+        preprocess = _preprocess_file(_hub_file(name, TOWER_PREPROCESSOR_FILE, download=True))
+    return VisionTower(vision, preprocess, f"hub:{name}", weights_from)
 
 
 @dataclass
@@ -91,6 +276,9 @@ class PulseConfig:
     # Unused by PULSE (both false); kept so round-trips preserve them. True is rejected.
     mm_use_im_start_end: bool = False
     mm_use_im_patch_token: bool = False
+    # The tower's image preprocessing (image_mean, image_std, shortest_edge, crop_size, as its
+    # preprocessor_config.json); None: CLIP's mean/std, resize and crop at the tower's image_size.
+    image_preprocess: dict[str, Any] | None = None
     # Every other key of the original config.json, preserved verbatim for save/round-trip.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -134,12 +322,32 @@ class PulseConfig:
                     raise ConfigError(f"grid pinpoint {wh} is not a positive multiple of the tile size {tile}")
         if self.vision_config["image_size"] % self.vision_config["patch_size"]:
             raise ConfigError("vision image_size must be a multiple of patch_size")
+        pre = self.preprocess
+        if pre["crop_size"] != tile:
+            raise ConfigError(f"image preprocessing crops to {pre['crop_size']} px but the vision tower takes "
+                              f"{tile} px images (vision_config image_size)")
+        if pre["shortest_edge"] < pre["crop_size"]:
+            raise ConfigError(f"image preprocessing resizes to {pre['shortest_edge']} px, below its "
+                              f"{pre['crop_size']} px crop")
 
     # ---- derived sizes ----------------------------------------------------------------------
     @property
     def tile_size(self) -> int:
         """Side of one CLIP input tile in pixels (336 for PULSE)."""
         return int(self.vision_config["image_size"])
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        """image_mean, image_std, shortest_edge, crop_size the image path uses."""
+        if self.image_preprocess is not None:
+            missing = [k for k in ("image_mean", "image_std", "shortest_edge", "crop_size") if k not in self.image_preprocess]
+            if missing:
+                raise ConfigError(f"image_preprocess lacks {missing}")
+            return preprocess_from_processor_dict(
+                {"size": self.image_preprocess["shortest_edge"], "crop_size": self.image_preprocess["crop_size"],
+                 "image_mean": self.image_preprocess["image_mean"], "image_std": self.image_preprocess["image_std"]})
+        return {"image_mean": list(CLIP_MEAN), "image_std": list(CLIP_STD), "shortest_edge": self.tile_size,
+                "crop_size": self.tile_size}
 
     @property
     def patches_per_side(self) -> int:
@@ -166,8 +374,10 @@ class PulseConfig:
 
     # ---- (de)serialisation ------------------------------------------------------------------
     @classmethod
-    def from_original_dict(cls, d: dict[str, Any]) -> "PulseConfig":
-        """Parse an original LLaVA ``config.json`` dict (Llama keys + mm_* keys)."""
+    def from_original_dict(cls, d: dict[str, Any], checkpoint_dir: str | Path | None = None) -> "PulseConfig":
+        """Parse an original LLaVA ``config.json`` dict (Llama keys + mm_* keys); the vision tower
+        comes from ``resolve_vision_tower`` (``checkpoint_dir``: where relative tower folders lie)."""
+        tower = resolve_vision_tower(d, checkpoint_dir)
         d = dict(d)
         pinpoints = d.pop("image_grid_pinpoints", None)
         if isinstance(pinpoints, str):  # some LLaVA configs store the list as a Python literal
@@ -175,9 +385,9 @@ class PulseConfig:
 
             pinpoints = ast.literal_eval(pinpoints)
         vision_tower = d.pop("mm_vision_tower", None) or d.pop("vision_tower", None)
-        if vision_tower is None:
-            raise ConfigError("config.json has no 'mm_vision_tower': not an original LLaVA checkpoint")
-        vision_config = d.pop("vision_config", None) or dict(CLIP_L_336_VISION_CONFIG)
+        d.pop("vision_config", None)
+        d.pop("image_preprocess", None)
+        vision_config = tower.vision_config
         text_config = {k: d.pop(k) for k in _LLAMA_KEYS if k in d}
         kwargs: dict[str, Any] = {}
         for name in (
@@ -195,16 +405,19 @@ class PulseConfig:
             kwargs["image_grid_pinpoints"] = pinpoints
         hidden = d.get("mm_hidden_size")
         if hidden is not None and int(hidden) != int(vision_config["hidden_size"]):
-            raise ConfigError(f"mm_hidden_size {hidden} != vision hidden size {vision_config['hidden_size']}")
+            raise ConfigError(f"mm_hidden_size {hidden} != vision hidden size {vision_config['hidden_size']} "
+                              f"(vision config from {tower.config_from})")
         return cls(text_config=text_config, vision_config=dict(vision_config), mm_vision_tower=vision_tower,
-                   extra=d, **kwargs)
+                   image_preprocess=tower.image_preprocess, extra=d, **kwargs)
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> "PulseConfig":
-        return cls.from_original_dict(json.loads(Path(path).read_text()))
+        """Parse a checkpoint's config.json (relative tower folders are looked up beside it too)."""
+        return cls.from_original_dict(json.loads(Path(path).read_text()), checkpoint_dir=Path(path).parent)
 
     def to_original_dict(self) -> dict[str, Any]:
-        """The original-format config.json content (plus our ``vision_config`` key)."""
+        """The original-format config.json content (plus our ``vision_config`` and
+        ``image_preprocess`` keys, so a checkpoint reads the same without its tower folder)."""
         d: dict[str, Any] = dict(self.extra)
         d.update(self.text_config)
         d.update(
@@ -222,6 +435,7 @@ class PulseConfig:
             mm_use_im_start_end=self.mm_use_im_start_end,
             mm_use_im_patch_token=self.mm_use_im_patch_token,
             vision_config=self.vision_config,
+            image_preprocess=self.preprocess,
         )
         return d
 

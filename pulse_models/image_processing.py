@@ -33,9 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from pulse_models.configuration import PulseConfig
 
-# CLIP's normalisation constants (openai/clip-vit-large-patch14-336 preprocessor_config.json).
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from pulse_models.configuration import CLIP_MEAN, CLIP_STD  # noqa: F401  (re-exported: the CLIP defaults)
+
 # CLIPImageProcessor's rescale factor.
 RESCALE = 1 / 255
 
@@ -161,33 +160,36 @@ def num_image_tokens(
     raise ValueError(f"unknown merge type {merge_type!r}")
 
 
-def _clip_normalise(image: Image.Image) -> np.ndarray:
+def _clip_normalise(image: Image.Image, mean: Sequence[float] = CLIP_MEAN,
+                    std: Sequence[float] = CLIP_STD) -> np.ndarray:
     """[3, H, W] float32, as CLIPImageProcessor(do_resize=no-op) would produce."""
     arr = np.asarray(image.convert("RGB"), dtype=np.uint8)
     arr = (arr.astype(np.float64) * RESCALE).astype(np.float32)
-    mean = np.asarray(CLIP_MEAN, dtype=np.float32)
-    std = np.asarray(CLIP_STD, dtype=np.float32)
-    arr = (arr - mean) / std
+    arr = (arr - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-def _clip_resize_crop(image: Image.Image, size: int) -> Image.Image:
-    """CLIPImageProcessor's resize (shortest edge -> size, bicubic) and centre crop to size x size."""
+def _clip_resize_crop(image: Image.Image, size: int, crop: int | None = None) -> Image.Image:
+    """CLIPImageProcessor's resize (shortest edge -> size, bicubic) and centre crop to crop x crop
+    (``crop`` defaults to ``size``)."""
+    crop = size if crop is None else crop
     w, h = image.size
-    if (w, h) != (size, size):
+    if min(w, h) != size:
         short, long = (w, h) if w <= h else (h, w)
         new_short, new_long = size, int(size * long / short)
         new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
         image = image.resize((new_w, new_h), Image.BICUBIC)
-        left, top = (new_w - size) // 2, (new_h - size) // 2
-        image = image.crop((left, top, left + size, top + size))
+    w, h = image.size
+    if (w, h) != (crop, crop):
+        left, top = (w - crop) // 2, (h - crop) // 2
+        image = image.crop((left, top, left + crop, top + crop))
     return image
 
 
-def _expand_to_square(image: Image.Image) -> Image.Image:
-    """LLaVA's expand2square with the CLIP mean colour (image_aspect_ratio 'pad')."""
+def _expand_to_square(image: Image.Image, mean: Sequence[float] = CLIP_MEAN) -> Image.Image:
+    """LLaVA's expand2square with the processor's mean colour (image_aspect_ratio 'pad')."""
     w, h = image.size
-    background = tuple(int(x * 255) for x in CLIP_MEAN)
+    background = tuple(int(x * 255) for x in mean)
     if w == h:
         return image
     side = max(w, h)
@@ -207,25 +209,31 @@ class ImageProcessor:
 
     def __init__(self, config: "PulseConfig") -> None:
         self.config = config
-        self.tile = config.tile_size
+        pre = config.preprocess  # the tower's preprocessor_config.json values (clip_encoder.py's processor)
+        self.tile = int(pre["crop_size"])  # == the tower's image_size (PulseConfig.validate)
+        self.resize = int(pre["shortest_edge"])
+        self.mean, self.std = tuple(pre["image_mean"]), tuple(pre["image_std"])
 
     def tiles(self, image: Image.Image) -> list[Image.Image]:
-        """The PIL crops fed to CLIP, base image first."""
+        """The PIL images handed to CLIP's preprocessing (resize, crop, normalise), base image
+        first (LLaVA: tiles of crop_size, the base image squashed to the processor's resize side;
+        pad: the image expanded to a square; square: the image itself)."""
         aspect = self.config.image_aspect_ratio
         if aspect == "anyres":
             best = select_best_resolution(image.size, self.config.grid_pinpoints_wh)
             patches = divide_to_patches(resize_and_pad_image(image, best), self.tile)
-            base = image.resize((self.tile, self.tile))  # squashed, PIL default bicubic
+            base = image.resize((self.resize, self.resize))  # squashed, PIL default bicubic
             return [base, *patches]
         if aspect == "pad":
-            return [_clip_resize_crop(_expand_to_square(image), self.tile)]
-        return [_clip_resize_crop(image, self.tile)]
+            return [_expand_to_square(image, self.mean)]
+        return [image]
 
     def preprocess(self, image: Any) -> ProcessedImage:
         import torch
 
         img = load_image(image)
-        arrays = [_clip_normalise(_clip_resize_crop(t, self.tile)) for t in self.tiles(img)]
+        arrays = [_clip_normalise(_clip_resize_crop(t, self.resize, self.tile), self.mean, self.std)
+                  for t in self.tiles(img)]
         return ProcessedImage(torch.from_numpy(np.stack(arrays, axis=0)), img.size)
 
     def num_image_tokens(self, image_size: tuple[int, int]) -> int:

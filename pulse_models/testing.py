@@ -3,6 +3,10 @@
     make_tiny_tokenizer_dir(out_dir) -> Path        SentencePiece-only tokenizer.model (+ config)
     make_tiny_original_checkpoint(out_dir, merge_type="flat"|"spatial_unpad", seed=0,
                                   max_length=TINY_MAX_LENGTH) -> Path
+    make_tiny_clip_dir(out_dir, image_size=TINY_TILE, patch_size=TINY_PATCH, whole_clip=False,
+                       image_mean=CLIP mean, shortest_edge=image_size) -> Path   a tower folder
+    make_tiny_original_checkpoint(..., vision_tower=folder, tower_weights=True)   LLaVA's own
+        layout: no vision_config key, mm_vision_tower names the folder (its config is read from there)
     make_tiny_hf_checkpoint(out_dir, seed=0) -> Path  (transformers llava_next + processor)
     make_ecg_like_image(width, height, seed=0) -> PIL.Image   a synthetic test image
     tiny_config(merge_type, max_length) -> PulseConfig
@@ -76,8 +80,46 @@ def make_tiny_tokenizer_dir(out_dir: str | Path, model_max_length: int = TINY_MA
     return out
 
 
-def tiny_config(merge_type: str = "flat", max_length: int = TINY_MAX_LENGTH) -> "Any":
-    from pulse_models.configuration import PulseConfig
+def make_tiny_clip_dir(
+    out_dir: str | Path, image_size: int = TINY_TILE, patch_size: int = TINY_PATCH, whole_clip: bool = False,
+    image_mean: list[float] | None = None, shortest_edge: int | None = None, seed: int = 0,
+) -> Path:
+    """A random tiny CLIP tower folder as the hub ships one: config.json (a CLIPVisionConfig, or a
+    whole CLIPConfig with ``whole_clip``, as openai/clip-vit-* are), model.safetensors and a
+    CLIPImageProcessor preprocessor_config.json (resize ``shortest_edge``, crop ``image_size``)."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPVisionConfig, CLIPVisionModel
+
+    from pulse_models.configuration import CLIP_MEAN, CLIP_STD
+
+    out = Path(out_dir)
+    vision = dict(tiny_config().vision_config, image_size=image_size, patch_size=patch_size)
+    torch.manual_seed(seed)
+    if whole_clip:
+        text = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
+                "vocab_size": 64, "projection_dim": 16, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1}
+        model: Any = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+    else:
+        model = CLIPVisionModel(CLIPVisionConfig(**vision))
+    _spread_init(model, seed)
+    model.save_pretrained(out, safe_serialization=True)
+    CLIPImageProcessor(
+        size={"shortest_edge": shortest_edge or image_size}, crop_size={"height": image_size, "width": image_size},
+        image_mean=list(image_mean or CLIP_MEAN), image_std=list(CLIP_STD),
+    ).save_pretrained(out)
+    return out
+
+
+def _scaled_pinpoints(tile: int) -> list[list[int]]:
+    """TINY_PINPOINTS (the LLaVA-1.6 grid) for tiles of ``tile`` pixels."""
+    return [[w // TINY_TILE * tile, h // TINY_TILE * tile] for w, h in TINY_PINPOINTS]
+
+
+def tiny_config(merge_type: str = "flat", max_length: int = TINY_MAX_LENGTH,
+                vision_tower: str | Path | None = None) -> "Any":
+    """The tiny PulseConfig; with ``vision_tower`` (a CLIP folder) the tower part is that folder's
+    own config and preprocessing, read by resolve_vision_tower as a checkpoint naming it would."""
+    from pulse_models.configuration import PulseConfig, resolve_vision_tower
 
     text = {
         "vocab_size": TINY_VOCAB, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
@@ -90,21 +132,31 @@ def tiny_config(merge_type: str = "flat", max_length: int = TINY_MAX_LENGTH) -> 
         "image_size": TINY_TILE, "patch_size": TINY_PATCH, "projection_dim": 16, "hidden_act": "quick_gelu",
         "layer_norm_eps": 1e-5, "num_channels": 3,
     }
+    tower_name, preprocess = "openai/clip-vit-large-patch14-336", None
+    if vision_tower is not None:
+        tower_name = str(vision_tower)
+        tower = resolve_vision_tower({"mm_vision_tower": tower_name})
+        vision, preprocess = tower.vision_config, tower.image_preprocess
     return PulseConfig(
-        text_config=text, vision_config=vision, mm_vision_tower="openai/clip-vit-large-patch14-336",
+        text_config=text, vision_config=vision, mm_vision_tower=tower_name,
         mm_projector_type="mlp2x_gelu", mm_vision_select_layer=-2, mm_vision_select_feature="patch",
-        image_aspect_ratio="anyres", image_grid_pinpoints=[list(p) for p in TINY_PINPOINTS],
-        mm_patch_merge_type=merge_type, tokenizer_model_max_length=max_length,
+        image_aspect_ratio="anyres", image_grid_pinpoints=_scaled_pinpoints(int(vision["image_size"])),
+        mm_patch_merge_type=merge_type, tokenizer_model_max_length=max_length, image_preprocess=preprocess,
     )
 
 
 def make_tiny_original_checkpoint(
-    out_dir: str | Path, merge_type: str = "flat", seed: int = 0, max_length: int = TINY_MAX_LENGTH
+    out_dir: str | Path, merge_type: str = "flat", seed: int = 0, max_length: int = TINY_MAX_LENGTH,
+    vision_tower: str | Path | None = None, tower_weights: bool = True,
 ) -> Path:
     """A random tiny LLaVA-1.6 checkpoint in the ORIGINAL format (config.json, model.safetensors,
     generation_config.json, and a SentencePiece-only tokenizer: tokenizer.model,
     tokenizer_config.json, special_tokens_map.json). ``model.image_newline`` is always written, as PULSE-7B
-    ships it even with flat merging (the loader must report it unused, not fail)."""
+    ships it even with flat merging (the loader must report it unused, not fail).
+
+    ``vision_tower``: a CLIP folder (make_tiny_clip_dir) the checkpoint names in ``mm_vision_tower``
+    as the original code writes it: config.json then has no ``vision_config``/``image_preprocess``
+    keys, the tower weights are the folder's (left out with ``tower_weights=False``)."""
     import torch
     from transformers import AutoTokenizer
 
@@ -115,17 +167,38 @@ def make_tiny_original_checkpoint(
     tok_dir = make_tiny_tokenizer_dir(out, model_max_length=max_length)
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     torch.manual_seed(seed)
-    model = PulseLlavaForCausalLM(tiny_config(merge_type, max_length), attn_implementation="sdpa")
+    model = PulseLlavaForCausalLM(tiny_config(merge_type, max_length, vision_tower), attn_implementation="sdpa")
     _spread_init(model, seed)
+    if vision_tower is not None:
+        from transformers import CLIPVisionModel
+
+        model.vision_tower.load_state_dict(CLIPVisionModel.from_pretrained(str(vision_tower)).state_dict())
     extra = {}
     if merge_type == "flat":
         extra["model.image_newline"] = torch.randn(model.config.hidden_size)
     save_original_format(model, tokenizer, out, extra_tensors=extra)
+    if vision_tower is not None:
+        _as_llava_wrote_it(out, tower_weights)
     # Ship the tokenizer as PULSE-7B does: tokenizer.model + config only, no tokenizer.json, so
     # every load goes through the SentencePiece conversion (the protobuf/sentencepiece pin).
     (out / "tokenizer.json").unlink(missing_ok=True)
     make_tiny_tokenizer_dir(out, model_max_length=max_length)
     return out
+
+
+def _as_llava_wrote_it(out: Path, tower_weights: bool) -> None:
+    """Drop our vision_config/image_preprocess keys (and, unless ``tower_weights``, the CLIP
+    weights) so the checkpoint is what the original LLaVA code saves."""
+    from safetensors.torch import load_file, save_file
+
+    cfg = json.loads((out / "config.json").read_text())
+    cfg.pop("vision_config", None)
+    cfg.pop("image_preprocess", None)
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    if not tower_weights:
+        weights = load_file(str(out / "model.safetensors"))
+        save_file({k: v for k, v in weights.items() if not k.startswith("model.vision_tower.")},
+                  str(out / "model.safetensors"), metadata={"format": "pt"})
 
 
 def _spread_init(model: Any, seed: int) -> None:

@@ -6,9 +6,11 @@ McNemar's exact test instead (paper-mode accuracy with the fractional credit of 
 answers keeps the bootstrap p-value). One verdict per row.
 
 Two runs are comparable only on the same items, data and scoring: the command refuses, naming
-every difference, when a shared subset's item ids, data source, task version, strict scoring
-version (``pulse_tasks.strict.STRICT_VERSION``, from task metadata and records) or judge (model,
-rubric version, rubric hash) differ, or when a run kept no per-item samples.
+every difference, when a shared subset's item ids, data source (hub data: its recorded commit;
+``--allow-revision-mismatch`` lets two revisions of the same hub dataset through, with a
+warning), task version, strict scoring version (``pulse_tasks.strict.STRICT_VERSION``, from task
+metadata and records) or judge (model, rubric version, rubric hash) differ, or when a run kept no
+per-item samples.
 """
 
 from __future__ import annotations
@@ -68,8 +70,20 @@ def _versions(sr: SubsetRun) -> str:
     return "+".join(str(v) for v in sorted(sr.strict_versions))
 
 
-def compatibility_problems(a: Run, b: Run) -> list[str]:
-    """Every reason the two runs cannot be compared (empty when they can)."""
+REVISION_FLAG = "--allow-revision-mismatch"  # compare runs on different revisions of the same hub data
+
+
+def revision_mismatch(source_a: str | None, source_b: str | None) -> bool:
+    """True when two data sources are the same hub dataset at different (or unrecorded) revisions."""
+    from pulse_tasks.data import parse_hub_source
+
+    hub_a, hub_b = parse_hub_source(source_a), parse_hub_source(source_b)
+    return hub_a is not None and hub_b is not None and hub_a[0] == hub_b[0] and hub_a[1] != hub_b[1]
+
+
+def compatibility_problems(a: Run, b: Run, allow_revision_mismatch: bool = False) -> list[str]:
+    """Every reason the two runs cannot be compared (empty when they can); hub data at another
+    revision is one, unless ``allow_revision_mismatch``."""
     problems: list[str] = []
     shared = [s.config for s in SUBSETS if s.config in a.subsets and s.config in b.subsets]
     if not shared:
@@ -78,7 +92,11 @@ def compatibility_problems(a: Run, b: Run) -> list[str]:
     for name in shared:
         sa, sb = a.subsets[name], b.subsets[name]
         if sa.data_source != sb.data_source:
-            problems.append(f"{name}: data source differs (A {sa.data_source!r}, B {sb.data_source!r})")
+            if not revision_mismatch(sa.data_source, sb.data_source):
+                problems.append(f"{name}: data source differs (A {sa.data_source!r}, B {sb.data_source!r})")
+            elif not allow_revision_mismatch:
+                problems.append(f"{name}: hub data revision differs (A {sa.data_source!r}, B {sb.data_source!r}); "
+                                f"{REVISION_FLAG} compares them anyway")
         if str(sa.version) != str(sb.version):
             problems.append(f"{name}: task/scoring version differs (A {sa.version!r}, B {sb.version!r})")
         if sa.subset.kind not in ("report", "arena") and sa.strict_versions != sb.strict_versions:
@@ -123,9 +141,11 @@ def verdict(metric: str, diff: float | None, p: float | None, alpha: float = ALP
 
 
 def compare_runs(a: Run, b: Run, resamples: int = bootstrap.DEFAULT_RESAMPLES,
-                 seed: int = bootstrap.DEFAULT_SEED, alpha: float = ALPHA) -> dict[str, Any]:
-    """Rows of B - A per shared subset, mode and metric; IncomparableRuns when they differ."""
-    problems = compatibility_problems(a, b)
+                 seed: int = bootstrap.DEFAULT_SEED, alpha: float = ALPHA,
+                 allow_revision_mismatch: bool = False) -> dict[str, Any]:
+    """Rows of B - A per shared subset, mode and metric; IncomparableRuns when they differ.
+    ``data_revisions_differ`` in the result lists the subsets compared across hub revisions."""
+    problems = compatibility_problems(a, b, allow_revision_mismatch)
     if problems:
         raise IncomparableRuns(problems)
     rows: list[dict[str, Any]] = []
@@ -142,10 +162,12 @@ def compare_runs(a: Run, b: Run, resamples: int = bootstrap.DEFAULT_RESAMPLES,
                 rows.append({"subset": spec.config, "mode": mode, "metric": metric, "n": len(ra),
                              **asdict(d), "verdict": verdict(metric, d.diff, d.p_value, alpha)})
     only = {"A": [n for n in a.subsets if n not in b.subsets], "B": [n for n in b.subsets if n not in a.subsets]}
+    revisions = [n for n in a.subsets if n in b.subsets
+                 and revision_mismatch(a.subsets[n].data_source, b.subsets[n].data_source)]
     return {"a": {"name": a.name, "results_file": str(a.results_file), "synthetic": a.synthetic},
             "b": {"name": b.name, "results_file": str(b.results_file), "synthetic": b.synthetic},
             "bootstrap": {"resamples": resamples, "seed": seed, "confidence": bootstrap.CONFIDENCE},
-            "alpha": alpha, "rows": rows, "only_in": only}
+            "alpha": alpha, "rows": rows, "only_in": only, "data_revisions_differ": revisions}
 
 
 def _num(x: float | None, signed: bool = False) -> str:
@@ -171,6 +193,9 @@ def render_markdown(result: dict[str, Any]) -> str:
            f"B: {b['name']} (`{b['results_file']}`)", ""]
     if a["synthetic"] or b["synthetic"]:
         out += [f"> **{SYNTHETIC_LABEL}**: a compared run was scored on synthetic data.", ""]
+    if result.get("data_revisions_differ"):
+        out += [f"> **Different hub data revisions** ({REVISION_FLAG}): "
+                f"{', '.join(result['data_revisions_differ'])}.", ""]
     bs = result["bootstrap"]
     out += [f"Differences x100 on the shared items with {bs['confidence']:.0%} paired bootstrap intervals "
             f"({bs['resamples']} resamples, seed {bs['seed']}); p-values two-sided (McNemar's exact test where "
@@ -198,6 +223,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=bootstrap.DEFAULT_SEED, help="bootstrap seed")
     parser.add_argument("--alpha", type=float, default=ALPHA, help=f"significance level of the verdicts (default {ALPHA})")
     parser.add_argument("--format", choices=FORMATS, default="md", help="output format (default: md)")
+    parser.add_argument(REVISION_FLAG, action="store_true",
+                        help="compare runs scored on different revisions of the same hub data (refused by default)")
 
 
 def _one_run(arg: str) -> Run:
@@ -214,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     try:
         a, b = _one_run(args.a), _one_run(args.b)
-        result = compare_runs(a, b, args.resamples, args.seed, args.alpha)
+        result = compare_runs(a, b, args.resamples, args.seed, args.alpha, args.allow_revision_mismatch)
     except RunError as exc:
         print(f"ecgbench compare: {exc}", file=sys.stderr)
         return EXIT_REFUSED
@@ -223,6 +250,9 @@ def run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return EXIT_REFUSED
+    if result["data_revisions_differ"]:
+        print(f"ecgbench compare: warning: {', '.join(result['data_revisions_differ'])} compared across hub data "
+              f"revisions ({REVISION_FLAG})", file=sys.stderr)
     if args.format == "json":
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
     else:

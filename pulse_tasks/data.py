@@ -75,7 +75,8 @@ class DataSource:
         return f"{self.location} ({self.kind} layout)"
 
     def fingerprint(self) -> str:
-        """Identify the data exactly: the hub revision, or a sha256 over the local copy's files."""
+        """Identify the data exactly: the hub revision (a commit after ``pin_revision``; ``main``
+        when none was given), or a sha256 over the local copy's files."""
         if self.kind == "hub":
             return f"hub:{self.location}@{self.revision or 'main'}"
         return "sha256:" + _tree_digest(self.path)
@@ -111,6 +112,67 @@ def resolve_source(data: str | os.PathLike[str] | DataSource | None = None) -> D
         origin = "--data" if data is not None else f"${ENV_VAR}"
         raise DataError(f"ECGBench data folder {str(root)!r} (from {origin}) does not exist or is not a folder.")
     return DataSource(_detect_layout(root), str(root.resolve()))
+
+
+HUB_COMMIT_LENGTH = 40  # a git commit sha in hex: what pins hub data (branches and tags move)
+HUB_REVISION_TIMEOUT_S = 10.0  # the hub's answer to "which commit is main?" (one small API call)
+
+
+def is_commit(revision: str | None) -> bool:
+    """True for a full git commit sha (40 hex digits)."""
+    return bool(revision) and len(revision) == HUB_COMMIT_LENGTH and all(c in "0123456789abcdef" for c in revision)
+
+
+def _cached_commit(repo: str, revision: str) -> str | None:
+    """The commit a branch/tag pointed to when the hub data was last downloaded here: the
+    Hugging Face cache's ``datasets--OWNER--NAME/refs/<revision>`` file."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover - huggingface_hub comes with datasets
+        return None
+    ref = Path(constants.HF_HUB_CACHE) / f"datasets--{repo.replace('/', '--')}" / "refs" / revision
+    try:
+        sha = ref.read_text().strip()
+    except OSError:
+        return None
+    return sha if is_commit(sha) else None
+
+
+def resolve_hub_revision(repo: str, revision: str | None = None) -> str | None:
+    """The commit sha of ``repo`` at ``revision`` (default branch when None): a sha as given;
+    else the hub's answer (not when offline); else the local hub cache's record of the ref;
+    None when neither knows (the run then records no revision)."""
+    if is_commit(revision):
+        return revision
+    ref = revision or "main"
+    if not hub_offline():
+        try:
+            from huggingface_hub import HfApi
+
+            sha = HfApi().dataset_info(repo, revision=ref, timeout=HUB_REVISION_TIMEOUT_S).sha
+            if is_commit(sha):
+                return sha
+        except Exception:  # network, auth or a missing repo: the cache may still know
+            pass
+    return _cached_commit(repo, ref)
+
+
+def pin_revision(source: DataSource) -> DataSource:
+    """A hub source with its revision resolved to a commit (unchanged when it cannot be resolved,
+    or for local copies)."""
+    if source.kind != "hub":
+        return source
+    sha = resolve_hub_revision(source.location, source.revision)
+    return DataSource("hub", source.location, sha) if sha else source
+
+
+def parse_hub_source(data_source: str | None) -> tuple[str, str | None] | None:
+    """(repo, revision or None) of a recorded ``hub:OWNER/NAME[@REV]`` data_source; None for
+    local copies (``sha256:...``) and unknown values."""
+    if not data_source or not data_source.startswith(HUB_PREFIX + ":"):
+        return None
+    repo, _, revision = data_source[len(HUB_PREFIX) + 1:].partition("@")
+    return repo, revision or None
 
 
 def _detect_layout(root: Path) -> Kind:

@@ -33,6 +33,7 @@ TASK_FOLDER = "ecgbench"  # sub-folder holding the YAMLs (lmms-eval searches inc
 TEMPLATE = "_default_template_yaml"
 CACHE_ENV = "ECGBENCH_CACHE"  # where generated task folders and materialized data live
 GENERATED_VERSION = "2"  # bump when the generated layout changes, so stale folders are rebuilt
+PACKAGED_DATA_SOURCE = "hub:PULSE-ECG/ECGBench"  # what the packaged template records (no revision known)
 
 
 def packaged_task_root() -> Path:
@@ -52,33 +53,56 @@ def task_root(data: str | os.PathLike | None = None) -> Path:
 
     source = resolve_source(data)
     if source.kind == "hub":
-        return packaged_task_root()
+        return _hub_task_root(source)
     return _generated_task_root(source)
+
+
+def _hub_task_root(source) -> Path:
+    """Tasks reading the hub at one commit: a generated copy of the packaged folder whose results
+    record ``data_source: hub:REPO@<commit>`` and whose loads are pinned to that commit. The
+    packaged folder (no revision recorded) only when the commit cannot be resolved."""
+    from pulse_tasks.data import pin_revision
+    from pulse_tasks.subsets import HUB_DATASET
+
+    pinned = pin_revision(source)
+    if pinned.revision is None and pinned.location == HUB_DATASET:
+        log.warning("ECGBench: could not resolve the hub data's commit (offline, and not in the Hugging Face "
+                    "cache); results will record data_source %r without a revision", PACKAGED_DATA_SOURCE)
+        return packaged_task_root()
+    fingerprint = pinned.fingerprint()
+    root = _cached_task_root(fingerprint)
+    if (root / "complete.json").exists():
+        return root
+    staging, folder = _staged_copy(root)
+    template = folder / TEMPLATE
+    text = template.read_text().replace(f"data_source: {json.dumps(PACKAGED_DATA_SOURCE)}",
+                                        f"data_source: {json.dumps(fingerprint)}")
+    text = text.replace(f"dataset_path: {HUB_DATASET}", f"dataset_path: {pinned.location}")
+    # datasets.load_dataset(..., revision=...) through lmms-eval's dataset_kwargs: the data read is the data recorded.
+    text += (f"# Generated for {fingerprint} (from the {HUB_DATASET} task templates).\n"
+             f"dataset_kwargs:\n  revision: {json.dumps(pinned.revision or 'main')}\n")
+    template.write_text(text)
+    return _publish(staging, root, {"data_source": fingerprint})
 
 
 def _generated_task_root(source) -> Path:
     from pulse_tasks.data import is_synthetic, materialize
 
     fingerprint = source.fingerprint()
-    # the packaged template is in the key: a new metadata.version/strict_version rebuilds the folder
-    template_sha = hashlib.sha256((packaged_task_root() / TASK_FOLDER / TEMPLATE).read_bytes()).hexdigest()
-    key = hashlib.sha256(f"{GENERATED_VERSION}|{fingerprint}|{template_sha}".encode()).hexdigest()[:16]
+    key = _cache_key(fingerprint)
     root = cache_root() / "tasks" / key
     done = root / "complete.json"
     if done.exists():
         return root
     data_dir = cache_root() / "data" / key
     files = materialize(source, data_dir)
-    staging = root.with_name(root.name + f".tmp{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    folder = staging / TASK_FOLDER
-    shutil.copytree(packaged_task_root() / TASK_FOLDER, folder, ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
+    staging, folder = _staged_copy(root)
     template = folder / TEMPLATE
     # Results carry where their data came from; synthetic copies say so, for every report.
     metadata = f"data_source: {json.dumps(fingerprint)}"
     if is_synthetic(source):
         metadata += "\n  synthetic: true"
-    text = template.read_text().replace('data_source: "hub:PULSE-ECG/ECGBench"', metadata)
+    text = template.read_text().replace(f"data_source: {json.dumps(PACKAGED_DATA_SOURCE)}", metadata)
     template.write_text(text)
     present: set[str] = set()
     for task_yaml in sorted(folder.glob("ecgbench_*.yaml")):
@@ -101,7 +125,32 @@ def _generated_task_root(source) -> Path:
             )
     for group in ("ecgbench.yaml", "ecgbench_auto.yaml"):
         _drop_missing_from_group(folder / group, present)
-    (staging / "complete.json").write_text(json.dumps({"data_source": fingerprint, "subsets": sorted(files)}))
+    return _publish(staging, root, {"data_source": fingerprint, "subsets": sorted(files)})
+
+
+def _cache_key(fingerprint: str) -> str:
+    """Folder name of the generated tasks (and materialized data) for one data fingerprint."""
+    # the packaged template is in the key: a new metadata.version/strict_version rebuilds the folder
+    template_sha = hashlib.sha256((packaged_task_root() / TASK_FOLDER / TEMPLATE).read_bytes()).hexdigest()
+    return hashlib.sha256(f"{GENERATED_VERSION}|{fingerprint}|{template_sha}".encode()).hexdigest()[:16]
+
+
+def _cached_task_root(fingerprint: str) -> Path:
+    return cache_root() / "tasks" / _cache_key(fingerprint)
+
+
+def _staged_copy(root: Path) -> tuple[Path, Path]:
+    """(staging folder, its task folder): a fresh copy of the packaged tasks beside ``root``."""
+    staging = root.with_name(root.name + f".tmp{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    folder = staging / TASK_FOLDER
+    shutil.copytree(packaged_task_root() / TASK_FOLDER, folder, ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
+    return staging, folder
+
+
+def _publish(staging: Path, root: Path, complete: dict) -> Path:
+    """Mark ``staging`` complete and move it to ``root`` (atomic; a concurrent winner is kept)."""
+    (staging / "complete.json").write_text(json.dumps(complete))
     if root.exists():  # another process finished first; keep its folder
         shutil.rmtree(staging, ignore_errors=True)
     else:
@@ -141,9 +190,11 @@ def install_task_hook() -> None:
     def initialize_tasks(self, include_path=None, include_defaults=True):
         paths = [] if include_path is None else ([include_path] if isinstance(include_path, (str, os.PathLike)) else list(include_path))
         if not any(is_our_task_root(p) for p in paths):
+            from pulse_tasks.data import resolve_source
+
             root = task_root()
             paths.append(str(root))
-            if root == packaged_task_root():
+            if resolve_source().kind == "hub":
                 warn_if_hub_unreachable()
         return original(self, include_path=paths, include_defaults=include_defaults)
 

@@ -320,12 +320,46 @@ def _interval_problems(name: str, entry: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def validate_submission(doc: Any) -> tuple[list[str], list[str]]:
-    """(errors, notes): errors make the submission invalid; notes say what was (not) checked."""
+REVISION_FLAG = "--allow-revision-mismatch"  # accept subsets scored on different revisions of the hub data
+
+
+def revision_problems(tasks: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[str]]:
+    """(mixed, unrecorded): hub datasets whose subsets name more than one revision, and subsets
+    scored on hub data without a recorded commit."""
+    from pulse_tasks.data import is_commit, parse_hub_source
+
+    by_repo: dict[str, dict[str | None, list[str]]] = {}
+    unrecorded = []
+    for name, task in sorted(tasks.items()):
+        hub = parse_hub_source(task.get("data_source"))
+        if hub is None:
+            continue
+        by_repo.setdefault(hub[0], {}).setdefault(hub[1], []).append(name)
+        if not is_commit(hub[1]):
+            unrecorded.append(name)
+    mixed = [f"hub:{repo}: " + "; ".join(f"@{rev or '(none recorded)'} for {', '.join(names)}"
+                                         for rev, names in sorted(revs.items(), key=lambda kv: str(kv[0])))
+             for repo, revs in sorted(by_repo.items()) if len(revs) > 1]
+    return mixed, unrecorded
+
+
+def validate_submission(doc: Any, allow_revision_mismatch: bool = False) -> tuple[list[str], list[str]]:
+    """(errors, notes): errors make the submission invalid; notes say what was (not) checked.
+    Subsets scored on different revisions of the hub data are an error unless
+    ``allow_revision_mismatch``."""
     errors = validate_schema(doc)
     if errors:
         return errors, []
     notes: list[str] = []
+    mixed, unrecorded = revision_problems(doc["tasks"])
+    for line in mixed:
+        if allow_revision_mismatch:
+            notes.append(f"MIXED DATA REVISIONS ({REVISION_FLAG}): {line}")
+        else:
+            errors.append(f"subsets scored on different revisions of the hub data: {line} ({REVISION_FLAG} accepts it)")
+    if unrecorded:
+        notes.append(f"hub data revision not recorded for {', '.join(unrecorded)} (results from before revisions "
+                     "were recorded, or the commit could not be resolved)")
     subsets = doc["subsets"]
     for name, entry in subsets.items():
         expected = BY_CONFIG[name].n_items
@@ -438,6 +472,8 @@ def run_submit(args: argparse.Namespace) -> int:
 def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("submission", metavar="SUBMISSION", help="submission JSON written by `ecgbench submit`")
     parser.add_argument("--require-complete", action="store_true", help="fail (exit 1) on a partial submission")
+    parser.add_argument(REVISION_FLAG, action="store_true",
+                        help="accept subsets scored on different revisions of the hub data (an error by default)")
 
 
 def _load(path: str) -> Any:
@@ -450,7 +486,7 @@ def run_validate(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"ecgbench validate: cannot read {args.submission}: {exc}", file=sys.stderr)
         return EXIT_INPUT_ERROR
-    errors, notes = validate_submission(doc)
+    errors, notes = validate_submission(doc, args.allow_revision_mismatch)
     for note in notes:
         print(note)
     if args.require_complete and not errors and not doc.get("complete"):

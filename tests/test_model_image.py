@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pulse_models.configuration import DEFAULT_GRID_PINPOINTS, ConfigError, PulseConfig
+from pulse_models.configuration import DEFAULT_GRID_PINPOINTS, DEFAULT_VISION_TOWER, ConfigError, PulseConfig
 from pulse_models.image_processing import (
     ImageLoadError,
     ImageProcessor,
@@ -92,7 +92,7 @@ def test_config_validation():
         PulseConfig(text_config=TEXT, image_grid_pinpoints=[[300, 600]])
     with pytest.raises(ConfigError):
         PulseConfig.from_original_dict({"model_type": "llava_llama", **TEXT})  # no mm_vision_tower
-    cfg = PulseConfig.from_original_dict({"model_type": "llava_llama", **TEXT, "mm_vision_tower": "x",
+    cfg = PulseConfig.from_original_dict({"model_type": "llava_llama", **TEXT, "mm_vision_tower": DEFAULT_VISION_TOWER,
                                           "mm_projector_type": "mlp2x_gelu", "image_aspect_ratio": "anyres",
                                           "image_grid_pinpoints": str(DEFAULT_GRID_PINPOINTS), "foo": 1})
     assert cfg.mm_patch_merge_type == "flat" and cfg.tokens_per_tile == 576 and cfg.extra["foo"] == 1

@@ -7,7 +7,7 @@ from importlib import resources
 
 import pytest
 
-from pulse_training.config import TrainConfig, load_config, parse_overrides
+from pulse_training.config import TrainConfig, load_config, parse_overrides, plan_batch
 from pulse_training.recipe import build_parser, main
 
 REQUIRED = {"image_folder": "/data/images"}
@@ -19,8 +19,10 @@ def _shipped(name: str) -> dict:
 
 def test_pulse_7b_has_the_published_hyper_parameters():
     c = load_config("pulse_7b.yaml", REQUIRED)
-    world, per_device, accum = 8, c.per_device_train_batch_size, c.gradient_accumulation_steps
-    assert world * per_device * accum == 128
+    assert c.global_batch_size == 128 and c.gradient_accumulation_steps is None  # derived per launch
+    for world, accum in ((8, 8), (32, 2)):  # PULSE's script on 8 GPUs; the paper's 32
+        plan = plan_batch(c.global_batch_size, world, c.per_device_train_batch_size, c.gradient_accumulation_steps)
+        assert (plan.gradient_accumulation_steps, plan.global_batch_size, plan.derived) == (accum, 128, True)
     assert (c.num_train_epochs, c.learning_rate, c.lr_scheduler_type) == (3.0, 2e-5, "cosine")
     assert (c.warmup_ratio, c.weight_decay, c.model_max_length) == (0.03, 0.0, 4096)
     assert c.bf16 and c.tf32 and c.gradient_checkpointing and c.group_by_modality_length
@@ -124,3 +126,35 @@ def test_checkpointing_switch_name_follows_the_installed_transformers():
     assert _checkpointing_field(Before) == "gradient_checkpointing"
     assert _checkpointing_field(After) == "activation_checkpointing"
     assert _checkpointing_field(TrainingArguments) in {f.name for f in dataclasses.fields(TrainingArguments)}
+
+
+@pytest.mark.parametrize("global_batch,world,per_device,explicit,want_accum,want_global,warns", [
+    (128, 8, 2, None, 8, 128, False),
+    (128, 32, 2, None, 2, 128, False),
+    (128, 1, 4, None, 32, 128, False),
+    (None, 4, 2, None, 1, 8, False),      # neither: accumulation 1
+    (None, 4, 2, 3, 3, 24, False),        # explicit, no global batch to contradict
+    (128, 8, 2, 8, 8, 128, False),        # explicit and consistent: no warning
+    (128, 32, 2, 8, 8, 512, True),        # the old 32-GPU pitfall: explicit wins, warned
+])
+def test_plan_batch(global_batch, world, per_device, explicit, want_accum, want_global, warns):
+    plan = plan_batch(global_batch, world, per_device, explicit)
+    assert (plan.gradient_accumulation_steps, plan.global_batch_size) == (want_accum, want_global)
+    assert plan.derived == (explicit is None and global_batch is not None)
+    assert bool(plan.warning) == warns
+    if warns:
+        assert "512" in plan.warning and "global_batch_size=128" in plan.warning
+    assert f"effective global batch {want_global} = {world} processes" in plan.describe()
+
+
+@pytest.mark.parametrize("global_batch,world,per_device", [(128, 3, 2), (100, 8, 2), (6, 1, 4)])
+def test_plan_batch_refuses_a_global_batch_that_does_not_divide(global_batch, world, per_device):
+    with pytest.raises(ValueError, match=f"global_batch_size={global_batch} is not a multiple of {world} processes"):
+        plan_batch(global_batch, world, per_device, None)
+
+
+def test_non_dividing_global_batch_fails_before_loading(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    rc = main(["--config", "pulse_7b.yaml", "image_folder=/x", "model_name_or_path=/does/not/exist"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "global_batch_size=128 is not a multiple of 3 processes x 2 per device = 6" in err

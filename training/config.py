@@ -69,7 +69,10 @@ class TrainConfig:
     num_train_epochs: float = 3.0
     max_steps: int = -1  # > 0 overrides num_train_epochs
     per_device_train_batch_size: int = 2
-    gradient_accumulation_steps: int = 8
+    # Samples per optimizer step over all GPUs; accumulation = global / (world size x per-device batch).
+    global_batch_size: int | None = None
+    # None: derived from global_batch_size (1 without one); a value wins, with a warning if the global batch changes.
+    gradient_accumulation_steps: int | None = None
     learning_rate: float = 2e-5
     lr_scheduler_type: str = "cosine"
     warmup_ratio: float = 0.03  # fraction of the optimizer steps
@@ -107,6 +110,9 @@ class TrainConfig:
             raise ValueError(f"image_check={self.image_check!r}: expected one of {IMAGE_CHECKS}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio={self.warmup_ratio}: expected a fraction in [0, 1)")
+        for name in ("global_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}: expected 1 or more")
         if self.gradient_checkpointing_every < 1:
             raise ValueError(f"gradient_checkpointing_every={self.gradient_checkpointing_every}: expected 1 or more")
         if self.mm_vision_tower_lr is not None and not self.unfreeze_mm_vision_tower:
@@ -114,6 +120,52 @@ class TrainConfig:
         for name in ("model_name_or_path", "data_path", "output_dir"):
             if not getattr(self, name):
                 raise ValueError(f"{name} is required (set it in the YAML or as {name}=...)")
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How many samples one optimizer step sees, and how that number came about."""
+
+    global_batch_size: int  # world_size x per_device_train_batch_size x gradient_accumulation_steps
+    world_size: int
+    per_device_train_batch_size: int
+    gradient_accumulation_steps: int
+    derived: bool  # True: accumulation computed from global_batch_size; False: given explicitly
+    warning: str | None = None  # set when an explicit accumulation changes the configured global batch
+
+    def describe(self) -> str:
+        how = "derived from global_batch_size" if self.derived else "gradient_accumulation_steps as given"
+        return (f"effective global batch {self.global_batch_size} = {self.world_size} processes x "
+                f"{self.per_device_train_batch_size} per device x {self.gradient_accumulation_steps} "
+                f"accumulation steps ({how})")
+
+
+def plan_batch(global_batch_size: int | None, world_size: int, per_device: int,
+               gradient_accumulation_steps: int | None) -> BatchPlan:
+    """Gradient accumulation from the global batch, as PULSE's launch script computes it.
+
+    An explicit ``gradient_accumulation_steps`` wins (the warning says when the global batch then
+    differs from ``global_batch_size``); without either, accumulation is 1. ValueError when the
+    global batch is not a multiple of world_size x per_device."""
+    if world_size < 1 or per_device < 1:
+        raise ValueError(f"world size {world_size} and per-device batch {per_device} must be 1 or more")
+    per_step = world_size * per_device
+    if gradient_accumulation_steps is not None:
+        effective = per_step * gradient_accumulation_steps
+        warning = None
+        if global_batch_size is not None and effective != global_batch_size:
+            warning = (f"gradient_accumulation_steps={gradient_accumulation_steps} overrides global_batch_size="
+                       f"{global_batch_size}: the global batch is now {effective} ({world_size} x {per_device} x "
+                       f"{gradient_accumulation_steps}); drop the override to keep {global_batch_size}")
+        return BatchPlan(effective, world_size, per_device, gradient_accumulation_steps, False, warning)
+    if global_batch_size is None:
+        return BatchPlan(per_step, world_size, per_device, 1, False)
+    if global_batch_size % per_step:
+        raise ValueError(
+            f"global_batch_size={global_batch_size} is not a multiple of {world_size} processes x {per_device} "
+            f"per device = {per_step}: change per_device_train_batch_size or global_batch_size, or set "
+            "gradient_accumulation_steps=N explicitly")
+    return BatchPlan(global_batch_size, world_size, per_device, global_batch_size // per_step, True)
 
 
 def _field_types() -> dict[str, Any]:

@@ -19,6 +19,7 @@ new logit is unremarkable); the projector is `multi_modal_projector.linear_1/lin
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -96,9 +97,15 @@ def pulse_config_from_hf(path_or_config: Any) -> Any:
 
     from pulse_models.configuration import PulseConfig
 
+    from pulse_models.configuration import TOWER_PREPROCESSOR_FILE, preprocess_from_processor_dict
+
     hf = path_or_config
+    preprocess = None
     if isinstance(path_or_config, (str, Path)):
         hf = AutoConfig.from_pretrained(path_or_config)
+        processor_file = Path(path_or_config) / TOWER_PREPROCESSOR_FILE
+        if processor_file.is_file():  # the exported resize/crop/mean/std (training reads images with them)
+            preprocess = preprocess_from_processor_dict(json.loads(processor_file.read_text()))
     if hf.model_type != "llava_next":
         raise ExportError(f"model_type {hf.model_type!r}: only llava_next (LLaVA-1.6) HF checkpoints are supported")
     select = {v: k for k, v in _SELECT_TO_HF.items()}[hf.vision_feature_select_strategy]
@@ -118,6 +125,7 @@ def pulse_config_from_hf(path_or_config: Any) -> Any:
         image_aspect_ratio="anyres",
         image_grid_pinpoints=[[w, h] for h, w in hf.image_grid_pinpoints],  # back to (width, height)
         mm_patch_merge_type="spatial_unpad",
+        image_preprocess=preprocess,
     )
 
 
@@ -150,7 +158,6 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, dtype: str | torch.dt
     from transformers import LlavaNextForConditionalGeneration, LlavaNextImageProcessor, LlavaNextProcessor
 
     from pulse_models.checkpoint import load_pulse
-    from pulse_models.image_processing import CLIP_MEAN, CLIP_STD
     from pulse_models.testing import HF_VICUNA_CHAT_TEMPLATE
 
     model, tokenizer, _processor, config = load_pulse(checkpoint, dtype=dtype, device="cpu")
@@ -168,10 +175,11 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, dtype: str | torch.dt
     hf_model.load_state_dict(state, strict=True, assign=True)
     out = Path(out_dir)
     hf_model.save_pretrained(out)
-    tile = config.tile_size
+    pre = config.preprocess  # the tower's own resize/crop/mean/std (resolve_vision_tower)
     image_processor = LlavaNextImageProcessor(
-        size={"shortest_edge": tile}, crop_size={"height": tile, "width": tile},
-        image_grid_pinpoints=hf_config.image_grid_pinpoints, image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD),
+        size={"shortest_edge": pre["shortest_edge"]}, crop_size={"height": pre["crop_size"], "width": pre["crop_size"]},
+        image_grid_pinpoints=hf_config.image_grid_pinpoints, image_mean=list(pre["image_mean"]),
+        image_std=list(pre["image_std"]),
     )
     processor = LlavaNextProcessor(
         image_processor=image_processor, tokenizer=tokenizer, patch_size=int(config.vision_config["patch_size"]),

@@ -19,6 +19,7 @@ Launch lines (one node, several nodes, CPU smoke run) are in the configs' header
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -28,7 +29,16 @@ from typing import Any
 
 import torch
 
-from .config import RESUME_AUTO, TrainConfig, load_config, parse_overrides, resolve_config_path, to_dict
+from .config import (
+    RESUME_AUTO,
+    BatchPlan,
+    TrainConfig,
+    load_config,
+    parse_overrides,
+    plan_batch,
+    resolve_config_path,
+    to_dict,
+)
 
 logger = logging.getLogger("pulse_training")
 
@@ -68,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.inspect is not None:
         return inspect(config, args.inspect)
+    try:
+        batch_plan(config)  # a global batch the launch cannot reach fails before anything loads
+    except ValueError as exc:
+        print(f"ecgbench-train: {exc}", file=sys.stderr)
+        return 2
     train(config)
     return 0
 
@@ -303,19 +318,29 @@ def _checkpointing_field(arguments_class: type) -> str:
     return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
-def training_arguments(config: TrainConfig, ds_config: dict | None) -> Any:
+BATCH_FILE = "batch.json"  # the run folder's record of the effective global batch and how it was reached
+
+
+def batch_plan(config: TrainConfig) -> BatchPlan:
+    """The batch plan for this launch: world size from WORLD_SIZE (set by torchrun/deepspeed; 1 alone)."""
+    return plan_batch(config.global_batch_size, int(os.environ.get("WORLD_SIZE", "1")),
+                      config.per_device_train_batch_size, config.gradient_accumulation_steps)
+
+
+def training_arguments(config: TrainConfig, ds_config: dict | None, plan: BatchPlan | None = None) -> Any:
     """PULSE's hyper-parameters as transformers TrainingArguments."""
     from transformers import TrainingArguments
     from transformers.utils import is_torch_tf32_available
 
     tf32 = config.tf32 if is_torch_tf32_available() else None  # TF32 is an Ampere+ CUDA switch
-    return TrainingArguments(
+    plan = plan or batch_plan(config)
+    args = TrainingArguments(
         **{_checkpointing_field(TrainingArguments): False},  # enabled on the model itself in setup_model
         output_dir=config.output_dir,
         num_train_epochs=config.num_train_epochs,
         max_steps=config.max_steps,
         per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        gradient_accumulation_steps=plan.gradient_accumulation_steps,
         learning_rate=config.learning_rate,
         lr_scheduler_type=config.lr_scheduler_type,
         warmup_steps=config.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio
@@ -336,6 +361,10 @@ def training_arguments(config: TrainConfig, ds_config: dict | None) -> Any:
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=True,
     )
+    if args.world_size != plan.world_size:
+        raise ValueError(f"WORLD_SIZE={plan.world_size} but the process group has {args.world_size} processes; "
+                         "launch with torchrun or deepspeed so both agree")
+    return args
 
 
 def make_trainer_class() -> type:
@@ -464,9 +493,14 @@ def train(config: TrainConfig) -> Any:
     from .throughput import FlopModel, ThroughputCallback, detect_peak_tflops
 
     _setup_logging()
+    plan = batch_plan(config)  # before anything loads: a non-dividing global batch fails here
+    if plan.warning and _is_main_process():
+        logger.warning(plan.warning)
     ds_config = resolve_deepspeed(config)
     # TrainingArguments first: it initialises the process group DeepSpeed and the sampler use.
-    args = training_arguments(config, ds_config)
+    args = training_arguments(config, ds_config, plan)
+    if args.process_index == 0:
+        print(plan.describe(), flush=True)
     dtype = torch.bfloat16 if config.bf16 else torch.float32
 
     model, tokenizer = setup_model(config, dtype)
@@ -476,6 +510,7 @@ def train(config: TrainConfig) -> Any:
         out.mkdir(parents=True, exist_ok=True)
         write_summary(summary, out)
         (out / "run_config.json").write_text(json.dumps(to_dict(config), indent=2) + "\n")
+        (out / BATCH_FILE).write_text(json.dumps(dataclasses.asdict(plan), indent=2) + "\n")
     if args.process_index == 0:
         print(summary.format(), flush=True)  # at start, not hours in: what was skipped and why
     if len(dataset) == 0:
