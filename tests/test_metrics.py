@@ -278,7 +278,7 @@ def _bench_module():
 
 
 def test_full_size_scoring_within_budget():
-    # ~0.1-0.25 s measured on the shared 2-core machine: the 2 s budget leaves a wide margin.
+    # strict v2: ~0.5-1.1 s measured on the shared 2-core machine under load (docs/performance.md); budget 2 s.
     bench = _bench_module()
     n_items, seconds = bench.run_benchmark(repeat=3)
     assert n_items == sum(s.n_items for s in bench.AUTO_SCORED) == 10_697
