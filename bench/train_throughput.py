@@ -252,7 +252,7 @@ def _single_process_env() -> None:
 # ----------------------------------------------------------------------------- --recipe
 
 RECIPE_IMAGES = 8  # distinct PNG scans on disk, reused by the records (writing 2200x1700 PNGs is slow)
-TINY_TEXT_TOKENS = 40  # --tiny: text tokens per sample (the tiny checkpoint's 1024-token limit)
+TINY_TEXT_TOKENS = 120  # --tiny: text tokens per sample (the llava_v1 system prompt alone is about 80)
 TINY_IMAGE_SIZE = (64, 48)  # --tiny: (w, h) -> a 2x1 grid of the tiny model's 32 px tiles
 WORDS = "rhythm rate axis interval hypertrophy ischemia conclusion lead wave segment".split()
 
@@ -275,12 +275,21 @@ def write_ecg_records(out_dir: Path, n: int, tokenizer: Any, image_size: tuple[i
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     for k in range(RECIPE_IMAGES):
         make_ecg_like_image(*image_size, seed=k).save(out_dir / "images" / f"ecg-{k}.png")
+    from pulse_models.conversation import tokenize_conversation
+
+    def conversation(question: str, answer: str) -> list[dict[str, str]]:
+        return [{"from": "human", "value": "<image>\n" + question}, {"from": "gpt", "value": answer}]
+
+    # The llava_v1 template's length with this tokenizer, measured once: ids (with the one image
+    # placeholder, as make_batch counts them) then come to about text_tokens.
     question_tokens = max(1, text_tokens - answer_tokens - SYSTEM_PROMPT_TOKENS)
-    texts = [(_text_of(tokenizer, question_tokens, k), _text_of(tokenizer, answer_tokens, 3 * k + 1))
+    probe, _, _ = tokenize_conversation(conversation(_text_of(tokenizer, question_tokens, 0),
+                                                     _text_of(tokenizer, answer_tokens, 1)), tokenizer, max_length=10**6)
+    question_tokens = max(1, question_tokens - (len(probe) - text_tokens))
+    texts = [conversation(_text_of(tokenizer, question_tokens, k), _text_of(tokenizer, answer_tokens, 3 * k + 1))
              for k in range(RECIPE_IMAGES)]
     records = [{"id": f"bench-{i:05d}", "image": f"images/ecg-{i % RECIPE_IMAGES}.png",
-                "conversations": [{"from": "human", "value": "<image>\n" + texts[i % len(texts)][0]},
-                                  {"from": "gpt", "value": texts[i % len(texts)][1]}]} for i in range(n)]
+                "conversations": texts[i % len(texts)]} for i in range(n)]
     path = out_dir / "records.json"
     path.write_text(json.dumps(records))
     return path
