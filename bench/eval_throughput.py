@@ -364,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     tiny = args.tiny
     items_n = _counts(args.items, {"short": 8, "report": 4} if tiny else {"short": 256, "report": 64})
     ref_n = _counts(args.reference_items, {"short": 4, "report": 2} if tiny else {"short": 64, "report": 16})
+    if min(ref_n.values()) < 1:  # the other settings' items go round the reference's prompts
+        print("--reference-items: every workload needs at least 1", file=sys.stderr)
+        return 2
     tokens = {"short": args.short_tokens, "report": args.report_tokens if not tiny else min(args.report_tokens, 32)}
     batch_sizes = [int(x) for x in (args.batch_sizes or ("2,4" if tiny else "16,32")).split(",")]
     caches = [c for c in args.caches.split(",") if c]

@@ -270,12 +270,12 @@ def write_ecg_records(out_dir: Path, n: int, tokenizer: Any, image_size: tuple[i
     """LLaVA JSON records (one "<image>" question, one answer of about ``answer_tokens`` tokens,
     about ``text_tokens`` text tokens in all with the llava_v1 template) and RECIPE_IMAGES
     ECG-like PNGs of ``image_size``; returns the JSON path (its folder is the image_folder)."""
+    from pulse_models.conversation import tokenize_conversation
     from pulse_models.testing import make_ecg_like_image
 
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     for k in range(RECIPE_IMAGES):
         make_ecg_like_image(*image_size, seed=k).save(out_dir / "images" / f"ecg-{k}.png")
-    from pulse_models.conversation import tokenize_conversation
 
     def conversation(question: str, answer: str) -> list[dict[str, str]]:
         return [{"from": "human", "value": "<image>\n" + question}, {"from": "gpt", "value": answer}]
