@@ -24,7 +24,7 @@ PY=${PYTHON:-python3}
 SESSION_S=${SESSION_S:-580}     # the whole script; the device tool's command limit is 600
 EVAL_S=${EVAL_S:-230}           # eval_throughput.py: no new setting starts after this
 TRAIN_S=${TRAIN_S:-80}          # train_throughput.py: likewise
-RECIPE_S=${RECIPE_S:-40}        # train_throughput.py --recipe (with the carried DeepSpeed wheels): no start after
+RECIPE_S=${RECIPE_S:-60}        # train_throughput.py --recipe (with the carried DeepSpeed wheels): no training starts after (its checkpoint and records written first)
 TESTS_S=${TESTS_S:-120}         # GPU tests (fp16 batch equality, static cache, the recipe on CUDA), last
 TINY=()
 [[ ${REHEARSE:-0} == 1 ]] && TINY=(--tiny)
@@ -79,7 +79,7 @@ stage train $?
 # images on disk): 2 warm-up and 4 timed optimizer steps of 16 samples, after writing the random
 # checkpoint (about 4 GB) it loads.
 if ((HAVE_DS)); then
-    timeout "$(left 150)" "$PY" bench/train_throughput.py "${TINY[@]}" --recipe --warmup 2 --steps 4 \
+    timeout "$(left 200)" "$PY" bench/train_throughput.py "${TINY[@]}" --recipe --warmup 2 --steps 4 \
         --time-budget "$RECIPE_S" --json "$OUT/train_recipe.json" >>"$OUT/train.log" 2>&1
     stage recipe $?
 else

@@ -468,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated MICRO_BATCH[+ckpt[/N]][+compile], e.g. 2+ckpt,2+ckpt/2,4+compile "
                              "(ckpt/N: re-compute every N-th layer; instead of --sweep)")
     parser.add_argument("--time-budget", type=float, default=None,
-                        help="seconds: no new setting starts once this much time has passed")
+                        help="seconds: no new setting starts once this much time has passed (--recipe: "
+                             "checked at start and again before training, after writing its inputs)")
     parser.add_argument("--recipe", action="store_true",
                         help="time the recipe's real path (pulse_training.recipe.train: PulseTrainer, DeepSpeed "
                              "ZeRO-2, collator and data loader over ECG records with images on disk) instead of "
