@@ -139,8 +139,8 @@ def test_recipe_mode_times_the_recipes_real_path_on_a_tiny_model(tmp_path):
     assert [w["step"] for w in r["windows"]] == [1, 2, 3] and r["timed_steps"] == 2 == r["warmup_steps"] + 1
     timed = [w for w in r["windows"] if w["step"] > 1]
     seconds = sum(w["elapsed_s"] for w in timed)
-    assert r["samples_per_s"] == pytest.approx(sum(w["samples"] for w in timed) / seconds, rel=1e-3)
-    assert r["step_s"] == pytest.approx(seconds / 2, rel=1e-3)
+    assert r["samples_per_s"] == pytest.approx(sum(w["samples"] for w in timed) / seconds, rel=2e-3)
+    assert r["step_s"] == pytest.approx(seconds / 2, abs=1e-4)  # both rounded to 4 decimals
     assert r["mfu"] is None and r["peak_tflops"] is None and r["loss"] > 0  # no invented CPU peak
 
 
