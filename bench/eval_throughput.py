@@ -11,9 +11,17 @@ What it measures (one GPU, random weights, nothing downloaded):
   * settings: the reference protocol (batch 1, inline preparation, dynamic KV cache) and the
     adapter's candidates (batch sizes x KV cache kinds, preparation prefetched by a thread pool),
     all through pulse_models.engine.run_batches, the loop the adapter runs.
-  * output: items/s, peak GPU memory, and agreement of greedy token ids with the reference
-    (identical items, identical tokens); targets on an H100: >= 12 items/s short, >= 2.5 items/s
-    report, >= 99% identical greedy outputs.
+  * every timed setting generates exactly the workload's new tokens per item: EOS is ignored
+    (GenSettings.min_new_tokens = max_new_tokens; the adapter's default stops at EOS), so random
+    weights that would stop early cannot shorten the work timed; an item with another count is
+    an error.
+  * output: items/s (generated items only: a failed item is not done), mean new tokens per item,
+    peak GPU memory, and agreement of greedy token ids with the reference over every item timed
+    (identical items, identical tokens): the candidates' items cycle through the reference's
+    distinct prompts, so each timed item has the batch-1 output of its prompt to match; targets
+    on an H100: >= 12 items/s short, >= 2.5 items/s report, >= 99% identical greedy outputs. A
+    failed item, a wrong new-token count or a setting that raised turns the workload's verdict
+    to FAIL and the exit status to 1.
 
     python bench/eval_throughput.py                          # on a GPU (about 15 minutes on an H100)
     python bench/eval_throughput.py --tiny                   # CPU smoke run with a tiny random model
@@ -70,10 +78,14 @@ class Result:
     seconds: float
     items_per_s: float
     peak_mem_gib: float | None
-    mean_new_tokens: float
-    identical_items: float | None = None  # share of items with the reference's exact token ids
+    mean_new_tokens: float  # over the generated items; equals forced_new_tokens unless something is wrong
+    forced_new_tokens: int = 0  # the workload's new tokens, EOS ignored (min_new_tokens = max_new_tokens)
+    identical_items: float | None = None  # share of all items timed with the reference's exact token ids
     identical_tokens: float | None = None  # share of token positions equal to the reference
-    failed: int = 0
+    compared_items: int = 0  # items the identical shares are over (all items timed)
+    failed: int = 0  # items that came back as failure texts (not counted in items_per_s)
+    wrong_length: int = 0  # generated items whose new-token count is not forced_new_tokens
+    failures: list[str] = field(default_factory=list)  # the first failure texts, for the log
     outputs: list[list[int]] = field(default_factory=list, repr=False)
 
 
@@ -195,13 +207,25 @@ def _fresh(items: list[Any]) -> list[Any]:
     return [type(it)(it.key, list(it.turns), it.load_image) for it in items]
 
 
+def cycle_items(distinct: list[Any], n: int) -> list[Any]:
+    """n WorkItems going round ``distinct`` (the reference's prompts); item i repeats prompt
+    i % len(distinct), so its reference output is the reference's output for that prompt."""
+    return [type(it)(i, list(it.turns), it.load_image) for i, it in
+            ((i, distinct[i % len(distinct)]) for i in range(n))]
+
+
+# Failure texts kept per setting in the results (the count is always complete).
+KEPT_FAILURES = 3
+
+
 def run_setting(engine: Any, items: list[Any], workload: str, name: str, batch: int, cache: str, prefetch: int,
                 max_new: int, warmup: int, device: Any) -> Result:
+    """Time run_batches over ``items`` with exactly ``max_new`` new tokens per item (EOS ignored)."""
     import torch
 
     from pulse_models.engine import GenOutput, GenSettings, run_batches
 
-    settings = GenSettings(max_new_tokens=max_new, temperature=0.0, num_beams=1,
+    settings = GenSettings(max_new_tokens=max_new, min_new_tokens=max_new, temperature=0.0, num_beams=1,
                            cache_implementation=None if cache == "dynamic" else cache)
     fresh = _fresh(items)
     if warmup:
@@ -216,22 +240,28 @@ def run_setting(engine: Any, items: list[Any], workload: str, name: str, batch: 
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    ids = [o.token_ids if isinstance(o, GenOutput) else [] for o in outs]
-    return Result(workload, name, batch, cache, prefetch, len(items), seconds, len(items) / seconds,
+    done = [o.token_ids for o in outs if isinstance(o, GenOutput)]
+    failures = [o for o in outs if not isinstance(o, GenOutput)]
+    return Result(workload, name, batch, cache, prefetch, len(items), seconds, len(done) / seconds,
                   torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
-                  sum(len(x) for x in ids) / max(1, len(ids)), failed=sum(isinstance(o, str) for o in outs),
-                  outputs=ids)
+                  sum(len(x) for x in done) / max(1, len(done)), forced_new_tokens=max_new, failed=len(failures),
+                  wrong_length=sum(len(x) != max_new for x in done), failures=[str(f)[:300] for f in failures[:KEPT_FAILURES]],
+                  outputs=[o.token_ids if isinstance(o, GenOutput) else [] for o in outs])
 
 
 def agreement(ref: list[list[int]], other: list[list[int]]) -> tuple[float, float]:
-    n = min(len(ref), len(other))
-    same_items = sum(ref[i] == other[i] for i in range(n)) / max(1, n)
+    """(identical items, identical tokens) of ``other`` against the reference output of each of
+    its items (item i is prompt i % len(ref), see cycle_items); over ALL of ``other``, so a
+    failed item (no ids) or a missing reference output counts as different."""
+    if not other:
+        return 0.0, 0.0
+    expected = [ref[i % len(ref)] if ref else [] for i in range(len(other))]
+    same_items = sum(e == o and bool(o) for e, o in zip(expected, other)) / len(other)
     tok_total = tok_same = 0
-    for i in range(n):
-        m = max(len(ref[i]), len(other[i]))
-        tok_total += m
-        tok_same += sum(a == b for a, b in zip(ref[i], other[i]))
-    return same_items, tok_same / max(1, tok_total)
+    for e, o in zip(expected, other):
+        tok_total += max(len(e), len(o), 1)
+        tok_same += sum(a == b for a, b in zip(e, o))
+    return same_items, tok_same / tok_total
 
 
 def measure_phases(engine: Any, items: list[Any], batch: int, max_new: int, device: Any,
@@ -259,8 +289,8 @@ def measure_phases(engine: Any, items: list[Any], batch: int, max_new: int, devi
         with torch.inference_mode():
             model.prepare_inputs_embeds([p.input_ids for p in prepared], pixels, sizes, padding_side="left")
 
-    def gen(n: int) -> None:
-        engine.generate(prepared, GenSettings(max_new_tokens=n))
+    def gen(n: int) -> None:  # exactly n new tokens (EOS ignored), as the timed settings
+        engine.generate(prepared, GenSettings(max_new_tokens=n, min_new_tokens=n))
 
     def timed(fn: Any, *a: Any) -> float:
         fn(*a)  # warm-up (allocator, cuBLAS heuristics)
@@ -334,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     tiny = args.tiny
     items_n = _counts(args.items, {"short": 8, "report": 4} if tiny else {"short": 256, "report": 64})
     ref_n = _counts(args.reference_items, {"short": 4, "report": 2} if tiny else {"short": 64, "report": 16})
+    if min(ref_n.values()) < 1:  # the other settings' items go round the reference's prompts
+        print("--reference-items: every workload needs at least 1", file=sys.stderr)
+        return 2
     tokens = {"short": args.short_tokens, "report": args.report_tokens if not tiny else min(args.report_tokens, 32)}
     batch_sizes = [int(x) for x in (args.batch_sizes or ("2,4" if tiny else "16,32")).split(",")]
     caches = [c for c in args.caches.split(",") if c]
@@ -356,16 +389,19 @@ def main(argv: list[str] | None = None) -> int:
                 "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
                 "transformers": transformers.__version__, "time_budget_s": args.time_budget}
         results: list[Result] = []
-        extra: dict[str, Any] = {"skipped": []}
+        extra: dict[str, Any] = {"skipped": [], "errors": []}
         workloads = [w for w in args.workloads.split(",") if w]
-        items = {w: make_items(max(items_n[w], ref_n[w], args.phases or 0), tok, tiny, args.seed) for w in workloads}
+        # The reference's prompts, distinct; every other setting cycles through them (cycle_items).
+        distinct = {w: make_items(ref_n[w], tok, tiny, args.seed) for w in workloads}
         n_img = ip.num_image_tokens(SCAN_SIZE if not tiny else (100, 60))
-        print(f"items: {n_img} image + ~{TARGET_TEXT_TOKENS} text tokens; new tokens "
-              + ", ".join(f"{w} {tokens[w]}" for w in workloads), flush=True)
+        print(f"items: {n_img} image + ~{TARGET_TEXT_TOKENS} text tokens; exactly "
+              + ", ".join(f"{w} {tokens[w]}" for w in workloads)
+              + " new tokens per item (EOS ignored: min_new_tokens = max_new_tokens; the adapter stops at EOS)",
+              flush=True)
         if args.phases and "short" in workloads:
             try:
-                extra["phases"] = measure_phases(engine, items["short"], args.phases, tokens["short"], device,
-                                                 args.profile)
+                extra["phases"] = measure_phases(engine, cycle_items(distinct["short"], args.phases), args.phases,
+                                                 tokens["short"], device, args.profile)
                 print("  phases of one short batch (ms per item): " + ", ".join(
                     f"{k} {v:.1f}" for k, v in extra["phases"].items() if k.endswith("_ms")), flush=True)
             except Exception as exc:  # noqa: BLE001 - e.g. OOM: report, go on with the settings
@@ -376,61 +412,97 @@ def main(argv: list[str] | None = None) -> int:
         refs: dict[str, Result] = {}
         for workload, name, b, cache, pf, n in plan:
             label = f"  {workload:6s} {name:9s} batch {b:3d} cache {cache:7s}"
+            step = {"workload": workload, "setting": name, "batch_size": b, "cache": cache}
             if over_budget():
-                extra["skipped"].append({"workload": workload, "setting": name, "batch_size": b, "cache": cache})
+                extra["skipped"].append(step)
                 print(f"{label}: skipped (time budget {args.time_budget:.0f}s spent)", flush=True)
                 continue
             if name != "reference" and workload not in refs:
-                print(f"{label}: skipped (its reference did not run)", flush=True)
+                extra["errors"].append({**step, "error": "its reference did not run"})
+                print(f"{label}: not run (its reference did not run)", flush=True)
                 continue
             try:
-                r = run_setting(engine, items[workload][:n], workload, name, b, cache, pf, tokens[workload], warmup,
-                                device)
+                r = run_setting(engine, cycle_items(distinct[workload], n), workload, name, b, cache, pf,
+                                tokens[workload], warmup, device)
             except Exception as exc:  # noqa: BLE001 - e.g. OOM at a large batch: report, go on
+                extra["errors"].append({**step, "error": f"{type(exc).__name__}: {exc}"[:500]})
                 print(f"{label}: failed ({type(exc).__name__}: {exc})", flush=True)
                 _empty_cuda_cache()
+                _write_json(args.json, meta, results, extra)
                 continue
             if name == "reference":
                 refs[workload] = r
-                r.identical_items = r.identical_tokens = 1.0
-            else:
-                r.identical_items, r.identical_tokens = agreement(refs[workload].outputs, r.outputs)
+            r.identical_items, r.identical_tokens = agreement(refs[workload].outputs, r.outputs)
+            r.compared_items = len(r.outputs)
             results.append(r)
             _print(r)
             _write_json(args.json, meta, results, extra)
-        _summary(results, device.type == "cuda" and not tiny)
+        extra["summary"] = summarise(results, extra["errors"], device.type == "cuda" and not tiny)
         meta["wall_s"] = round(time.perf_counter() - started, 1)
         _write_json(args.json, meta, results, extra)
-    return 0
+    return 1 if any(v["verdict"].startswith("FAIL (") for v in extra["summary"]) or extra["errors"] else 0
 
 
 def _print(r: Result) -> None:
     mem = f"{r.peak_mem_gib:.1f} GiB" if r.peak_mem_gib is not None else "n/a"
     print(f"  {r.workload:6s} {r.setting:9s} batch {r.batch_size:3d} cache {r.cache:7s} prefetch {r.prefetch}: "
-          f"{r.items_per_s:7.2f} items/s  ({r.n_items} items, {r.seconds:.1f}s, {r.mean_new_tokens:.0f} new tokens/item, "
-          f"peak {mem}, identical items {100 * (r.identical_items or 0):.1f}%, "
-          f"tokens {100 * (r.identical_tokens or 0):.1f}%, failed {r.failed})", flush=True)
+          f"{r.items_per_s:7.2f} items/s  ({r.n_items} items, {r.seconds:.1f}s, {r.mean_new_tokens:.1f} new tokens/item, "
+          f"peak {mem}, identical over all {r.compared_items} items {100 * (r.identical_items or 0):.1f}%, "
+          f"tokens {100 * (r.identical_tokens or 0):.1f}%, failed {r.failed}, wrong length {r.wrong_length})",
+          flush=True)
+    for text in r.failures:
+        print(f"      failed item: {text}", flush=True)
 
 
-def _summary(results: list[Result], on_gpu: bool) -> None:
+def _faults(rows: list[Result], errors: list[dict[str, Any]]) -> list[str]:
+    """What makes a workload's measurement untrustworthy: failed items, wrong new-token counts,
+    settings that raised or could not run."""
+    out = [f"{r.setting} batch {r.batch_size} cache {r.cache}: {r.failed} of {r.n_items} items failed"
+           for r in rows if r.failed]
+    out += [f"{r.setting} batch {r.batch_size} cache {r.cache}: {r.wrong_length} items without exactly "
+            f"{r.forced_new_tokens} new tokens" for r in rows if r.wrong_length]
+    out += [f"{e['setting']} batch {e['batch_size']} cache {e['cache']}: {e['error']}" for e in errors]
+    return out
+
+
+def summarise(results: list[Result], errors: list[dict[str, Any]], on_gpu: bool) -> list[dict[str, Any]]:
+    """One verdict per workload, printed and returned for the JSON. FAIL (...) when anything
+    failed; otherwise PASS/FAIL against the H100 targets on a GPU run, n/a elsewhere."""
     print("\n== summary")
-    for workload in dict.fromkeys(r.workload for r in results):
+    out = []
+    for workload in dict.fromkeys([r.workload for r in results] + [e["workload"] for e in errors]):
         rows = [r for r in results if r.workload == workload]
-        if rows[0].setting != "reference":  # the reference failed: nothing to compare with
-            continue
-        ref = rows[0]
-        ok = [r for r in rows[1:] if (r.identical_items or 0) >= TARGET_AGREEMENT] or rows[1:]
-        if not ok:
-            continue
-        best = max(ok, key=lambda r: r.items_per_s)
+        faults = _faults(rows, [e for e in errors if e["workload"] == workload])
+        ref = next((r for r in rows if r.setting == "reference"), None)
+        clean = [r for r in rows if r.setting != "reference" and not r.failed and not r.wrong_length]
+        ok = [r for r in clean if (r.identical_items or 0) >= TARGET_AGREEMENT] or clean
+        best = max(ok, key=lambda r: r.items_per_s, default=None)
         target = TARGETS.get(workload)
-        verdict = ("n/a (not a GPU run)" if not on_gpu else
-                   ("PASS" if best.items_per_s >= target and (best.identical_items or 0) >= TARGET_AGREEMENT else "FAIL"))
-        print(f"  {workload}: reference {ref.items_per_s:.2f} items/s -> best batch {best.batch_size} "
-              f"cache {best.cache}: {best.items_per_s:.2f} items/s ({best.items_per_s / ref.items_per_s:.1f}x), "
-              f"identical {100 * (best.identical_items or 0):.1f}%, peak "
-              f"{best.peak_mem_gib if best.peak_mem_gib is not None else 'n/a'} GiB; "
-              f"H100 target >= {target} items/s and >= {100 * TARGET_AGREEMENT:.0f}% identical: {verdict}")
+        if faults:
+            verdict = f"FAIL ({'; '.join(faults)})"
+        elif ref is None or best is None:
+            verdict = "n/a (nothing to compare)"
+        elif not on_gpu:
+            verdict = "n/a (not a GPU run)"
+        else:
+            verdict = "PASS" if best.items_per_s >= target and (best.identical_items or 0) >= TARGET_AGREEMENT \
+                else "FAIL"
+        row: dict[str, Any] = {"workload": workload, "verdict": verdict}
+        if ref is not None and best is not None:
+            row.update(reference_items_per_s=ref.items_per_s, best_batch_size=best.batch_size, best_cache=best.cache,
+                       best_items_per_s=best.items_per_s, speedup=best.items_per_s / ref.items_per_s,
+                       identical_items=best.identical_items, compared_items=best.compared_items,
+                       mean_new_tokens=best.mean_new_tokens, peak_mem_gib=best.peak_mem_gib)
+            print(f"  {workload}: reference {ref.items_per_s:.2f} items/s -> best batch {best.batch_size} "
+                  f"cache {best.cache}: {best.items_per_s:.2f} items/s ({row['speedup']:.1f}x), "
+                  f"{best.mean_new_tokens:.1f} new tokens/item, identical {100 * (best.identical_items or 0):.1f}% "
+                  f"of all {best.compared_items} items, peak "
+                  f"{best.peak_mem_gib if best.peak_mem_gib is not None else 'n/a'} GiB; "
+                  f"H100 target >= {target} items/s and >= {100 * TARGET_AGREEMENT:.0f}% identical: {verdict}")
+        else:
+            print(f"  {workload}: {verdict}")
+        out.append(row)
+    return out
 
 
 if __name__ == "__main__":

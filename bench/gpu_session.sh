@@ -13,8 +13,9 @@
 #                checks this script's plumbing before device time is spent on it)
 #
 # Writes to $OUT (8 files, the device tool's limit): env.txt, gpu_tests.log, eval.json, eval.log,
-# eval_profile.txt, train.json, train_ds.json, train.log. Figures go to docs/performance.md with the
-# card and the date.
+# eval_profile.txt, train.json, train_recipe.json, train.log. Figures go to docs/performance.md with
+# the card and the date. Exits 1 when a stage failed (a non-zero exit or a timeout; the last line
+# names them), so a session that measured nothing cannot pass for one that did.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_out}
@@ -23,7 +24,7 @@ PY=${PYTHON:-python3}
 SESSION_S=${SESSION_S:-580}     # the whole script; the device tool's command limit is 600
 EVAL_S=${EVAL_S:-230}           # eval_throughput.py: no new setting starts after this
 TRAIN_S=${TRAIN_S:-80}          # train_throughput.py: likewise
-DS_S=${DS_S:-40}                # its DeepSpeed ZeRO-2 setting (with the carried wheels)
+RECIPE_S=${RECIPE_S:-60}        # train_throughput.py --recipe (with the carried DeepSpeed wheels): no training starts after (its checkpoint and records written first)
 TESTS_S=${TESTS_S:-120}         # GPU tests (fp16 batch equality, static cache, the recipe on CUDA), last
 TINY=()
 [[ ${REHEARSE:-0} == 1 ]] && TINY=(--tiny)
@@ -53,6 +54,9 @@ export PYTHONPATH="$PWD:$site${PYTHONPATH:+:$PYTHONPATH}"
 cat "$OUT/env.txt"
 HAVE_DS=0
 "$PY" -c 'import deepspeed' >/dev/null 2>&1 && HAVE_DS=1
+FAILED=()
+# Record a stage's exit status ($2); a non-zero one (124: its timeout) marks the session failed.
+stage() { echo "$1 exit $2"; (($2 == 0)) || FAILED+=("$1 ($2)"); }
 
 echo "== evaluation throughput"
 # A phase split and a kernel table of one batch of 16 first; then the reference protocol on fewer
@@ -62,7 +66,7 @@ echo "== evaluation throughput"
 timeout "$(left $((EVAL_S + 100)))" "$PY" bench/eval_throughput.py "${TINY[@]}" --time-budget "$EVAL_S" \
     --items short=128,report=64 --reference-items short=24,report=4 --batch-sizes 32 --caches dynamic,static \
     --phases 16 --profile "$OUT/eval_profile.txt" --json "$OUT/eval.json" >"$OUT/eval.log" 2>&1
-echo "eval exit $?"
+stage eval $?
 grep -v "^\s*$" "$OUT/eval.log" | tail -n 25
 
 echo "== training throughput"
@@ -70,19 +74,29 @@ echo "== training throughput"
 # checkpointed, checkpointing off, micro-batch 4, regional compile.
 timeout "$(left $((TRAIN_S + 60)))" "$PY" bench/train_throughput.py "${TINY[@]}" --time-budget "$TRAIN_S" \
     --settings 2+ckpt,2+ckpt/2,2,4,4+compile --json "$OUT/train.json" >"$OUT/train.log" 2>&1
-echo "train exit $?"
+stage train $?
+# The recipe's real path (pulse_7b.yaml through PulseTrainer and DeepSpeed ZeRO-2, ECG records with
+# images on disk): 2 warm-up and 4 timed optimizer steps of 16 samples, after writing the random
+# checkpoint (about 4 GB) it loads.
 if ((HAVE_DS)); then
-    timeout "$(left 80)" "$PY" bench/train_throughput.py "${TINY[@]}" --engine deepspeed --settings 2+ckpt --time-budget "$DS_S" \
-        --json "$OUT/train_ds.json" >>"$OUT/train.log" 2>&1
-    echo "deepspeed exit $?"
+    timeout "$(left 200)" "$PY" bench/train_throughput.py "${TINY[@]}" --recipe --warmup 2 --steps 4 \
+        --time-budget "$RECIPE_S" --json "$OUT/train_recipe.json" >>"$OUT/train.log" 2>&1
+    stage recipe $?
+else
+    echo "recipe: skipped (no DeepSpeed; carry the wheels of bench/device_wheels.sh)"
 fi
-grep -E '^\{|best MFU|Error|error' "$OUT/train.log" | tail -n 12
+grep -E '^\{|best MFU|recipe MFU|Error|error' "$OUT/train.log" | cut -c1-600 | tail -n 12
 echo "== GPU tests (last: the benchmarks come first)"
 tests=(tests/test_model_gpu.py)
 ((HAVE_DS)) && tests+=("tests/test_training_recipe.py::test_bf16_zero2_on_cuda_trains_and_the_checkpoint_generates_in_fp16")
 timeout "$(left "$TESTS_S")" "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -rs "${tests[@]}" \
     >"$OUT/gpu_tests.log" 2>&1
-echo "pytest exit $?"
+stage pytest $?
 tail -n 15 "$OUT/gpu_tests.log"
 
 echo "session: ${SECONDS}s"
+if ((${#FAILED[@]})); then
+    echo "FAILED stages: ${FAILED[*]}"
+    exit 1
+fi
+echo "all stages exited 0"

@@ -7,6 +7,9 @@
         # chosen settings (micro-batch [+ckpt[/N]] [+compile]; ckpt/2: every 2nd layer re-computed);
         # no new one starts after 200 s; the JSON
         # is rewritten after every setting (the bounded device run, bench/gpu_session.sh)
+    python bench/train_throughput.py --recipe             # the recipe's real path (pulse_7b.yaml), below
+    python bench/train_throughput.py --recipe --tiny      # the same on CPU: tiny model, tiny.yaml, gloo
+    python bench/train_throughput.py --recipe --set gradient_checkpointing_every=2   # a recipe override
 
 Model: the project's one LLaVA-1.6 definition (pulse_models.modeling.PulseLlavaForCausalLM) at
 7B width (hidden 4096, 32 heads, MLP 11008, vocab 32000) cut to --layers decoder layers (8 fit an
@@ -20,6 +23,17 @@ master weights with fused AdamW (the memory layout of DeepSpeed's bf16 mode on o
 `--engine deepspeed` for DeepSpeed ZeRO-2 itself (world size 1). MFU counts model FLOPs only
 (pulse_training.throughput.FlopModel: 6 x trainable params per token + attention, CLIP forward
 only; checkpointing re-computation not counted) against the card's dense bf16 peak.
+
+`--recipe` times the recipe's real path instead of this hand-written step on one pre-built batch:
+`pulse_training.recipe.train` (PulseTrainer, DeepSpeed ZeRO-2, the recipe's Collator and data
+loader workers, length grouping, the configured gradient checkpointing) on a random checkpoint
+of the model above written to disk, over synthetic ECG records whose PNG images are on disk
+(decoded and tiled by the loader every step). samples/s and MFU come from the recipe's own
+ThroughputCallback (the same FlopModel, the collator's real token counts), one window per
+optimizer step, the first --warmup steps left out. On a GPU the config is pulse_7b.yaml with
+zero2.json less its optimizer block (the Trainer's fused torch AdamW, same maths, no C++/CUDA
+build); with --tiny, tiny.yaml (DeepSpeed on the CPU accelerator, gloo). `--recipe-config` and
+`--set key=value` change that.
 """
 
 from __future__ import annotations
@@ -29,7 +43,10 @@ import gc
 import itertools
 import json
 import os
+import shutil
+import socket
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -202,9 +219,7 @@ def _deepspeed_step_fn(model: torch.nn.Module, params: list, setting: Setting, b
         raise SystemExit("--engine deepspeed needs DeepSpeed: pip install 'ecgbench-lmms[train]'") from exc
     from importlib import resources
 
-    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                       "MASTER_PORT": "29561"}.items():
-        os.environ.setdefault(key, value)
+    _single_process_env()
     ds_config = json.loads((resources.files("pulse_training") / "configs" / "zero2.json").read_text())
     ds_config.pop("optimizer")  # a client torch AdamW: no C++ build, same maths
     ds_config.pop("fp16")
@@ -222,6 +237,187 @@ def _deepspeed_step_fn(model: torch.nn.Module, params: list, setting: Setting, b
         return loss
 
     return step_fn
+
+
+def _single_process_env() -> None:
+    """The launcher's variables for a one-process DeepSpeed / torch.distributed job (kept when set)."""
+    if "MASTER_PORT" not in os.environ:
+        with socket.socket() as sock:  # a free port: a fixed one collides with other jobs on the machine
+            sock.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
+        os.environ.setdefault(key, value)
+
+
+# ----------------------------------------------------------------------------- --recipe
+
+RECIPE_IMAGES = 8  # distinct PNG scans on disk, reused by the records (writing 2200x1700 PNGs is slow)
+TINY_TEXT_TOKENS = 120  # --tiny: text tokens per sample (the llava_v1 system prompt alone is about 80)
+TINY_IMAGE_SIZE = (64, 48)  # --tiny: (w, h) -> a 2x1 grid of the tiny model's 32 px tiles
+WORDS = "rhythm rate axis interval hypertrophy ischemia conclusion lead wave segment".split()
+
+
+def _text_of(tokenizer: Any, n_tokens: int, offset: int) -> str:
+    """Words from WORDS until the text is ``n_tokens`` tokens long (without BOS)."""
+    words: list[str] = []
+    while len(tokenizer(" ".join(words), add_special_tokens=False).input_ids) < n_tokens:
+        words.append(WORDS[(offset + len(words)) % len(WORDS)])
+    return " ".join(words)
+
+
+def write_ecg_records(out_dir: Path, n: int, tokenizer: Any, image_size: tuple[int, int], text_tokens: int,
+                      answer_tokens: int) -> Path:
+    """LLaVA JSON records (one "<image>" question, one answer of about ``answer_tokens`` tokens,
+    about ``text_tokens`` text tokens in all with the llava_v1 template) and RECIPE_IMAGES
+    ECG-like PNGs of ``image_size``; returns the JSON path (its folder is the image_folder)."""
+    from pulse_models.conversation import tokenize_conversation
+    from pulse_models.testing import make_ecg_like_image
+
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    for k in range(RECIPE_IMAGES):
+        make_ecg_like_image(*image_size, seed=k).save(out_dir / "images" / f"ecg-{k}.png")
+
+    def conversation(question: str, answer: str) -> list[dict[str, str]]:
+        return [{"from": "human", "value": "<image>\n" + question}, {"from": "gpt", "value": answer}]
+
+    # The llava_v1 template's length with this tokenizer, measured once: ids (with the one image
+    # placeholder, as make_batch counts them) then come to about text_tokens.
+    question_tokens = max(1, text_tokens - answer_tokens - SYSTEM_PROMPT_TOKENS)
+    probe, _, _ = tokenize_conversation(conversation(_text_of(tokenizer, question_tokens, 0),
+                                                     _text_of(tokenizer, answer_tokens, 1)), tokenizer, max_length=10**6)
+    question_tokens = max(1, question_tokens - (len(probe) - text_tokens))
+    texts = [conversation(_text_of(tokenizer, question_tokens, k), _text_of(tokenizer, answer_tokens, 3 * k + 1))
+             for k in range(RECIPE_IMAGES)]
+    records = [{"id": f"bench-{i:05d}", "image": f"images/ecg-{i % RECIPE_IMAGES}.png",
+                "conversations": texts[i % len(texts)]} for i in range(n)]
+    path = out_dir / "records.json"
+    path.write_text(json.dumps(records))
+    return path
+
+
+def write_random_checkpoint(out_dir: Path, layers: int, tiny: bool, device: torch.device) -> Path:
+    """The bench model (7B width, ``layers`` decoder layers; --tiny: the test model) with random
+    weights, in the original LLaVA format the recipe loads (bf16 on a GPU: half the bytes)."""
+    from pulse_models.testing import make_tiny_original_checkpoint, make_tiny_tokenizer_dir
+
+    if tiny:
+        return make_tiny_original_checkpoint(out_dir, merge_type="flat")
+    from transformers import AutoTokenizer
+
+    from pulse_models.checkpoint import save_original_format
+
+    # Token ids only need to be valid: the tiny SentencePiece tokenizer (ids < 400) serves.
+    tokenizer = AutoTokenizer.from_pretrained(make_tiny_tokenizer_dir(out_dir / "tokenizer", model_max_length=4096))
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = PulseLlavaForCausalLM(build_config(layers, tiny=False), attn_implementation="sdpa")
+    model.to(torch.bfloat16 if device.type == "cuda" else torch.float32)
+    save_original_format(model, tokenizer, out_dir)
+    del model
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return out_dir
+
+
+def combine_windows(windows: list[dict[str, Any]], peak: float | None) -> dict[str, Any]:
+    """One figure from the callback's per-step windows: sums of samples, seconds and FLOPs, not a
+    mean of rates (a slow step weighs by its time)."""
+    seconds = sum(w["elapsed_s"] for w in windows)
+    samples = sum(w["samples"] for w in windows)
+    tflops = sum(w["tflops_per_device"] * w["elapsed_s"] for w in windows) / seconds
+    return {
+        "timed_steps": len(windows),
+        "step_s": round(seconds / len(windows), 4),
+        "samples_per_s": round(samples / seconds, 3),
+        "tokens_per_s": round(sum(w["tokens_per_s"] * w["elapsed_s"] for w in windows) / seconds, 1),
+        "tflops": round(tflops, 2),
+        "mfu": round(tflops / peak, 4) if peak else None,
+        "peak_tflops": peak,
+    }
+
+
+def measure_recipe(args: argparse.Namespace, started: float) -> dict[str, Any]:
+    """Train ``--warmup + --steps`` optimizer steps through pulse_training.recipe.train and time
+    the last --steps of them from the recipe's throughput log."""
+    from pulse_training.config import load_config, resolve_config_path
+    from pulse_training.recipe import choose_attn_implementation, resolve_deepspeed, train
+    from transformers import AutoTokenizer
+
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    name = args.recipe_config or ("tiny.yaml" if args.tiny else "pulse_7b.yaml")
+    base: dict[str, Any] = {"mode": "recipe", "recipe_config": name, "overrides": list(args.set or [])}
+    work = Path(tempfile.mkdtemp(prefix="train_recipe_"))
+    try:
+        model_dir = write_random_checkpoint(work / "model", args.layers, args.tiny, device)
+        overrides = {
+            "model_name_or_path": str(model_dir), "data_path": str(work / "data" / "records.json"),
+            "image_folder": str(work / "data"), "output_dir": str(work / "run"),
+            "max_steps": str(args.warmup + args.steps),
+            "throughput_log_steps": "1",  # one window per optimizer step: the warm-up ones are left out
+            "save_strategy": "no", "report_to": "none",
+        }
+        own_ds = str(work / "zero2_torch_adamw.json")
+        if not args.tiny:
+            # zero2.json less its optimizer block: the Trainer's fused torch AdamW (no C++/CUDA build).
+            ds = json.loads(resolve_config_path("zero2.json").read_text())
+            ds.pop("optimizer")
+            Path(own_ds).write_text(json.dumps(ds))
+            overrides["deepspeed"] = own_ds
+        if args.peak_tflops:
+            overrides["peak_tflops"] = str(args.peak_tflops)
+        for item in args.set or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise SystemExit(f"--set {item!r}: expected key=value")
+            overrides[key] = value
+        config = load_config(name, overrides)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        text_tokens = TINY_TEXT_TOKENS if args.tiny else args.text_tokens
+        answer_tokens = min(SUPERVISED_TOKENS, text_tokens // 4)
+        # Enough records for every step without a second epoch (a new epoch restarts the loader workers).
+        per_step = config.per_device_train_batch_size * int(getattr(config, "gradient_accumulation_steps", 1) or 1)
+        n_records = per_step * (args.warmup + args.steps)
+        image_size = TINY_IMAGE_SIZE if args.tiny else ECG_IMAGE_SIZE
+        write_ecg_records(work / "data", n_records, tokenizer, image_size, text_tokens, answer_tokens)
+        base.update(records=n_records, image_size=list(image_size), text_tokens=text_tokens)
+        if args.time_budget is not None and time.perf_counter() - started > args.time_budget:
+            return {**base, "skipped": f"time budget {args.time_budget:.0f}s spent (after writing the inputs)"}
+        _single_process_env()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        trainer = train(config)
+        windows = [json.loads(line) for line in (work / "run" / "throughput.jsonl").read_text().splitlines()]
+        timed = [w for w in windows if w["step"] > args.warmup]
+        if len(timed) != args.steps:
+            raise RuntimeError(f"expected {args.steps} timed steps in throughput.jsonl, found {len(timed)}")
+        peak = config.peak_tflops or detect_peak_tflops()  # as the recipe's callback
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        ds_config = resolve_deepspeed(config)
+        return {
+            **base,
+            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+            "deepspeed": "zero2.json less its optimizer block" if config.deepspeed == own_ds else config.deepspeed,
+            "zero_stage": ds_config["zero_optimization"]["stage"] if ds_config else None,
+            "micro_batch": trainer.args.per_device_train_batch_size,
+            "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
+            "world_size": trainer.args.world_size,
+            "grad_ckpt": config.gradient_checkpointing,
+            "ckpt_every": config.gradient_checkpointing_every,
+            "compile": config.compile_layers,
+            "bf16": config.bf16,
+            "attn": choose_attn_implementation(config.attn_implementation),
+            "dataloader_num_workers": config.dataloader_num_workers,
+            "layers": len(trainer.model.language_model.model.layers),
+            "params_b": round(sum(p.numel() for p in trainer.model.parameters()) / 1e9, 3),
+            "warmup_steps": args.warmup,
+            **combine_windows(timed, peak),
+            "max_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 1) if device.type == "cuda" else None,
+            "loss": losses[-1] if losses else None,
+            "windows": windows,  # every optimizer step's window from throughput.jsonl, warm-up ones included
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def parse_settings(spec: str, args: argparse.Namespace) -> list[Setting]:
@@ -272,7 +468,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated MICRO_BATCH[+ckpt[/N]][+compile], e.g. 2+ckpt,2+ckpt/2,4+compile "
                              "(ckpt/N: re-compute every N-th layer; instead of --sweep)")
     parser.add_argument("--time-budget", type=float, default=None,
-                        help="seconds: no new setting starts once this much time has passed")
+                        help="seconds: no new setting starts once this much time has passed (--recipe: "
+                             "checked at start and again before training, after writing its inputs)")
+    parser.add_argument("--recipe", action="store_true",
+                        help="time the recipe's real path (pulse_training.recipe.train: PulseTrainer, DeepSpeed "
+                             "ZeRO-2, collator and data loader over ECG records with images on disk) instead of "
+                             "the compute-only step; --steps timed optimizer steps after --warmup")
+    parser.add_argument("--recipe-config", default=None,
+                        help="with --recipe: the recipe YAML (default pulse_7b.yaml; tiny.yaml with --tiny)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="with --recipe: a recipe config override (repeatable), e.g. gradient_checkpointing=false")
     parser.add_argument("--tiny", action="store_true", help="tiny model on CPU: checks the script, no MFU")
     parser.add_argument("--json", type=Path, default=None, help="write the results here (after every setting)")
     args = parser.parse_args(argv)
@@ -285,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True  # the recipe's tf32 switch
         torch.backends.cudnn.allow_tf32 = True
+    if args.recipe:
+        return run_recipe(args, started)
     results = []
     for setting in settings_to_run(args):
         if args.time_budget is not None and time.perf_counter() - started > args.time_budget:
@@ -300,14 +507,37 @@ def main(argv: list[str] | None = None) -> int:
                     torch.cuda.empty_cache()
         results.append(result)
         print(json.dumps(result), flush=True)
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(results, indent=2) + "\n")
+        _write(args.json, results)
     best = max((r for r in results if r.get("mfu")), key=lambda r: r["mfu"], default=None)
     if best:
         verdict = "meets" if best["mfu"] >= TARGET_MFU else "below"
         print(f"best MFU {best['mfu']:.1%} ({verdict} the {TARGET_MFU:.0%} target): {json.dumps(best)}")
-    return 0
+    return 1 if any("error" in r for r in results) else 0
+
+
+def _write(path: Path | None, rows: list[dict[str, Any]]) -> None:
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def run_recipe(args: argparse.Namespace, started: float) -> int:
+    """--recipe: one measurement; the JSON says "running" until it is replaced by the result."""
+    if args.time_budget is not None and time.perf_counter() - started > args.time_budget:
+        result: dict[str, Any] = {"mode": "recipe", "skipped": f"time budget {args.time_budget:.0f}s spent"}
+    else:
+        _write(args.json, [{"mode": "recipe", "status": "running"}])
+        try:
+            result = measure_recipe(args, started)
+        except Exception as exc:  # noqa: BLE001 - recorded in the JSON, the exit status says it failed
+            oom = isinstance(exc, torch.OutOfMemoryError)
+            result = {"mode": "recipe", "error": "out of memory" if oom else f"{type(exc).__name__}: {exc}"[:500]}
+    print(json.dumps(result), flush=True)
+    _write(args.json, [result])
+    if result.get("mfu"):
+        verdict = "meets" if result["mfu"] >= TARGET_MFU else "below"
+        print(f"recipe MFU {result['mfu']:.1%} ({verdict} the {TARGET_MFU:.0%} target)")
+    return 1 if "error" in result else 0
 
 
 if __name__ == "__main__":

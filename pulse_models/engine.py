@@ -7,7 +7,8 @@ turn items into model inputs and generate a batch of them with left padding, ret
 
     OriginalEngine(model, tokenizer, image_processor, history_mode="standard")   PULSE format
     HFEngine(model, processor)        any transformers image-text-to-text model + chat template
-    GenSettings                        max_new_tokens, temperature, top_p, num_beams, until, cache
+    GenSettings                        max_new_tokens, temperature, top_p, num_beams, until, cache,
+                                       min_new_tokens (benchmarks: EOS ignored until then)
     engine.process_image(image) -> processed image (pixels + size; reusable across turns)
     engine.prepare(turns, processed_image_or_None) -> PreparedItem (raises ImageLoadError / ValueError)
     engine.generate(prepared_items, settings) -> list[GenOutput]
@@ -57,6 +58,10 @@ class GenSettings:
     num_beams: int = 1  # beam search width
     until: tuple[str, ...] = ()  # stop strings applied to the decoded text (cut at the first)
     cache_implementation: str | None = None  # e.g. "static" (fixed-shape KV cache) on GPU
+    # > 0: EOS is suppressed until this many new tokens exist (transformers' min_new_tokens).
+    # The adapter never sets it (EOS stops answers); bench/eval_throughput.py sets it to
+    # max_new_tokens so every item does the workload's full decode.
+    min_new_tokens: int = 0
 
     @classmethod
     def from_gen_kwargs(cls, gen_kwargs: dict[str, Any], defaults: "GenSettings") -> "GenSettings":
@@ -87,6 +92,8 @@ class GenSettings:
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if self.cache_implementation:
             kw["cache_implementation"] = self.cache_implementation
+        if self.min_new_tokens > 0:
+            kw["min_new_tokens"] = self.min_new_tokens
         return kw
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -116,3 +117,50 @@ def test_bench_settings_spec_and_time_budget(tmp_path):
     rows = json.loads(out.read_text())
     assert [(r["micro_batch"], r["grad_ckpt"]) for r in rows] == [(2, False), (1, True)]
     assert all("time budget" in r["skipped"] for r in rows)
+
+
+@pytest.mark.slow
+def test_recipe_mode_times_the_recipes_real_path_on_a_tiny_model(tmp_path):
+    """--recipe --tiny: pulse_training.recipe.train with tiny.yaml (DeepSpeed ZeRO-2 on the CPU,
+    gloo), ECG records with PNGs on disk, the configured checkpointing; the figure combines the
+    recipe callback's per-step windows after the warm-up ones."""
+    out = tmp_path / "recipe.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    env.pop("MASTER_PORT", None)
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "train_throughput.py"), "--recipe", "--tiny",
+                           "--warmup", "1", "--steps", "2", "--set", "gradient_checkpointing_every=2",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (r,) = json.loads(out.read_text())
+    assert (r["mode"], r["recipe_config"], r["deepspeed"], r["zero_stage"]) == ("recipe", "tiny.yaml",
+                                                                               "zero2_cpu_smoke.json", 2)
+    assert (r["grad_ckpt"], r["ckpt_every"], r["micro_batch"], r["world_size"]) == (True, 2, 2, 1)
+    assert r["records"] == 3 * 2 and "data: 6/6 records kept" in proc.stdout + proc.stderr  # read from disk
+    assert [w["step"] for w in r["windows"]] == [1, 2, 3] and r["timed_steps"] == 2 == r["warmup_steps"] + 1
+    timed = [w for w in r["windows"] if w["step"] > 1]
+    seconds = sum(w["elapsed_s"] for w in timed)
+    assert r["samples_per_s"] == pytest.approx(sum(w["samples"] for w in timed) / seconds, rel=2e-3)
+    assert r["step_s"] == pytest.approx(seconds / 2, abs=1e-4)  # both rounded to 4 decimals
+    assert r["mfu"] is None and r["peak_tflops"] is None and r["loss"] > 0  # no invented CPU peak
+
+
+def test_recipe_mode_budget_and_failure_exit_status(tmp_path):
+    bench = _bench_module()
+    out = tmp_path / "recipe.json"
+    assert bench.main(["--recipe", "--tiny", "--time-budget", "0", "--json", str(out)]) == 0
+    (r,) = json.loads(out.read_text())
+    assert "time budget" in r["skipped"]
+    # A bad recipe override fails the measurement: recorded, and the exit status says so.
+    assert bench.main(["--recipe", "--tiny", "--set", "no_such_key=1", "--json", str(out)]) == 1
+    (r,) = json.loads(out.read_text())
+    assert "unknown config key 'no_such_key'" in r["error"]
+
+
+def test_combine_windows_weighs_steps_by_their_time():
+    bench = _bench_module()
+    windows = [{"elapsed_s": 1.0, "samples": 2, "tflops_per_device": 100.0, "tokens_per_s": 10.0},
+               {"elapsed_s": 3.0, "samples": 2, "tflops_per_device": 50.0, "tokens_per_s": 2.0}]
+    got = bench.combine_windows(windows, peak=500.0)
+    assert got["samples_per_s"] == 1.0 and got["step_s"] == 2.0 and got["timed_steps"] == 2
+    assert got["tflops"] == pytest.approx(62.5) and got["mfu"] == pytest.approx(0.125)
+    assert got["tokens_per_s"] == 4.0 and bench.combine_windows(windows, peak=None)["mfu"] is None

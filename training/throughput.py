@@ -234,6 +234,9 @@ class ThroughputCallback(TrainerCallback):
             "samples_per_s_per_device": round(samples_all / elapsed / world, 3),
             "tokens_per_s": round(tokens / elapsed, 1),
             "tflops_per_device": round(tflops_per_device, 2),
+            # The window's raw sizes: rates of several windows combine as sums of these.
+            "elapsed_s": round(elapsed, 4),
+            "samples": int(samples_all),
         }
         if self.peak_tflops:
             record["mfu"] = round(tflops_per_device / self.peak_tflops, 4)
