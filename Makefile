@@ -10,6 +10,8 @@ DATA ?=
 TASKS ?= ecgbench
 JUDGE_MODEL ?=
 OUT ?= demo_out
+# Test processes (pytest-xdist); each test file stays on one process so module fixtures are built once.
+TEST_WORKERS ?= auto
 
 .PHONY: install demo test clean
 
@@ -25,7 +27,7 @@ demo: $(STAMP)
 	$(BIN)/ecgbench demo --out $(OUT) $(if $(MODEL),--model $(MODEL)) $(if $(DATA),--data $(DATA)) --tasks $(TASKS) $(if $(JUDGE_MODEL),--judge-model $(JUDGE_MODEL))
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info demo_out
