@@ -69,7 +69,9 @@ SOURCE_LOOKALIKE = "lookalike"  # a phrase that contains a code but names no lab
 # whole words; a trailing plural "s"/"es" is always allowed)
 # --------------------------------------------------------------------------------------------
 
-_AVB1 = r"(?:1st|first|1|i)(?:[\s-]*degree|°|\s*°)?[\s-]*(?:av|a-v|atrio-?ventricular|heart)[\s-]*block"
+_AVB = r"(?:(?:av|a-v|atrio-?ventricular|heart)[\s-]*block|avb)"  # "AVB": the usual abbreviation of AV block
+_AVB1 = (rf"(?:1st|first|1|i)(?:[\s-]*degree|°|\s*°)?[\s-]*{_AVB}"
+         rf"|{_AVB}[\s-]*(?:i|1|1st|1°|°i)(?![\w-])")  # "AVB I", "AV block 1°": the European order
 _AF = (r"atrial[\s-]+fibrillation", r"a[\s.-]?fib", r"afib")
 _LBBB = (r"(?:complete\s+)?left[\s-]+bundle[\s-]+branch[\s-]+block", r"clbbb")
 _RBBB = (r"(?:complete\s+)?right[\s-]+bundle[\s-]+branch[\s-]+block", r"crbbb")
@@ -89,11 +91,13 @@ LABEL_SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
                r"(?:old|prior|previous|acute)\s+mi"),
         "STTC": (r"st[\s/-]*t[\s-]*(?:wave\s+)?(?:changes?|abnormalit(?:y|ies))", r"st\s+changes?",
                  r"t[\s-]*wave\s+(?:inversions?|changes?|abnormalit(?:y|ies))", r"inverted\s+t[\s-]*waves?",
-                 r"repolari[sz]ation\s+abnormalit(?:y|ies)", r"ischemi[ac]", r"ischaemi[ac]", *_STD, *_STE[:3]),
+                 r"repolari[sz]ation\s+abnormalit(?:y|ies)", r"ischemi[ac]", r"ischaemi[ac]", *_STD, *_STE[:3],
+                 r"(?:ventricular\s+)?strain(?:\s+pattern)?"),  # "strain": the ST depression/T inversion of hypertrophy
         "CD": (r"conduction\s+(?:disturbances?|defects?|abnormalit(?:y|ies)|delay|blocks?)", r"bundle[\s-]+branch[\s-]+blocks?",
                r"[lr]bbb", r"i?c?[lr]bbb", r"[lr]afb", r"[lr]pfb", r"(?:left\s+)?(?:anterior|posterior)\s+(?:fascicular\s+block|hemiblock)",
                _AVB1, r"(?:2nd|second|3rd|third)[\s-]*degree[\s-]*(?:av\s+|heart\s+)?block", r"[123]avb", r"wpw",
-               r"wolff[\s-]+parkinson[\s-]+white", r"ivcd"),
+               r"wolff[\s-]+parkinson[\s-]+white", r"ivcd",
+               r"l[ap]hb"),  # left anterior/posterior hemiblock, the older name of the fascicular blocks
         "HYP": (r"(?:left|right)?[\s-]*ventricular\s+hypertroph(?:y|ies)", r"hypertroph(?:y|ies)", r"[lr]vh",
                 r"(?:left|right)\s+atrial\s+(?:enlargement|overload|abnormality)", r"[lr]ae", r"[lr]ao"),
     },
@@ -105,9 +109,13 @@ LABEL_SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
         "LBBB": _LBBB,
         "RBBB": _RBBB,
         "PAC": (r"premature\s+atrial\s+(?:contractions?|complex(?:es)?|beats?)", r"atrial\s+premature\s+(?:contractions?|complex(?:es)?|beats?)",
-                r"apcs?", r"atrial\s+ectopics?(?:\s+beats?)?", r"atrial\s+extrasystoles?"),
+                r"apcs?", r"atrial\s+ectopics?(?:\s+beats?)?", r"atrial\s+extrasystoles?", r"atrial\s+bigeminy",
+                # supraventricular premature beats: CPSC 2018's PAC class (atrial/junctional ectopy)
+                r"supraventricular\s+(?:extrasystoles?|ectopics?(?:\s+beats?)?|premature\s+(?:contractions?|complex(?:es)?|beats?))",
+                r"sves?", r"svpbs?", r"svpcs?"),
         "PVC": (r"premature\s+ventricular\s+(?:contractions?|complex(?:es)?|beats?)", r"ventricular\s+premature\s+(?:contractions?|complex(?:es)?|beats?)",
-                r"vpcs?", r"vpbs?", r"ventricular\s+ectopics?(?:\s+beats?)?", r"ventricular\s+extrasystoles?"),
+                r"vpcs?", r"vpbs?", r"ventricular\s+ectopics?(?:\s+beats?)?", r"ventricular\s+extrasystoles?",
+                r"ventricular\s+(?:bigeminy|trigeminy|ectopy)"),  # bigeminy/trigeminy: every 2nd/3rd beat a PVC
         "STD": _STD,
         "STE": _STE,
     },
@@ -220,6 +228,9 @@ def _answer_region(text: str) -> tuple[str, int]:
 
 
 _ANSWER_CUT_RE = re.compile(r"(?i)\banswer[*_]*\s*:[*_]*")
+# "Normal ECG except for X" / "otherwise normal ECG" qualify the normal reading: X is the finding.
+_EXCEPT_AFTER_RE = re.compile(r"[\s*_,]*(?:except|apart\s+from|aside\s+from|other\s+than|save\s+for|but\s+for|besides)\b")
+_OTHERWISE_BEFORE_RE = re.compile(r"\botherwise[\s*_]*$")
 _CLAUSE_RE = re.compile(r"[^.;,!?\n]+")
 _MARKDOWN = " \t*_#>`'\"-"
 
@@ -267,6 +278,8 @@ def explain_labels(text: str, labels: tuple[str, ...], prompt: str = "") -> dict
             span = _span(text, offset + m.start(), offset + m.end(), label, source, scope, offset)
             if label == "NORM" and term in RHYTHM_ONLY_NORM:
                 span["rhythm_only"] = True
+            elif label == "NORM" and (_EXCEPT_AFTER_RE.match(masked, m.end()) or _OTHERWISE_BEFORE_RE.search(masked, 0, m.start())):
+                span["qualified"] = True  # "normal ECG except for PVCs": NORM only when no finding stands beside
             if source == SOURCE_LOOKALIKE and term in ABNORMAL_LOOKALIKES:
                 span["abnormal"] = True
             spans.append(span)
@@ -306,9 +319,10 @@ def _normal_clauses(text: str, masked: str, offset: int, labels: tuple[str, ...]
 
 def _resolve_labels(spans: list[dict], labels: tuple[str, ...]) -> tuple[list[str], list[dict]]:
     """Final labels from the spans: affirmed ones, then the NORM/ABNORMAL rules."""
-    positive = {s["label"] for s in spans if s["label"] and not s["negated"] and not s.get("rhythm_only")}
+    conditional = ("rhythm_only", "qualified")  # NORM spans that count only when no finding stands beside
+    positive = {s["label"] for s in spans if s["label"] and not s["negated"] and not any(s.get(k) for k in conditional)}
     negated = {s["label"] for s in spans if s["label"] and s["negated"]}
-    rhythm_only = any(s.get("rhythm_only") and not s["negated"] for s in spans)
+    rhythm_only = any(any(s.get(k) for k in conditional) and not s["negated"] for s in spans)
     findings = positive - set(_CODE15_GLOBAL)
     others = sorted({s["text"] for s in spans if s.get("abnormal") and not s["negated"]})
     implied: list[dict[str, str]] = []

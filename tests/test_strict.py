@@ -69,7 +69,7 @@ TABLE: list[tuple[str, str, str, list[str]]] = [
     ("ptb", "vocabulary", "Myocardial infarction and conduction disturbance.", ["MI", "CD"]),
     ("ptb", "vocabulary", "Normal ECG", ["NORM"]),
     ("ptb", "vocabulary", "This tracing shows ST/T changes in the lateral leads.", ["STTC"]),
-    ("ptb", "synonym", "LVH with strain pattern", ["HYP"]),
+    ("ptb", "synonym", "LVH with strain pattern", ["HYP", "STTC"]),  # strain = ST depression + T inversion
     ("ptb", "synonym", "Left ventricular hypertrophy; ST-T wave abnormality", ["HYP", "STTC"]),
     ("ptb", "synonym", "Old inferior infarct. Right bundle branch block.", ["MI", "CD"]),
     ("ptb", "synonym", "Anterior STEMI", ["MI"]),
@@ -407,7 +407,10 @@ def test_prompt_descriptions_in_both_forms():
     ("AF is absent", "AF", "is absent"),
     ("not only AF", "AF", None),  # pseudo trigger
     ("no change in the ST depression", "ST depression", None),  # pseudo trigger
-    ("MI cannot be ruled out", "MI", None),  # pseudo trigger
+    ("MI cannot be ruled out", "MI", "cannot be ruled out"),  # unconfirmed: claims no finding
+    ("cannot exclude anterior infarct", "infarct", "cannot exclude"),
+    ("LBBB: absent; RBBB: present", "LBBB", ": absent"),  # a negative value in a list
+    ("LBBB: absent; RBBB: present", "RBBB", None),
     ("no LBBB but RBBB", "RBBB", None),  # "but" ends the scope
     ("no LBBB or RBBB", "RBBB", "no"),
     ("non-ST elevation MI", "ST elevation", "non-"),
