@@ -70,8 +70,10 @@ SOURCE_LOOKALIKE = "lookalike"  # a phrase that contains a code but names no lab
 # --------------------------------------------------------------------------------------------
 
 _AVB = r"(?:(?:av|a-v|atrio-?ventricular|heart)[\s-]*block|avb)"  # "AVB": the usual abbreviation of AV block
+# "I" after "AV block" is the pronoun, not the degree, when a first-person verb follows ("... block I think")
+_PRONOUN_I = r"(?!\s+(?:think|believe|suspect|guess|would|see|am|have|cannot|can't|'d|'m)\b)"
 _AVB1 = (rf"(?:1st|first|1|i)(?:[\s-]*degree|°|\s*°)?[\s-]*{_AVB}"
-         rf"|{_AVB}[\s-]*(?:i|1|1st|1°|°i)(?![\w-])")  # "AVB I", "AV block 1°": the European order
+         rf"|{_AVB}[\s-]*(?:1st|1°|°i|1|i{_PRONOUN_I})(?![\w-])")  # "AVB I", "AV block 1°": the European order
 _AF = (r"atrial[\s-]+fibrillation", r"a[\s.-]?fib", r"afib")
 _LBBB = (r"(?:complete\s+)?left[\s-]+bundle[\s-]+branch[\s-]+block", r"clbbb")
 _RBBB = (r"(?:complete\s+)?right[\s-]+bundle[\s-]+branch[\s-]+block", r"crbbb")

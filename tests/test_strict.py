@@ -124,6 +124,12 @@ TABLE: list[tuple[str, str, str, list[str]]] = [
     ("cpsc", "synonym", "A-fib", ["AF"]),
     ("cpsc", "synonym", "AFib with rapid ventricular response", ["AF"]),
     ("cpsc", "synonym", "1° AV block", ["I-AVB"]),
+    ("cpsc", "synonym", "AVB I and RBBB", ["I-AVB", "RBBB"]),
+    ("cpsc", "synonym", "Third degree AV block I believe; RBBB", ["RBBB"]),  # "I" the pronoun
+    ("cpsc", "synonym", "Sinus rhythm with supraventricular extrasystoles.", ["PAC"]),
+    ("cpsc", "negation", "Normal ECG except for occasional PVCs.", ["PVC"]),
+    ("ptb", "negation", "- NORM: no\n- MI: yes\n- CD: no", ["MI"]),
+    ("ptb", "negation", "Old inferior MI; LVH cannot be excluded.", ["MI"]),
     ("cpsc", "synonym", "first degree heart block", ["I-AVB"]),
     ("cpsc", "synonym", "1st degree AV block and ST depression", ["I-AVB", "STD"]),
     ("cpsc", "synonym", "Premature ventricular complexes and ST elevation", ["PVC", "STE"]),
