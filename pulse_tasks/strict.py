@@ -24,10 +24,13 @@ Rules (one example each; the README lists the same):
   to no label (``LOOKALIKES``): "ST depression" is not code15's ST (sinus tachycardia); "AFL" and
   "atrial flutter" are not AF.
 * **Negation** (``pulse_tasks.negation``, NegEx style) -- a negated mention is no finding:
-  "no LBBB, rhythm is sinus; RBBB" reads RBBB; "without ST elevation" reads no STE.
+  "no LBBB, rhythm is sinus; RBBB" reads RBBB; "without ST elevation" reads no STE. An
+  unconfirmed mention claims no finding ("cannot exclude LVH", "MI cannot be ruled out"), while a
+  hedged positive does ("possible/likely LVH", "consistent with MI"); a negative list value
+  negates its term ("LBBB: absent", "- MI: no").
 * **Normal and abnormal** -- "normal" alone counts only as a whole clause ("Normal.", "The ECG is
-  normal"), never in "normal axis"; "normal sinus rhythm" names the rhythm, so it is dropped
-  beside a finding. code15 asks normal-vs-abnormal first: a specific finding, a negated NORM or
+  normal"), never in "normal axis"; "normal sinus rhythm" names the rhythm, and "normal ECG
+  except for X" / "otherwise normal ECG" qualify the reading, so these are dropped beside a finding. code15 asks normal-vs-abnormal first: a specific finding, a negated NORM or
   "abnormal" means ABNORMAL ("RBBB" reads ABNORMAL, RBBB), a negated ABNORMAL without findings
   means NORM, and ABNORMAL wins over NORM.
 * **Letter questions** -- the letter right after the last final-answer marker ("answer:",
