@@ -75,6 +75,7 @@ _SCAN_RE = re.compile(
     rf"|(?<![\w'])(?P<prefix>{PREFIX_TRIGGER}[- ]?)(?=\w)"
 )
 _PRE, _POST = frozenset(PRE_TRIGGERS + UNCONFIRMED_PRE), frozenset(POST_TRIGGERS + UNCONFIRMED_POST)
+_UNCONFIRMED = frozenset(UNCONFIRMED_PRE + UNCONFIRMED_POST)
 # A finding given a negative value in a list ("LBBB: absent", "- NORM: no", "AF = negative"): the
 # value negates only the term right before its colon (markdown allowed between).
 VALUE_TRIGGERS = ("no", "absent", "not present", "negative", "not seen", "none", "not detected", "false")
@@ -94,6 +95,7 @@ class Trigger:
     end: int
     text: str
     kind: str
+    unconfirmed: bool = False  # "cannot exclude"-style: the term is not claimed, but not denied either
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,7 @@ class NegationScope:
                 phrase = _SPACES_RE.sub(" ", m.group(kind))
                 for trigger_kind, table in (("pre", _PRE), ("post", _POST)):
                     if phrase in table:
-                        found.append(Trigger(m.start(), m.end(), phrase, trigger_kind))
+                        found.append(Trigger(m.start(), m.end(), phrase, trigger_kind, phrase in _UNCONFIRMED))
             elif kind == "prefix":
                 found.append(Trigger(m.start(), m.end(), PREFIX_TRIGGER + "-", "prefix"))
             elif kind in ("ender", "punct"):

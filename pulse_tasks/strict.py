@@ -548,8 +548,13 @@ def explain_ecgqa(text: str, candidates: list[str]) -> dict[str, Any]:
                 spans.append({"text": text[offset + start:offset + start + len(phrase)], "start": offset + start,
                               "end": offset + start + len(phrase), "label": NOT_SURE, "source": SOURCE_SYNONYM,
                               "negated": False, "trigger": None})
+        for t in scope.triggers:  # "AF cannot be excluded" neither affirms nor denies: not sure
+            if t.unconfirmed:
+                spans.append({"text": text[offset + t.start:offset + t.end], "start": offset + t.start,
+                              "end": offset + t.end, "label": NOT_SURE, "source": SOURCE_SYNONYM,
+                              "negated": False, "trigger": None})
     if "yes" in options and "no" in options and not any(not s["negated"] for s in spans):
-        first = next((t for t in scope.triggers if t.kind != "prefix"), None)
+        first = next((t for t in scope.triggers if t.kind != "prefix" and not t.unconfirmed), None)
         if first is not None:  # "It does not." / "There is no AF." answer the yes/no question
             spans.append({"text": text[offset + first.start:offset + first.end], "start": offset + first.start,
                           "end": offset + first.end, "label": "no", "source": SOURCE_SYNONYM,

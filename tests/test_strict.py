@@ -260,6 +260,8 @@ TABLE: list[tuple[str, str, str, list[str]]] = [
     ("qa_af", "ecgqa", "yes", ["yes"]),
     ("qa_af", "ecgqa", "No", ["no"]),
     ("qa_af", "ecgqa", "No, it does not.", ["no"]),
+    ("qa_af", "ecgqa", "Atrial fibrillation cannot be excluded.", ["not sure"]),  # unconfirmed: not a "no"
+    ("qa_af", "ecgqa", "Atrial fibrillation: no", ["no"]),
     ("qa_af", "ecgqa", "I'm not sure", ["not sure"]),
     ("qa_af", "ecgqa", "Not sure.", ["not sure"]),
     ("qa_af", "ecgqa", "Yes, it does.", ["yes"]),
