@@ -42,7 +42,7 @@ Rules (one example each; the README lists the same):
 * **ECG-QA** -- whole options on normalised text, longest first, so "lead III" never also selects
   "lead I"; option case does not matter; a negated option is not chosen, except options that are
   negations themselves ("no", "not sure"); a yes/no question answered with a negation ("It does
-  not.") is "no"; "I don't know" is "not sure".
+  not.") is "no"; "I don't know" and an unconfirmed mention ("AF cannot be excluded") are "not sure".
 
 ``STRICT_VERSION`` is bumped whenever any of this changes what an answer scores; task metadata,
 scoring records, results and submissions carry it, and ``ecgbench compare``/``validate`` refuse
