@@ -80,7 +80,7 @@ _UNCONFIRMED = frozenset(UNCONFIRMED_PRE + UNCONFIRMED_POST)
 # value negates only the term right before its colon (markdown allowed between).
 VALUE_TRIGGERS = ("no", "absent", "not present", "negative", "not seen", "none", "not detected", "false")
 _VALUE_RE = re.compile(
-    rf"[:=][ \t*_]*(?P<value>{_alternation(VALUE_TRIGGERS)})(?![\w'])(?=[ \t*_]*(?:$|[\n;,.(]))", re.M
+    rf"[:=][ \t*_]*(?P<value>{_alternation(VALUE_TRIGGERS)})(?![\w'])(?=[ \t*_]*(?:$|[\n;,.(]))", re.MULTILINE
 )
 _VALUE_GAP = " \t*_"  # what may stand between a term and its value's colon
 _SPACES_RE = re.compile(r"\s+")

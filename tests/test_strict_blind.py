@@ -93,11 +93,11 @@ LABEL_CASES: list[tuple[str, str, set[str]]] = [
     (PTB, "CD;HYP", {"CD", "HYP"}),
     (PTB, "This ECG is within normal limits.", {"NORM"}),
     (PTB, "Normal ECG", {"NORM"}),
-    (PTB, "The ECG shows sinus rhythm with Q waves in II, III and aVF, consistent with an old inferior "
-          "myocardial infarction.", {"MI"}),
+    (PTB, ("The ECG shows sinus rhythm with Q waves in II, III and aVF, consistent with an old inferior "
+          "myocardial infarction."), {"MI"}),
     (PTB, "**Diagnosis:** Left ventricular hypertrophy with secondary ST/T changes.", {"HYP", "STTC"}),
-    (PTB, "Findings:\n- Sinus rhythm\n- Right bundle branch block\n- Left anterior fascicular block\n"
-          "Classes: CD", {"CD"}),
+    (PTB, ("Findings:\n- Sinus rhythm\n- Right bundle branch block\n- Left anterior fascicular block\n"
+          "Classes: CD"), {"CD"}),
     (PTB, "LVH", {"HYP"}),
     (PTB, "Complete RBBB.", {"CD"}),
     (PTB, "LAFB", {"CD"}),
@@ -225,8 +225,8 @@ LETTER_CASES: list[tuple[str, str, str | None]] = [
     (CSN, "b", "B"),
     (CSN, "**G**", "G"),
     (CSN, "Sinus tachycardia", "D"),
-    (CSN, "The ECG shows a regular narrow complex rhythm at 130 bpm with P waves before each QRS, so the "
-          "most likely diagnosis is D. Sinus tachycardia.", "D"),
+    (CSN, ("The ECG shows a regular narrow complex rhythm at 130 bpm with P waves before each QRS, so the "
+          "most likely diagnosis is D. Sinus tachycardia."), "D"),
     (CSN, "I cannot diagnose medical conditions from images.", None),
     (CSN, "A or C", None),
     (CSN, "Answer: E", "E"),
@@ -252,13 +252,13 @@ LETTER_CASES: list[tuple[str, str, str | None]] = [
     (G12, "B and E", None),
     # --- MMMU-ECG (four options, reasoning then "Answer: X") -------------------------------
     (MMMU, "Answer: B", "B"),
-    (MMMU, "The rhythm is irregularly irregular with no discernible P waves. This is atrial fibrillation.\n"
-           "Answer: B", "B"),
-    (MMMU, "Step 1: the rate is about 150 bpm. Step 2: flutter waves are visible in II, III and aVF at 300/min. "
-           "Option C is unlikely because there are no upright P waves.\nAnswer: A", "A"),
+    (MMMU, ("The rhythm is irregularly irregular with no discernible P waves. This is atrial fibrillation.\n"
+           "Answer: B"), "B"),
+    (MMMU, ("Step 1: the rate is about 150 bpm. Step 2: flutter waves are visible in II, III and aVF at 300/min. "
+           "Option C is unlikely because there are no upright P waves.\nAnswer: A"), "A"),
     (MMMU, "**Answer: D**", "D"),
-    (MMMU, "Let's think step by step. The P waves vary in morphology (at least three forms), so this is "
-           "multifocal atrial tachycardia.\nFinal answer: D", "D"),
+    (MMMU, ("Let's think step by step. The P waves vary in morphology (at least three forms), so this is "
+           "multifocal atrial tachycardia.\nFinal answer: D"), "D"),
     (MMMU, "answer: c", "C"),
     (MMMU, "The answer is (B) Atrial fibrillation.", "B"),
     (MMMU, "A", "A"),
