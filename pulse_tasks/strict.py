@@ -77,6 +77,12 @@ _AVB = r"(?:(?:av|a-v|atrio-?ventricular|heart)[\s-]*block|avb)"  # "AVB": the u
 _PRONOUN_I = r"(?!\s+(?:think|believe|suspect|guess|would|see|am|have|cannot|can't|'d|'m)\b)"
 _AVB1 = (rf"(?:1st|first|1|i)(?:[\s-]*degree|°|\s*°)?[\s-]*{_AVB}"
          rf"|{_AVB}[\s-]*(?:1st|1°|°i|1|i{_PRONOUN_I})(?![\w-])")  # "AVB I", "AV block 1°": the European order
+# Second/third degree and complete AV block (PTB-XL's 2AVB/3AVB, CD): "2nd degree AVB", "AV block III", "Mobitz II"
+_AVB_HIGH = (rf"(?:2nd|second|3rd|third|ii|iii|2|3)(?:[\s-]*degree|°)?[\s-]*{_AVB}",
+             rf"{_AVB}[\s-]*(?:2nd|3rd|ii|iii|2|3)°?(?![\w-])", r"complete\s+heart\s+block", r"chb",
+             r"mobitz(?:[\s-]+(?:type[\s-]+)?(?:i{1,2}|1|2))?", r"wenckebach")
+# A long QT interval is PTB-XL's LNGQT, one of the STTC statements
+_LONG_QT = (r"(?:long|prolonged)\s+qtc?(?:[\s-]+intervals?)?", r"qtc?[\s-]+(?:interval\s+)?prolongation")
 _AF = (r"atrial[\s-]+fibrillation", r"a[\s.-]?fib", r"afib")
 _LBBB = (r"(?:complete\s+)?left[\s-]+bundle[\s-]+branch[\s-]+block", r"clbbb")
 _RBBB = (r"(?:complete\s+)?right[\s-]+bundle[\s-]+branch[\s-]+block", r"crbbb")
@@ -97,14 +103,17 @@ LABEL_SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
         "STTC": (r"st[\s/-]*t[\s-]*(?:wave\s+)?(?:changes?|abnormalit(?:y|ies))", r"st\s+changes?",
                  r"t[\s-]*wave\s+(?:inversions?|changes?|abnormalit(?:y|ies))", r"inverted\s+t[\s-]*waves?",
                  r"repolari[sz]ation\s+abnormalit(?:y|ies)", r"ischemi[ac]", r"ischaemi[ac]", *_STD, *_STE[:3],
-                 r"(?:ventricular\s+)?strain(?:\s+pattern)?"),  # "strain": the ST depression/T inversion of hypertrophy
+                 r"(?:ventricular\s+)?strain(?:\s+pattern)?",  # "strain": the ST depression/T inversion of hypertrophy
+                 *_LONG_QT),
         "CD": (r"conduction\s+(?:disturbances?|defects?|abnormalit(?:y|ies)|delay|blocks?)", r"bundle[\s-]+branch[\s-]+blocks?",
                r"[lr]bbb", r"i?c?[lr]bbb", r"[lr]afb", r"[lr]pfb", r"(?:left\s+)?(?:anterior|posterior)\s+(?:fascicular\s+block|hemiblock)",
                _AVB1, r"(?:2nd|second|3rd|third)[\s-]*degree[\s-]*(?:av\s+|heart\s+)?block", r"[123]avb", r"wpw",
                r"wolff[\s-]+parkinson[\s-]+white", r"ivcd",
-               r"l[ap]hb"),  # left anterior/posterior hemiblock, the older name of the fascicular blocks
+               r"l[ap]hb",  # left anterior/posterior hemiblock, the older name of the fascicular blocks
+               *_AVB_HIGH, r"(?:(?:bi|tri)|(?:left\s+)?(?:anterior|posterior|septal))?[\s-]*fascicular\s+blocks?"),
         "HYP": (r"(?:left|right)?[\s-]*ventricular\s+hypertroph(?:y|ies)", r"hypertroph(?:y|ies)", r"[lr]vh",
-                r"(?:left|right)\s+atrial\s+(?:enlargement|overload|abnormality)", r"[lr]ae", r"[lr]ao"),
+                r"(?:left|right|bi)[\s-]*atrial\s+(?:enlargement|overload|abnormality)", r"[lr]ae", r"[lr]ao",
+                r"p[\s-]+(?:mitrale|pulmonale)"),  # the P waves of left/right atrial enlargement
     },
     # CPSC 2018 classes.
     "cpsc-test": {

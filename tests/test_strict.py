@@ -129,6 +129,9 @@ TABLE: list[tuple[str, str, str, list[str]]] = [
     ("cpsc", "synonym", "Sinus rhythm with supraventricular extrasystoles.", ["PAC"]),
     ("cpsc", "negation", "Normal ECG except for occasional PVCs.", ["PVC"]),
     ("ptb", "negation", "- NORM: no\n- MI: yes\n- CD: no", ["MI"]),
+    ("ptb", "synonym", "2nd degree AVB (Mobitz II)", ["CD"]),
+    ("ptb", "synonym", "Bifascicular block; QTc prolongation; P pulmonale.", ["CD", "STTC", "HYP"]),
+    ("cpsc", "synonym", "Second degree AVB (Mobitz I); RBBB", ["RBBB"]),  # not CPSC's first degree
     ("ptb", "negation", "Old inferior MI; LVH cannot be excluded.", ["MI"]),
     ("cpsc", "synonym", "first degree heart block", ["I-AVB"]),
     ("cpsc", "synonym", "1st degree AV block and ST depression", ["I-AVB", "STD"]),
