@@ -34,8 +34,9 @@ Rules (one example each; the README lists the same):
   "abnormal" means ABNORMAL ("RBBB" reads ABNORMAL, RBBB), a negated ABNORMAL without findings
   means NORM, and ABNORMAL wins over NORM.
 * **Letter questions** -- the letter right after the last final-answer marker ("answer:",
-  "answer is", "correct option is", lower case allowed: "answer: c"), else in the whole text a
-  bare letter ("(B)", "**B**"), "Option F", or a line starting "C." / "C)"; when no letter is
+  "answer is", "answer -", "correct option is", "I'd say B", LaTeX ``\\boxed{B}``, lower case allowed:
+  "answer: c"), else in the whole text a bare letter ("(B)", "**B**"), "Option F", "B is correct",
+  or a line starting "C." / "C)"; when no letter is
   given, the text of one option ("Sinus Tachycardia" for "D. Sinus Tachycardia"). Exactly one
   letter of the question's options, else invalid: "A or C", two different final letters and an
   echoed template ("Answer: $LETTER") have none.
@@ -364,15 +365,17 @@ def _resolve_labels(spans: list[dict], labels: tuple[str, ...]) -> tuple[list[st
 
 _EMPH = r"[*_]*"
 _LETTER_MARKER_RE = re.compile(
-    rf"(?i)\b(?:(?:final\s+)?answer{_EMPH}\s*(?:is\s*:?|would\s+be\s*:?|:)|correct\s+(?:option|answer|choice){_EMPH}\s*(?:is\s*:?|:)|"
-    rf"(?:i\s+)?(?:choose|select|pick)){_EMPH}"
+    rf"(?i)\b(?:(?:final\s+)?answer{_EMPH}\s*(?:is\s*:?|would\s+be\s*:?|:|[\u2013\u2014-](?=\s))|"
+    rf"correct\s+(?:option|answer|choice){_EMPH}\s*(?:is\s*:?|:)|"
+    rf"(?:i\s+)?(?:choose|select|pick)|(?:i'?d|i\s+would|i\s+will|i'll)\s+(?:say|go\s+with)(?=[\s*_]*\(?(?-i:[A-H])\)?(?![\w'])))(?![\w']){_EMPH}"
+    r"|\\boxed\s*\{(?:\\text\s*\{)?"  # "Answer - C"; "I'd say B" (a capital letter must follow); "\boxed{B}"
 )
 _OPTION_LINE_RE = re.compile(r"(?m)(?:^|(?<=\s))\(?([A-H])[.)]\s+(.+?)\s*(?=\s\(?[A-H][.)]\s|$)")
 _TEMPLATE_RE = re.compile(r"(?i)\$\s*\{?\s*letter\s*\}?|<\s*letter\s*>|\[\s*letter\s*\]|\$[A-Z]\b")
 # After a final-answer marker: the letter (any case, maybe "(B)" or "option B"), then a boundary.
 _AFTER_MARKER_RE = re.compile(
     rf"\s*{_EMPH}(?:(?:option|choice|letter)\s+)?{_EMPH}\(?([A-Ha-h])\)?{_EMPH}"
-    r"(?=$|[\s]*[.,;:!)\]\n]|\s+[(\u2013\u2014-]|\s+(?:or|and|because|since|as|is|which|given|due)\b|\s+[a-z])"
+    r"(?=$|[\s]*[.,;:!)\]\n}]|\s+[(\u2013\u2014-]|\s+(?:or|and|because|since|as|is|which|given|due)\b|\s+[a-z])"
 )
 _MORE_LETTERS_RE = re.compile(rf"\s*(?:,|/|&|\bor\b|\band\b)\s*{_EMPH}\(?([A-H])\)?{_EMPH}(?![{_WORD}])")
 _LETTER_LIST_RE = re.compile(
@@ -381,6 +384,7 @@ _LETTER_LIST_RE = re.compile(
 _BARE_RE = re.compile(rf"{_EMPH}\(?([A-Ha-h])\)?[.:)]?{_EMPH}")
 _ANYWHERE_RE = re.compile(
     rf"(?i:option|choice)\s+\(?([A-H])\)?(?![{_WORD}])|\(([A-H])\)|(?m:^){_EMPH}([A-H])(?:[.):]){_EMPH}(?=\s|$)"
+    rf"|(?<![{_WORD}'])([A-H])\)?{_EMPH}\s+is\s+(?:the\s+)?(?:correct|right|best)\b"  # "B is correct"
 )
 _ARTICLE_AFTER = re.compile(r"\s+[a-z]")  # "A normal ECG": the article, unless a connective follows
 _CONNECTIVE_AFTER = re.compile(r"\s+(?:or|and|because|since|as|is|which|given|due)\b")
@@ -474,7 +478,7 @@ def _letter_spans(text: str, region: str, offset: int, after_marker: bool,
                 add(m.start(1), m.group(1))
         return spans
     for m in _ANYWHERE_RE.finditer(region):
-        group = next(g for g in (1, 2, 3) if m.group(g))
+        group = next(g for g in (1, 2, 3, 4) if m.group(g))
         add(m.start(group), m.group(group))
     return spans
 

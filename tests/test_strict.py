@@ -244,6 +244,11 @@ TABLE: list[tuple[str, str, str, list[str]]] = [
     # ---------------------------------------------------------------- letters: MMMU-ECG (reasoning)
     ("mmmu", "letter", "The rhythm is irregularly irregular with no discernible P waves.\nAnswer: B", ["B"]),
     ("mmmu", "letter", "Rate about 150 bpm, regular, flutter waves in II.\nAnswer: A", ["A"]),
+    ("mmmu", "letter", "Irregular R-R, no P waves. The final answer is $\\boxed{B}$", ["B"]),  # reasoning models
+    ("mmmu", "letter", "I'd say D.", ["D"]),
+    ("mmmu", "letter", "Answer - C", ["C"]),
+    ("mmmu", "letter", "Flutter waves are absent, so B is correct.", ["B"]),
+    ("mmmu", "letter", "The answer is B. I would say this is typical.", ["B"]),  # "I would say" + no letter: no marker
     ("mmmu", "letter", "Step 1: rate 120. Step 2: P before every QRS. Options A and B are unlikely.\nAnswer: C", ["C"]),
     ("mmmu", "letter", "Wide complex tachycardia with AV dissociation.\n\nAnswer: (D)", ["D"]),
     ("mmmu", "letter", "Answer: $LETTER", []),
