@@ -30,7 +30,8 @@ Rules (one example each; the README lists the same):
   negates its term ("LBBB: absent", "- MI: no").
 * **Normal and abnormal** -- "normal" alone counts only as a whole clause ("Normal.", "The ECG is
   normal"), never in "normal axis"; "normal sinus rhythm" names the rhythm, and "normal ECG
-  except for X" / "otherwise normal ECG" qualify the reading, so these are dropped beside a finding. code15 asks normal-vs-abnormal first: a specific finding, a negated NORM or
+  except for X" / "otherwise normal ECG" qualify the reading, so these are dropped beside a
+  finding. code15 asks normal-vs-abnormal first: a specific finding, a negated NORM or
   "abnormal" means ABNORMAL ("RBBB" reads ABNORMAL, RBBB), a negated ABNORMAL without findings
   means NORM, and ABNORMAL wins over NORM.
 * **Letter questions** -- the letter right after the last final-answer marker ("answer:",
@@ -91,9 +92,11 @@ _NORMAL_ECG = r"normal[\s-]+(?:12[\s-]*lead\s+)?(?:ecg|ekg|electrocardiogram|tra
 _NORM = (_NORMAL_ECG, r"within\s+normal\s+limits", r"no\s+(?:significant\s+)?abnormalit(?:y|ies)(?:\s+(?:detected|seen|found))?")
 # "Normal sinus rhythm" names the rhythm: NORM only when no finding stands beside it.
 RHYTHM_ONLY_NORM = (r"normal\s+sinus\s+rhythm", r"nsr")
-_STD = (r"st[\s-]*(?:segment\s+)?depressions?", r"depressed\s+st(?:[\s-]*segments?)?", r"st[\s-]*(?:segments?\s+)?depressed")
+# "ST depr"/"ST elev": the report abbreviations
+_STD = (r"st[\s-]*(?:segment\s+)?depressions?", r"depressed\s+st(?:[\s-]*segments?)?", r"st[\s-]*(?:segments?\s+)?depressed",
+        r"st[\s-]*(?:segment\s+)?depr")
 _STE = (r"st[\s-]*(?:segment\s+)?elevations?", r"elevated\s+st(?:[\s-]*segments?)?", r"st[\s-]*(?:segments?\s+)?elevated",
-        r"stemi")
+        r"st[\s-]*(?:segment\s+)?elev", r"stemi")
 
 LABEL_SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
     # PTB-XL diagnostic superclasses; members from the SCP-ECG statements PTB-XL groups under each.
@@ -103,7 +106,7 @@ LABEL_SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
                r"(?:old|prior|previous|acute)\s+mi"),
         "STTC": (r"st[\s/-]*t[\s-]*(?:wave\s+)?(?:changes?|abnormalit(?:y|ies))", r"st\s+changes?",
                  r"t[\s-]*wave\s+(?:inversions?|changes?|abnormalit(?:y|ies))", r"inverted\s+t[\s-]*waves?",
-                 r"repolari[sz]ation\s+abnormalit(?:y|ies)", r"ischemi[ac]", r"ischaemi[ac]", *_STD, *_STE[:3],
+                 r"repolari[sz]ation\s+abnormalit(?:y|ies)", r"ischemi[ac]", r"ischaemi[ac]", *_STD, *_STE[:-1],
                  r"(?:ventricular\s+)?strain(?:\s+pattern)?",  # "strain": the ST depression/T inversion of hypertrophy
                  *_LONG_QT),
         "CD": (r"conduction\s+(?:disturbances?|defects?|abnormalit(?:y|ies)|delay|blocks?)", r"bundle[\s-]+branch[\s-]+blocks?",
@@ -149,7 +152,7 @@ LABEL_SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
 # Phrases that contain a code of some vocabulary but name something else (read before codes).
 # Those in ABNORMAL_LOOKALIKES still name an abnormality: code15's ABNORMAL when affirmed.
 ABNORMAL_LOOKALIKES = (
-    r"st[\s/-]*(?:segments?|depressions?|elevations?|changes?|t|abnormalit(?:y|ies)|deviations?|depressed|elevated)",
+    r"st[\s/-]*(?:segments?|depressions?|elevations?|changes?|t|abnormalit(?:y|ies)|deviations?|depressed|elevated|elev|depr)",
     r"afl", r"a[\s-]?flutter", r"atrial\s+flutter",  # flutter is not fibrillation
 )
 LOOKALIKES = (

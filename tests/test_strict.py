@@ -132,6 +132,8 @@ TABLE: list[tuple[str, str, str, list[str]]] = [
     ("ptb", "synonym", "2nd degree AVB (Mobitz II)", ["CD"]),
     ("ptb", "synonym", "Bifascicular block; QTc prolongation; P pulmonale.", ["CD", "STTC", "HYP"]),
     ("cpsc", "synonym", "Second degree AVB (Mobitz I); RBBB", ["RBBB"]),  # not CPSC's first degree
+    ("cpsc", "synonym", "ST elev in V1-V3; ST depr. in V5", ["STD", "STE"]),
+    ("code15", "lookalike", "ST elev in V2. Answer: ABNORMAL", ["ABNORMAL"]),  # "ST elev" is no sinus tachycardia
     ("ptb", "negation", "Old inferior MI; LVH cannot be excluded.", ["MI"]),
     ("cpsc", "synonym", "first degree heart block", ["I-AVB"]),
     ("cpsc", "synonym", "1st degree AV block and ST depression", ["I-AVB", "STD"]),
