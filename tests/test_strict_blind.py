@@ -6,13 +6,15 @@ the way users reach it, through ``metrics.score_item`` (the record lmms-eval kee
 
 How a careful reader labels an answer (the conventions, applied to every row):
 - **Asserted findings count**: "X", "consistent with X", "likely/probable X", "suggestive of X",
-  "suspected X", "possible X", "X cannot be excluded *but is likely*" all read as X. In a
+  "suspected X", "possible X" all read as X. In a
   classification prompt the model is asked for its best reading; a hedged positive is still the
   finding it reports (a cardiologist's "probable LVH" is coded as LVH in PTB-XL's own statements,
   which carry a likelihood but are still the statement).
 - **Uncommitted mentions do not count**: "cannot exclude X" / "cannot rule out X" / "X is not
   excluded" without any positive claim say only that X's absence is unproven; the reader has not
   reported X (clinically a call for correlation, not a diagnosis), so X is not in the label set.
+  Rule of thumb: a finding counts when the reader holds it at least as likely as not ("possible"
+  is about even odds on radiology certainty lexicons, "cannot exclude" and "unlikely" are below).
 - **Negated findings do not count**: "no X", "no evidence of X", "without X", "X is absent",
   "X ruled out", "negative for X", "not X".
 - **The answer's conclusion wins** over its reasoning: the text after a final "Answer:"-style line.
