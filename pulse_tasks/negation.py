@@ -4,9 +4,10 @@ NegEx reads a finding as negated when a negation trigger governs it: a *pre* tri
 "without", "absence of", "negative for", "rules out", "free of", ...) negates the findings that
 follow it, a *post* trigger ("... is absent", "... ruled out") the findings before it. Scope ends
 at a clause boundary (sentence or clause punctuation, or a conjunction such as "but" or
-"however") and after ``SCOPE_WORDS`` words. *Pseudo* triggers ("not only", "no change", "cannot
-be ruled out", ...) contain a trigger's words but negate nothing; they are matched first and
-their text can never be a trigger.
+"however") and after ``SCOPE_WORDS`` words. *Pseudo* triggers ("not only", "no change", ...)
+contain a trigger's words but negate nothing; they are matched first and their text can never be
+a trigger. *Unconfirmed* mentions ("cannot exclude X", "X cannot be ruled out") claim no finding and
+count as pre/post triggers; a *value* trigger negates a listed term ("LBBB: absent", "- MI: no").
 
 A hand-written module rather than negspacy/medspaCy: those pull in spaCy and a language model
 (hundreds of MB, about a second to load), while the scoring of a full ECGBench run has a 2 s
@@ -38,9 +39,18 @@ POST_TRIGGERS = (
 # Pseudo triggers: look like negation, negate nothing (NegEx's list, the ECG-relevant part).
 PSEUDO_TRIGGERS = (
     "not only", "no change", "no significant change", "no interval change", "no new", "not certain whether",
-    "cannot be ruled out", "can not be ruled out", "cannot be excluded", "cannot rule out", "not ruled out",
-    "not excluded", "no longer normal", "without change", "not necessarily",
+    "no longer normal", "without change", "not necessarily",
 )
+# Unconfirmed mentions: "cannot exclude X" says X's absence is unproven, not that X is seen: the
+# reader holds X less likely than "possible X" (about even odds on certainty lexicons such as
+# Panicek & Hricak, AJR 2016), so like "unlikely" it reports no finding. NegEx lists these as
+# pseudo triggers because they are no negation; for scoring what an answer claims they act as one.
+UNCONFIRMED_PRE = ("cannot exclude", "can not exclude", "can't exclude", "cannot rule out", "can not rule out",
+                   "can't rule out", "could not exclude", "could not rule out", "unable to exclude",
+                   "unable to rule out", "not possible to exclude")
+UNCONFIRMED_POST = ("cannot be excluded", "can not be excluded", "can't be excluded", "cannot be ruled out",
+                    "can not be ruled out", "can't be ruled out", "not excluded", "not ruled out",
+                    "could not be excluded", "could not be ruled out")
 # Conjunctions that end a trigger's scope, as punctuation does ("no LBBB but RBBB").
 SCOPE_ENDERS = ("but", "however", "although", "though", "yet", "except", "apart from", "aside from",
                 "whereas", "while", "which", "instead", "rather", "so", "therefore", "thus", "then")
@@ -59,23 +69,33 @@ def _alternation(phrases: tuple[str, ...]) -> str:
 # pseudo triggers first, so "not only" is never the trigger "not"; then triggers, scope enders,
 # clause punctuation and the "non-" prefix.
 _SCAN_RE = re.compile(
-    rf"(?<![\w'])(?:(?P<pseudo>{_alternation(PSEUDO_TRIGGERS)})|(?P<trigger>{_alternation(PRE_TRIGGERS + POST_TRIGGERS)})"
+    rf"(?<![\w'])(?:(?P<pseudo>{_alternation(PSEUDO_TRIGGERS)})"
+    rf"|(?P<trigger>{_alternation(PRE_TRIGGERS + POST_TRIGGERS + UNCONFIRMED_PRE + UNCONFIRMED_POST)})"
     rf"|(?P<ender>{_alternation(SCOPE_ENDERS)}))(?![\w'])|(?P<punct>[{re.escape(_BOUNDARY_CHARS)}])"
     rf"|(?<![\w'])(?P<prefix>{PREFIX_TRIGGER}[- ]?)(?=\w)"
 )
-_PRE, _POST = frozenset(PRE_TRIGGERS), frozenset(POST_TRIGGERS)
+_PRE, _POST = frozenset(PRE_TRIGGERS + UNCONFIRMED_PRE), frozenset(POST_TRIGGERS + UNCONFIRMED_POST)
+_UNCONFIRMED = frozenset(UNCONFIRMED_PRE + UNCONFIRMED_POST)
+# A finding given a negative value in a list ("LBBB: absent", "- NORM: no", "AF = negative"): the
+# value negates only the term right before its colon (markdown allowed between).
+VALUE_TRIGGERS = ("no", "absent", "not present", "negative", "not seen", "none", "not detected", "false")
+_VALUE_RE = re.compile(
+    rf"[:=][ \t*_]*(?P<value>{_alternation(VALUE_TRIGGERS)})(?![\w'])(?=[ \t*_]*(?:$|[\n;,.(]))", re.MULTILINE
+)
+_VALUE_GAP = " \t*_"  # what may stand between a term and its value's colon
 _SPACES_RE = re.compile(r"\s+")
 _WORD_RE = re.compile(r"[\w'/+-]+")
 
 
 @dataclass(frozen=True)
 class Trigger:
-    """One negation trigger found in a text: ``kind`` is "pre", "post" or "prefix" ("non-")."""
+    """One negation trigger found in a text: ``kind`` is "pre", "post", "prefix" ("non-") or "value" (": no")."""
 
     start: int
     end: int
     text: str
     kind: str
+    unconfirmed: bool = False  # "cannot exclude"-style: the term is not claimed, but not denied either
 
 
 @dataclass(frozen=True)
@@ -100,11 +120,13 @@ class NegationScope:
                 phrase = _SPACES_RE.sub(" ", m.group(kind))
                 for trigger_kind, table in (("pre", _PRE), ("post", _POST)):
                     if phrase in table:
-                        found.append(Trigger(m.start(), m.end(), phrase, trigger_kind))
+                        found.append(Trigger(m.start(), m.end(), phrase, trigger_kind, phrase in _UNCONFIRMED))
             elif kind == "prefix":
                 found.append(Trigger(m.start(), m.end(), PREFIX_TRIGGER + "-", "prefix"))
             elif kind in ("ender", "punct"):
                 boundaries.append(m.start())
+        for m in _VALUE_RE.finditer(lowered):
+            found.append(Trigger(m.start(), m.end(), ": " + _SPACES_RE.sub(" ", m.group("value")), "value"))
         return cls(text, tuple(found), tuple(boundaries))
 
     def _crosses_boundary(self, start: int, end: int) -> bool:
@@ -124,6 +146,10 @@ class NegationScope:
         for trig in self.triggers:
             if trig.kind == "prefix":
                 if trig.end == start:
+                    return trig.text
+                continue
+            if trig.kind == "value":
+                if trig.start >= end and not self.text[end:trig.start].strip(_VALUE_GAP):
                     return trig.text
                 continue
             if trig.kind == "pre" and trig.end <= start:

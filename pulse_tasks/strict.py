@@ -24,22 +24,27 @@ Rules (one example each; the README lists the same):
   to no label (``LOOKALIKES``): "ST depression" is not code15's ST (sinus tachycardia); "AFL" and
   "atrial flutter" are not AF.
 * **Negation** (``pulse_tasks.negation``, NegEx style) -- a negated mention is no finding:
-  "no LBBB, rhythm is sinus; RBBB" reads RBBB; "without ST elevation" reads no STE.
+  "no LBBB, rhythm is sinus; RBBB" reads RBBB; "without ST elevation" reads no STE. An
+  unconfirmed mention claims no finding ("cannot exclude LVH", "MI cannot be ruled out"), while a
+  hedged positive does ("possible/likely LVH", "consistent with MI"); a negative list value
+  negates its term ("LBBB: absent", "- MI: no").
 * **Normal and abnormal** -- "normal" alone counts only as a whole clause ("Normal.", "The ECG is
-  normal"), never in "normal axis"; "normal sinus rhythm" names the rhythm, so it is dropped
-  beside a finding. code15 asks normal-vs-abnormal first: a specific finding, a negated NORM or
+  normal"), never in "normal axis"; "normal sinus rhythm" names the rhythm, and "normal ECG
+  except for X" / "otherwise normal ECG" qualify the reading, so these are dropped beside a
+  finding. code15 asks normal-vs-abnormal first: a specific finding, a negated NORM or
   "abnormal" means ABNORMAL ("RBBB" reads ABNORMAL, RBBB), a negated ABNORMAL without findings
   means NORM, and ABNORMAL wins over NORM.
 * **Letter questions** -- the letter right after the last final-answer marker ("answer:",
-  "answer is", "correct option is", lower case allowed: "answer: c"), else in the whole text a
-  bare letter ("(B)", "**B**"), "Option F", or a line starting "C." / "C)"; when no letter is
+  "answer is", "answer -", "correct option is", "I'd say B", LaTeX ``\\boxed{B}``, lower case allowed:
+  "answer: c"), else in the whole text a bare letter ("(B)", "**B**"), "Option F", "B is correct",
+  or a line starting "C." / "C)"; when no letter is
   given, the text of one option ("Sinus Tachycardia" for "D. Sinus Tachycardia"). Exactly one
   letter of the question's options, else invalid: "A or C", two different final letters and an
   echoed template ("Answer: $LETTER") have none.
 * **ECG-QA** -- whole options on normalised text, longest first, so "lead III" never also selects
   "lead I"; option case does not matter; a negated option is not chosen, except options that are
   negations themselves ("no", "not sure"); a yes/no question answered with a negation ("It does
-  not.") is "no"; "I don't know" is "not sure".
+  not.") is "no"; "I don't know" and an unconfirmed mention ("AF cannot be excluded") are "not sure".
 
 ``STRICT_VERSION`` is bumped whenever any of this changes what an answer scores; task metadata,
 scoring records, results and submissions carry it, and ``ecgbench compare``/``validate`` refuse
@@ -69,7 +74,17 @@ SOURCE_LOOKALIKE = "lookalike"  # a phrase that contains a code but names no lab
 # whole words; a trailing plural "s"/"es" is always allowed)
 # --------------------------------------------------------------------------------------------
 
-_AVB1 = r"(?:1st|first|1|i)(?:[\s-]*degree|°|\s*°)?[\s-]*(?:av|a-v|atrio-?ventricular|heart)[\s-]*block"
+_AVB = r"(?:(?:av|a-v|atrio-?ventricular|heart)[\s-]*block|avb)"  # "AVB": the usual abbreviation of AV block
+# "I" after "AV block" is the pronoun, not the degree, when a first-person verb follows ("... block I think")
+_PRONOUN_I = r"(?!\s+(?:think|believe|suspect|guess|would|see|am|have|cannot|can't|'d|'m)\b)"
+_AVB1 = (rf"(?:1st|first|1|i)(?:[\s-]*degree|°|\s*°)?[\s-]*{_AVB}"
+         rf"|{_AVB}[\s-]*(?:1st|1°|°i|1|i{_PRONOUN_I})(?![\w-])")  # "AVB I", "AV block 1°": the European order
+# Second/third degree and complete AV block (PTB-XL's 2AVB/3AVB, CD): "2nd degree AVB", "AV block III", "Mobitz II"
+_AVB_HIGH = (rf"(?:2nd|second|3rd|third|ii|iii|2|3)(?:[\s-]*degree|°)?[\s-]*{_AVB}",
+             rf"{_AVB}[\s-]*(?:2nd|3rd|ii|iii|2|3)°?(?![\w-])", r"complete\s+heart\s+block", r"chb",
+             r"mobitz(?:[\s-]+(?:type[\s-]+)?(?:i{1,2}|1|2))?", r"wenckebach")
+# A long QT interval is PTB-XL's LNGQT, one of the STTC statements
+_LONG_QT = (r"(?:long|prolonged)\s+qtc?(?:[\s-]+intervals?)?", r"qtc?[\s-]+(?:interval\s+)?prolongation")
 _AF = (r"atrial[\s-]+fibrillation", r"a[\s.-]?fib", r"afib")
 _LBBB = (r"(?:complete\s+)?left[\s-]+bundle[\s-]+branch[\s-]+block", r"clbbb")
 _RBBB = (r"(?:complete\s+)?right[\s-]+bundle[\s-]+branch[\s-]+block", r"crbbb")
@@ -77,9 +92,11 @@ _NORMAL_ECG = r"normal[\s-]+(?:12[\s-]*lead\s+)?(?:ecg|ekg|electrocardiogram|tra
 _NORM = (_NORMAL_ECG, r"within\s+normal\s+limits", r"no\s+(?:significant\s+)?abnormalit(?:y|ies)(?:\s+(?:detected|seen|found))?")
 # "Normal sinus rhythm" names the rhythm: NORM only when no finding stands beside it.
 RHYTHM_ONLY_NORM = (r"normal\s+sinus\s+rhythm", r"nsr")
-_STD = (r"st[\s-]*(?:segment\s+)?depressions?", r"depressed\s+st(?:[\s-]*segments?)?", r"st[\s-]*(?:segments?\s+)?depressed")
+# "ST depr"/"ST elev": the report abbreviations
+_STD = (r"st[\s-]*(?:segment\s+)?depressions?", r"depressed\s+st(?:[\s-]*segments?)?", r"st[\s-]*(?:segments?\s+)?depressed",
+        r"st[\s-]*(?:segment\s+)?depr")
 _STE = (r"st[\s-]*(?:segment\s+)?elevations?", r"elevated\s+st(?:[\s-]*segments?)?", r"st[\s-]*(?:segments?\s+)?elevated",
-        r"stemi")
+        r"st[\s-]*(?:segment\s+)?elev", r"stemi")
 
 LABEL_SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
     # PTB-XL diagnostic superclasses; members from the SCP-ECG statements PTB-XL groups under each.
@@ -89,13 +106,18 @@ LABEL_SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
                r"(?:old|prior|previous|acute)\s+mi"),
         "STTC": (r"st[\s/-]*t[\s-]*(?:wave\s+)?(?:changes?|abnormalit(?:y|ies))", r"st\s+changes?",
                  r"t[\s-]*wave\s+(?:inversions?|changes?|abnormalit(?:y|ies))", r"inverted\s+t[\s-]*waves?",
-                 r"repolari[sz]ation\s+abnormalit(?:y|ies)", r"ischemi[ac]", r"ischaemi[ac]", *_STD, *_STE[:3]),
+                 r"repolari[sz]ation\s+abnormalit(?:y|ies)", r"ischemi[ac]", r"ischaemi[ac]", *_STD, *_STE[:-1],
+                 r"(?:ventricular\s+)?strain(?:\s+pattern)?",  # "strain": the ST depression/T inversion of hypertrophy
+                 *_LONG_QT),
         "CD": (r"conduction\s+(?:disturbances?|defects?|abnormalit(?:y|ies)|delay|blocks?)", r"bundle[\s-]+branch[\s-]+blocks?",
                r"[lr]bbb", r"i?c?[lr]bbb", r"[lr]afb", r"[lr]pfb", r"(?:left\s+)?(?:anterior|posterior)\s+(?:fascicular\s+block|hemiblock)",
                _AVB1, r"(?:2nd|second|3rd|third)[\s-]*degree[\s-]*(?:av\s+|heart\s+)?block", r"[123]avb", r"wpw",
-               r"wolff[\s-]+parkinson[\s-]+white", r"ivcd"),
+               r"wolff[\s-]+parkinson[\s-]+white", r"ivcd",
+               r"l[ap]hb",  # left anterior/posterior hemiblock, the older name of the fascicular blocks
+               *_AVB_HIGH, r"(?:(?:bi|tri)|(?:left\s+)?(?:anterior|posterior|septal))?[\s-]*fascicular\s+blocks?"),
         "HYP": (r"(?:left|right)?[\s-]*ventricular\s+hypertroph(?:y|ies)", r"hypertroph(?:y|ies)", r"[lr]vh",
-                r"(?:left|right)\s+atrial\s+(?:enlargement|overload|abnormality)", r"[lr]ae", r"[lr]ao"),
+                r"(?:left|right|bi)[\s-]*atrial\s+(?:enlargement|overload|abnormality)", r"[lr]ae", r"[lr]ao",
+                r"p[\s-]+(?:mitrale|pulmonale)"),  # the P waves of left/right atrial enlargement
     },
     # CPSC 2018 classes.
     "cpsc-test": {
@@ -105,9 +127,13 @@ LABEL_SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
         "LBBB": _LBBB,
         "RBBB": _RBBB,
         "PAC": (r"premature\s+atrial\s+(?:contractions?|complex(?:es)?|beats?)", r"atrial\s+premature\s+(?:contractions?|complex(?:es)?|beats?)",
-                r"apcs?", r"atrial\s+ectopics?(?:\s+beats?)?", r"atrial\s+extrasystoles?"),
+                r"apcs?", r"atrial\s+ectopics?(?:\s+beats?)?", r"atrial\s+extrasystoles?", r"atrial\s+bigeminy",
+                # supraventricular premature beats: CPSC 2018's PAC class (atrial/junctional ectopy)
+                r"supraventricular\s+(?:extrasystoles?|ectopics?(?:\s+beats?)?|premature\s+(?:contractions?|complex(?:es)?|beats?))",
+                r"sves?", r"svpbs?", r"svpcs?"),
         "PVC": (r"premature\s+ventricular\s+(?:contractions?|complex(?:es)?|beats?)", r"ventricular\s+premature\s+(?:contractions?|complex(?:es)?|beats?)",
-                r"vpcs?", r"vpbs?", r"ventricular\s+ectopics?(?:\s+beats?)?", r"ventricular\s+extrasystoles?"),
+                r"vpcs?", r"vpbs?", r"ventricular\s+ectopics?(?:\s+beats?)?", r"ventricular\s+extrasystoles?",
+                r"ventricular\s+(?:bigeminy|trigeminy|ectopy)"),  # bigeminy/trigeminy: every 2nd/3rd beat a PVC
         "STD": _STD,
         "STE": _STE,
     },
@@ -126,7 +152,7 @@ LABEL_SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
 # Phrases that contain a code of some vocabulary but name something else (read before codes).
 # Those in ABNORMAL_LOOKALIKES still name an abnormality: code15's ABNORMAL when affirmed.
 ABNORMAL_LOOKALIKES = (
-    r"st[\s/-]*(?:segments?|depressions?|elevations?|changes?|t|abnormalit(?:y|ies)|deviations?|depressed|elevated)",
+    r"st[\s/-]*(?:segments?|depressions?|elevations?|changes?|t|abnormalit(?:y|ies)|deviations?|depressed|elevated|elev|depr)",
     r"afl", r"a[\s-]?flutter", r"atrial\s+flutter",  # flutter is not fibrillation
 )
 LOOKALIKES = (
@@ -220,6 +246,9 @@ def _answer_region(text: str) -> tuple[str, int]:
 
 
 _ANSWER_CUT_RE = re.compile(r"(?i)\banswer[*_]*\s*:[*_]*")
+# "Normal ECG except for X" / "otherwise normal ECG" qualify the normal reading: X is the finding.
+_EXCEPT_AFTER_RE = re.compile(r"[\s*_,]*(?:except|apart\s+from|aside\s+from|other\s+than|save\s+for|but\s+for|besides)\b")
+_OTHERWISE_BEFORE_RE = re.compile(r"\botherwise[\s*_]*$")
 _CLAUSE_RE = re.compile(r"[^.;,!?\n]+")
 _MARKDOWN = " \t*_#>`'\"-"
 
@@ -267,6 +296,8 @@ def explain_labels(text: str, labels: tuple[str, ...], prompt: str = "") -> dict
             span = _span(text, offset + m.start(), offset + m.end(), label, source, scope, offset)
             if label == "NORM" and term in RHYTHM_ONLY_NORM:
                 span["rhythm_only"] = True
+            elif label == "NORM" and (_EXCEPT_AFTER_RE.match(masked, m.end()) or _OTHERWISE_BEFORE_RE.search(masked, 0, m.start())):
+                span["qualified"] = True  # "normal ECG except for PVCs": NORM only when no finding stands beside
             if source == SOURCE_LOOKALIKE and term in ABNORMAL_LOOKALIKES:
                 span["abnormal"] = True
             spans.append(span)
@@ -306,9 +337,10 @@ def _normal_clauses(text: str, masked: str, offset: int, labels: tuple[str, ...]
 
 def _resolve_labels(spans: list[dict], labels: tuple[str, ...]) -> tuple[list[str], list[dict]]:
     """Final labels from the spans: affirmed ones, then the NORM/ABNORMAL rules."""
-    positive = {s["label"] for s in spans if s["label"] and not s["negated"] and not s.get("rhythm_only")}
+    conditional = ("rhythm_only", "qualified")  # NORM spans that count only when no finding stands beside
+    positive = {s["label"] for s in spans if s["label"] and not s["negated"] and not any(s.get(k) for k in conditional)}
     negated = {s["label"] for s in spans if s["label"] and s["negated"]}
-    rhythm_only = any(s.get("rhythm_only") and not s["negated"] for s in spans)
+    rhythm_only = any(any(s.get(k) for k in conditional) and not s["negated"] for s in spans)
     findings = positive - set(_CODE15_GLOBAL)
     others = sorted({s["text"] for s in spans if s.get("abnormal") and not s["negated"]})
     implied: list[dict[str, str]] = []
@@ -336,15 +368,17 @@ def _resolve_labels(spans: list[dict], labels: tuple[str, ...]) -> tuple[list[st
 
 _EMPH = r"[*_]*"
 _LETTER_MARKER_RE = re.compile(
-    rf"(?i)\b(?:(?:final\s+)?answer{_EMPH}\s*(?:is\s*:?|would\s+be\s*:?|:)|correct\s+(?:option|answer|choice){_EMPH}\s*(?:is\s*:?|:)|"
-    rf"(?:i\s+)?(?:choose|select|pick)){_EMPH}"
+    rf"(?i)\b(?:(?:final\s+)?answer{_EMPH}\s*(?:is\s*:?|would\s+be\s*:?|:|[\u2013\u2014-](?=\s))|"
+    rf"correct\s+(?:option|answer|choice){_EMPH}\s*(?:is\s*:?|:)|"
+    rf"(?:i\s+)?(?:choose|select|pick)|(?:i'?d|i\s+would|i\s+will|i'll)\s+(?:say|go\s+with)(?=[\s*_]*\(?(?-i:[A-H])\)?(?![\w'])))(?![\w']){_EMPH}"
+    r"|\\boxed\s*\{(?:\\text\s*\{)?"  # "Answer - C"; "I'd say B" (a capital letter must follow); "\boxed{B}"
 )
 _OPTION_LINE_RE = re.compile(r"(?m)(?:^|(?<=\s))\(?([A-H])[.)]\s+(.+?)\s*(?=\s\(?[A-H][.)]\s|$)")
 _TEMPLATE_RE = re.compile(r"(?i)\$\s*\{?\s*letter\s*\}?|<\s*letter\s*>|\[\s*letter\s*\]|\$[A-Z]\b")
 # After a final-answer marker: the letter (any case, maybe "(B)" or "option B"), then a boundary.
 _AFTER_MARKER_RE = re.compile(
     rf"\s*{_EMPH}(?:(?:option|choice|letter)\s+)?{_EMPH}\(?([A-Ha-h])\)?{_EMPH}"
-    r"(?=$|[\s]*[.,;:!)\]\n]|\s+[(\u2013\u2014-]|\s+(?:or|and|because|since|as|is|which|given|due)\b|\s+[a-z])"
+    r"(?=$|[\s]*[.,;:!)\]\n}]|\s+[(\u2013\u2014-]|\s+(?:or|and|because|since|as|is|which|given|due)\b|\s+[a-z])"
 )
 _MORE_LETTERS_RE = re.compile(rf"\s*(?:,|/|&|\bor\b|\band\b)\s*{_EMPH}\(?([A-H])\)?{_EMPH}(?![{_WORD}])")
 _LETTER_LIST_RE = re.compile(
@@ -353,6 +387,7 @@ _LETTER_LIST_RE = re.compile(
 _BARE_RE = re.compile(rf"{_EMPH}\(?([A-Ha-h])\)?[.:)]?{_EMPH}")
 _ANYWHERE_RE = re.compile(
     rf"(?i:option|choice)\s+\(?([A-H])\)?(?![{_WORD}])|\(([A-H])\)|(?m:^){_EMPH}([A-H])(?:[.):]){_EMPH}(?=\s|$)"
+    rf"|(?<![{_WORD}'])([A-H])\)?{_EMPH}\s+is\s+(?:the\s+)?(?:correct|right|best)\b"  # "B is correct"
 )
 _ARTICLE_AFTER = re.compile(r"\s+[a-z]")  # "A normal ECG": the article, unless a connective follows
 _CONNECTIVE_AFTER = re.compile(r"\s+(?:or|and|because|since|as|is|which|given|due)\b")
@@ -446,7 +481,7 @@ def _letter_spans(text: str, region: str, offset: int, after_marker: bool,
                 add(m.start(1), m.group(1))
         return spans
     for m in _ANYWHERE_RE.finditer(region):
-        group = next(g for g in (1, 2, 3) if m.group(g))
+        group = next(g for g in (1, 2, 3, 4) if m.group(g))
         add(m.start(group), m.group(group))
     return spans
 
@@ -529,8 +564,13 @@ def explain_ecgqa(text: str, candidates: list[str]) -> dict[str, Any]:
                 spans.append({"text": text[offset + start:offset + start + len(phrase)], "start": offset + start,
                               "end": offset + start + len(phrase), "label": NOT_SURE, "source": SOURCE_SYNONYM,
                               "negated": False, "trigger": None})
+        for t in scope.triggers:  # "AF cannot be excluded" neither affirms nor denies: not sure
+            if t.unconfirmed:
+                spans.append({"text": text[offset + t.start:offset + t.end], "start": offset + t.start,
+                              "end": offset + t.end, "label": NOT_SURE, "source": SOURCE_SYNONYM,
+                              "negated": False, "trigger": None})
     if "yes" in options and "no" in options and not any(not s["negated"] for s in spans):
-        first = next((t for t in scope.triggers if t.kind != "prefix"), None)
+        first = next((t for t in scope.triggers if t.kind != "prefix" and not t.unconfirmed), None)
         if first is not None:  # "It does not." / "There is no AF." answer the yes/no question
             spans.append({"text": text[offset + first.start:offset + first.end], "start": offset + first.start,
                           "end": offset + first.end, "label": "no", "source": SOURCE_SYNONYM,

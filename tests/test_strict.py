@@ -69,7 +69,7 @@ TABLE: list[tuple[str, str, str, list[str]]] = [
     ("ptb", "vocabulary", "Myocardial infarction and conduction disturbance.", ["MI", "CD"]),
     ("ptb", "vocabulary", "Normal ECG", ["NORM"]),
     ("ptb", "vocabulary", "This tracing shows ST/T changes in the lateral leads.", ["STTC"]),
-    ("ptb", "synonym", "LVH with strain pattern", ["HYP"]),
+    ("ptb", "synonym", "LVH with strain pattern", ["HYP", "STTC"]),  # strain = ST depression + T inversion
     ("ptb", "synonym", "Left ventricular hypertrophy; ST-T wave abnormality", ["HYP", "STTC"]),
     ("ptb", "synonym", "Old inferior infarct. Right bundle branch block.", ["MI", "CD"]),
     ("ptb", "synonym", "Anterior STEMI", ["MI"]),
@@ -124,6 +124,17 @@ TABLE: list[tuple[str, str, str, list[str]]] = [
     ("cpsc", "synonym", "A-fib", ["AF"]),
     ("cpsc", "synonym", "AFib with rapid ventricular response", ["AF"]),
     ("cpsc", "synonym", "1° AV block", ["I-AVB"]),
+    ("cpsc", "synonym", "AVB I and RBBB", ["I-AVB", "RBBB"]),
+    ("cpsc", "synonym", "Third degree AV block I believe; RBBB", ["RBBB"]),  # "I" the pronoun
+    ("cpsc", "synonym", "Sinus rhythm with supraventricular extrasystoles.", ["PAC"]),
+    ("cpsc", "negation", "Normal ECG except for occasional PVCs.", ["PVC"]),
+    ("ptb", "negation", "- NORM: no\n- MI: yes\n- CD: no", ["MI"]),
+    ("ptb", "synonym", "2nd degree AVB (Mobitz II)", ["CD"]),
+    ("ptb", "synonym", "Bifascicular block; QTc prolongation; P pulmonale.", ["CD", "STTC", "HYP"]),
+    ("cpsc", "synonym", "Second degree AVB (Mobitz I); RBBB", ["RBBB"]),  # not CPSC's first degree
+    ("cpsc", "synonym", "ST elev in V1-V3; ST depr. in V5", ["STD", "STE"]),
+    ("code15", "lookalike", "ST elev in V2. Answer: ABNORMAL", ["ABNORMAL"]),  # "ST elev" is no sinus tachycardia
+    ("ptb", "negation", "Old inferior MI; LVH cannot be excluded.", ["MI"]),
     ("cpsc", "synonym", "first degree heart block", ["I-AVB"]),
     ("cpsc", "synonym", "1st degree AV block and ST depression", ["I-AVB", "STD"]),
     ("cpsc", "synonym", "Premature ventricular complexes and ST elevation", ["PVC", "STE"]),
@@ -235,6 +246,11 @@ TABLE: list[tuple[str, str, str, list[str]]] = [
     # ---------------------------------------------------------------- letters: MMMU-ECG (reasoning)
     ("mmmu", "letter", "The rhythm is irregularly irregular with no discernible P waves.\nAnswer: B", ["B"]),
     ("mmmu", "letter", "Rate about 150 bpm, regular, flutter waves in II.\nAnswer: A", ["A"]),
+    ("mmmu", "letter", "Irregular R-R, no P waves. The final answer is $\\boxed{B}$", ["B"]),  # reasoning models
+    ("mmmu", "letter", "I'd say D.", ["D"]),
+    ("mmmu", "letter", "Answer - C", ["C"]),
+    ("mmmu", "letter", "Flutter waves are absent, so B is correct.", ["B"]),
+    ("mmmu", "letter", "The answer is B. I would say this is typical.", ["B"]),  # "I would say" + no letter: no marker
     ("mmmu", "letter", "Step 1: rate 120. Step 2: P before every QRS. Options A and B are unlikely.\nAnswer: C", ["C"]),
     ("mmmu", "letter", "Wide complex tachycardia with AV dissociation.\n\nAnswer: (D)", ["D"]),
     ("mmmu", "letter", "Answer: $LETTER", []),
@@ -254,6 +270,8 @@ TABLE: list[tuple[str, str, str, list[str]]] = [
     ("qa_af", "ecgqa", "yes", ["yes"]),
     ("qa_af", "ecgqa", "No", ["no"]),
     ("qa_af", "ecgqa", "No, it does not.", ["no"]),
+    ("qa_af", "ecgqa", "Atrial fibrillation cannot be excluded.", ["not sure"]),  # unconfirmed: not a "no"
+    ("qa_af", "ecgqa", "Atrial fibrillation: no", ["no"]),
     ("qa_af", "ecgqa", "I'm not sure", ["not sure"]),
     ("qa_af", "ecgqa", "Not sure.", ["not sure"]),
     ("qa_af", "ecgqa", "Yes, it does.", ["yes"]),
@@ -407,7 +425,10 @@ def test_prompt_descriptions_in_both_forms():
     ("AF is absent", "AF", "is absent"),
     ("not only AF", "AF", None),  # pseudo trigger
     ("no change in the ST depression", "ST depression", None),  # pseudo trigger
-    ("MI cannot be ruled out", "MI", None),  # pseudo trigger
+    ("MI cannot be ruled out", "MI", "cannot be ruled out"),  # unconfirmed: claims no finding
+    ("cannot exclude anterior infarct", "infarct", "cannot exclude"),
+    ("LBBB: absent; RBBB: present", "LBBB", ": absent"),  # a negative value in a list
+    ("LBBB: absent; RBBB: present", "RBBB", None),
     ("no LBBB but RBBB", "RBBB", None),  # "but" ends the scope
     ("no LBBB or RBBB", "RBBB", "no"),
     ("non-ST elevation MI", "ST elevation", "non-"),
