@@ -262,20 +262,26 @@ def test_use_cache_resumes_a_killed_run(tiny_ckpt, synth_data_dir, tmp_path):
 
 def test_mostly_failed_generations_error_banner_and_refused_submission(tiny_ckpt, synth_data_dir, tmp_path, capsys):
     """Every generation fails (max_new_tokens=0 is refused by generate, as a CUDA error would be): paper
-    mode still gives chance credit, so the run logs an ERROR, the report shows a banner and submit refuses."""
+    mode still gives chance credit, so the run logs an ERROR, the report shows a banner and submit refuses.
+    The gold-history arena (judged per conversation in its aggregation) logs the same ERROR."""
     env = _env("http://127.0.0.1:9/v1", tmp_path, synth_data_dir, ECGBENCH_SKIP_JUDGE_CHECK="1")
     out = tmp_path / "results"
     args = [sys.executable, "-m", "lmms_eval", "--model", "pulse",
-            "--model_args", f"pretrained={tiny_ckpt},dtype=float32,device=cpu", "--tasks", "ecgbench_csn",
+            "--model_args", f"pretrained={tiny_ckpt},dtype=float32,device=cpu", "--tasks", "ecgbench_csn,ecgbench_arena_gold_history",
             "--gen_kwargs", "max_new_tokens=0", "--output_path", str(out), "--log_samples"]
     proc = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
                           check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _, data, _ = _outputs(out)
     errors = [line for line in proc.stderr.splitlines() if "generations failed or were empty" in line]
-    assert len(errors) == 1, proc.stderr[-3000:]
-    assert f"csn-test-no-cot: {N_PER_SUBSET} of {N_PER_SUBSET} generations failed" in errors[0]
-    assert "csn-test-no-cot-0000" in errors[0]  # the first failed ids
+    assert len(errors) == 2, proc.stderr[-3000:]
+    csn, gold = sorted(errors, key=lambda line: "ecgbench_arena_gold_history" in line)
+    assert f"csn-test-no-cot: {N_PER_SUBSET} of {N_PER_SUBSET} generations failed" in csn
+    assert "csn-test-no-cot-0000" in csn  # the first failed ids
+    # one item per conversation (both turns failed); named by conversation id and by its own task
+    assert f"arena: {N_PER_SUBSET} of {N_PER_SUBSET} generations failed" in gold and "(ecgbench_arena_gold_history)" in gold
+    gold_row = data["results"]["ecgbench_arena_gold_history"]
+    assert gold_row["judge_skipped,none"] == N_PER_SUBSET and gold_row["judge_failed,none"] == 0  # deferred, not failed
     assert data["results"]["ecgbench_csn"]["accuracy_paper,none"] > 0  # chance credit: plausible-looking numbers
 
     assert ecgbench(["report", str(out), "--resamples", "0", "--no-published"]) == 0
