@@ -270,3 +270,33 @@ def test_judge_trouble_is_named_answers_kept_and_a_rerun_judges_only_the_rest(
         assert healthy.count == 4 - judged_first, "items judged before were judged again"
     assert (again["n_judged"], again["n_failed"], again["n_skipped"]) == (N_REPORTS, 0, 0)
     assert again["score"] == pytest.approx((2 * 50 + 4 * 80) / N_REPORTS)
+
+
+def test_azure_key_goes_only_to_the_azure_endpoint(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """With OpenAI, Azure and judge-host keys all set: the Azure endpoint gets the Azure key alone, a
+    separate judge host (--judge-base-url) gets its own key, and no key reaches another endpoint."""
+    azure_key, user_key, host_key = "azure-key-0123456789abcdef", "sk-users-openai-key-777777777", "sk-judge-host-55555555"
+    samples = _samples_file(tmp_path / "out", ["deferred"] * N_REPORTS)
+    monkeypatch.setenv("OPENAI_API_KEY", user_key)
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", azure_key)
+    monkeypatch.setenv("OPENAI_API_VERSION", "2024-10-21")
+    monkeypatch.setenv("ECGBENCH_JUDGE_MODEL", "ecg-judge-deployment")
+    base = ["judge", "--subset", "ptb-test-report", "--data", str(data_dir), "--predictions", str(samples),
+            "--no-cache", "--no-progress", "--no-attach"]
+    with FakeJudgeServer(api_key=azure_key) as azure, FakeJudgeServer(api_key=host_key) as host:
+        monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", azure.root)
+        code, result, err = _run(base, capsys)
+        assert code == 0 and result["judge"]["provider"] == "azure" and azure.count == N_REPORTS, err
+        assert azure.credentials == [{"api-key": azure_key}] * N_REPORTS  # no Authorization header beside it
+        judge.reset_runtimes()
+        code, result, err = _run([*base, "--judge-base-url", host.url], capsys)  # no judge-host key yet: none sent
+        assert code == 1 and host.count == 1 and "no API key was sent" in json.dumps(result["errors"])
+        monkeypatch.setenv("ECGBENCH_JUDGE_API_KEY", host_key)
+        judge.reset_runtimes()
+        code, result, err = _run([*base, "--judge-base-url", host.url], capsys)
+        assert code == 0 and result["judge"]["provider"] == "compatible", err
+        assert host.credentials == [{"Authorization": "Bearer EMPTY"}] + [{"Authorization": f"Bearer {host_key}"}] * N_REPORTS
+        assert azure.count == N_REPORTS  # the judge-host runs sent nothing to Azure
+        seen = json.dumps(azure.credentials + host.credentials)
+        assert user_key not in seen and seen.count(azure_key) == N_REPORTS
