@@ -15,7 +15,8 @@ where ``ecgbench report``/``compare``/``submit`` pick them up. A second run judg
 still unjudged.
 
 Prints one JSON object on stdout. Exit status: 0 all items judged; 1 some items failed or were
-skipped (the score is printed and flagged); 2 unusable input or no judge configured.
+skipped (the score is printed and flagged); 2 unusable input (a truncated file, one of another
+subset or data version, the gold-history arena's per-turn samples) or no judge configured.
 """
 
 from __future__ import annotations
