@@ -13,9 +13,21 @@ from pulse_tasks.cli import main
 from pulse_tasks.judge.settings import ENV_VARS as JUDGE_ENV_VARS
 
 try:
-    from judge_server import FakeJudgeServer, Reply, completion, marker_responder, verdict_json
+    from judge_server import (
+        FakeJudgeServer,
+        Reply,
+        completion,
+        marker_responder,
+        verdict_json,
+    )
 except ImportError:  # tests/ imported as a package
-    from tests.judge_server import FakeJudgeServer, Reply, completion, marker_responder, verdict_json
+    from tests.judge_server import (
+        FakeJudgeServer,
+        Reply,
+        completion,
+        marker_responder,
+        verdict_json,
+    )
 
 N_REPORTS = 6
 
