@@ -243,15 +243,21 @@ TROUBLE = {
                      "score 80 is outside 0-10", 0),
     "not-a-chat-api": (lambda r, n: Reply(body="<html>a web page</html>"), {}, [],
                        "not a chat completion", 0),
+    "json-but-not-chat": (lambda r, n: Reply(body={"detail": "welcome to the dashboard"}), {}, [],
+                          "no 'choices'", 0),
     "dies-mid-run": (marker_responder, {"max_requests": 2}, ["--concurrency", "1"], "unreachable", 2),
     "budget": (marker_responder, {}, ["--max-judge-calls", "1"], "judge call budget of 1 reached", 1),
 }
 
 
+# Troubles every later call would meet too: judging stops after the first call.
+STOPS_AT_ONCE = {"401-no-key", "not-a-chat-api", "json-but-not-chat"}
+
+
 @pytest.mark.parametrize("case", sorted(TROUBLE))
 def test_judge_trouble_is_named_answers_kept_and_a_rerun_judges_only_the_rest(
         case: str, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
     """`ecgbench judge` on a run's samples file while the judge misbehaves: a clear message, exit 1,
     the samples file untouched, what was judged is attached; a rerun against a healthy judge sends
     only the items still unjudged."""
@@ -265,7 +271,10 @@ def test_judge_trouble_is_named_answers_kept_and_a_rerun_judges_only_the_rest(
             "--no-cache", "--no-progress"]
     with FakeJudgeServer(responder, **{"api_key": None, **server_options}) as srv:
         code, result, err = _run([*base, "--judge-base-url", srv.url, *options], capsys)
+        sent = srv.count
     assert code == 1, err
+    if case in STOPS_AT_ONCE:
+        assert sent == 1 and "judge stopped" in caplog.text
     assert result["already_judged"] == 2 and result["newly_judged"] == judged_first
     assert result["n_judged"] == 2 + judged_first and result["flagged"]
     assert result["n_failed"] + result["n_skipped"] == 4 - judged_first

@@ -188,6 +188,12 @@ class JudgeClient:
                 self.http_calls += 1
             return self.sdk.chat.completions.create(model=self.settings.model, messages=messages, **decoding)
 
+    def _not_a_chat_api(self, detail: str) -> JudgeCallError:
+        """Fatal: every later call to this URL will get the same kind of answer."""
+        return JudgeCallError(redact(f"the judge at {self.settings.host} answered with a body that is not a chat "
+                                     f"completion ({detail}): is the base URL an OpenAI-compatible API (ending in /v1)?",
+                                     self.settings.secrets())[:500], fatal=True)
+
     def complete(self, messages: list[dict[str, str]], decoding: dict[str, Any]) -> Reply:
         """One judge reply; raises :class:`JudgeCallError` (redacted) after bounded attempts."""
         import tenacity
@@ -205,10 +211,7 @@ class JudgeClient:
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes a recorded, redacted error
             openai = _openai_module()
             if isinstance(exc, ValueError):  # JSONDecodeError included: a 2xx body that is no chat completion
-                raise JudgeCallError(redact(
-                    f"the judge at {self.settings.host} answered with a body that is not a chat completion "
-                    f"({type(exc).__name__}: {exc}): is the base URL an OpenAI-compatible API (ending in /v1)?",
-                    self.settings.secrets())[:500], fatal=True) from None
+                raise self._not_a_chat_api(f"{type(exc).__name__}: {exc}") from None
             if not isinstance(exc, openai.OpenAIError):
                 raise JudgeCallError(redact(f"{type(exc).__name__}: {exc}", self.settings.secrets())[:500]) from None
             attempts = retrying.statistics.get("attempt_number", 1)
@@ -219,6 +222,8 @@ class JudgeClient:
         if getattr(response, "usage", None) is not None:
             usage = {"prompt_tokens": int(response.usage.prompt_tokens or 0),
                      "completion_tokens": int(response.usage.completion_tokens or 0)}
-        choices = getattr(response, "choices", None) or []
+        choices = getattr(response, "choices", None)
+        if not isinstance(choices, list):  # JSON, but no chat completion (a web app or another API at that URL)
+            raise self._not_a_chat_api(f"no 'choices' in {str(response)[:120]!r}")
         text = choices[0].message.content if choices else None
         return Reply(text=text or "", usage=usage, attempts=attempts)
