@@ -227,8 +227,9 @@ def lmms_eval_safe(record: dict) -> dict:
     return {k: v for k, v in record.items() if k != "score"}
 
 
-def aggregate_metric(records: list[dict], metric: str) -> float:
-    """Corpus value of one metric name (e.g. "auc_paper", "unparsed", "judge_score")."""
+def aggregate_metric(records: list[dict], metric: str, task: str | None = None) -> float:
+    """Corpus value of one metric name (e.g. "auc_paper", "unparsed", "judge_score"); ``task``
+    names the lmms-eval task in log lines when it is not the subset's own (the gold-history arena)."""
     if not records:
         return float("nan")
     spec = BY_CONFIG[records[0]["subset"]]
@@ -237,7 +238,7 @@ def aggregate_metric(records: list[dict], metric: str) -> float:
 
         agg = judge.aggregate(records)
         if metric == metric_names(spec)[0]:
-            _log_generation_failures(spec, records)
+            _log_generation_failures(spec, records, task or spec.task)
         if metric == "judge_score":
             value = agg.get("score")
         elif metric == "judge_failed":
@@ -252,7 +253,7 @@ def aggregate_metric(records: list[dict], metric: str) -> float:
     from pulse_tasks import metrics
 
     if metric == metric_names(spec)[0]:
-        _log_generation_failures(spec, records)
+        _log_generation_failures(spec, records, task or spec.task)
     agg = metrics.aggregate(spec, records)
     if metric in COUNT_METRICS:
         value = agg[metric]
@@ -263,13 +264,13 @@ def aggregate_metric(records: list[dict], metric: str) -> float:
     return float("nan") if value is None else float(value)
 
 
-def _log_generation_failures(spec: Subset, records: list[dict]) -> None:
+def _log_generation_failures(spec: Subset, records: list[dict], task: str) -> None:
     """At the end of a task (its first metric's aggregation): an ERROR when too many generations failed."""
     from pulse_tasks.failures import summarize
 
     summary = summarize(spec.config, [r.get("id") for r in records], [bool(r.get(GENERATION_FAILED_KEY)) for r in records])
     if summary.over_threshold:
-        log.error("ECGBench %s (%s)", summary.message(), spec.task)
+        log.error("ECGBench %s (%s)", summary.message(), task)
 
 
 def _criterion(criteria: dict, metric: str) -> float | None:
@@ -337,21 +338,30 @@ def doc_to_messages_gold_history(doc: dict, lmms_eval_specific_kwargs: dict | No
 
 def process_results_gold_history(doc: dict, results: list) -> dict[str, dict]:
     """Keep the turn's response; the judge runs per conversation in the aggregation."""
+    from pulse_tasks.failures import response_failed
+
     responses = _responses(results)
+    response = responses[0] if responses else None
     record = {
         "subset": "arena",
         "id": doc["conversation_id"],
         "turn": doc["turn"],
-        "response": responses[0] if responses else None,
+        "response": response,
         "questions": list(doc["questions"]),
         "answers": list(doc["answers"]),
+        GENERATION_FAILED_KEY: response_failed(response),
     }
     return {name: record for name in metric_names(BY_CONFIG["arena"])}
 
 
 def judge_conversations(turn_records: list[dict]) -> list[dict]:
-    """Judge records, one per conversation, from per-turn records (both turns in one judge call)."""
+    """Judge records, one per conversation, from per-turn records (both turns in one judge call).
+
+    Each carries ``generation_failed`` (a turn failed, was empty or is missing), as the other
+    tasks' records do; with judging deferred (ECGBENCH_SKIP_JUDGE_CHECK) they are ``deferred``.
+    """
     from pulse_tasks import judge
+    from pulse_tasks.failures import response_failed
 
     by_conv: dict[str, dict[int, dict]] = {}
     for rec in turn_records:
@@ -362,7 +372,11 @@ def judge_conversations(turn_records: list[dict]) -> list[dict]:
         first = next(iter(turns.values()))
         docs.append({"id": conv_id, "subset": "arena", "questions": first["questions"], "answers": first["answers"]})
         answers.append([turns[k]["response"] if k in turns else None for k in range(len(first["questions"]))])
-    return judge.judge_items("arena", docs, answers)  # concurrent, up to the judge's own limit
+    if _predict_only_requested():
+        records = [judge.deferred_record("arena", doc["id"]) for doc in docs]
+    else:
+        records = judge.judge_items("arena", docs, answers)  # concurrent, up to the judge's own limit
+    return [{**rec, GENERATION_FAILED_KEY: response_failed(answer)} for rec, answer in zip(records, answers)]
 
 
 _GOLD_JUDGED: dict[str, list[dict]] = {}  # judge records per set of responses: five metrics, one judging
@@ -375,7 +389,7 @@ def aggregate_gold_history(records: list[dict], metric: str) -> float:
     key = hashlib.sha256(json.dumps([[r["id"], r["turn"], r["response"]] for r in records], sort_keys=True).encode()).hexdigest()
     if key not in _GOLD_JUDGED:
         _GOLD_JUDGED[key] = [{**rec, "subset": "arena"} for rec in judge_conversations(records)]
-    return aggregate_metric(_GOLD_JUDGED[key], metric)
+    return aggregate_metric(_GOLD_JUDGED[key], metric, task=ARENA_GOLD_TASK)
 
 
 AGGREGATIONS_GOLD_HISTORY = {

@@ -26,6 +26,9 @@ MAX_LISTED_IDS = 20  # ids named in a message before "... and N more"
 
 LMMS_EVAL = "lmms-eval"
 REFERENCE = "reference"
+# What a samples line of ecgbench_arena_gold_history names as its subset: one line per turn, no
+# judge record (its conversations are judged in lmms-eval's aggregation), so not an arena file.
+GOLD_HISTORY_TURNS = "arena gold-history turns"
 
 
 class InputError(Exception):
@@ -69,6 +72,12 @@ def _our_record(line: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
+def _turn_record(line: Mapping[str, Any]) -> bool:
+    """True for a line of the gold-history arena: its per-turn record (conversation id, turn, response)."""
+    return any(key != "doc" and isinstance(value, dict) and {"id", "subset", "turn", "response"} <= value.keys()
+               for key, value in line.items())
+
+
 def _parse(obj: object, line: int) -> Prediction:
     if not isinstance(obj, dict):
         raise InputError(f"line {line}: expected a JSON object, got {type(obj).__name__}")
@@ -84,6 +93,8 @@ def _parse(obj: object, line: int) -> Prediction:
         if not isinstance(doc_id, int) or isinstance(doc_id, bool):
             raise InputError(f"line {line}: doc_id {doc_id!r} is not an integer")
         subset = str(record["subset"]) if record is not None else None
+        if record is None and _turn_record(obj):
+            subset = GOLD_HISTORY_TURNS
         return Prediction(line, item_id, doc_id, response, LMMS_EVAL, subset, record)
     id_key = next((k for k in ("question_id", "id") if k in obj), None)
     text_key = next((k for k in ("text", "response") if k in obj), None)

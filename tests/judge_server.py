@@ -5,7 +5,7 @@ It binds 127.0.0.1 on a free port, answers at most ``max_requests`` requests, sh
 down after ``lifetime_s`` seconds, counts requests and the most requests in flight at once, and
 checks the API key (OpenAI ``Authorization: Bearer`` or Azure ``api-key``). A wrong key gets a
 401 whose body echoes the key, as some providers do, so redaction is tested for real. Every
-chat request's credential header (``auth``) and reply status (``statuses``) are recorded, so tests
+chat request's credential header (``auth``; every one of them in ``credentials``) and reply status (``statuses``) are recorded, so tests
 can prove which key reached which host and count what the server answered.
 """
 
@@ -97,6 +97,7 @@ class FakeJudgeServer:
         self.requests: list[dict[str, Any]] = []
         self.paths: list[str] = []
         self.auth: list[str | None] = []  # the credential header of every chat request, as sent
+        self.credentials: list[dict[str, str]] = []  # every credential header of every chat request (both kinds)
         self.statuses: list[int] = []  # the status answered to every chat request (same order as requests)
         self._server: ThreadingHTTPServer | None = None
         self._timer: threading.Timer | None = None
@@ -159,6 +160,8 @@ class FakeJudgeServer:
                             srv.requests.append(request)
                             srv.paths.append(self.path)
                             srv.auth.append(self.headers.get("Authorization") or self.headers.get("api-key"))
+                            srv.credentials.append({k: v for k in ("Authorization", "api-key")
+                                                    if (v := self.headers.get(k)) is not None})
                             srv.statuses.append(reply.status)
                     time.sleep(srv.latency_s + reply.delay_s)
                     self._send(reply)
@@ -174,7 +177,7 @@ class FakeJudgeServer:
         """Forget the requests seen so far (one server shared by several tests)."""
         with self.lock:
             self.count = self.max_in_flight = 0
-            for seen in (self.requests, self.paths, self.auth, self.statuses):
+            for seen in (self.requests, self.paths, self.auth, self.credentials, self.statuses):
                 seen.clear()
 
     def start(self) -> FakeJudgeServer:

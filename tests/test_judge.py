@@ -40,6 +40,10 @@ VALID_REPLIES = [
     ('{"diagnosis": {"score": 2}, "FORM": {"SCORE": 3}, "rhythm": {"Score": "6"}}', (2, 3, 6)),
     ('Here you go:\n```json\n{"Diagnosis": 1, "Waveform": 0, "Rhythm": "7/10"}\n```', (1, 0, 7)),
     ('{"Diagnosis": 6.5, "Waveform": 10.0, "Rhythm": 0}', (6.5, 10, 0)),
+    # what judge models send besides the asked-for shape: text scores, "score" in the key, a wrapper, fences
+    ('{"Diagnosis": "8 out of 10", "Waveform": " 4 / 10.0 ", "Rhythm": "9.5"}', (8, 4, 9.5)),
+    ('{"diagnosis_score": 3, "Waveform Score": {"score": "5/10"}, "RHYTHM-SCORE": 7}', (3, 5, 7)),
+    ('```JSON\n{"scores": {"Diagnosis": {"Score": 2}, "Form": 6, "Rhythm": "1"}}\n```', (2, 6, 1)),
 ]
 
 
@@ -70,6 +74,12 @@ INVALID_REPLIES = [
     ('{"Diagnosis": {"Explanation": "no score"}, "Waveform": 5, "Rhythm": 5}', "no Score field"),
     ('{"Diagnosis": 5, "Waveform": 5, "Form": 6, "Rhythm": 5}', "scored twice"),
     ('[8, 5, 10]', "not a JSON object"),
+    ("   ", "reply is empty"),
+    ('{"Diagnosis": "8/100", "Waveform": 5, "Rhythm": 5}', "not a number"),  # another scale
+    ('{"Diagnosis": "80%", "Waveform": 5, "Rhythm": 5}', "not a number"),
+    ('{"Diagnosis": 80, "Waveform": 70, "Rhythm": 60}', "outside 0-10"),  # a 0-100 scale
+    ('{"a": {"Diagnosis": 8}, "b": {"Waveform": 5, "Rhythm": 5}}', "missing score(s)"),  # two wrappers: ambiguous
+    ('{"Diagnosis": 8, "Diagnosis Score": 7, "Waveform": 5, "Rhythm": 5}', "scored twice"),
 ]
 
 

@@ -299,3 +299,39 @@ def test_judge_that_dies_mid_run_stops_judging_fast() -> None:
     gone = next(i for i, r in enumerate(records) if "unreachable" in (r["error"] or ""))  # the first item that found no server
     assert gone < len(records) - 1 and all("judging stopped" in r["error"] for r in records[gone + 1:])
     assert sent <= 2 + 3  # the answers, then at most one item's attempts on the dying server; none later
+
+
+def test_judge_that_hangs_mid_run_stops_after_a_few_items() -> None:
+    """The server answers two items, then accepts requests and never replies in time: after
+    STOP_AFTER_FAILED_ITEMS items whose every attempt timed out, judging stops (no hours of
+    timeouts); a slow reply now and then does not (a reply resets the count)."""
+    hung_after = 2
+
+    def respond(request: dict[str, Any], n: int) -> Reply:
+        return Reply(body=completion(verdict_json(("Diagnosis", "Waveform", "Rhythm"), (5, 5, 5))),
+                     delay_s=0.0 if n <= hung_after else 1.0)
+
+    with FakeJudgeServer(respond) as srv:
+        settings = settings_for(srv, concurrency=1, timeout_s=0.2, max_attempts=2)
+        records = judge.judge_items("ptb-test-report", [report_doc(i) for i in range(8)],
+                                    [f"report {i}" for i in range(8)], settings)
+        sent = srv.count
+    n_stop = judge.scoring.STOP_AFTER_FAILED_ITEMS
+    assert [r["status"] for r in records] == ["ok"] * hung_after + ["failed"] * (8 - hung_after)
+    assert all("timed out" in r["error"] for r in records[hung_after:hung_after + n_stop])
+    assert all(r["error"].startswith(f"judging stopped: {n_stop} items in a row got no reply")
+               for r in records[hung_after + n_stop:])
+    assert sent == hung_after + 2 * n_stop  # two attempts per hung item, none for the items after
+
+    judge.reset_runtimes()
+    slow, good = Reply(body=completion("{}"), delay_s=1.0), Reply(body=completion(verdict_json(
+        ("Diagnosis", "Waveform", "Rhythm"), (5, 5, 5))))
+    lost = [slow] * 2 * (n_stop - 1)  # n_stop - 1 items lose both attempts, one short of stopping
+    with FakeJudgeServer(scripted(*lost, good, *lost, good)) as srv:
+        settings = settings_for(srv, concurrency=1, timeout_s=0.2, max_attempts=2)
+        n = 2 * n_stop
+        records = judge.judge_items("ptb-test-report", [report_doc(i) for i in range(n)],
+                                    [f"report {i}" for i in range(n)], settings)
+    expected = (["failed"] * (n_stop - 1) + ["ok"]) * 2
+    assert [r["status"] for r in records] == expected  # 2 * (n_stop - 1) failures in all, but never n_stop in a row
+    assert "judging stopped" not in json.dumps(records)

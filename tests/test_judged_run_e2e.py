@@ -1,8 +1,9 @@
 """A judged lmms-eval run never loses its answers: the real `lmms-eval` CLI, `--model pulse` on a
 tiny original-format checkpoint, `ecgbench_ptb_report,ecgbench_arena`, against the loopback judge.
 
-Four judge situations (healthy, failing for good on a fixed subset of items, unreachable, judging
-deferred with ECGBENCH_SKIP_JUDGE_CHECK=1): each run writes its results and samples files, the
+Five judge situations (healthy, failing for good on a fixed subset of items, unreachable, judging
+deferred with ECGBENCH_SKIP_JUDGE_CHECK=1, a judge call budget ECGBENCH_JUDGE_MAX_CALLS reached mid-run):
+each run writes its results and samples files, the
 counts in the results JSON equal what the judge server saw, then `ecgbench judge` against a healthy
 server completes what was left and `ecgbench report` shows complete judge numbers. The user's
 OpenAI key never reaches the separate judge host (the server records every credential header).
@@ -106,23 +107,27 @@ def _judged_by_server(srv: FakeJudgeServer, subset: str) -> tuple[int, int]:
     return len(seen_ok), len(seen_failed - seen_ok)
 
 
-CASES = ("healthy", "failing", "unreachable", "deferred")
+CASES = ("healthy", "failing", "unreachable", "deferred", "capped")
+# The capped run's judge budget (ECGBENCH_JUDGE_MAX_CALLS): process-wide, so shared by both tasks.
+MAX_CALLS = 3
 
 
 @pytest.fixture(scope="module")
 def judged_runs(tiny_ckpt, synth_data_dir, tmp_path_factory):
-    """The four lmms-eval runs, started at once (they share nothing; wall time is one run's on a
+    """The five lmms-eval runs, started at once (they share nothing; wall time is one run's on a
     machine with cores to spare): case -> (completed process, output folder, its judge server, tmp dir)."""
     with FakeJudgeServer(marker_responder, api_key=JUDGE_KEY, lifetime_s=1800) as healthy, \
             FakeJudgeServer(failing_on(list(FAILING_NEEDLES.values())), api_key=JUDGE_KEY, lifetime_s=1800) as failing, \
-            FakeJudgeServer(marker_responder, api_key=JUDGE_KEY, lifetime_s=1800) as unused:
-        servers = {"healthy": healthy, "failing": failing, "unreachable": None, "deferred": unused}
+            FakeJudgeServer(marker_responder, api_key=JUDGE_KEY, lifetime_s=1800) as unused, \
+            FakeJudgeServer(marker_responder, api_key=JUDGE_KEY, lifetime_s=1800) as capped:
+        servers = {"healthy": healthy, "failing": failing, "unreachable": None, "deferred": unused, "capped": capped}
         started = {}
         for case in CASES:
             tmp = tmp_path_factory.mktemp(f"judged-{case}")
             srv = servers[case]
             base_url = srv.url if srv is not None else _closed_port_url()
-            extra = {"ECGBENCH_SKIP_JUDGE_CHECK": "1"} if case == "deferred" else {}
+            extra = {"deferred": {"ECGBENCH_SKIP_JUDGE_CHECK": "1"},
+                     "capped": {"ECGBENCH_JUDGE_MAX_CALLS": str(MAX_CALLS)}}.get(case, {})
             out = tmp / "results"
             proc = subprocess.Popen(_lmms_eval_args(tiny_ckpt, out), env=_env(base_url, tmp, synth_data_dir, **extra),
                                     cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -145,10 +150,10 @@ def test_judged_run_keeps_answers_and_judge_later_completes_it(case, judged_runs
     # the user's key never reached the judge host; the judge's own key did
     auth = server.auth if server is not None else []
     assert all(a == f"Bearer {JUDGE_KEY}" for a in auth)
-    assert bool(auth) == (case in ("healthy", "failing"))
+    assert bool(auth) == (case in ("healthy", "failing", "capped"))
     assert USER_KEY not in proc.stderr + proc.stdout
 
-    unjudged = 0
+    unjudged: dict[str, int] = {}
     for task, subset in (("ecgbench_ptb_report", "ptb-test-report"), ("ecgbench_arena", "arena")):
         row = data["results"][task]
         records = _records(samples[task])
@@ -157,7 +162,7 @@ def test_judged_run_keeps_answers_and_judge_later_completes_it(case, judged_runs
         served_ok, served_failed = _judged_by_server(server, subset) if server is not None else (0, 0)
         assert row["judge_items,none"] == N_PER_SUBSET
         n_ok = N_PER_SUBSET - row["judge_failed,none"] - row["judge_skipped,none"]
-        assert (n_ok, row["judge_failed,none"] if case in ("healthy", "failing") else 0) == (served_ok, served_failed)
+        assert (n_ok, row["judge_failed,none"] if case in ("healthy", "failing", "capped") else 0) == (served_ok, served_failed)
         if case == "healthy":
             assert row["judge_failed,none"] == 0 and row["judge_skipped,none"] == 0
             assert isinstance(row["judge_score,none"], float) and row["judge_score,none"] == pytest.approx(100.0)
@@ -167,10 +172,16 @@ def test_judged_run_keeps_answers_and_judge_later_completes_it(case, judged_runs
         elif case == "unreachable":
             assert row["judge_failed,none"] == N_PER_SUBSET and served_ok == 0
             assert all(r["status"] == "failed" for r in records)
-        else:
+        elif case == "deferred":
             assert row["judge_skipped,none"] == N_PER_SUBSET and row["judge_failed,none"] == 0
             assert all(r["status"] == "deferred" for r in records)
-        unjudged += N_PER_SUBSET - n_ok
+        else:  # capped: the items past the budget are skipped, with the reason, never a 0
+            assert row["judge_failed,none"] == 0 and row["judge_skipped,none"] == N_PER_SUBSET - n_ok
+            skipped = [r for r in records if r["status"] == "skipped"]
+            assert len(skipped) == N_PER_SUBSET - n_ok and all(f"budget of {MAX_CALLS}" in r["error"] for r in skipped)
+        unjudged[subset] = N_PER_SUBSET - n_ok
+    if case == "capped":
+        assert sum(unjudged.values()) == 2 * N_PER_SUBSET - MAX_CALLS and len(server.requests) == MAX_CALLS
     if case == "unreachable":
         assert "unreachable" in proc.stderr
 
@@ -189,7 +200,7 @@ def test_judged_run_keeps_answers_and_judge_later_completes_it(case, judged_runs
                              "--no-progress"])
             printed = json.loads(capsys.readouterr().out)
             assert code == 0 and printed["n_judged"] == N_PER_SUBSET and printed["n_failed"] == 0, printed
-        assert len(later.requests) == unjudged, "items judged during the run were judged again"
+        assert len(later.requests) == sum(unjudged.values()), "items judged during the run were judged again"
         assert all(a == f"Bearer {JUDGE_KEY}" for a in later.auth)
     judge.reset_runtimes()
     assert ecgbench(["report", str(out), "--format", "json", "--resamples", "0", "--no-published"]) == 0
@@ -199,7 +210,7 @@ def test_judged_run_keeps_answers_and_judge_later_completes_it(case, judged_runs
         sub = run["subsets"][subset]
         assert sub["counts"] == {"judge_ok": N_PER_SUBSET, "judge_failed": 0, "judge_skipped": 0}, sub["counts"]
         assert sub["modes"]["paper"]["score"]["value"] == pytest.approx(100.0)
-        assert sub["judge_added"]["n"] == {"healthy": 0, "failing": 1}.get(case, N_PER_SUBSET)
+        assert sub["judge_added"]["n"] == unjudged[subset]
     if case != "healthy":
         assert ecgbench(["report", str(out), "--resamples", "0", "--no-published"]) == 0
         assert "judge records added afterwards" in capsys.readouterr().out
@@ -262,20 +273,26 @@ def test_use_cache_resumes_a_killed_run(tiny_ckpt, synth_data_dir, tmp_path):
 
 def test_mostly_failed_generations_error_banner_and_refused_submission(tiny_ckpt, synth_data_dir, tmp_path, capsys):
     """Every generation fails (max_new_tokens=0 is refused by generate, as a CUDA error would be): paper
-    mode still gives chance credit, so the run logs an ERROR, the report shows a banner and submit refuses."""
+    mode still gives chance credit, so the run logs an ERROR, the report shows a banner and submit refuses.
+    The gold-history arena (judged per conversation in its aggregation) logs the same ERROR."""
     env = _env("http://127.0.0.1:9/v1", tmp_path, synth_data_dir, ECGBENCH_SKIP_JUDGE_CHECK="1")
     out = tmp_path / "results"
     args = [sys.executable, "-m", "lmms_eval", "--model", "pulse",
-            "--model_args", f"pretrained={tiny_ckpt},dtype=float32,device=cpu", "--tasks", "ecgbench_csn",
+            "--model_args", f"pretrained={tiny_ckpt},dtype=float32,device=cpu", "--tasks", "ecgbench_csn,ecgbench_arena_gold_history",
             "--gen_kwargs", "max_new_tokens=0", "--output_path", str(out), "--log_samples"]
     proc = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
                           check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _, data, _ = _outputs(out)
     errors = [line for line in proc.stderr.splitlines() if "generations failed or were empty" in line]
-    assert len(errors) == 1, proc.stderr[-3000:]
-    assert f"csn-test-no-cot: {N_PER_SUBSET} of {N_PER_SUBSET} generations failed" in errors[0]
-    assert "csn-test-no-cot-0000" in errors[0]  # the first failed ids
+    assert len(errors) == 2, proc.stderr[-3000:]
+    csn, gold = sorted(errors, key=lambda line: "ecgbench_arena_gold_history" in line)
+    assert f"csn-test-no-cot: {N_PER_SUBSET} of {N_PER_SUBSET} generations failed" in csn
+    assert "csn-test-no-cot-0000" in csn  # the first failed ids
+    # one item per conversation (both turns failed); named by conversation id and by its own task
+    assert f"arena: {N_PER_SUBSET} of {N_PER_SUBSET} generations failed" in gold and "(ecgbench_arena_gold_history)" in gold
+    gold_row = data["results"]["ecgbench_arena_gold_history"]
+    assert gold_row["judge_skipped,none"] == N_PER_SUBSET and gold_row["judge_failed,none"] == 0  # deferred, not failed
     assert data["results"]["ecgbench_csn"]["accuracy_paper,none"] > 0  # chance credit: plausible-looking numbers
 
     assert ecgbench(["report", str(out), "--resamples", "0", "--no-published"]) == 0

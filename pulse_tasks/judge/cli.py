@@ -15,7 +15,8 @@ where ``ecgbench report``/``compare``/``submit`` pick them up. A second run judg
 still unjudged.
 
 Prints one JSON object on stdout. Exit status: 0 all items judged; 1 some items failed or were
-skipped (the score is printed and flagged); 2 unusable input or no judge configured.
+skipped (the score is printed and flagged); 2 unusable input (a truncated file, one of another
+subset or data version, the gold-history arena's per-turn samples) or no judge configured.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pulse_tasks.judge.attached import (
 )
 from pulse_tasks.predictions import (
     EXIT_INPUT_ERROR,
+    GOLD_HISTORY_TURNS,
     LMMS_EVAL,
     InputError,
     listing,
@@ -104,6 +106,11 @@ def judge_file(args: argparse.Namespace, loader: Any = load_docs) -> tuple[dict[
     # before the data: fail fast on a bad file; the reference output writes one line per arena turn
     predictions = read_predictions(args.predictions, join_turns=kind == "arena")
     foreign = sorted({p.subset for p in predictions if p.subset and p.subset != subset.config})
+    if GOLD_HISTORY_TURNS in foreign:
+        raise InputError(f"{args.predictions} is a samples file of ecgbench_arena_gold_history (one line per turn): "
+                         "ecgbench judge does not read it, its conversations are judged in lmms-eval's aggregation. "
+                         "Judge it by rerunning that task with a judge configured and the first run's --use_cache "
+                         "folder: the answers then come from the cache, no inference")
     if foreign:
         raise InputError(f"{args.predictions} holds {', '.join(foreign)} items, not {subset.config}: "
                          f"pass the samples file of {subset.task}")
@@ -112,6 +119,10 @@ def judge_file(args: argparse.Namespace, loader: Any = load_docs) -> tuple[dict[
         raise InputError(f"no {subset.config} items in {args.data or 'the default source'}")
     matched = match_predictions(docs, predictions)
     responses, missing, extra = matched.responses, matched.missing, matched.extra
+    if not responses:  # nothing to judge: every "failed" record would only hide the mix-up
+        raise InputError(f"none of the {len(predictions)} predictions in {args.predictions} is for an item of "
+                         f"{subset.config} in {args.data or 'the default source'} (their ids: {listing(extra)}): "
+                         "a file of another subset or data version?")
     if extra:
         print(f"warning: ignored {len(extra)} predictions for ids not in {subset.config}: {listing(extra)}",
               file=sys.stderr)

@@ -134,13 +134,23 @@ def is_unreachable(exc: BaseException) -> bool:
 
 def describe(exc: BaseException, settings: JudgeSettings) -> str:
     """A short, redacted description of an SDK error."""
+    openai = _openai_module()
     status = _status(exc)
     head = f"HTTP {status}" if status else type(exc).__name__
     hint = ""
     if status in (401, 403):
-        hint = " (check the judge API key / permissions)"
+        hint = (" (no API key was sent: set ECGBENCH_JUDGE_API_KEY to the judge server's key)"
+                if settings.key_source == "none" else f" (check the judge API key from {settings.key_source} / permissions)")
     elif status == 404:
-        hint = f" (model or deployment {settings.model!r} not found at {settings.host})"
+        hint = f" (model or deployment {settings.model!r} not found at {settings.host}"
+        hint += ", or the base URL lacks its /v1 path)" if settings.provider == "compatible" else ")"
+    elif status == 429:
+        hint = (" (out of credit)" if _error_code(exc) in QUOTA_CODES
+                else " (rate limited: lower --concurrency / ECGBENCH_JUDGE_CONCURRENCY)")
+    elif status is not None and status >= 500:
+        hint = f" (judge server error at {settings.host})"
+    elif isinstance(exc, openai.APITimeoutError):
+        hint = f" (no reply within {settings.timeout_s:g} s: raise --timeout / ECGBENCH_JUDGE_TIMEOUT)"
     elif status is None and is_unreachable(exc):
         hint = f" (judge at {settings.host} unreachable)"
     return redact(f"{head}: {exc}{hint}", settings.secrets())[:500]
@@ -178,6 +188,12 @@ class JudgeClient:
                 self.http_calls += 1
             return self.sdk.chat.completions.create(model=self.settings.model, messages=messages, **decoding)
 
+    def _not_a_chat_api(self, detail: str) -> JudgeCallError:
+        """Fatal: every later call to this URL will get the same kind of answer."""
+        return JudgeCallError(redact(f"the judge at {self.settings.host} answered with a body that is not a chat "
+                                     f"completion ({detail}): is the base URL an OpenAI-compatible API (ending in /v1)?",
+                                     self.settings.secrets())[:500], fatal=True)
+
     def complete(self, messages: list[dict[str, str]], decoding: dict[str, Any]) -> Reply:
         """One judge reply; raises :class:`JudgeCallError` (redacted) after bounded attempts."""
         import tenacity
@@ -194,6 +210,8 @@ class JudgeClient:
             response = retrying(self._create, messages, decoding)
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes a recorded, redacted error
             openai = _openai_module()
+            if isinstance(exc, ValueError):  # JSONDecodeError included: a 2xx body that is no chat completion
+                raise self._not_a_chat_api(f"{type(exc).__name__}: {exc}") from None
             if not isinstance(exc, openai.OpenAIError):
                 raise JudgeCallError(redact(f"{type(exc).__name__}: {exc}", self.settings.secrets())[:500]) from None
             attempts = retrying.statistics.get("attempt_number", 1)
@@ -204,6 +222,8 @@ class JudgeClient:
         if getattr(response, "usage", None) is not None:
             usage = {"prompt_tokens": int(response.usage.prompt_tokens or 0),
                      "completion_tokens": int(response.usage.completion_tokens or 0)}
-        choices = getattr(response, "choices", None) or []
+        choices = getattr(response, "choices", None)
+        if not isinstance(choices, list):  # JSON, but no chat completion (a web app or another API at that URL)
+            raise self._not_a_chat_api(f"no 'choices' in {str(response)[:120]!r}")
         text = choices[0].message.content if choices else None
         return Reply(text=text or "", usage=usage, attempts=attempts)

@@ -22,7 +22,9 @@ from pulse_tasks.subsets import Subset, get_subset
 
 JudgeKind = Literal["report", "arena"]
 
-# Bump whenever a rubric text, the user-message layout or the reply parser changes.
+# Bump whenever a rubric text, the user-message layout or the reply parser changes what it accepts
+# as a verdict (a change that only accepts replies that were rejected before leaves every earlier
+# verdict as it was, and keeps the version: judge-later records then do not look like another judge).
 RUBRIC_VERSION = "ecgbench-judge-v1"
 
 # Criteria in report order, as the JSON keys the judge is asked for.
@@ -128,6 +130,8 @@ _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
 def _load_json(text: str) -> dict[str, Any]:
+    if not text.strip():
+        raise InvalidReply("reply is empty")
     candidates = [text.strip()]
     candidates += [m.group(1).strip() for m in _FENCE.finditer(text)]
     first, last = text.find("{"), text.rfind("}")
@@ -147,11 +151,15 @@ def _norm_key(key: str) -> str:
     return re.sub(r"[^a-z]", "", key.lower())
 
 
+# A score written as text: "8", "8.5", "8/10", "8 / 10.0", "8 out of 10" (the rubric's own scale only).
+_STRING_SCORE = re.compile(r"\s*(-?\d+(?:\.\d+)?)\s*(?:(?:/|out\s+of)\s*10(?:\.0+)?)?\s*", re.IGNORECASE)
+
+
 def _number(value: Any, criterion: str) -> float:
     if isinstance(value, bool):
         raise InvalidReply(f"{criterion}: score is a boolean")
     if isinstance(value, str):
-        match = re.fullmatch(r"\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*10)?\s*", value)
+        match = _STRING_SCORE.fullmatch(value)
         if not match:
             raise InvalidReply(f"{criterion}: score {value!r} is not a number")
         value = float(match.group(1))
@@ -166,14 +174,25 @@ def parse_reply(kind: JudgeKind, text: str) -> Verdict:
     """Validate a judge reply; raise :class:`InvalidReply` saying what is wrong.
 
     Accepts ``{Criterion: {Score, Explanation}}`` or ``{Criterion: number}``, keys in any case and
-    spacing, the reference's "Form" for Waveform, and a JSON object inside prose or code fences.
+    spacing (a trailing "score" allowed), the reference's "Form" for Waveform, scores as numbers or
+    text on the 0-10 scale ("8", "8/10", "8 out of 10"), one wrapping object (``{"scores": {...}}``)
+    and a JSON object inside prose or code fences. Anything else (another scale, a missing or
+    doubled criterion, a list) is invalid: the item is "failed", never a 0.
     """
     data = _load_json(text)
     aliases = KEY_ALIASES[kind]
+
+    def criterion_of(key: Any) -> str | None:  # "Rhythm", "rhythm_score", "Rhythm Score" -> Rhythm
+        norm = _norm_key(str(key))
+        return aliases.get(norm) or aliases.get(norm.removesuffix("score"))
+
+    nested = [v for v in data.values() if isinstance(v, dict)]
+    if not any(criterion_of(k) for k in data) and len(nested) == 1:
+        data = nested[0]  # one wrapping object: {"scores": {...}} or {"evaluation": {...}}
     scores: dict[str, float] = {}
     explanations: dict[str, str] = {}
     for key, value in data.items():
-        criterion = aliases.get(_norm_key(str(key)))
+        criterion = criterion_of(key)
         if criterion is None:
             continue
         if isinstance(value, dict):

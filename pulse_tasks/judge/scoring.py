@@ -48,6 +48,10 @@ RESPONSE_FORMAT = {"type": "json_object"}  # JSON mode, as the paper's judge
 # Generation-failure markers (our adapter, lmms-eval's API adapters); such items are not judged.
 FAILED_PREFIXES = ("[ECGBENCH_GENERATION_FAILED", "[LMMS_EVAL_REQUEST_FAILED")
 N_ERROR_EXAMPLES = 5  # distinct error messages shown in an aggregate
+# Items in a row whose every transport attempt failed (timeouts, 429, 5xx) with no reply in between:
+# a judge that hangs or went down mid-run. Judging then stops (answers kept, judge later) instead of
+# spending every item's attempts and backoff: hours on a full run with a hung server.
+STOP_AFTER_FAILED_ITEMS = 3
 
 
 def decoding(settings: JudgeSettings) -> dict[str, Any]:
@@ -71,11 +75,33 @@ class _Runtime:
         self.cache = JudgeCache(settings.cache_path) if settings.cache_path else None
         self.lock = threading.Lock()
         self.calls_reserved = 0  # items sent to the API (budget units)
-        self.fatal: str | None = None  # set by a 401/403/404: later items fail at once
+        self.fatal: str | None = None  # set by a 401/403/404 or a judge gone silent: later items fail at once
+        self.failed_in_a_row = 0  # items whose attempts all failed since the last reply
         self.verified = threading.Event()  # the first API call has come back
         self.probing = False
         notice = key_notice(settings)  # once per judge configuration and process
         log.log(logging.WARNING if settings.key_source == "none" else logging.INFO, "%s", notice)
+
+    def stop(self, reason: str) -> None:
+        """Stop judging in this process: every later item fails at once (logged the first time)."""
+        with self.lock:
+            first = self.fatal is None
+            self.fatal = self.fatal or reason
+        if first:
+            log.error("judge stopped: %s. Every further item is marked failed (its answer is kept: "
+                      "judge it later with `ecgbench judge` on the samples file).", reason)
+
+    def item_failed(self, error: str) -> None:
+        """An item's attempts all failed; after STOP_AFTER_FAILED_ITEMS in a row, judging stops."""
+        with self.lock:
+            self.failed_in_a_row += 1
+            n = self.failed_in_a_row
+        if n == STOP_AFTER_FAILED_ITEMS:
+            self.stop(f"{n} items in a row got no reply after all their attempts (last: {error})")
+
+    def replied(self) -> None:
+        with self.lock:
+            self.failed_in_a_row = 0
 
     def reserve(self) -> bool:
         """Take one unit of the call budget; False when it is spent."""
@@ -216,13 +242,11 @@ def score_item(subset: Subset | str, doc: dict[str, Any], responses: str | Seque
                 reply = rt.client.complete(messages, dec)
             except JudgeCallError as exc:
                 if exc.fatal:
-                    with rt.lock:
-                        first = rt.fatal is None
-                        rt.fatal = rt.fatal or str(exc)
-                    if first:
-                        log.error("judge stopped: %s. Every further item is marked failed (its answer is kept: "
-                                  "judge it later with `ecgbench judge` on the samples file).", exc)
+                    rt.stop(str(exc))
+                else:
+                    rt.item_failed(str(exc))
                 return _record(doc_id, config, STATUS_FAILED, judge, error=str(exc), usage=usage, **base)
+            rt.replied()
             usage["api_calls"] += reply.attempts
             usage["prompt_tokens"] += reply.usage.get("prompt_tokens", 0)
             usage["completion_tokens"] += reply.usage.get("completion_tokens", 0)
