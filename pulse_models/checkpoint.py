@@ -285,8 +285,12 @@ def load_pulse(
         other_missing.remove("language_model.lm_head.weight")
         state["language_model.lm_head.weight"] = state["language_model.model.embed_tokens.weight"]
     if other_missing:
+        hint = ""
+        if (p / PROJECTOR_ONLY_FILE).is_file() and any(k.startswith("mm_projector.") for k in other_missing):
+            hint = (f"; {PROJECTOR_ONLY_FILE} beside them is not read (a pickle the original code loads only with "
+                    "--model-base): save the projector's tensors into the safetensors under model.mm_projector.*")
         raise CheckpointFormatError(f"{p}: weights missing from the checkpoint: {other_missing[:8]}"
-                                    f"{' ...' if len(other_missing) > 8 else ''}")
+                                    f"{' ...' if len(other_missing) > 8 else ''}{hint}")
     if vision_missing and len(vision_missing) != sum(k.startswith("vision_tower.") for k in wanted):
         raise CheckpointFormatError(f"{p}: vision tower only partly present; missing {vision_missing[:5]}")
     model.load_state_dict(state, strict=False, assign=True)

@@ -305,3 +305,43 @@ def test_projector_only_pretrain_output_is_refused_naming_the_file(root):
     torch.save({"model.mm_projector.0.weight": torch.zeros(2, 2)}, ckpt / "mm_projector.bin")
     with pytest.raises(CheckpointFormatError, match=r"mm_projector\.bin.*model-base"):
         load_pulse(ckpt, dtype="float32", device="cpu")
+
+
+def test_llm_weights_with_a_separate_mm_projector_bin_name_it(root, tmp_path):
+    """Language model in safetensors, projector only in mm_projector.bin: never unpickled, and the
+    error says which tensors are missing and why the .bin was not read."""
+    from safetensors.torch import load_file, save_file
+
+    ckpt = tmp_path / "split-projector"
+    shutil.copytree(_build(root, "llava-v1.5-7b"), ckpt)
+    projector = {}
+    for f in ckpt.glob("*.safetensors"):
+        t = load_file(str(f))
+        projector.update({k: v for k, v in t.items() if k.startswith("model.mm_projector.")})
+        save_file({k: v for k, v in t.items() if k not in projector}, str(f), metadata={"format": "pt"})
+    torch.save(projector, ckpt / "mm_projector.bin")
+    with pytest.raises(CheckpointFormatError, match=r"mm_projector\.0\.weight.*mm_projector\.bin beside them is not read"):
+        load_pulse(ckpt, dtype="float32", device="cpu")
+
+
+@pytest.mark.slow
+def test_lmms_eval_cli_on_llava_v15(root, synth_data_dir, tmp_path):
+    """One real lmms-eval CLI run: llava-v1.5-7b's layout (pad, sharded, 2048 tokens) through --model pulse."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "results"
+    env = {**os.environ, "ECGBENCH_DATA": str(synth_data_dir), "HF_HUB_OFFLINE": "1"}
+    args = f"pretrained={_build(root, 'llava-v1.5-7b')},dtype=float32,device=cpu,max_new_tokens=4"
+    proc = subprocess.run([sys.executable, "-m", "lmms_eval", "--model", "pulse", "--model_args", args,
+                           "--tasks", "ecgbench_csn", "--limit", "2", "--gen_kwargs", "max_new_tokens=4", "--log_samples",
+                           "--output_path", str(out)],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = sorted(out.rglob("*_results.json"))
+    assert results, proc.stderr[-3000:]  # lmms-eval exits 0 when the model fails to load: read the file
+    data = json.loads(results[-1].read_text())
+    assert data["results"]["ecgbench_csn"]["accuracy_paper,none"] is not None
+    samples = [json.loads(line) for f in out.rglob("*ecgbench_csn*.jsonl") for line in f.read_text().splitlines()]
+    assert len(samples) == 2 and all(s["filtered_resps"] for s in samples)
