@@ -165,7 +165,7 @@ def detect_format(path: str | Path) -> str:
         if model_type not in (ORIGINAL_MODEL_TYPE, "llama", None):
             raise CheckpointFormatError(
                 f"{p}: original LLaVA checkpoint with model_type {model_type!r} (architectures {archs}); "
-                f"only the Llama variant ({ORIGINAL_MODEL_TYPE}, prompts in the llava_v1/vicuna_v1 template) is "
+                f"only the Llama variant ({ORIGINAL_MODEL_TYPE}, prompts in the llava_v1 or vicuna_v1 template) is "
                 "supported: other text models (llava_mistral with its mistral_instruct template, llava_mpt, ...) "
                 "are not implemented; use the transformers conversion of the model (e.g. "
                 "llava-hf/llava-v1.6-mistral-7b-hf) with --model pulse, which reads HF checkpoints"

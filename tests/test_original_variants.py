@@ -345,3 +345,23 @@ def test_lmms_eval_cli_on_llava_v15(root, synth_data_dir, tmp_path):
     assert data["results"]["ecgbench_csn"]["accuracy_paper,none"] is not None
     samples = [json.loads(line) for f in out.rglob("*ecgbench_csn*.jsonl") for line in f.read_text().splitlines()]
     assert len(samples) == 2 and all(s["filtered_resps"] for s in samples)
+
+
+@pytest.mark.parametrize("template", ["auto", "vicuna_v1"])
+def test_conv_template_vicuna_v1_through_ecgbench_ask(root, tmp_path, capsys, template):
+    """auto: llava_v1 ("curious human"); vicuna_v1, LLaVA-1.5's eval conv_mode: "curious user"."""
+    from pulse_models import adapter, ask
+    from pulse_models.conversation import SYSTEM, VICUNA_V1_SYSTEM
+    from pulse_tasks.cli import main
+
+    assert ask.CONV_TEMPLATES == adapter.CONV_TEMPLATES  # ask mirrors the adapter's list
+    image = tmp_path / "ecg.png"
+    make_ecg_like_image(*IMAGE_WH, seed=5).save(image)
+    rc = main(["ask", "Rhythm?", "--model", str(_build(root, "llava-v1.5-7b")), "--image", str(image),
+               "--conv-template", template, "--dtype", "float32", "--device", "cpu", "--max-new-tokens", "2",
+               "--json"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    record = json.loads(out.splitlines()[-1])
+    want = {"auto": ("llava_v1", SYSTEM), "vicuna_v1": ("vicuna_v1", VICUNA_V1_SYSTEM)}[template]
+    assert record["template"] == want[0] and record["prompt"].startswith(want[1] + " USER: <image>\nRhythm?")
