@@ -217,7 +217,7 @@ def _reference_logits(ckpt: Path, image, prompt_ids: list[int]) -> torch.Tensor:
 def test_variant_loads_and_matches_the_original_computation(root, name):
     ckpt = _build(root, name)
     assert "vision_config" not in json.loads((ckpt / "config.json").read_text())
-    model, tokenizer, processor, config = load_pulse(ckpt, dtype="float32", device="cpu")
+    model, tokenizer, processor, _ = load_pulse(ckpt, dtype="float32", device="cpu")
     image = make_ecg_like_image(*IMAGE_WH, seed=3)
     ids = tokenize_with_image(build_prompt([("<image>\nWhat is the rhythm?", None)]), tokenizer)
     expected = _reference_logits(ckpt, image, ids)
