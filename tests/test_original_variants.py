@@ -365,3 +365,32 @@ def test_conv_template_vicuna_v1_through_ecgbench_ask(root, tmp_path, capsys, te
     record = json.loads(out.splitlines()[-1])
     want = {"auto": ("llava_v1", SYSTEM), "vicuna_v1": ("vicuna_v1", VICUNA_V1_SYSTEM)}[template]
     assert record["template"] == want[0] and record["prompt"].startswith(want[1] + " USER: <image>\nRhythm?")
+
+
+def test_bin_only_checkpoint_is_refused_and_the_printed_conversion_works(root, tmp_path):
+    """liuhaotian/llava-v1.5-7b ships pytorch_model-*.bin shards + pytorch_model.bin.index.json.
+    We refuse pickles with a conversion recipe; following it gives the same model."""
+    from safetensors.torch import load_file, save_file
+
+    source = _build(root, "llava-v1.5-7b")
+    ckpt = tmp_path / "llava-v1.5-7b-bin"
+    shutil.copytree(source, ckpt, ignore=shutil.ignore_patterns("*.safetensors", "model.safetensors.index.json"))
+    index = json.loads((source / "model.safetensors.index.json").read_text())
+    for f in sorted(set(index["weight_map"].values())):
+        torch.save(load_file(str(source / f)), ckpt / f.replace("model-", "pytorch_model-").replace(".safetensors", ".bin"))
+    bin_map = {k: v.replace("model-", "pytorch_model-").replace(".safetensors", ".bin") for k, v in index["weight_map"].items()}
+    (ckpt / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": index["metadata"], "weight_map": bin_map}))
+    with pytest.raises(CheckpointFormatError, match=r"no \*\.safetensors.*weights_only=True.*one call per shard"):
+        load_pulse(ckpt, dtype="float32", device="cpu")
+    # the message's recipe: per shard save_file(torch.load(..., weights_only=True)), index renamed
+    for f in sorted(ckpt.glob("pytorch_model-*.bin")):
+        save_file(torch.load(f, weights_only=True), str(f.with_suffix(".safetensors")), metadata={"format": "pt"})
+        f.unlink()
+    (ckpt / "pytorch_model.bin.index.json").rename(ckpt / "model.safetensors.index.json")
+    idx = json.loads((ckpt / "model.safetensors.index.json").read_text())
+    idx["weight_map"] = {k: v.replace(".bin", ".safetensors") for k, v in idx["weight_map"].items()}
+    (ckpt / "model.safetensors.index.json").write_text(json.dumps(idx))
+    converted, *_ = load_pulse(ckpt, dtype="float32", device="cpu")
+    original, *_ = load_pulse(source, dtype="float32", device="cpu")
+    a, b = converted.state_dict(), original.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
