@@ -7,7 +7,8 @@ Model args: ``pretrained`` (directory or hub id), ``dtype`` (float16 default for
 format, "auto" for HF models; float32/bfloat16 accepted), ``attn_implementation`` (sdpa;
 flash_attention_2 needs flash-attn), ``batch_size``, ``device``/``device_map`` (one device per
 process; data parallel via accelerate), ``conv_template`` (auto -> llava_v1 for the PULSE format,
-the processor's chat template otherwise; llava_v1 forces the LLaVA layout on HF models too),
+the processor's chat template otherwise; llava_v1 forces the LLaVA layout on HF models too;
+vicuna_v1, original format only: LLaVA-1.5's eval conv_mode, llava_v1 with its "user" system prompt),
 ``arena_history`` (standard | reference: the layout PULSE's arena script produced; applies to
 llava_v1 prompts, a chat template renders history its own way), ``trust_remote_code`` (false), ``max_new_tokens``/
 ``temperature``/``top_p``/``num_beams`` (defaults; the task's generation_kwargs and --gen_kwargs
@@ -47,7 +48,7 @@ __all__ = ["Pulse", "FAILED_PREFIX", "failed_text"]
 
 # Accepted dtype names.
 DTYPES = ("float16", "bfloat16", "float32", "auto")
-CONV_TEMPLATES = ("auto", "llava_v1", "chat_template")
+CONV_TEMPLATES = ("auto", "llava_v1", "vicuna_v1", "chat_template")
 
 
 def _as_bool(value: Any) -> bool:
@@ -138,10 +139,15 @@ class Pulse(lmms):
                 attn_implementation=attn_implementation,
             )
             self._model, self._tokenizer, self._config = model, tokenizer, config
-            self.engine: Any = OriginalEngine(model, tokenizer, image_processor, history_mode=arena_history)
+            self.engine: Any = OriginalEngine(model, tokenizer, image_processor, history_mode=arena_history,
+                                              conv_template="llava_v1" if conv_template == "auto" else conv_template)
             self.max_length = config.tokenizer_model_max_length
         else:
             import pickle
+
+            if conv_template == "vicuna_v1":
+                raise ValueError("pulse: conv_template=vicuna_v1 is for original LLaVA checkpoints; HF models take "
+                                 "auto, chat_template or llava_v1")
 
             try:
                 self._load_hf(path, dtype or "auto", attn_implementation, _as_bool(trust_remote_code), conv_template)

@@ -31,7 +31,7 @@ EXIT_FAILED = 1
 # Mirrors pulse_models.adapter.DTYPES/CONV_TEMPLATES (not imported: the adapter imports lmms-eval
 # and torch, which must wait until the arguments are validated).
 DTYPES = ("float16", "bfloat16", "float32", "auto")
-CONV_TEMPLATES = ("auto", "llava_v1", "chat_template")
+CONV_TEMPLATES = ("auto", "llava_v1", "vicuna_v1", "chat_template")
 HISTORY_MODES = ("standard", "reference")
 # The reference decoding (greedy, 1024 new tokens, one beam): pulse_models.engine.GenSettings' defaults.
 DEFAULT_MAX_NEW_TOKENS = 1024
@@ -68,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--device", default=None, help="same as --device-map")
     model.add_argument("--attn-implementation", default="sdpa", choices=("sdpa", "eager", "flash_attention_2"))
     model.add_argument("--conv-template", default="auto", choices=CONV_TEMPLATES,
-                       help="auto: llava_v1 for the original format, the processor's chat template otherwise")
+                       help="auto: llava_v1 for the original format, the processor's chat template otherwise; "
+                            "vicuna_v1 (original format): LLaVA-1.5's eval template")
     model.add_argument("--arena-history", default="standard", choices=HISTORY_MODES,
                        help="llava_v1 multi-turn layout: standard, or reference (PULSE's arena script layout)")
     model.add_argument("--trust-remote-code", action="store_true",
@@ -257,14 +258,14 @@ def describe_image(model: Any, image: Any, path: str) -> dict[str, Any]:
 def turn_record(model: Any, args: argparse.Namespace, image_info: dict, index: int, turn: Turn,
                 settings: Any = None) -> dict[str, Any]:
     """The --json object of one turn (``settings``: the GenSettings used, default the model's)."""
-    template = "llava_v1" if model.format == "llava_original" else (
+    template = model.engine.conv_template if model.format == "llava_original" else (
         "chat_template" if getattr(model.engine.processor, "chat_template", None) else "llava_v1")
     s = settings or model.defaults
     return {
         "model": args.model,
         "format": model.format,
         "template": template,
-        "history_mode": args.arena_history if template == "llava_v1" else None,
+        "history_mode": args.arena_history if template in ("llava_v1", "vicuna_v1") else None,
         "turn": index,
         "question": turn.question,
         "prompt": turn.prompt,

@@ -5,6 +5,8 @@ Public API (stable, used by training/ and the adapter):
     resolve_checkpoint_dir(path_or_hub_id, trust_remote_code=False) -> Path   (hub: *.py only when trusted)
     load_pulse(path, dtype="float16", device=None, device_map=None, attn_implementation="sdpa")
         -> (model, tokenizer, image_processor, config)
+    load_original_tokenizer(path, config=None)   the tokenizer, with the original LlamaTokenizer's
+        defaults (add_bos_token, add_eos_token, legacy) for what tokenizer_config.json leaves out
     save_original_format(model, tokenizer, out_dir, max_shard_bytes=..., extra_tensors=None) -> Path
     original_to_module_key(name) / module_to_original_key(name)   weight-name mapping
     LoadReport (model.load_report after load_pulse): unused and filled-in weights
@@ -37,6 +39,11 @@ SAFE_INDEX = "model.safetensors.index.json"
 _VISION_PREFIX = "model.vision_tower.vision_tower."
 _PROJECTOR_PREFIX = "model.mm_projector."
 _NEWLINE = "model.image_newline"
+# What the original code's slow LlamaTokenizer (transformers 4.x, use_fast=False) does when
+# tokenizer_config.json omits the key: BOS added, no EOS, legacy handling of text after special tokens.
+ORIGINAL_TOKENIZER_DEFAULTS = {"add_bos_token": True, "add_eos_token": False, "legacy": True}
+# Written by LLaVA's pretrain stage (projector only, no language model): a torch pickle.
+PROJECTOR_ONLY_FILE = "mm_projector.bin"
 # Files from a checkpoint worth copying when re-saving (the tokenizer's SentencePiece model etc.).
 _TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
 
@@ -158,7 +165,16 @@ def detect_format(path: str | Path) -> str:
         if model_type not in (ORIGINAL_MODEL_TYPE, "llama", None):
             raise CheckpointFormatError(
                 f"{p}: original LLaVA checkpoint with model_type {model_type!r} (architectures {archs}); "
-                f"only the Llama variant ({ORIGINAL_MODEL_TYPE}) is supported"
+                f"only the Llama variant ({ORIGINAL_MODEL_TYPE}, prompts in the llava_v1 or vicuna_v1 template) is "
+                "supported: other text models (llava_mistral with its mistral_instruct template, llava_mpt, ...) "
+                "are not implemented; use the transformers conversion of the model (e.g. "
+                "llava-hf/llava-v1.6-mistral-7b-hf) with --model pulse, which reads HF checkpoints"
+            )
+        if not list(p.glob("*.safetensors")) and (p / PROJECTOR_ONLY_FILE).is_file():
+            raise CheckpointFormatError(
+                f"{p}: holds {PROJECTOR_ONLY_FILE} and no language model weights, the output of LLaVA's pretrain "
+                "(projector-only) stage; the original code loads it only with --model-base <the LLM>. We do not "
+                "merge it: evaluate the finetuned checkpoint, or train from the base checkpoint instead"
             )
         if not list(p.glob("*.safetensors")):
             hint = pickled_weights_hint(p) if list(p.glob("*.bin")) else "weights are only read from safetensors"
@@ -230,7 +246,7 @@ def load_pulse(
     import torch
     from accelerate import init_empty_weights
     from safetensors import safe_open
-    from transformers import AutoTokenizer, GenerationConfig
+    from transformers import GenerationConfig
 
     from pulse_models.image_processing import ImageProcessor
     from pulse_models.modeling import PulseLlavaForCausalLM
@@ -269,8 +285,12 @@ def load_pulse(
         other_missing.remove("language_model.lm_head.weight")
         state["language_model.lm_head.weight"] = state["language_model.model.embed_tokens.weight"]
     if other_missing:
+        hint = ""
+        if (p / PROJECTOR_ONLY_FILE).is_file() and any(k.startswith("mm_projector.") for k in other_missing):
+            hint = (f"; {PROJECTOR_ONLY_FILE} beside them is not read (a pickle the original code loads only with "
+                    "--model-base): save the projector's tensors into the safetensors under model.mm_projector.*")
         raise CheckpointFormatError(f"{p}: weights missing from the checkpoint: {other_missing[:8]}"
-                                    f"{' ...' if len(other_missing) > 8 else ''}")
+                                    f"{' ...' if len(other_missing) > 8 else ''}{hint}")
     if vision_missing and len(vision_missing) != sum(k.startswith("vision_tower.") for k in wanted):
         raise CheckpointFormatError(f"{p}: vision tower only partly present; missing {vision_missing[:5]}")
     model.load_state_dict(state, strict=False, assign=True)
@@ -298,9 +318,34 @@ def load_pulse(
         model.language_model.generation_config = gen
     model.eval()
     model.load_report = report
-    # config= keeps AutoTokenizer from parsing our llava_llama config.json (a misleading warning).
-    tokenizer = AutoTokenizer.from_pretrained(p, config=config.llama_config())
+    tokenizer = load_original_tokenizer(p, config)
     return model, tokenizer, ImageProcessor(config), config
+
+
+def original_tokenizer_defaults(tokenizer_config: dict[str, Any]) -> dict[str, Any]:
+    """The switches the original code's slow ``LlamaTokenizer`` assumes when a checkpoint's
+    tokenizer_config.json leaves them out (transformers 5's tokenizer would add no BOS and use
+    legacy=False instead): only the keys the file lacks."""
+    return {k: v for k, v in ORIGINAL_TOKENIZER_DEFAULTS.items() if k not in tokenizer_config}
+
+
+def load_original_tokenizer(path: str | Path, config: PulseConfig | None = None) -> Any:
+    """The tokenizer of an original-format checkpoint, read with the original code's defaults for
+    what its tokenizer_config.json does not say (``original_tokenizer_defaults``)."""
+    from transformers import AutoTokenizer
+
+    p = Path(path)
+    cfg_file = p / "tokenizer_config.json"
+    try:
+        tok_cfg = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+    except json.JSONDecodeError as exc:
+        raise CheckpointFormatError(f"{cfg_file} is not valid JSON: {exc}") from exc
+    defaults = original_tokenizer_defaults(tok_cfg)
+    if defaults:
+        logger.info("%s sets no %s; using the original LlamaTokenizer's %s", cfg_file, sorted(defaults), defaults)
+    # config= keeps AutoTokenizer from parsing our llava_llama config.json (a misleading warning).
+    llama = (config or PulseConfig.from_json_file(p / "config.json")).llama_config()
+    return AutoTokenizer.from_pretrained(p, config=llama, **defaults)
 
 
 # ---- saving ------------------------------------------------------------------------------------
@@ -376,8 +421,24 @@ def _save_tokenizer(tokenizer: Any, out: Path) -> None:
     if (out / "tokenizer.model").exists() and not sp_model:
         sp_model = str(out / "tokenizer.model")
     tokenizer.save_pretrained(out)
+    _keep_tokenizer_switches(tokenizer, out / "tokenizer_config.json")
     candidate = Path(sp_model) if sp_model else src_dir / "tokenizer.model"
     if candidate.exists() and candidate.resolve() != (out / "tokenizer.model").resolve():
         shutil.copyfile(candidate, out / "tokenizer.model")
     if not (out / "tokenizer.model").exists():
         logger.warning("no SentencePiece tokenizer.model found to copy; original LLaVA tools need one")
+
+
+def _keep_tokenizer_switches(tokenizer: Any, cfg_file: Path) -> None:
+    """Write add_bos_token/add_eos_token/legacy into tokenizer_config.json: transformers 5's
+    save_pretrained leaves them out, and a reader of tokenizer.model alone (the original code,
+    or us) would otherwise fall back to other defaults (no BOS in transformers 5, legacy=True
+    in the original code)."""
+    if not cfg_file.is_file():
+        return
+    cfg = json.loads(cfg_file.read_text())
+    for key in ORIGINAL_TOKENIZER_DEFAULTS:
+        value = getattr(tokenizer, key, None)
+        if isinstance(value, bool) and key not in cfg:
+            cfg[key] = value
+    cfg_file.write_text(json.dumps(cfg, indent=2))

@@ -306,6 +306,10 @@ class PulseConfig:
             raise ConfigError(f"mm_patch_merge_type '{self.mm_patch_merge_type}' not in {SUPPORTED_MERGE_TYPES}")
         if self.mm_patch_merge_type == "spatial_unpad" and self.image_aspect_ratio != "anyres":
             raise ConfigError("mm_patch_merge_type 'spatial_unpad' needs image_aspect_ratio 'anyres'")
+        if self.mm_patch_merge_type == "spatial_unpad" and self.mm_vision_select_feature == "cls_patch":
+            # LLaVA views each tile's tokens as a P x P grid; 1 + P*P tokens are not one (its code fails there).
+            raise ConfigError("mm_vision_select_feature 'cls_patch' cannot go with mm_patch_merge_type "
+                              "'spatial_unpad' (the CLS token does not fit the tile's patch grid)")
         if self.mm_use_im_start_end or self.mm_use_im_patch_token:
             raise ConfigError("mm_use_im_start_end / mm_use_im_patch_token are not supported (LLaVA-1.6 uses neither)")
         n_layers = int(self.vision_config["num_hidden_layers"])

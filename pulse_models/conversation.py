@@ -9,8 +9,8 @@ the first chunk, so the chunk after the image starts with SentencePiece's "▁" 
 IMAGE_TOKEN_INDEX (-200) where the image embeddings go.
 
 Public API (stable, used by training/ and the adapter):
-    SYSTEM, ROLES, SEP, SEP2, IMAGE_TOKEN, IMAGE_TOKEN_INDEX, IGNORE_INDEX   template constants
-    build_prompt(turns, history_mode="standard"|"reference") -> str
+    SYSTEM, VICUNA_V1_SYSTEM, SYSTEMS, ROLES, SEP, SEP2, IMAGE_TOKEN, IMAGE_TOKEN_INDEX, IGNORE_INDEX   template constants
+    build_prompt(turns, history_mode="standard"|"reference", system=SYSTEM) -> str
     tokenize_with_image(prompt, tokenizer) -> list[int]
     tokenize_conversation(conversations, tokenizer, max_length=...) -> (input_ids, labels, info)
     TokenizeInfo   the info dict's keys (mismatch flag, lengths, truncated)
@@ -27,6 +27,14 @@ SYSTEM = (
     "A chat between a curious human and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
 )
+# LLaVA's conv_vicuna_v1 (the conv_mode LLaVA-1.5's own eval scripts pass): llava_v1's layout,
+# separators and roles, with "user" where llava_v1's system prompt says "human".
+VICUNA_V1_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+# conv_mode name -> system prompt, for the templates of the SeparatorStyle.TWO family.
+SYSTEMS = {"llava_v1": SYSTEM, "vicuna_v1": VICUNA_V1_SYSTEM}
 ROLES = ("USER", "ASSISTANT")
 SEP = " "  # closes the system prompt and every user turn
 SEP2 = "</s>"  # closes every assistant turn (the Llama EOS string)
@@ -40,8 +48,10 @@ TEMPLATE_NAME = "llava_v1"
 HistoryMode = Literal["standard", "reference"]
 
 
-def build_prompt(turns: Sequence[tuple[str, str | None]], *, history_mode: HistoryMode = "standard") -> str:
-    """Render ``[(user, assistant or None), ...]`` with the llava_v1 template.
+def build_prompt(turns: Sequence[tuple[str, str | None]], *, history_mode: HistoryMode = "standard",
+                 system: str = SYSTEM) -> str:
+    """Render ``[(user, assistant or None), ...]`` with the llava_v1 template (``system``:
+    VICUNA_V1_SYSTEM for vicuna_v1, the same layout otherwise).
 
     The last turn's assistant text is normally None (generation prompt "ASSISTANT:"). The first
     user text should start with "<image>\\n" for an image conversation.
@@ -65,14 +75,14 @@ def build_prompt(turns: Sequence[tuple[str, str | None]], *, history_mode: Histo
             raise ValueError("only the last turn may lack an assistant answer")
         messages.append((ROLES[1], assistant))
     if history_mode == "reference" and len(turns) > 1:
-        return _reference_prompt(turns)
-    return _render(messages)
+        return _reference_prompt(turns, system)
+    return _render(messages, system)
 
 
-def _render(messages: Sequence[tuple[str, str | None]]) -> str:
+def _render(messages: Sequence[tuple[str, str | None]], system: str = SYSTEM) -> str:
     """LLaVA Conversation.get_prompt for SeparatorStyle.TWO."""
     seps = (SEP, SEP2)
-    ret = SYSTEM + seps[0]
+    ret = system + seps[0]
     for i, (role, message) in enumerate(messages):
         if message:
             ret += role + ": " + message + seps[i % 2]
@@ -81,7 +91,7 @@ def _render(messages: Sequence[tuple[str, str | None]]) -> str:
     return ret
 
 
-def _reference_prompt(turns: Sequence[tuple[str, str | None]]) -> str:
+def _reference_prompt(turns: Sequence[tuple[str, str | None]], system: str = SYSTEM) -> str:
     """The arena script's message list: the first turn's empty ASSISTANT placeholder was kept and
     the answer appended as a new ASSISTANT message, so every later message sits one slot off in
     the template's alternating separators (" " after even, "</s>" after odd slots)."""
@@ -90,7 +100,7 @@ def _reference_prompt(turns: Sequence[tuple[str, str | None]]) -> str:
         messages.append((ROLES[1], assistant))
         messages.append((ROLES[0], turns[i + 1][0]))
     messages.append((ROLES[1], turns[-1][1]))
-    return _render(messages)
+    return _render(messages, system)
 
 
 def tokenize_with_image(prompt: str, tokenizer: Any) -> list[int]:

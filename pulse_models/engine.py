@@ -29,7 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
-from pulse_models.conversation import IMAGE_TOKEN, build_prompt, tokenize_with_image
+from pulse_models.conversation import IMAGE_TOKEN, SYSTEMS, build_prompt, tokenize_with_image
 
 logger = logging.getLogger(__name__)
 
@@ -162,18 +162,22 @@ def _eos_ids(*candidates: Any) -> set[int]:
 class OriginalEngine:
     """Generation with PulseLlavaForCausalLM (original LLaVA checkpoint format)."""
 
-    def __init__(self, model: Any, tokenizer: Any, image_processor: Any, history_mode: str = "standard") -> None:
+    def __init__(self, model: Any, tokenizer: Any, image_processor: Any, history_mode: str = "standard",
+                 conv_template: str = "llava_v1") -> None:
         if history_mode not in ("standard", "reference"):
             raise ValueError(f"history_mode must be 'standard' or 'reference', not {history_mode!r}")
+        if conv_template not in SYSTEMS:
+            raise ValueError(f"conv_template must be one of {sorted(SYSTEMS)}, not {conv_template!r}")
         self.model, self.tokenizer, self.image_processor = model, tokenizer, image_processor
         self.history_mode = history_mode
+        self.conv_template, self.system = conv_template, SYSTEMS[conv_template]
         # Fast tokenizers mutate their truncation state per call ("Already borrowed" across threads).
         self._tok_lock = threading.Lock()
         self.eos_ids = _eos_ids(tokenizer.eos_token_id, model.language_model.generation_config.eos_token_id)
 
     def prompt(self, turns: Sequence[tuple[str, str | None]], has_image: bool) -> str:
         turns = [(first_user_text(turns[0][0], has_image), turns[0][1]), *turns[1:]]
-        return build_prompt(turns, history_mode=self.history_mode)
+        return build_prompt(turns, history_mode=self.history_mode, system=self.system)
 
     def process_image(self, image: Any) -> Any:
         """PIL/path/bytes -> ProcessedImage (pixel_values [1+tiles,3,T,T], image_size); pinned

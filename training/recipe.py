@@ -118,7 +118,7 @@ def _checkpoint_dir(config: TrainConfig) -> tuple[Path, str]:
 
 def setup_tokenizer_and_model_config(config: TrainConfig) -> tuple[Any, Any]:
     """Tokenizer and PulseConfig (merge type and max length as configured) without loading weights."""
-    from pulse_models.checkpoint import FORMAT_HF
+    from pulse_models.checkpoint import FORMAT_HF, load_original_tokenizer
     from pulse_models.configuration import PulseConfig
     from transformers import AutoTokenizer
 
@@ -133,7 +133,9 @@ def setup_tokenizer_and_model_config(config: TrainConfig) -> tuple[Any, Any]:
         pulse_config.mm_patch_merge_type = config.mm_patch_merge_type
     pulse_config.tokenizer_model_max_length = config.model_max_length
     pulse_config.validate()
-    return AutoTokenizer.from_pretrained(path), pulse_config
+    if fmt == FORMAT_HF:
+        return AutoTokenizer.from_pretrained(path), pulse_config
+    return load_original_tokenizer(path, pulse_config), pulse_config
 
 
 def apply_merge_type(model: Any, merge_type: str | None, checkpoint_dir: Path) -> None:
