@@ -122,9 +122,10 @@ def pickled_weights_error(path: str | Path, exc: BaseException) -> CheckpointFor
                                  f"(torch.load weights_only=True: {reason.strip()}); {pickled_weights_hint(path)}")
 
 
-def resolve_checkpoint_dir(path: str | Path, trust_remote_code: bool = False) -> Path:
+def resolve_checkpoint_dir(path: str | Path, trust_remote_code: bool = False, weights: bool = True) -> Path:
     """A local directory, or a hub id downloaded: configs, safetensors, tokenizer files; the repo's
-    ``*.py`` code with ``trust_remote_code``; ``*.bin`` weights only when it has no safetensors."""
+    ``*.py`` code with ``trust_remote_code``; ``*.bin`` weights only when it has no safetensors.
+    ``weights=False`` fetches configs and tokenizer only (a data check needs no 14 GB download)."""
     p = Path(path).expanduser()
     if p.is_dir():
         return p
@@ -134,11 +135,13 @@ def resolve_checkpoint_dir(path: str | Path, trust_remote_code: bool = False) ->
     if text.count("/") != 1 or text.startswith((".", "/", "~")):
         raise CheckpointFormatError(f"checkpoint directory {text!r} does not exist")
     patterns = list(HUB_PATTERNS) + (list(REMOTE_CODE_PATTERNS) if trust_remote_code else [])
+    if not weights:
+        patterns = [p for p in patterns if p != "*.safetensors"]
     try:
         from huggingface_hub import snapshot_download
 
         local = Path(snapshot_download(text, allow_patterns=patterns))
-        if not any(local.glob("*.safetensors")):
+        if weights and not any(local.glob("*.safetensors")):
             logger.info("%s ships no safetensors; fetching its *.bin weights (loaded with weights_only=True)", text)
             local = Path(snapshot_download(text, allow_patterns=patterns + list(PICKLE_PATTERNS)))
         return local
@@ -146,7 +149,7 @@ def resolve_checkpoint_dir(path: str | Path, trust_remote_code: bool = False) ->
         raise CheckpointFormatError(f"{text!r} is not a local directory and the hub download failed: {exc}") from exc
 
 
-def detect_format(path: str | Path) -> str:
+def detect_format(path: str | Path, weights: bool = True) -> str:
     """"llava_original" (LLaVA repository format) or "hf" (transformers image-text-to-text)."""
     p = Path(path)
     if not p.is_dir():
@@ -170,6 +173,8 @@ def detect_format(path: str | Path) -> str:
                 "are not implemented; use the transformers conversion of the model (e.g. "
                 "llava-hf/llava-v1.6-mistral-7b-hf) with --model pulse, which reads HF checkpoints"
             )
+        if not weights:  # configs and tokenizer only (resolve_checkpoint_dir(weights=False))
+            return FORMAT_ORIGINAL
         if not list(p.glob("*.safetensors")) and (p / PROJECTOR_ONLY_FILE).is_file():
             raise CheckpointFormatError(
                 f"{p}: holds {PROJECTOR_ONLY_FILE} and no language model weights, the output of LLaVA's pretrain "

@@ -1,14 +1,20 @@
 """ECGInstruct data for the recipe: LLaVA conversation records -> (input_ids, labels, pixels).
 
 Records are LLaVA JSON (a list) or JSONL, `{id, image, conversations: [{from, value}, ...]}`,
-images relative to `image_folder`; or the hub dataset (PULSE-ECG/ECGInstruct ships the JSON,
-not the images, so `image_folder` is needed there too).
+images relative to `image_folder`; or a hub dataset id read with `datasets`. The hub dataset
+PULSE-ECG/ECGInstruct holds the training JSON (`ECGInstruct.json`, 1.16M records whose `image`
+is a relative path such as `mimic_v4/p1000/.../40689238-0.png`) and the ECG images packed as
+`shard_*.tar.gz`: `ecgbench-train data fetch --out DIR` downloads both and extracts the shards
+(training/hubdata.py), giving `data_path=DIR/ECGInstruct.json image_folder=DIR/images`.
 
-Every record is checked once at start-up (`scan`): a record with a missing or unreadable image,
-no assistant turn, a label/length mismatch from the template, or more merged tokens than
+Every record is checked once (`scan`): a record with a missing or unreadable image, no
+assistant turn, a label/length mismatch from the template, or more merged tokens than
 `model_max_length` is skipped and counted, never trained on and never a crash hours in. The
 survivors keep only their merged length (for length grouping and token accounting); text is
-re-tokenised and the image decoded lazily, per step, in the dataloader workers.
+re-tokenised and the image decoded lazily, per step, in the dataloader workers. The scan's
+result (the index) is saved keyed by everything it depends on; `ecgbench-train data check`
+computes it with a process pool (`scan_parallel`) beside the data, and the recipe reuses it, or
+splits the scan across its ranks when there is none (training/recipe.py).
 """
 
 from __future__ import annotations
@@ -187,11 +193,13 @@ def scan(
     max_length: int,
     image_check: str = "open",
     stop_after_kept: int | None = None,
+    offset: int = 0,
 ) -> tuple[list[int], list[int], ScanSummary]:
     """Check every record once: (kept indices, their merged lengths, summary).
 
     `stop_after_kept` ends the scan early (--inspect needs the first few records, not 1.16M);
-    the summary then covers the records scanned.
+    the summary then covers the records scanned. `offset`: `records` is a slice of a larger
+    list starting there (kept indices and default ids are then the larger list's).
     """
     summary = ScanSummary(total=len(records))
     kept: list[int] = []
@@ -201,7 +209,7 @@ def scan(
             summary.total = index
             break
         record = records[index]
-        record_id = str(record.get("id", index)) if isinstance(record, dict) else str(index)
+        record_id = str(record.get("id", offset + index)) if isinstance(record, dict) else str(offset + index)
         if not isinstance(record, dict):
             summary.skip("malformed", record_id)
             continue
@@ -226,13 +234,105 @@ def scan(
         if problem is not None:
             summary.skip(problem, record_id)
             continue
-        kept.append(index)
+        kept.append(offset + index)
         lengths.append(length)
     summary.kept = len(kept)
     if lengths:
         summary.max_merged_length = max(lengths)
         summary.mean_merged_length = sum(lengths) / len(lengths)
     return kept, lengths, summary
+
+
+ScanResult = tuple[list[int], list[int], ScanSummary]
+
+
+def merge_scans(parts: Sequence[ScanResult]) -> ScanResult:
+    """One result from scans of consecutive slices, in order (what one `scan` of them all gives)."""
+    merged = ScanSummary()
+    kept: list[int] = []
+    lengths: list[int] = []
+    for part_kept, part_lengths, part in parts:
+        kept += part_kept
+        lengths += part_lengths
+        merged.total += part.total
+        merged.skipped.update(part.skipped)
+        for reason, ids in part.examples.items():
+            have = merged.examples.setdefault(reason, [])
+            have += ids[: SKIP_EXAMPLES_KEPT - len(have)]
+    merged.kept = len(kept)
+    if lengths:
+        merged.max_merged_length = max(lengths)
+        merged.mean_merged_length = sum(lengths) / len(lengths)
+    return kept, lengths, merged
+
+
+def slice_bounds(n: int, parts: int, part: int) -> tuple[int, int]:
+    """[start, stop) of the part-th of `parts` near-equal consecutive slices of n items."""
+    return n * part // parts, n * (part + 1) // parts
+
+
+_WORKER_SCAN: dict[str, Any] = {}  # the scan's arguments, set once per pool worker
+
+
+def _init_scan_worker(scan_kwargs: dict[str, Any]) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one core per worker, no nested pools
+    torch.set_num_threads(1)
+    _WORKER_SCAN.update(scan_kwargs)
+
+
+def _scan_chunk(offset: int, chunk: list[dict]) -> ScanResult:
+    return scan(chunk, offset=offset, **_WORKER_SCAN)
+
+
+SCAN_CHUNK = 2000  # records per pool task at most: ~1-2 s of work, small enough to balance the workers
+
+
+def scan_parallel(records: Sequence[dict], *, workers: int, chunk_size: int = SCAN_CHUNK,
+                  progress: Callable[[int, int], None] | None = None, **scan_kwargs: Any) -> ScanResult:
+    """`scan` on `workers` processes (chunks of `chunk_size` records); workers=1 scans in this process.
+
+    `scan_kwargs` (tokenize_fn, image_tokens_fn, ...) must pickle: each worker gets them once.
+    Workers are spawned, not forked: the caller may hold threads (tokenizers, torch) a fork would copy
+    mid-lock. `progress(records_done, total)` is called as chunks finish."""
+    n = len(records)
+    chunk_size = max(1, min(chunk_size, -(-n // (workers * 4))))  # small sets still spread over every worker
+    if workers <= 1 or n <= 1:
+        result = scan(records, **scan_kwargs)
+        if progress:
+            progress(n, n)
+        return result
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    starts = list(range(0, n, chunk_size))
+    parts: dict[int, ScanResult] = {}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_scan_worker,
+                             initargs=(scan_kwargs,)) as pool:
+        # Submitted lazily, a few per worker: 1.16M pickled records are never all in flight at once.
+        pending: dict[Any, int] = {}
+        upcoming = iter(starts)
+        done = 0
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        def submit_next() -> None:
+            start = next(upcoming, None)
+            if start is not None:
+                chunk = [records[i] for i in range(start, min(start + chunk_size, n))]
+                pending[pool.submit(_scan_chunk, start, chunk)] = start
+
+        for _ in range(workers * 2):
+            submit_next()
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                start = pending.pop(future)
+                parts[start] = future.result()
+                done += parts[start][2].total
+                submit_next()
+            if progress:
+                progress(done, n)
+    return merge_scans([parts[s] for s in starts])
 
 
 # --------------------------------------------------------------------------- dataset
@@ -332,24 +432,45 @@ class Collator:
         }
 
 
-INDEX_FILE = "data_index.json"  # the scan's result, reused by a resumed run with the same inputs
+INDEX_FILE = "data_index.json"  # the scan's result in the run folder, reused by a resumed run with the same inputs
+INDEX_DIR = Path(".ecgbench") / "index"  # beside the data file: <key>.json, written by `ecgbench-train data check`
 
 
 def scan_key(**inputs: Any) -> str:
-    """Fingerprint of everything the scan's result depends on (local data: size and mtime)."""
+    """Fingerprint of everything the scan's result depends on.
+
+    A local data file adds its resolved path, size and mtime; a folder filled by `data fetch`
+    adds its shard markers (name, size, sha256, status), so extracting another shard or a
+    re-download invalidates the index while a `touch` of the image folder does not."""
     import hashlib
 
     data_path = str(inputs.get("data_path", ""))
     if Path(data_path).is_file():
         stat = Path(data_path).stat()
         inputs["data_file"] = [str(Path(data_path).resolve()), stat.st_size, stat.st_mtime_ns]
+        from .hubdata import STATE_DIR, read_markers
+
+        markers = read_markers(Path(data_path).resolve().parent / STATE_DIR)
+        if markers:
+            inputs["shards"] = [[m.get("shard"), m.get("size"), m.get("sha256"), m.get("status")] for m in markers]
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def load_index(output_dir: str | os.PathLike, key: str) -> tuple[list[int], list[int], ScanSummary] | None:
-    path = Path(output_dir) / INDEX_FILE
+def data_index_path(data_path: str, key: str) -> Path | None:
+    """Where `data check` puts the index for a local data file (None for a hub dataset id)."""
+    path = Path(data_path)
+    return path.resolve().parent / INDEX_DIR / f"{key}.json" if path.is_file() else None
+
+
+def _index_file(where: str | os.PathLike) -> Path:
+    where = Path(where)
+    return where / INDEX_FILE if where.is_dir() or where.suffix != ".json" else where
+
+
+def load_index(where: str | os.PathLike, key: str) -> ScanResult | None:
+    """The saved scan under `where` (a run folder, or an index file) if it has this key, else None."""
     try:
-        saved = json.loads(path.read_text())
+        saved = json.loads(_index_file(where).read_text())
     except (OSError, ValueError):
         return None
     if saved.get("key") != key:
@@ -357,16 +478,20 @@ def load_index(output_dir: str | os.PathLike, key: str) -> tuple[list[int], list
     return saved["kept"], saved["lengths"], ScanSummary.from_dict(saved["summary"])
 
 
-def save_index(output_dir: str | os.PathLike, key: str, kept: list[int], lengths: list[int],
-               summary: ScanSummary) -> None:
-    """Best effort: a failed write only costs the next run a re-scan."""
+def save_index(where: str | os.PathLike, key: str, kept: list[int], lengths: list[int],
+               summary: ScanSummary) -> Path | None:
+    """Best effort (a read-only data folder, a full disk): a failed write only costs a later scan."""
+    path = _index_file(where)
     try:
-        path = Path(output_dir) / INDEX_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"key": key, "kept": kept, "lengths": lengths, "summary": summary.to_dict()}
-        path.write_text(json.dumps(payload))
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(payload))
+        os.replace(tmp, path)  # ranks and `data check` may race: readers see a whole file
+        return path
     except OSError as exc:
-        logger.warning("could not save the data index (%s); a resumed run will scan again", exc)
+        logger.warning("could not save the data index to %s (%s); a later run will scan again", path, exc)
+        return None
 
 
 def write_summary(summary: ScanSummary, output_dir: str | os.PathLike) -> Path:

@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ecgbench-train",
         description="Fine-tune LLaVA-1.6 on ECGInstruct with DeepSpeed (the PULSE recipe).",
-        epilog="Overrides use the config's key names, e.g. learning_rate=1e-5 output_dir=runs/x.",
+        epilog="Overrides use the config's key names, e.g. learning_rate=1e-5 output_dir=runs/x. "
+               "Training data: `ecgbench-train data fetch --out DIR` downloads and extracts ECGInstruct, "
+               "`ecgbench-train data check DIR` checks and indexes it (see `ecgbench-train data --help`).",
     )
     parser.add_argument("--config", required=True, help="YAML file, or a shipped one: pulse_7b.yaml, tiny.yaml")
     parser.add_argument(
@@ -70,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["data"]:  # `ecgbench-train data fetch|check ...`; every other line is a training run
+        from .data_cli import main as data_main
+
+        return data_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config, parse_overrides(args.overrides))
@@ -108,12 +115,13 @@ def choose_attn_implementation(requested: str) -> str:
     return "sdpa"
 
 
-def _checkpoint_dir(config: TrainConfig) -> tuple[Path, str]:
-    """(local folder, "llava_original" | "hf") of model_name_or_path (a hub id is downloaded)."""
+def _checkpoint_dir(config: TrainConfig, weights: bool = True) -> tuple[Path, str]:
+    """(local folder, "llava_original" | "hf") of model_name_or_path (a hub id is downloaded,
+    without its weights when `weights` is False)."""
     from pulse_models.checkpoint import detect_format, resolve_checkpoint_dir
 
-    path = resolve_checkpoint_dir(config.model_name_or_path)
-    return path, detect_format(path)
+    path = resolve_checkpoint_dir(config.model_name_or_path, weights=weights)
+    return path, detect_format(path, weights=weights)
 
 
 def setup_tokenizer_and_model_config(config: TrainConfig) -> tuple[Any, Any]:
@@ -122,7 +130,7 @@ def setup_tokenizer_and_model_config(config: TrainConfig) -> tuple[Any, Any]:
     from pulse_models.configuration import PulseConfig
     from transformers import AutoTokenizer
 
-    path, fmt = _checkpoint_dir(config)
+    path, fmt = _checkpoint_dir(config, weights=False)
     if fmt == FORMAT_HF:
         from .export import pulse_config_from_hf
 
@@ -202,69 +210,117 @@ def setup_model(config: TrainConfig, dtype: torch.dtype) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def scan_arguments(config: TrainConfig, tokenizer: Any, pulse_config: Any) -> tuple[dict[str, Any], str]:
+    """`data.scan`'s keyword arguments (all picklable: `data check` sends them to pool workers) and
+    the index key: everything the scan's result depends on. `ecgbench-train data check` and the
+    recipe both call this, so an index one writes is the index the other finds."""
+    from pulse_models.conversation import IMAGE_TOKEN_INDEX
+
+    from . import data
+
+    kwargs = {
+        "image_folder": config.image_folder,
+        "tokenize_fn": _Tokenize(tokenizer, config.model_max_length),
+        "image_tokens_fn": _ImageTokens(pulse_config),
+        "image_token_id": IMAGE_TOKEN_INDEX,
+        "max_length": config.model_max_length,
+        "image_check": config.image_check,
+    }
+    local = data.is_local_data(config.data_path)
+    key = data.scan_key(
+        data_path=str(Path(config.data_path).resolve()) if local else config.data_path, hub_split=config.hub_split,
+        image_folder=str(Path(config.image_folder).resolve()) if config.image_folder else "",
+        image_check=config.image_check, max_records=config.max_records, max_length=config.model_max_length,
+        merge_type=pulse_config.mm_patch_merge_type, pinpoints=pulse_config.image_grid_pinpoints,
+        tile=pulse_config.tile_size, tokenizer=[type(tokenizer).__name__, len(tokenizer)],
+    )
+    return kwargs, key
+
+
 def setup_data(config: TrainConfig, tokenizer: Any, pulse_config: Any,
                stop_after_kept: int | None = None) -> tuple[Any, Any]:
     """Load the records, check every one once (skips counted), wrap the kept ones lazily."""
-    from pulse_models.conversation import IMAGE_TOKEN_INDEX
-    from pulse_models.image_processing import ImageProcessor, num_image_tokens
+    from pulse_models.image_processing import ImageProcessor
 
     from . import data
 
     records = data.load_records(config.data_path, hub_split=config.hub_split, max_records=config.max_records)
-    tokenize_fn = _Tokenize(tokenizer, config.model_max_length)
-
-    def image_tokens(size: tuple[int, int] | None) -> int:
-        # Without a header check (image_check=exists|none) assume the ECG-typical 2x2 grid.
-        return num_image_tokens(size or ECG_TYPICAL_SIZE, pulse_config)
-
-    def run_scan() -> tuple[list[int], list[int], Any]:
-        return data.scan(
-            records,
-            image_folder=config.image_folder,
-            tokenize_fn=tokenize_fn,
-            image_tokens_fn=image_tokens,
-            image_token_id=IMAGE_TOKEN_INDEX,
-            max_length=config.model_max_length,
-            image_check=config.image_check,
-            stop_after_kept=stop_after_kept,
-        )
-
-    def cached_scan() -> tuple[list[int], list[int], Any]:
-        key = data.scan_key(
-            data_path=config.data_path, hub_split=config.hub_split, image_folder=config.image_folder,
-            image_check=config.image_check, max_records=config.max_records, max_length=config.model_max_length,
-            merge_type=pulse_config.mm_patch_merge_type, pinpoints=pulse_config.image_grid_pinpoints,
-            tile=pulse_config.tile_size, tokenizer=[type(tokenizer).__name__, len(tokenizer)],
-        )
-        cached = data.load_index(config.output_dir, key)
-        if cached is not None:
-            logger.info("data: reusing the scan in %s/%s", config.output_dir, data.INDEX_FILE)
-            return cached
-        result = run_scan()
-        data.save_index(config.output_dir, key, *result)
-        return result
-
-    kept, lengths, summary = _scan_once(run_scan if stop_after_kept is not None else cached_scan)
+    scan_kwargs, key = scan_arguments(config, tokenizer, pulse_config)
+    if stop_after_kept is not None:
+        kept, lengths, summary = data.scan(records, stop_after_kept=stop_after_kept, **scan_kwargs)
+    else:
+        kept, lengths, summary = _indexed_scan(config, records, scan_kwargs, key)
     dataset = data.InstructDataset(
         records,
         kept,
         lengths,
         image_folder=config.image_folder,
-        tokenize_fn=tokenize_fn,
+        tokenize_fn=scan_kwargs["tokenize_fn"],
         process_image_fn=_ProcessImage(ImageProcessor(pulse_config)),
     )
     return dataset, summary
 
 
-def _scan_once(run_scan: Any) -> tuple[list[int], list[int], Any]:
-    """Rank 0 checks the records and broadcasts the result: one pass over 1.16M image headers
-    and conversations per job, not one per GPU (the other ranks wait in the broadcast)."""
+# The scan's collective timeout assumes at most this long per record on a rank (0.82 ms measured
+# on a warm page cache, docs/performance.md; x60 for cold network storage), and never less than
+# torch.distributed's default 30 minutes.
+SCAN_SECONDS_PER_RECORD_BOUND = 0.05
+SCAN_MIN_TIMEOUT_S = 1800.0
+
+
+def scan_timeout_s(records_per_rank: int) -> float:
+    return max(SCAN_MIN_TIMEOUT_S, records_per_rank * SCAN_SECONDS_PER_RECORD_BOUND)
+
+
+def _indexed_scan(config: TrainConfig, records: Any, scan_kwargs: dict[str, Any], key: str) -> Any:
+    """The scan's result: a saved index with this key (the run folder's, then the one `data check`
+    wrote beside the data), else a fresh scan split across the ranks, saved for next time.
+
+    Rank 0 looks for the index and broadcasts where it is (every rank then reads it); without one,
+    each rank scans its slice of the records and the slices are gathered on a gloo group whose
+    timeout covers the slowest rank's slice, not the 30-minute default a 1.16M-record scan on
+    rank 0 alone overran."""
+    from . import data
+
     dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return run_scan()
-    payload: list[Any] = [run_scan() if dist.get_rank() == 0 else None]
-    dist.broadcast_object_list(payload, src=0)
-    return payload[0]
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    candidates = [Path(config.output_dir) / data.INDEX_FILE]
+    beside_data = data.data_index_path(config.data_path, key)
+    if beside_data is not None:
+        candidates.append(beside_data)
+    found: list[Any] = [None]
+    if rank == 0:
+        found[0] = next((str(p) for p in candidates if data.load_index(p, key) is not None), None)
+    if distributed:
+        dist.broadcast_object_list(found, src=0)
+    if found[0] is not None:
+        result = data.load_index(found[0], key)
+        if result is None:  # rank 0 read it a moment ago: a filesystem that differs between nodes
+            raise RuntimeError(f"rank {rank}: cannot read the data index {found[0]} that rank 0 found")
+        logger.info("data: reusing the index %s (no scan)", found[0])
+        if rank == 0 and Path(found[0]) != candidates[0]:
+            data.save_index(candidates[0], key, *result)  # the run folder keeps what it trained on
+        return result
+    start, stop = data.slice_bounds(len(records), world, rank)
+    logger.info("data: no index for these inputs, scanning %d records%s", len(records),
+                f" on {world} ranks ({stop - start} each)" if distributed else "")
+    if not distributed:
+        result = data.scan(records, **scan_kwargs)
+    else:
+        import datetime
+
+        timeout = scan_timeout_s(stop - start)
+        group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout))
+        part = data.scan([records[i] for i in range(start, stop)], offset=start, **scan_kwargs)
+        parts: list[Any] = [None] * world
+        dist.all_gather_object(parts, part, group=group)
+        dist.destroy_process_group(group)
+        result = data.merge_scans(parts)
+    if rank == 0:
+        for where in candidates:
+            data.save_index(where, key, *result)
+    return result
 
 
 ECG_TYPICAL_SIZE: tuple[int, int] = (2200, 1700)  # a 12-lead printout's aspect; picks the 2x2 anyres grid
@@ -281,6 +337,19 @@ class _Tokenize:
         from pulse_models.conversation import tokenize_conversation
 
         return tokenize_conversation(conversations, self.tokenizer, max_length=self.max_length)
+
+
+class _ImageTokens:
+    """Picklable `(width, height) | None -> image tokens`; without a header check (image_check=exists|none)
+    the ECG-typical 2x2 grid is assumed."""
+
+    def __init__(self, pulse_config: Any) -> None:
+        self.pulse_config = pulse_config
+
+    def __call__(self, size: tuple[int, int] | None) -> int:
+        from pulse_models.image_processing import num_image_tokens
+
+        return num_image_tokens(size or ECG_TYPICAL_SIZE, self.pulse_config)
 
 
 class _ProcessImage:
