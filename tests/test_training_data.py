@@ -160,3 +160,18 @@ def test_scan_is_cached_per_inputs(inputs, tmp_path):
     other = load_config("tiny.yaml", {**inputs, "output_dir": str(out), "image_check": "exists"})
     # Other inputs: scanned again (a stat-only check cannot see the corrupt image, so it is kept).
     assert len(setup_data(other, tokenizer, pulse_config)[0]) == len(first) + 1
+
+
+def test_slices_scanned_apart_and_merged_equal_one_scan(prepared):
+    """What each rank (or pool worker) does with its slice, merged, is the scan of the whole."""
+    config, tokenizer, pulse_config, dataset, _summary = prepared
+    from pulse_training.recipe import scan_arguments
+
+    kwargs, _key = scan_arguments(config, tokenizer, pulse_config)
+    records = dataset.records
+    whole = data.scan(records, **kwargs)
+    for parts in (2, 3, 7):
+        bounds = [data.slice_bounds(len(records), parts, p) for p in range(parts)]
+        assert bounds[0][0] == 0 and bounds[-1][1] == len(records)
+        merged = data.merge_scans([data.scan(records[a:b], offset=a, **kwargs) for a, b in bounds])
+        assert (merged[0], merged[1], merged[2].to_dict()) == (whole[0], whole[1], whole[2].to_dict())

@@ -4,8 +4,8 @@ console script.
 
 The hub repository is built at test time in the hub's shape (`ECGInstruct.json` with records in
 the real layout, `image` paths such as `mimic_v4/p10xx/.../NNNN-0.png`, and the images packed as
-`shard_*.tar.gz`): shard_3 is corrupt (truncated), shard_1 carries a member named `../escape.png`,
-and one record points to an image that no shard ships. It is put into a Hugging Face cache the way
+`shard_*.tar.gz`): shard_3 is corrupt (truncated), shard_1 carries a member named `../escape.png`
+and two symlinks pointing out of the image folder, and one record points to an image that no shard ships. It is put into a Hugging Face cache the way
 `snapshot_download` leaves one (blobs named by their sha256, `snapshots/<commit>/` links,
 `refs/main`), and every command runs with HF_HUB_OFFLINE=1 and HF_HOME / HF_HUB_CACHE in tmp.
 """
@@ -41,13 +41,20 @@ def _layout_path(i: int) -> tuple[str, str]:
     return f"code15_v4/{1000000 + i}-0.png", "shard_2.tar.gz"
 
 
-def _tar_gz(members: dict[str, bytes]) -> bytes:
+LINKS_OUT = {"mimic_v4/absolute-link.png": "/etc/passwd", "mimic_v4/up-link.png": "../../../outside.png"}
+
+
+def _tar_gz(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for name, content in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(content)
             tar.addfile(info, io.BytesIO(content))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
     return buf.getvalue()
 
 
@@ -70,7 +77,8 @@ def build_hub_repo(root: Path) -> dict[str, bytes]:
             records.append({"id": ORPHAN_ID, "image": "mimic_v4/p1099/p10999999/s49999999/49999999-0.png",
                             "conversations": record["conversations"]})
     shards["shard_1.tar.gz"]["../escape.png"] = b"outside the image folder"
-    files = {name: _tar_gz(members) for name, members in shards.items()}
+    files = {name: _tar_gz(members, LINKS_OUT if name == "shard_1.tar.gz" else None)
+             for name, members in shards.items()}
     whole = files["shard_3.tar.gz"]
     files["shard_3.tar.gz"] = whole[: len(whole) // 2]  # truncated: a gzip stream that ends early
     files["ECGInstruct.json"] = json.dumps(records, indent=1).encode()
@@ -147,7 +155,19 @@ def test_corrupt_shard_and_escaping_member_are_named_and_refused(fetched):
     # Nothing of the corrupt shard is left half-extracted: its records' images are missing, not truncated.
     assert not list((out / "images").glob("csn_ori_layout_papersize/*.png"))
     marker = json.loads((out / ".ecgbench" / "extracted" / "shard_1.tar.gz.json").read_text())
-    assert marker["refused"] == [["../escape.png", "OutsideDestinationError"]]
+    assert marker["refused"] == [["../escape.png", "OutsideDestinationError"],
+                                 ["mimic_v4/absolute-link.png", "AbsoluteLinkError"],
+                                 ["mimic_v4/up-link.png", "LinkOutsideDestinationError"]]
+    assert not any(p.is_symlink() for p in (out / "images").rglob("*"))
+    for name in LINKS_OUT:
+        assert f"REFUSED member {name!r} of shard_1.tar.gz" in first.stdout
+
+
+def test_offline_without_the_snapshot_in_the_cache_says_what_to_do(tmp_path):
+    proc = _train_cli("data", "fetch", "--out", str(tmp_path / "out"), env=_env(tmp_path / "empty-hf-home"))
+    assert proc.returncode == 2
+    assert f"{REPO}@main is not in the Hugging Face cache" in proc.stderr and "HF_HUB_OFFLINE" in proc.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_second_fetch_extracts_nothing(fetched):
