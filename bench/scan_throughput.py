@@ -12,7 +12,9 @@ cannot be downloaded here); the scan is the recipe's own (`recipe.scan_arguments
 `data.scan_parallel`), timed end to end: worker start-up (spawned processes import torch and
 transformers), pickling the chunks, the scan, the merge. `serial` is `data.scan` in this process,
 what one rank does without an index. The images are in the page cache after the first pass (the
-first timed run is a warm-up pass over all of them).
+first timed run is a warm-up pass over all of them). On a machine shared with other jobs the wall
+time depends on them: each row also has the CPU seconds spent (this process and the pool's
+workers) and records per CPU second, which the other jobs do not change much.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
-WORDS = ("sinus rhythm normal axis left ventricular hypertrophy ST depression inferior leads QRS duration "
-         "prolonged PR interval atrial fibrillation premature ventricular complexes T wave inversion anterior "
-         "right bundle branch block borderline ECG the rhythm is regular rate beats per minute").split()
+WORDS = ("sinus", "rhythm", "normal", "axis", "left", "ventricular", "hypertrophy", "ST", "depression", "inferior",
+         "leads", "QRS", "duration", "prolonged", "PR", "interval", "atrial", "fibrillation", "premature",
+         "complexes", "T", "wave", "inversion", "anterior", "right", "bundle", "branch", "block", "borderline",
+         "ECG", "the", "is", "regular", "rate", "beats", "per", "minute")
 
 
 def make_records(root: Path, n: int, seed: int = 0) -> Path:
@@ -63,6 +66,14 @@ def make_records(root: Path, n: int, seed: int = 0) -> Path:
     return path
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the pool's workers, once it shut down)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=120_000)
@@ -71,11 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    from pulse_models.testing import make_tiny_original_checkpoint
-
     from pulse_training import data
     from pulse_training.config import load_config
     from pulse_training.recipe import scan_arguments, setup_tokenizer_and_model_config
+
+    from pulse_models.testing import make_tiny_original_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="scan-bench-") as tmp:
         root = Path(tmp)
@@ -95,16 +106,19 @@ def main(argv: list[str] | None = None) -> int:
         settings = ([] if args.no_serial else [("serial", 1)]) + [("pool", int(w)) for w in args.workers.split(",")]
         reference = None
         for mode, workers in settings:
+            cpu_before = _cpu_seconds()
             start = time.perf_counter()
             if mode == "serial":
                 result = data.scan(records, **kwargs)
             else:
                 result = data.scan_parallel(records, workers=workers, **kwargs)
             seconds = time.perf_counter() - start
+            cpu = _cpu_seconds() - cpu_before
             reference = reference or result
             assert result[0] == reference[0] and result[1] == reference[1], "worker counts disagree"
             row = {"mode": mode, "workers": workers, "records": len(records), "seconds": round(seconds, 1),
                    "records_per_s": round(len(records) / seconds), "ms_per_record": round(1000 * seconds / len(records), 3),
+                   "cpu_s": round(cpu, 1), "records_per_cpu_s": round(len(records) / cpu),
                    "kept": result[2].kept, "load_avg_1m": round(os.getloadavg()[0], 1), "cpus": os.cpu_count()}
             runs.append(row)
             print(json.dumps(row), flush=True)

@@ -108,7 +108,7 @@ def _env(hf_home: Path, **extra: str) -> dict[str, str]:
 
 
 def _train_cli(*args: str, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([*_entry_point(), *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*_entry_point(), *args], check=False, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +220,7 @@ def test_two_process_run_reuses_the_check_index_and_scans_on_both_ranks_without_
     def torchrun(*overrides: str) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
                "--master_port", str(_free_port()), "-m", "pulse_training.recipe", *base, *overrides]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
         return proc
 

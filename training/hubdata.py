@@ -36,6 +36,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+# The ECGBench loader's offline switches (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE), read the same way.
+from pulse_tasks.data import hub_offline
+
 HUB_REPO = "PULSE-ECG/ECGInstruct"
 SHARD_PATTERN = "shard_*.tar.gz"
 DATA_PATTERNS = ("*.json", "*.jsonl")  # the training records (root of the repo)
@@ -46,7 +49,6 @@ STATE_DIR = ".ecgbench"  # fetch record, per-shard markers, scan indexes
 MANIFEST_FILE = "fetch.json"
 MARKER_DIR = "extracted"
 HASH_CHUNK = 1 << 20  # 1 MiB reads: flat memory on multi-GB shards
-OFFLINE_ENV_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -69,11 +71,6 @@ class Snapshot:
     def files(self, patterns: Iterable[str]) -> list[Path]:
         found = {p for pattern in patterns for p in self.root.glob(pattern) if p.is_file()}
         return sorted(found, key=_natural_key)
-
-
-def hub_offline() -> bool:
-    """HF_HUB_OFFLINE / HF_DATASETS_OFFLINE ask for no network (the ECGBench loader's switches too)."""
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in OFFLINE_ENV_VARS)
 
 
 def download(repo: str = HUB_REPO, revision: str | None = None) -> Snapshot:
