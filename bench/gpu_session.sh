@@ -80,7 +80,7 @@ stage train $?
 # checkpoint (about 4 GB) it loads.
 if ((HAVE_DS)); then
     timeout "$(left 200)" "$PY" bench/train_throughput.py "${TINY[@]}" --recipe --warmup 2 --steps 4 \
-        --time-budget "$RECIPE_S" --json "$OUT/train_recipe.json" >>"$OUT/train.log" 2>&1
+        --set global_batch_size=16 --time-budget "$RECIPE_S" --json "$OUT/train_recipe.json" >>"$OUT/train.log" 2>&1
     stage recipe $?
 else
     echo "recipe: skipped (no DeepSpeed; carry the wheels of bench/device_wheels.sh)"
