@@ -353,8 +353,16 @@ class Studio:
                 gr.update(choices=ids, value=None), view.message())
 
     def item(self, visitor: Visitor | None, subset: str | None, item_id: str | None) -> tuple[Any, str]:
-        """(full-size image, item view) of one item of this visitor's view."""
-        view = (visitor.view if visitor else None) or self.default
+        """(full-size image, item view) of one item of this visitor's view; nothing changes when
+        the visitor loaded another view meanwhile."""
+        start = visitor.view if visitor else None
+        out = self._item(start or self.default, subset, item_id)
+        if visitor is not None and visitor.view is not start:
+            gr = _gradio()
+            return gr.skip(), gr.skip()
+        return out
+
+    def _item(self, view: ExploreView, subset: str | None, item_id: str | None) -> tuple[Any, str]:
         if not subset or not item_id:
             return None, ""
         row = next((r for r in view.rows(subset) if r.id == item_id), None)
