@@ -253,6 +253,57 @@ def test_a_crafted_runs_outside_images_are_missing_and_not_served(chromium_brows
     assert _status(f"{url}/gradio_api/file={state.examples[0]}") == 200  # the route itself works
 
 
+def test_two_pages_are_two_visitors_in_the_models_line(chromium_browser, tmp_path):
+    """Through the page: questions wait in arrival order, each page counted as its own visitor
+    (Gradio's session, injected into the handler), and each gets its answer once the turn before
+    it is done. Generation is a stand-in (this test is about the line, not the model)."""
+    from types import SimpleNamespace
+
+    from pulse_app import studio as st
+
+    state = st.Studio([], None, st.Asker(None, argparse_options()))
+    state.asker.name = "stand-in"
+    state.asker.model = SimpleNamespace(engine=SimpleNamespace(process_image=lambda img: img), format="stand-in",
+                                        device="cpu")
+    state.asker.ready.set()
+    state.asker.start = lambda: None  # launch() would load "stand-in" as a checkpoint
+
+    def answer(model, image, processed, upload, question, turns, max_new_tokens, temperature):
+        done = [*turns, [question, f"answer to {question}"]]
+        yield st._messages(done), done, None, "", ""
+
+    state._answer = answer
+    image = _png(tmp_path / "ecg.png", "white")
+    app = st.launch(state, port=0, block=False)
+    contexts = []
+    try:
+        head = state.turns.enter("someone else")  # a turn that holds the model until released
+        pages = {}
+        for name, ahead in (("A", 1), ("B", 2)):
+            context = chromium_browser.new_context(viewport={"width": 1280, "height": 900})
+            contexts.append(context)
+            page = pages[name] = context.new_page()
+            page.set_default_timeout(LOAD_TIMEOUT_MS)
+            page.goto(app.local_url)
+            _wait_text(page, "#ask-status", "ready")
+            page.set_input_files("#ask-upload input[type=file]", str(image))
+            page.wait_for_function("(() => { const i = document.querySelector('#ask-preview img');"
+                                   " return i && i.naturalWidth > 0; })()")
+            page.fill("#ask-question textarea", f"question of {name}")
+            page.click("#ask-send")
+            # B is behind A: had the two pages been one visitor, B would have been refused instead.
+            _wait_text(page, "#ask-message", f"waiting for the model: {ahead} question(s) before yours")
+        assert len(state.turns) == 3
+        state.turns.leave(head)
+        for name in ("A", "B"):
+            _wait_text(pages[name], "#ask-chat", f"answer to question of {name}")
+        assert len(state.turns) == 0
+    finally:
+        for context in contexts:
+            context.close()
+        app.close()
+
+
 def _status(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=30) as resp:
