@@ -180,6 +180,10 @@ class ExploreView:
     def run_names(self) -> list[str]:
         return [r.name for r in self.loaded.runs]
 
+    @property
+    def subsets(self) -> list[str]:
+        return views.subsets_of(self.loaded.runs)
+
     def message(self) -> str:
         lines = [f"**Cannot read** {e}" for e in self.loaded.errors]
         if not self.loaded.runs:
@@ -335,7 +339,7 @@ class Studio:
     def _table(self, view: ExploreView, subset: str | None, run_a: str | None, run_b: str | None, mode: str,
                flags: list[str], text: str, page: float | None) -> tuple[Any, ...]:
         gr = _gradio()
-        if not subset or not view.loaded.runs:
+        if subset not in view.subsets:  # also what a script sends: no reads, no caches for unknown names
             return "", "", "", 1, gr.update(choices=[], value=None), view.message()
         flags = flags or []
         if FILTER_A_WRONG_B_RIGHT in flags and (not run_a or not run_b):
@@ -363,7 +367,7 @@ class Studio:
         return out
 
     def _item(self, view: ExploreView, subset: str | None, item_id: str | None) -> tuple[Any, str]:
-        if not subset or not item_id:
+        if subset not in view.subsets or not item_id:
             return None, ""
         row = next((r for r in view.rows(subset) if r.id == item_id), None)
         if row is None:

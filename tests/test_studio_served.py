@@ -426,6 +426,24 @@ def test_ask_refuses_a_second_turn_of_the_same_visitor_and_queues_others(tmp_pat
     state.turns.leave(running)
 
 
+def test_handlers_read_nothing_for_subsets_the_view_lacks(served_root):
+    """What a script may send past the page's dropdowns: an unknown subset reads no data and
+    leaves no cache entry; a known one draws its table."""
+    pytest.importorskip("gradio")
+    from pulse_app import studio as st
+
+    state = st.Studio([str(served_root["root"])], None, st.Asker(None, argparse_options()), resamples=10,
+                      restrict_folders=True)
+    visitor = st.Visitor()
+    for subset in ("../../etc/passwd", "ptb-test", None):
+        corpus, table, *_ = state.table(visitor, subset, None, None, "strict", [], "", 1)
+        assert corpus == "" and table == ""
+        assert state.item(visitor, subset, "x") == (None, "")
+    assert state.default._rows == {} and state.default.items.errors == {}
+    corpus, table, *_ = state.table(visitor, SUBSET, None, None, "strict", [], "", 1)
+    assert SUBSET in table and list(state.default._rows) == [SUBSET]
+
+
 def test_cli_bound_beyond_loopback_restricts_the_folder_box(served_root):
     """`ecgbench studio --host 0.0.0.0`: says the folder box is restricted, serves its page."""
     ecgbench = Path(sys.executable).with_name("ecgbench")
