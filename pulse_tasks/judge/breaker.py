@@ -15,6 +15,10 @@ The rule (README "The judge", docs/interfaces.md):
   wait for it. Any HTTP reply closes the breaker and judging goes on; no reply opens it again for
   that task or batch. So every judged task of a run gets its own chance.
 
+What it does not stop: a gateway that answers every call with a 5xx (a reply each time) costs every
+item its own bounded attempts (``ECGBENCH_JUDGE_MAX_ATTEMPTS``); with HTTP errors the server cannot
+be told from the prompts it fails, and failing items that could be judged is the worse mistake.
+
 This is Nygard's circuit breaker (closed, open, half-open) with the half-open trial taken per
 task or batch instead of after a fixed delay: a task is the unit a user reruns or judges later.
 It is written here rather than taken from a library (pybreaker, circuitbreaker) because those

@@ -44,11 +44,10 @@ def process_semaphore(endpoint: str, limit: int) -> threading.BoundedSemaphore:
 class JudgeCallError(RuntimeError):
     """A judge call that failed after its attempts; the message is already redacted."""
 
-    def __init__(self, message: str, *, fatal: bool = False, status: int | None = None, stopped: bool = False) -> None:
+    def __init__(self, message: str, *, fatal: bool = False, status: int | None = None) -> None:
         super().__init__(message)
         self.fatal = fatal
         self.status = status
-        self.stopped = stopped  # the breaker is open: the call stopped before its next attempt
 
 
 class _Stopped(RuntimeError):
@@ -251,7 +250,7 @@ class JudgeClient:
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes a recorded, redacted error
             openai = _openai_module()
             if isinstance(exc, _Stopped):
-                raise JudgeCallError(f"judging stopped: {exc}", stopped=True) from None
+                raise JudgeCallError(f"judging stopped: {exc}") from None  # the breaker opened
             if isinstance(exc, ValueError):  # JSONDecodeError included: a 2xx body that is no chat completion
                 raise self._not_a_chat_api(f"{type(exc).__name__}: {exc}") from None
             if not isinstance(exc, openai.OpenAIError):
