@@ -31,9 +31,19 @@ from pulse_tasks.cli import main as ecgbench
 from pulse_tasks.judge.attached import canonical_response
 
 try:
-    from judge_server import FakeJudgeServer, failing_on, hanging_after, marker_responder
+    from judge_server import (
+        FakeJudgeServer,
+        failing_on,
+        hanging_after,
+        marker_responder,
+    )
 except ImportError:  # tests/ imported as a package
-    from tests.judge_server import FakeJudgeServer, failing_on, hanging_after, marker_responder
+    from tests.judge_server import (
+        FakeJudgeServer,
+        failing_on,
+        hanging_after,
+        marker_responder,
+    )
 
 pytestmark = pytest.mark.slow
 
@@ -477,7 +487,7 @@ def test_judge_gone_mid_run_stops_judging_and_judge_later_finishes(case, breaker
         assert len(hung) <= 2 * (N_BREAKER - n_ok[first]) and max(hung) - min(hung) < 5 * BREAKER_TIMEOUT_S
     else:
         assert not _subset_requests(srv, second_subset)
-    assert "judge stopped for this task" in proc.stderr and "probing with one call" in proc.stderr
+    assert "judge stopped for this task or batch" in proc.stderr and "probing with one call" in proc.stderr
 
     assert _judge_later(_outputs(out)[2], breaker_data, tmp, monkeypatch, capsys) == 2 * N_BREAKER - UP_FOR
     assert ecgbench(["report", str(out), "--format", "json", "--resamples", "0", "--no-published"]) == 0

@@ -83,7 +83,7 @@ class Breaker:
             if scope == self.scope:
                 return Admission(False, reason=self.reason)
             self.state, self.scope = HALF_OPEN, scope
-            log.warning("judge: probing with one call before judging this task (stopped before: %s)", self.reason)
+            log.warning("judge: probing with one call before judging this task or batch (stopped before: %s)", self.reason)
             return Admission(True, probe=True)
 
     def blocked(self, probe: bool) -> str | None:
@@ -136,7 +136,7 @@ class Breaker:
         self._set(OPEN, scope, reason)
         self._evidence.clear()
         self._spent.clear()
-        log.error("judge stopped for this task: %s. Its remaining items are marked failed (answers kept: judge them "
+        log.error("judge stopped for this task or batch: %s. Its remaining items are marked failed (answers kept: judge them "
                   "later with `ecgbench judge` on the samples file); the next task or batch probes the judge first.",
                   reason)
 
