@@ -158,15 +158,19 @@ class Studio:
         self.data_note = ""
         self._corpus: dict[str, str] = {}
         self._rows: dict[str, list[views.ItemRow]] = {}
+        # Gradio runs different event handlers at once: a table built while a Load replaces the runs
+        # would mix the old run's rows with the new message. One Explore handler at a time.
+        self._explore_lock = threading.RLock()
         self.load(results)
 
     # ------------------------------------------------------------------ Explore
 
     def load(self, results: list[str]) -> None:
-        self.loaded = views.load_results(results)
-        source, self.data_note = views.data_source_for(self.data_arg, self.loaded.runs)
-        self.items = views.ItemData(source)
-        self._corpus, self._rows = {}, {}
+        with self._explore_lock:
+            self.loaded = views.load_results(results)
+            source, self.data_note = views.data_source_for(self.data_arg, self.loaded.runs)
+            self.items = views.ItemData(source)
+            self._corpus, self._rows = {}, {}
 
     @property
     def run_names(self) -> list[str]:
@@ -211,7 +215,13 @@ class Studio:
 
     def table(self, subset: str | None, run_a: str | None, run_b: str | None, mode: str, flags: list[str],
               text: str, page: float | None) -> tuple[Any, ...]:
-        """(corpus numbers, items table, page note, page number, item picker) for the current filters."""
+        """(corpus numbers, items table, page note, page number, item picker, message) for the current
+        filters, all read from one state of the loaded runs."""
+        with self._explore_lock:
+            return self._table(subset, run_a, run_b, mode, flags, text, page)
+
+    def _table(self, subset: str | None, run_a: str | None, run_b: str | None, mode: str, flags: list[str],
+               text: str, page: float | None) -> tuple[Any, ...]:
         gr = _gradio()
         if not subset or not self.loaded.runs:
             return "", "", "", 1, gr.update(choices=[], value=None), self.message()
@@ -234,6 +244,10 @@ class Studio:
         """(full-size image, item view) of one item."""
         if not subset or not item_id:
             return None, ""
+        with self._explore_lock:
+            return self._item(subset, item_id)
+
+    def _item(self, subset: str, item_id: str) -> tuple[Any, str]:
         row = next((r for r in self.rows(subset) if r.id == item_id), None)
         if row is None:
             return None, f'<p class="bad">No item {item_id} in {subset}.</p>'
@@ -243,14 +257,17 @@ class Studio:
             body = '<p class="muted">No image: the run\'s data is not at hand (start Studio with --data).</p>' + body
         return image, body
 
-    def reload(self, folder: str) -> tuple[Any, ...]:
-        """Load the runs under the typed folder(s) instead of the current ones."""
+    def reload(self, folder: str, mode: str, flags: list[str], text: str) -> tuple[Any, ...]:
+        """Load the runs under the typed folder(s) instead of the current ones: the run list, the
+        pickers and the first page of the table (with the message) in one update, so the page never
+        shows a new message over an old run's rows, nor a previous error over new rows."""
         gr = _gradio()
-        self.load([p for p in (folder or "").split() if p])
-        names, subsets = self.run_names, views.subsets_of(self.loaded.runs)
-        return (self.message(), self.runs_markdown(), gr.update(choices=subsets, value=subsets[0] if subsets else None),
-                gr.update(choices=names, value=names[0] if names else None),
-                gr.update(choices=names, value=names[-1] if names else None))
+        with self._explore_lock:
+            self.load([p for p in (folder or "").split() if p])
+            names, subsets = self.run_names, views.subsets_of(self.loaded.runs)
+            subset, run_a, run_b = subsets[0] if subsets else None, names[0] if names else None, names[-1] if names else None
+            return (self.runs_markdown(), gr.update(choices=subsets, value=subset), gr.update(choices=names, value=run_a),
+                    gr.update(choices=names, value=run_b), *self._table(subset, run_a, run_b, mode, flags, text, 1))
 
     # ------------------------------------------------------------------ Ask
 
@@ -404,8 +421,8 @@ class Studio:
             prev_page.click(_step_page(-1), inputs=[page], outputs=[page]).then(self.table, table_inputs, table_outputs)
             next_page.click(_step_page(1), inputs=[page], outputs=[page]).then(self.table, table_inputs, table_outputs)
             item_id.change(self.item, inputs=[subset, item_id], outputs=[item_image, item_view])
-            load.click(self.reload, inputs=[folder], outputs=[explore_message, runs_md, subset, run_a, run_b]).then(
-                _first_page, outputs=[page]).then(self.table, table_inputs, table_outputs)
+            load.click(self.reload, inputs=[folder, mode, flags, search],
+                       outputs=[runs_md, subset, run_a, run_b, *table_outputs])
             app.load(self.table, table_inputs, table_outputs)
         return app
 
