@@ -36,6 +36,11 @@ def synth_json_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
+# `make screenshots` sets this to docs/ to refresh the README's images; a plain test run writes its
+# screenshots under each test's temp folder and leaves the work tree as it was.
+SCREENSHOTS_ENV = "ECGBENCH_SCREENSHOTS"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
 
 def system_chromium() -> str | None:
     """Debian's Chromium (apt packages chromium + chromium-driver); never a downloaded browser build."""
@@ -47,12 +52,10 @@ def system_chromium() -> str | None:
 @pytest.fixture(scope="session")
 def chromium_browser():
     """A headless system Chromium driven by Playwright; skipped where none is installed, an error under CI."""
-    import os
-
     path = system_chromium()
     if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is missing: .ci/run installs Debian's chromium and chromium-driver through apt")
+        if os.environ.get("CI") or os.environ.get(SCREENSHOTS_ENV):
+            pytest.fail("Chromium is missing: apt-get install chromium chromium-driver (.ci/run does)")
         pytest.skip("no system Chromium (apt-get install chromium chromium-driver)")
     from playwright.sync_api import sync_playwright
 
@@ -73,12 +76,6 @@ def browser_page(chromium_browser):
         yield page
     finally:
         context.close()
-
-
-# `make screenshots` sets this to docs/ to refresh the README's images; a plain test run writes its
-# screenshots under each test's temp folder and leaves the work tree as it was.
-SCREENSHOTS_ENV = "ECGBENCH_SCREENSHOTS"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture
@@ -112,7 +109,7 @@ def tree_state(root: Path = REPO_ROOT) -> dict[str, tuple[float, int]] | None:
     import subprocess
 
     try:
-        proc = subprocess.run(["git", "status", "--porcelain=v1", "-z", "--ignored"], cwd=root,
+        proc = subprocess.run(["git", "status", "--porcelain=v1", "-z", "--ignored"], cwd=root, check=False,
                               capture_output=True, timeout=120)
     except (OSError, subprocess.SubprocessError):
         return None
@@ -145,7 +142,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _is_xdist_worker(session.config) or _tree_before is None:
         return
     after = tree_state() or {}
-    changed = sorted(p for p, st in after.items() if _tree_before.get(p) != st)
+    allowed = Path(os.environ[SCREENSHOTS_ENV]).resolve() if os.environ.get(SCREENSHOTS_ENV) else None
+    changed = sorted(p for p, st in after.items() if _tree_before.get(p) != st
+                     and not (allowed and (REPO_ROOT / p).resolve().is_relative_to(allowed)))
     if changed:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         message = ("the tests changed the work tree (tests write under their temp folders; README "
