@@ -265,9 +265,11 @@ class Studio:
         with self._explore_lock:
             self.load([p for p in (folder or "").split() if p])
             names, subsets = self.run_names, views.subsets_of(self.loaded.runs)
-            subset, run_a, run_b = subsets[0] if subsets else None, names[0] if names else None, names[-1] if names else None
-            return (self.runs_markdown(), gr.update(choices=subsets, value=subset), gr.update(choices=names, value=run_a),
-                    gr.update(choices=names, value=run_b), *self._table(subset, run_a, run_b, mode, flags, text, 1))
+            subset = subsets[0] if subsets else None
+            run_a, run_b = (names[0], names[-1]) if names else (None, None)
+            return (self.runs_markdown(), gr.update(choices=subsets, value=subset),
+                    gr.update(choices=names, value=run_a), gr.update(choices=names, value=run_b),
+                    *self._table(subset, run_a, run_b, mode, flags, text, 1))
 
     # ------------------------------------------------------------------ Ask
 
