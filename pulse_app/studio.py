@@ -380,15 +380,19 @@ class Studio:
             body = f'<p class="muted">Missing image: {why}.</p>' + body
         return image, body
 
-    def reload(self, visitor: Visitor, folder: str) -> tuple[Any, ...]:
-        """This visitor's view of the typed folder(s), in place of the one it had."""
+    def reload(self, visitor: Visitor, folder: str, mode: str, flags: list[str], text: str) -> tuple[Any, ...]:
+        """This visitor's view of the typed folder(s), in place of the one it had: the run list, the
+        pickers and the first page of the table (with the message) in one update, so the page never
+        shows a new message over an old run's rows, nor a previous error over new rows. A table or
+        item event still running for the old view is dropped when it ends (``table``/``item``)."""
         gr = _gradio()
         view = visitor.view = self.open([p for p in (folder or "").split() if p])
         names, subsets = view.run_names, views.subsets_of(view.loaded.runs)
-        return (view.message(), view.runs_markdown(),
-                gr.update(choices=subsets, value=subsets[0] if subsets else None),
-                gr.update(choices=names, value=names[0] if names else None),
-                gr.update(choices=names, value=names[-1] if names else None))
+        subset = subsets[0] if subsets else None
+        run_a, run_b = (names[0], names[-1]) if names else (None, None)
+        return (view.runs_markdown(), gr.update(choices=subsets, value=subset),
+                gr.update(choices=names, value=run_a), gr.update(choices=names, value=run_b),
+                *self._table(view, subset, run_a, run_b, mode, flags, text, 1))
 
     # ------------------------------------------------------------------ Ask
 
@@ -570,8 +574,8 @@ class Studio:
             prev_page.click(_step_page(-1), inputs=[page], outputs=[page]).then(self.table, table_inputs, table_outputs)
             next_page.click(_step_page(1), inputs=[page], outputs=[page]).then(self.table, table_inputs, table_outputs)
             item_id.change(self.item, inputs=[visitor, subset, item_id], outputs=[item_image, item_view])
-            load.click(self.reload, inputs=[visitor, folder], outputs=[explore_message, runs_md, subset, run_a, run_b]).then(
-                _first_page, outputs=[page]).then(self.table, table_inputs, table_outputs)
+            load.click(self.reload, inputs=[visitor, folder, mode, flags, search],
+                       outputs=[runs_md, subset, run_a, run_b, *table_outputs])
             app.load(self.table, table_inputs, table_outputs)
         return app
 
