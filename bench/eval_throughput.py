@@ -106,6 +106,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--caches", default="dynamic,static", help="KV cache kinds to try: dynamic,static")
     p.add_argument("--prefetch-workers", type=int, default=None, help="adapter setting (default engine's)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up batches per setting (default 1)")
+    p.add_argument("--compile-layers", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="torch.compile each decoder layer of the language model (regional compilation, as the "
+                        "recipe's compile_layers; backend default inductor) before every setting, the reference "
+                        "included: an experiment for the prefill's elementwise time, not an adapter option yet")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write all results here (rewritten after every setting)")
     p.add_argument("--time-budget", type=float, default=None,
@@ -380,6 +384,12 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         model, tok, ip = build_model(args, device, dtype, Path(tmp))
+        if args.compile_layers:
+            # One graph per decoder layer, shared by all of them (the recipe's compile_layers); the
+            # image splice stays eager. Prompt lengths vary, so dynamo marks the sequence dynamic
+            # after its first recompile; the warm-up batch of each setting absorbs the compiles.
+            for layer in model.language_model.model.layers:
+                layer.compile(backend=args.compile_layers)
         engine = OriginalEngine(model, tok, ip)
         card = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
         print(f"device: {card}; dtype {dtype}; attn {args.attn}; tiny={tiny}", flush=True)
@@ -387,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
 
         meta = {"device": card, "dtype": str(dtype), "attn": args.attn, "tiny": tiny,
                 "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
-                "transformers": transformers.__version__, "time_budget_s": args.time_budget}
+                "transformers": transformers.__version__, "time_budget_s": args.time_budget,
+                "compile_layers": args.compile_layers}
         results: list[Result] = []
         extra: dict[str, Any] = {"skipped": [], "errors": []}
         workloads = [w for w in args.workloads.split(",") if w]

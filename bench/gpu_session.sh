@@ -39,8 +39,12 @@ left() { local l=$((SESSION_S - SECONDS)); ((l > $1)) && l=$1; ((l < 10)) && l=1
 site=$(mktemp -d)
 ln -s "$PWD/training" "$site/pulse_training"
 if compgen -G ".whl/*.whl" >/dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .whl/*.whl \
-        || echo "carried wheels did not install: DeepSpeed stages will be skipped"
+    # pip's messages are captured and summarised in one line, so they cannot land out of order
+    # after the stage lines (the log's last line names the failed stages).
+    if ! pip_out=$("$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" \
+            .whl/*.whl 2>&1); then
+        echo "carried wheels did not install ($(tail -n 1 <<<"$pip_out")): DeepSpeed stages will be skipped"
+    fi
 fi
 export PYTHONPATH="$PWD:$site${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -80,7 +84,7 @@ stage train $?
 # checkpoint (about 4 GB) it loads.
 if ((HAVE_DS)); then
     timeout "$(left 200)" "$PY" bench/train_throughput.py "${TINY[@]}" --recipe --warmup 2 --steps 4 \
-        --time-budget "$RECIPE_S" --json "$OUT/train_recipe.json" >>"$OUT/train.log" 2>&1
+        --set global_batch_size=16 --time-budget "$RECIPE_S" --json "$OUT/train_recipe.json" >>"$OUT/train.log" 2>&1
     stage recipe $?
 else
     echo "recipe: skipped (no DeepSpeed; carry the wheels of bench/device_wheels.sh)"

@@ -15,6 +15,13 @@ Offline by construction: Gradio's analytics are switched off before it is import
 uses system fonts (no Google Fonts), nothing is fetched while the app runs. It binds 127.0.0.1
 unless --host says otherwise. Bad input (non-image or oversized upload, unreadable results
 folder, a model that fails to load or to generate) shows as a message in the page.
+
+Served to others (``pulse_app.access``): each page has its own Explore view (a ``gr.State``; a
+new page starts with the --results runs); bound beyond loopback the folder box opens only
+folders under --results (resolved), refusing others and missing ones with one message; images
+come from the data copy or, as a run's samples name them, from files under the results folders
+or the data copy (decoded here, served as Gradio cache copies); Gradio's file route serves only
+the bundled examples' folder besides its cache; Ask's turns wait in line, one per visitor.
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from pulse_app import views
+from pulse_app import access, views
+from pulse_tasks.data import IMAGE_DIR
 
 DEFAULT_HOST = "127.0.0.1"  # local only: the app shows clinical images and has no login
 DEFAULT_PORT = 7860  # Gradio's usual port; --port 0 picks a free one
@@ -36,7 +44,11 @@ STUDIO_RESAMPLES = 1000  # bootstrap resamples of the corpus numbers: the report
 STATUS_POLL_S = 1.0  # seconds between model-status refreshes while it loads
 MODEL_WAIT_S = 600  # a question asked while the model loads waits this long (7B weights from a slow disk)
 UI_MAX_NEW_TOKENS = 2048  # slider ceiling: twice the protocol's 1024
+UI_MAX_TEMPERATURE = 1.5  # slider ceiling, also applied to what a scripted client sends
 UI_DEFAULT_MAX_NEW_TOKENS = 512  # chat answers rarely need the protocol's 1024; the slider goes higher
+ASK_TURNS_PER_VISITOR = 1  # a visitor (one open page) has one question waiting or being answered at a time
+QUEUE_MAX_SIZE = 64  # page events waiting in Gradio's queue, all visitors together; more get "queue full"
+ASK_MAX_WAITING = 16  # questions waiting for the model, all visitors together; more are refused with a message
 EXAMPLE_RHYTHMS = ("NORM", "SB", "ST")  # one bundled example per synthetic rhythm class
 # System font stacks: Gradio's default theme would fetch Google Fonts, which an offline machine cannot.
 SANS_FONTS = ("system-ui", "-apple-system", "Segoe UI", "Roboto", "DejaVu Sans", "sans-serif")
@@ -145,32 +157,32 @@ def _check_upload(path: str | None) -> Any:
         raise AskError(str(exc).replace(path, name)) from None
 
 
-class Studio:
-    """Both tabs' state and handlers (Gradio calls the bound methods)."""
+class ExploreView:
+    """One visitor's Explore: the runs loaded, the data they read, their rows and corpus numbers
+    (computed once per subset). Each visitor's page holds its own in a ``gr.State``; the view of
+    the --results runs is shared by every page that has loaded nothing else."""
 
-    def __init__(self, results: list[str], data: str | None, asker: Asker, resamples: int = STUDIO_RESAMPLES,
-                 max_new_tokens: int = UI_DEFAULT_MAX_NEW_TOKENS) -> None:
-        self.asker, self.resamples, self.data_arg = asker, resamples, data
-        self.max_new_tokens = max(1, min(UI_MAX_NEW_TOKENS, max_new_tokens))
-        self.examples: list[Path] = []
-        self.loaded = views.LoadedRuns()
-        self.items = views.ItemData(None)
-        self.data_note = ""
+    def __init__(self, loaded: views.LoadedRuns, data: str | None, resamples: int,
+                 media_roots: list[Path]) -> None:
+        self.loaded, self.resamples = loaded, resamples
+        source, self.data_note = views.data_source_for(data, loaded.runs)
+        self.items = views.ItemData(source)
+        copy = Path(source.location).resolve() if source is not None and source.kind != "hub" else None
+        # A run's own image references are opened only under these (never a path pointing elsewhere).
+        self.media_roots = [*media_roots, *([copy] if copy else [])]
+        self.media_bases = [copy, copy / IMAGE_DIR] if copy else []
         self._corpus: dict[str, str] = {}
         self._rows: dict[str, list[views.ItemRow]] = {}
-        self.load(results)
-
-    # ------------------------------------------------------------------ Explore
-
-    def load(self, results: list[str]) -> None:
-        self.loaded = views.load_results(results)
-        source, self.data_note = views.data_source_for(self.data_arg, self.loaded.runs)
-        self.items = views.ItemData(source)
-        self._corpus, self._rows = {}, {}
+        self._media: dict[str, dict[str, tuple[Path, list[str]]]] = {}
+        self._media_images: dict[tuple[str, str], Any] = {}
 
     @property
     def run_names(self) -> list[str]:
         return [r.name for r in self.loaded.runs]
+
+    @property
+    def subsets(self) -> list[str]:
+        return views.subsets_of(self.loaded.runs)
 
     def message(self) -> str:
         lines = [f"**Cannot read** {e}" for e in self.loaded.errors]
@@ -202,6 +214,109 @@ class Studio:
             self._corpus[subset] = views.corpus_html(self.loaded.runs, subset, self.resamples)
         return self._corpus[subset]
 
+    def image(self, subset: str, item_id: str) -> Any | None:
+        """The item's image: from the data copy, else one its samples name (lmms-eval's
+        ``input_media``) that lies under the results folders or the data copy; else None."""
+        image = self.items.image(subset, item_id)
+        if image is not None:
+            return image
+        key = (subset, item_id)
+        if key not in self._media_images:
+            folder, refs = self._sample_media(subset).get(item_id, (None, []))
+            bases = [folder, *self.media_bases] if folder else self.media_bases
+            self._media_images[key] = next(
+                (img for ref in refs if (img := access.open_media_image(ref, bases, self.media_roots)) is not None),
+                None)
+        return self._media_images[key]
+
+    def thumbnail(self, subset: str, item_id: str) -> str | None:
+        thumb = self.items.thumbnail(subset, item_id)
+        if thumb is None and (image := self.image(subset, item_id)) is not None:
+            thumb = views.thumbnail_uri(image)
+        return thumb
+
+    def _sample_media(self, subset: str) -> dict[str, tuple[Path, list[str]]]:
+        """Item id -> (the samples file's folder, the image references it logged), first run first."""
+        if subset not in self._media:
+            from pulse_tasks.runs import read_sample_media
+
+            found: dict[str, tuple[Path, list[str]]] = {}
+            for run in self.loaded.runs:
+                sr = run.subsets.get(subset)
+                if sr is None or sr.samples_file is None:
+                    continue
+                try:
+                    media = read_sample_media(sr.samples_file, sr.subset)
+                except OSError:
+                    continue
+                for item_id, refs in media.items():
+                    found.setdefault(item_id, (sr.samples_file.parent, refs))
+            self._media[subset] = found
+        return self._media[subset]
+
+
+class Visitor:
+    """One page's Explore state (a ``gr.State``, made per page): the view it loaded, None for the
+    --results runs. Handlers that finish after the page loaded another view drop their output."""
+
+    def __init__(self) -> None:
+        self.view: ExploreView | None = None
+
+
+class Studio:
+    """Both tabs' handlers (Gradio calls the bound methods); Explore's state is per visitor."""
+
+    def __init__(self, results: list[str], data: str | None, asker: Asker, resamples: int = STUDIO_RESAMPLES,
+                 max_new_tokens: int = UI_DEFAULT_MAX_NEW_TOKENS, restrict_folders: bool = False,
+                 turns: access.TurnQueue | None = None) -> None:
+        self.asker, self.resamples, self.data_arg = asker, resamples, data
+        self.max_new_tokens = max(1, min(UI_MAX_NEW_TOKENS, max_new_tokens))
+        self.examples: list[Path] = []
+        self.policy = access.FolderPolicy.under(results) if restrict_folders else access.FolderPolicy()
+        self.turns = turns or access.TurnQueue(ASK_TURNS_PER_VISITOR, ASK_MAX_WAITING)
+        self.default = self._view(views.load_results(results), [Path(p) for p in results])
+
+    def _view(self, loaded: views.LoadedRuns, paths: list[Path]) -> ExploreView:
+        """A view of ``loaded``; images its runs name are opened under the served roots (or, on
+        an open Studio, under the folders loaded)."""
+        if self.policy.roots is not None:
+            roots = list(self.policy.roots)
+        else:
+            real = [p.resolve() for p in paths if p.exists()]
+            roots = [p if p.is_dir() else p.parent for p in real]
+        return ExploreView(loaded, self.data_arg, self.resamples, roots)
+
+    def open(self, typed: list[str]) -> ExploreView:
+        """The view of the typed folders: each one the policy refuses gets the same message,
+        whether it exists or not; runs whose files lie outside the roots are refused too."""
+        allowed, refused = [], []
+        for text in typed:
+            path = self.policy.resolve(text)
+            (refused.append(self.policy.refusal(text)) if path is None else allowed.append(path))
+        loaded = views.load_results(allowed)
+        if self.policy.restricted:
+            outside = [r for r in loaded.runs if not all(self.policy.allows(f) for f in _run_files(r))]
+            refused += [f"`{r.name}`: its files lie outside the folders this Studio serves" for r in outside]
+            loaded = views.LoadedRuns([r for r in loaded.runs if all(r is not o for o in outside)], loaded.errors)
+        return self._view(views.LoadedRuns(loaded.runs, refused + loaded.errors), allowed)
+
+    # The --results view, as tests and `ecgbench studio` read it.
+    @property
+    def loaded(self) -> views.LoadedRuns:
+        return self.default.loaded
+
+    @property
+    def run_names(self) -> list[str]:
+        return self.default.run_names
+
+    def rows(self, subset: str) -> list[views.ItemRow]:
+        return self.default.rows(subset)
+
+    def message(self) -> str:
+        return self.default.message()
+
+    # ------------------------------------------------------------------ Explore handlers
+
     def filters(self, run_a: str | None, run_b: str | None, mode: str, flags: list[str], text: str) -> views.Filters:
         flags = flags or []
         ab = FILTER_A_WRONG_B_RIGHT in flags
@@ -209,54 +324,84 @@ class Studio:
                              unparsed="unparsed" in flags, invalid="invalid" in flags,
                              failed="generation failed" in flags, judge_failed="judge failed" in flags, text=text or "")
 
-    def table(self, subset: str | None, run_a: str | None, run_b: str | None, mode: str, flags: list[str],
-              text: str, page: float | None) -> tuple[Any, ...]:
-        """(corpus numbers, items table, page note, page number, item picker) for the current filters."""
+    def table(self, visitor: Visitor | None, subset: str | None, run_a: str | None, run_b: str | None, mode: str,
+              flags: list[str], text: str, page: float | None) -> tuple[Any, ...]:
+        """(corpus numbers, items table, page note, page number, item picker, message) of this
+        visitor's view for the current filters; nothing changes when the visitor loaded another
+        view meanwhile (that load's own table follows)."""
         gr = _gradio()
-        if not subset or not self.loaded.runs:
-            return "", "", "", 1, gr.update(choices=[], value=None), self.message()
+        start = visitor.view if visitor else None
+        out = self._table(start or self.default, subset, run_a, run_b, mode, flags, text, page)
+        if visitor is not None and visitor.view is not start:
+            return tuple(gr.skip() for _ in out)
+        return out
+
+    def _table(self, view: ExploreView, subset: str | None, run_a: str | None, run_b: str | None, mode: str,
+               flags: list[str], text: str, page: float | None) -> tuple[Any, ...]:
+        gr = _gradio()
+        if subset not in view.subsets:  # also what a script sends: no reads, no caches for unknown names
+            return "", "", "", 1, gr.update(choices=[], value=None), view.message()
         flags = flags or []
         if FILTER_A_WRONG_B_RIGHT in flags and (not run_a or not run_b):
-            return (self.corpus(subset), '<p class="bad">Pick run A and run B for "A wrong, B right".</p>', "", 1,
-                    gr.update(choices=[], value=None), self.message())
-        shown = views.filter_rows(self.rows(subset), self.filters(run_a, run_b, mode, flags, text))
+            return (view.corpus(subset), '<p class="bad">Pick run A and run B for "A wrong, B right".</p>', "", 1,
+                    gr.update(choices=[], value=None), view.message())
+        shown = views.filter_rows(view.rows(subset), self.filters(run_a, run_b, mode, flags, text))
         pg = views.paginate(shown, int(page or 1))
-        thumbs = {row.id: t for row in pg.rows if (t := self.items.thumbnail(subset, row.id))}
-        note = f"page {pg.number} of {pg.count}, {pg.total} of {len(self.rows(subset))} items"
-        no_samples = [r.name for r in self.loaded.runs if subset in r.subsets and r.subsets[subset].records is None]
+        thumbs = {row.id: t for row in pg.rows if (t := view.thumbnail(subset, row.id))}
+        note = f"page {pg.number} of {pg.count}, {pg.total} of {len(view.rows(subset))} items"
+        no_samples = [r.name for r in view.loaded.runs if subset in r.subsets and r.subsets[subset].records is None]
         if no_samples:  # aggregated numbers only: lmms-eval ran without --log_samples
             note += f"; no per-item samples in {', '.join(no_samples)} (run lmms-eval with --log_samples)"
         ids = [row.id for row in pg.rows]
-        return (self.corpus(subset), views.table_html(pg, self.run_names, thumbs, mode or "strict"), note, pg.number,
-                gr.update(choices=ids, value=None), self.message())
+        return (view.corpus(subset), views.table_html(pg, view.run_names, thumbs, mode or "strict"), note, pg.number,
+                gr.update(choices=ids, value=None), view.message())
 
-    def item(self, subset: str | None, item_id: str | None) -> tuple[Any, str]:
-        """(full-size image, item view) of one item."""
-        if not subset or not item_id:
+    def item(self, visitor: Visitor | None, subset: str | None, item_id: str | None) -> tuple[Any, str]:
+        """(full-size image, item view) of one item of this visitor's view; nothing changes when
+        the visitor loaded another view meanwhile."""
+        start = visitor.view if visitor else None
+        out = self._item(start or self.default, subset, item_id)
+        if visitor is not None and visitor.view is not start:
+            gr = _gradio()
+            return gr.skip(), gr.skip()
+        return out
+
+    def _item(self, view: ExploreView, subset: str | None, item_id: str | None) -> tuple[Any, str]:
+        if subset not in view.subsets or not item_id:
             return None, ""
-        row = next((r for r in self.rows(subset) if r.id == item_id), None)
+        row = next((r for r in view.rows(subset) if r.id == item_id), None)
         if row is None:
             return None, f'<p class="bad">No item {item_id} in {subset}.</p>'
-        image = self.items.image(subset, item_id)
-        body = views.item_html(row, self.run_names)
+        image = view.image(subset, item_id)
+        body = views.item_html(row, view.run_names)
         if image is None:
-            body = '<p class="muted">No image: the run\'s data is not at hand (start Studio with --data).</p>' + body
+            why = ("the run's data is not at hand (start Studio with --data)" if view.items.source is None else
+                   "not in the data copy, and no image the run names lies under the results folders or the data copy")
+            body = f'<p class="muted">Missing image: {why}.</p>' + body
         return image, body
 
-    def reload(self, folder: str) -> tuple[Any, ...]:
-        """Load the runs under the typed folder(s) instead of the current ones."""
+    def reload(self, visitor: Visitor, folder: str, mode: str, flags: list[str], text: str) -> tuple[Any, ...]:
+        """This visitor's view of the typed folder(s), in place of the one it had: the run list, the
+        pickers and the first page of the table (with the message) in one update, so the page never
+        shows a new message over an old run's rows, nor a previous error over new rows. A table or
+        item event still running for the old view is dropped when it ends (``table``/``item``)."""
         gr = _gradio()
-        self.load([p for p in (folder or "").split() if p])
-        names, subsets = self.run_names, views.subsets_of(self.loaded.runs)
-        return (self.message(), self.runs_markdown(), gr.update(choices=subsets, value=subsets[0] if subsets else None),
-                gr.update(choices=names, value=names[0] if names else None),
-                gr.update(choices=names, value=names[-1] if names else None))
+        view = visitor.view = self.open([p for p in (folder or "").split() if p])
+        names, subsets = view.run_names, views.subsets_of(view.loaded.runs)
+        subset = subsets[0] if subsets else None
+        run_a, run_b = (names[0], names[-1]) if names else (None, None)
+        return (view.runs_markdown(), gr.update(choices=subsets, value=subset),
+                gr.update(choices=names, value=run_a), gr.update(choices=names, value=run_b),
+                *self._table(view, subset, run_a, run_b, mode, flags, text, 1))
 
     # ------------------------------------------------------------------ Ask
 
     def ask(self, upload: str | None, question: str, turns: list[list[str]] | None, max_new_tokens: float,
-            temperature: float) -> Iterator[tuple[Any, ...]]:
-        """Stream the answer of one turn: yields (chat messages, turns, facts, message, question box)."""
+            temperature: float, visitor: str = "") -> Iterator[tuple[Any, ...]]:
+        """Stream the answer of one turn: yields (chat messages, turns, facts, message, question box).
+
+        The turn waits for the model in line (``self.turns``): one running at a time, at most
+        ASK_TURNS_PER_VISITOR per ``visitor`` (a page's session) and ASK_MAX_WAITING in all."""
         from pulse_models import ask
 
         turns = [list(t) for t in (turns or [])]
@@ -278,11 +423,31 @@ class Studio:
         except Exception as exc:  # noqa: BLE001 - image processing failures
             yield chat, turns, None, f"**Cannot ask**: the image cannot be processed: {ask._one_line(exc)}", question
             return
+        try:
+            ticket = self.turns.enter(visitor)
+        except access.Busy as exc:
+            yield chat, turns, None, f"**Cannot ask now**: {exc}", question
+            return
+        try:
+            ahead = self.turns.ahead(ticket)
+            while ahead:
+                yield chat, turns, None, f"waiting for the model: {ahead} question(s) before yours", question
+                ahead = self.turns.wait(ticket, STATUS_POLL_S)
+            yield from self._answer(model, image, processed, upload, question, turns, max_new_tokens, temperature)
+        finally:
+            self.turns.leave(ticket)
+
+    def _answer(self, model: Any, image: Any, processed: Any, upload: str | None, question: str,
+                turns: list[list[str]], max_new_tokens: float, temperature: float) -> Iterator[tuple[Any, ...]]:
+        """Generate one turn (this turn holds the model), streaming the answer into the page."""
         from transformers import TextIteratorStreamer
 
+        from pulse_models import ask
         from pulse_models.engine import GenSettings
 
-        settings = GenSettings(max_new_tokens=max(1, int(max_new_tokens)), temperature=max(0.0, float(temperature)),
+        # The page's sliders bound these; a scripted client gets the same bounds.
+        settings = GenSettings(max_new_tokens=max(1, min(UI_MAX_NEW_TOKENS, int(max_new_tokens))),
+                               temperature=min(UI_MAX_TEMPERATURE, max(0.0, float(temperature))),
                                top_p=model.defaults.top_p, num_beams=1)
         streamer = TextIteratorStreamer(model.tokenizer, skip_prompt=True, skip_special_tokens=True)
         history = [(q, a) for q, a in turns] + [(question, None)]
@@ -342,7 +507,7 @@ class Studio:
                             with gr.Accordion("generation", open=False):
                                 max_new = gr.Slider(1, UI_MAX_NEW_TOKENS, value=self.max_new_tokens, step=1,
                                                     label="max new tokens", elem_id="ask-max-new-tokens")
-                                temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="temperature (0 = greedy)")
+                                temperature = gr.Slider(0.0, UI_MAX_TEMPERATURE, value=0.0, step=0.05, label="temperature (0 = greedy)")
                         with gr.Column(scale=2):
                             chat = gr.Chatbot(label="conversation", elem_id="ask-chat", height=380)
                             question = gr.Textbox(label="question", placeholder="What is the rhythm?", elem_id="ask-question")
@@ -359,7 +524,9 @@ class Studio:
                         folder = gr.Textbox(label="results folder(s)", elem_id="explore-folder", scale=4,
                                             placeholder="lmms-eval --output_path folder(s), space-separated")
                         load = gr.Button("Load", elem_id="explore-load", scale=1)
-                    runs_md = gr.Markdown(self.runs_markdown(), elem_id="explore-runs")
+                    runs_md = gr.Markdown(self.default.runs_markdown(), elem_id="explore-runs")
+                    # This page's own Explore state (made per page): what it loads changes no other page.
+                    visitor = gr.State(Visitor)
                     with gr.Row():
                         subset = gr.Dropdown(subsets, value=subsets[0] if subsets else None, label="subset",
                                              elem_id="explore-subset")
@@ -386,8 +553,11 @@ class Studio:
                 _new_conversation, outputs=[chat, turns, facts])
             ask_inputs = [upload, question, turns, max_new, temperature]
             ask_outputs = [chat, turns, facts, ask_message, question]
-            send.click(self.ask, inputs=ask_inputs, outputs=ask_outputs)
-            question.submit(self.ask, inputs=ask_inputs, outputs=ask_outputs)
+            # Turns wait in self.turns (per-visitor limit, arrival order), not in Gradio's queue.
+            ask_turn = _visitor_handler(self.ask)
+            for trigger in (send.click, question.submit):
+                trigger(ask_turn, inputs=ask_inputs, outputs=ask_outputs, concurrency_id="ask",
+                        concurrency_limit=ASK_MAX_WAITING)
             clear.click(_new_conversation, outputs=[chat, turns, facts])
             # While the model loads, the status line is refreshed until it is ready (or failed).
             status_timer = gr.Timer(STATUS_POLL_S, active=not self.asker.ready.is_set())
@@ -395,7 +565,7 @@ class Studio:
             app.load(self.status_tick, outputs=[model_status, status_timer])
 
             # Explore events
-            table_inputs = [subset, run_a, run_b, mode, flags, search, page]
+            table_inputs = [visitor, subset, run_a, run_b, mode, flags, search, page]
             table_outputs = [corpus, table, page_note, page, item_id, explore_message]
             for control in (subset, run_a, run_b, mode, flags):
                 control.change(_first_page, outputs=[page]).then(self.table, table_inputs, table_outputs)
@@ -403,11 +573,33 @@ class Studio:
             page.submit(self.table, table_inputs, table_outputs)
             prev_page.click(_step_page(-1), inputs=[page], outputs=[page]).then(self.table, table_inputs, table_outputs)
             next_page.click(_step_page(1), inputs=[page], outputs=[page]).then(self.table, table_inputs, table_outputs)
-            item_id.change(self.item, inputs=[subset, item_id], outputs=[item_image, item_view])
-            load.click(self.reload, inputs=[folder], outputs=[explore_message, runs_md, subset, run_a, run_b]).then(
-                _first_page, outputs=[page]).then(self.table, table_inputs, table_outputs)
+            item_id.change(self.item, inputs=[visitor, subset, item_id], outputs=[item_image, item_view])
+            load.click(self.reload, inputs=[visitor, folder, mode, flags, search],
+                       outputs=[runs_md, subset, run_a, run_b, *table_outputs])
             app.load(self.table, table_inputs, table_outputs)
         return app
+
+
+def _visitor_handler(ask: Any) -> Any:
+    """``ask`` as a Gradio handler that knows its visitor (the page's session)."""
+    gr = _gradio()
+
+    def ask_turn(upload: Any, question: Any, turns: Any, max_new_tokens: Any, temperature: Any,
+                 request: Any = None) -> Iterator[tuple[Any, ...]]:
+        visitor = getattr(request, "session_hash", None) or getattr(getattr(request, "client", None), "host", "")
+        yield from ask(upload, question, turns, max_new_tokens, temperature, visitor=str(visitor or ""))
+
+    # Real objects, not the module's postponed strings: Gradio injects the request by this annotation.
+    ask_turn.__annotations__ = {"request": gr.Request}
+    return ask_turn
+
+
+def _run_files(run: Any) -> list[Path]:
+    """Every file a run was read from: results files, samples files, added judge records."""
+    files = list(run.parts or [run.results_file])
+    for sr in run.subsets.values():
+        files += [f for f in (sr.samples_file, sr.judge_file) if f is not None]
+    return files
 
 
 def _messages(turns: list[list[str]]) -> list[dict[str, str]]:
@@ -459,7 +651,7 @@ def theme() -> Any:
 def launch(studio: Studio, host: str = DEFAULT_HOST, port: int | None = DEFAULT_PORT, block: bool = True) -> Any:
     """Start the server; returns the Gradio app (``app.local_url``). ``port`` 0 or None: a free port."""
     app = studio.build()
-    app.queue(default_concurrency_limit=1)
+    app.queue(default_concurrency_limit=1, max_size=QUEUE_MAX_SIZE)
     if not port:
         import socket
 
@@ -493,7 +685,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="lmms-eval output folder(s) or results files for the Explore tab")
     parser.add_argument("--data", metavar="DIR",
                         help="ECGBench copy the runs read (questions and images); default $ECGBENCH_DATA, else the hub cache")
-    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST}: this machine only)")
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help=f"address to bind (default {DEFAULT_HOST}: this machine only). On loopback Explore's "
+                             "folder box opens any folder this user can read, as a local tool does; bound beyond "
+                             "loopback (e.g. 0.0.0.0) it opens only folders under --results")
+    folders = parser.add_mutually_exclusive_group()
+    folders.add_argument("--allow-any-folder", action="store_true",
+                         help="let the folder box open any folder this server's user can read, also when served "
+                              "beyond loopback (on loopback, the default, it does so already)")
+    folders.add_argument("--results-folders-only", action="store_true",
+                         help="restrict the folder box to folders under --results also on loopback (a Studio "
+                              "reached through a reverse proxy or an SSH tunnel is served all the same)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: a free one)")
     parser.add_argument("--resamples", type=int, default=STUDIO_RESAMPLES, help="bootstrap resamples of the corpus numbers")
     parser.add_argument("--max-new-tokens", type=int, default=UI_DEFAULT_MAX_NEW_TOKENS,
@@ -518,12 +720,24 @@ def model_options(args: argparse.Namespace) -> argparse.Namespace:
         num_beams=ask.DEFAULT_NUM_BEAMS)
 
 
+def folder_policy_restricted(host: str, allow_any_folder: bool = False, results_folders_only: bool = False) -> bool:
+    """Whether the folder box is limited to the --results folders: served beyond loopback unless
+    --allow-any-folder, or on request (--results-folders-only)."""
+    if results_folders_only:
+        return True
+    return not allow_any_folder and not access.is_loopback(host)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.resamples < 0:
         print("ecgbench studio: --resamples must be >= 0", file=sys.stderr)
         return 2
+    restrict = folder_policy_restricted(args.host, args.allow_any_folder, args.results_folders_only)
     studio = Studio(list(args.results), args.data, Asker(args.model, model_options(args)), args.resamples,
-                    args.max_new_tokens)
+                    args.max_new_tokens, restrict_folders=restrict)
+    if restrict:
+        print("ecgbench studio: the folder box opens folders under --results only"
+              + ("" if studio.policy.roots else " (none readable: it opens nothing)"), file=sys.stderr)
     for err in studio.loaded.errors:
         print(f"ecgbench studio: cannot read {err}", file=sys.stderr)
     launch(studio, args.host, args.port, block=True)

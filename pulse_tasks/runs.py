@@ -183,6 +183,26 @@ def read_samples(path: Path, spec: Subset) -> tuple[list[dict[str, Any]], list[A
     return records, responses
 
 
+def read_sample_media(path: Path, spec: Subset) -> dict[str, list[str]]:
+    """Item id -> the image references lmms-eval (0.7+) logged for it (``input_media``: paths as
+    the doc named them, or ``data:`` URIs); items without any are left out. Read only by
+    viewers, which decide which of them they may open (``pulse_app.access``)."""
+    media: dict[str, list[str]] = {}
+    with path.open(encoding="utf-8") as fh:
+        for raw in fh:
+            if '"input_media"' not in raw:
+                continue
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue  # read_samples reports bad lines; a viewer just has no image for them
+            record = _record_of(line, spec)
+            refs = line.get("input_media")
+            if record is not None and isinstance(refs, list):
+                media[str(record["id"])] = [r for r in refs if isinstance(r, str)]
+    return media
+
+
 def is_synthetic_source(data_source: str | None, metadata: Mapping[str, Any] | None = None,
                         records: list[dict[str, Any]] | None = None) -> bool:
     """True when the task metadata marks the data as synthetic (flag or data_source name), or

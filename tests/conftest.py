@@ -1,7 +1,9 @@
-"""Shared pytest fixtures: a small synthetic ECGBench, built once per test session."""
+"""Shared pytest fixtures: a small synthetic ECGBench, built once per test session; the page tests'
+browser and screenshot folder."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,11 @@ def synth_json_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
+# `make screenshots` sets this to docs/ to refresh the README's images; a plain test run writes its
+# screenshots under each test's temp folder and leaves the work tree as it was.
+SCREENSHOTS_ENV = "ECGBENCH_SCREENSHOTS"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
 
 def system_chromium() -> str | None:
     """Debian's Chromium (apt packages chromium + chromium-driver); never a downloaded browser build."""
@@ -45,12 +52,10 @@ def system_chromium() -> str | None:
 @pytest.fixture(scope="session")
 def chromium_browser():
     """A headless system Chromium driven by Playwright; skipped where none is installed, an error under CI."""
-    import os
-
     path = system_chromium()
     if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is missing: .ci/run installs Debian's chromium and chromium-driver through apt")
+        if os.environ.get("CI") or os.environ.get(SCREENSHOTS_ENV):
+            pytest.fail("Chromium is missing: apt-get install chromium chromium-driver (.ci/run does)")
         pytest.skip("no system Chromium (apt-get install chromium chromium-driver)")
     from playwright.sync_api import sync_playwright
 
@@ -71,3 +76,84 @@ def browser_page(chromium_browser):
         yield page
     finally:
         context.close()
+
+
+@pytest.fixture
+def screenshot(tmp_path: Path):
+    """``screenshot(page, "name.png", **options)``: a PNG of the page in $ECGBENCH_SCREENSHOTS, else
+    under the test's temp folder; returns its path (checked to be a non-empty PNG)."""
+    folder = Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def take(page, name: str, **options) -> Path:
+        path = folder / name
+        page.screenshot(path=str(path), **options)
+        assert path.read_bytes()[:8] == PNG_SIGNATURE, path
+        return path
+
+    return take
+
+
+# ---------------------------------------------------------------------------- the work tree stays clean
+# Tests write under their temp folders only: a run that leaves anything new or changed in the checkout
+# (a screenshot in docs/, a results/ folder, an edited file) fails, naming the paths. Caches that any
+# Python or pytest run writes are left out.
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TREE_NOISE = ("__pycache__", ".pytest_cache", ".ruff_cache", ".venv", ".wtsite", ".egg-info")
+_tree_before: dict[str, tuple[float, int]] | None = None
+
+
+def tree_state(root: Path = REPO_ROOT) -> dict[str, tuple[float, int]] | None:
+    """{path: (mtime, size)} of what git reports as modified, untracked or ignored under ``root``
+    (caches left out); None outside a git work tree or without git."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(["git", "status", "--porcelain=v1", "-z", "--ignored"], cwd=root, check=False,
+                              capture_output=True, timeout=120)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if proc.returncode != 0:
+        return None
+    state = {}
+    for entry in proc.stdout.decode(errors="replace").split("\0"):
+        path = entry[3:]
+        if not path or any(part in path for part in TREE_NOISE):
+            continue
+        try:
+            st = (root / path).stat()
+            state[path] = (st.st_mtime, st.st_size)
+        except OSError:  # deleted
+            state[path] = (-1.0, -1)
+    return state
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _tree_before
+    if not _is_xdist_worker(session.config):
+        _tree_before = tree_state()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _is_xdist_worker(session.config) or _tree_before is None:
+        return
+    after = tree_state() or {}
+    allowed = Path(os.environ[SCREENSHOTS_ENV]).resolve() if os.environ.get(SCREENSHOTS_ENV) else None
+    changed = sorted(p for p, st in after.items() if _tree_before.get(p) != st
+                     and not (allowed and (REPO_ROOT / p).resolve().is_relative_to(allowed)))
+    if changed:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = ("the tests changed the work tree (tests write under their temp folders; README "
+                   "screenshots come from `make screenshots`): " + ", ".join(changed[:20]))
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_sep("=", "the work tree changed", red=True)
+            reporter.write_line(message, red=True)
+        else:
+            print(message)
+        if session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -5,8 +5,9 @@ It binds 127.0.0.1 on a free port, answers at most ``max_requests`` requests, sh
 down after ``lifetime_s`` seconds, counts requests and the most requests in flight at once, and
 checks the API key (OpenAI ``Authorization: Bearer`` or Azure ``api-key``). A wrong key gets a
 401 whose body echoes the key, as some providers do, so redaction is tested for real. Every
-chat request's credential header (``auth``; every one of them in ``credentials``) and reply status (``statuses``) are recorded, so tests
-can prove which key reached which host and count what the server answered.
+chat request's credential header (``auth``; every one of them in ``credentials``), reply status (``statuses``)
+and arrival time (``times``, ``time.monotonic``) are recorded, so tests can prove which key reached which
+host and count what the server answered, and when.
 """
 
 from __future__ import annotations
@@ -54,17 +55,28 @@ def user_text(request: dict[str, Any]) -> str:
     return "\n".join(m.get("content", "") for m in request.get("messages", []) if m.get("role") == "user")
 
 
-def failing_on(needles: list[str], base: Callable[[dict[str, Any], int], Reply] | None = None
-               ) -> Callable[[dict[str, Any], int], Reply]:
-    """A responder failing for good (HTTP 500, ``Retry-After: 0`` so retries are immediate) on
-    requests whose user text contains one of ``needles`` (e.g. an item's gold answer); the others
-    get ``base`` (default :func:`marker_responder`)."""
+def failing_on(needles: list[str], base: Callable[[dict[str, Any], int], Reply] | None = None,
+               delay_s: float = 0.0) -> Callable[[dict[str, Any], int], Reply]:
+    """A responder failing for good (HTTP 500 after ``delay_s``, ``Retry-After: 0`` so retries are
+    immediate) on requests whose user text contains one of ``needles`` (e.g. an item's gold answer);
+    the others get ``base`` (default :func:`marker_responder`)."""
     def respond(request: dict[str, Any], n: int) -> Reply:
         text = user_text(request)
         if any(needle in text for needle in needles):
             return Reply(500, {"error": {"message": "fake judge: permanent failure for this item"}},
-                         headers={"Retry-After": "0"})
+                         headers={"Retry-After": "0"}, delay_s=delay_s)
         return (base or marker_responder)(request, n)
+    return respond
+
+
+def hanging_after(n_answered: int, hang_s: float = 30.0, base: Callable[[dict[str, Any], int], Reply] | None = None
+                  ) -> Callable[[dict[str, Any], int], Reply]:
+    """A responder that answers the first ``n_answered`` requests with ``base`` (default
+    :func:`marker_responder`), then accepts every request and sits on it for ``hang_s``."""
+    def respond(request: dict[str, Any], n: int) -> Reply:
+        if n <= n_answered:
+            return (base or marker_responder)(request, n)
+        return Reply(503, {"error": {"message": "fake judge: hung"}}, delay_s=hang_s)
     return respond
 
 
@@ -99,6 +111,7 @@ class FakeJudgeServer:
         self.auth: list[str | None] = []  # the credential header of every chat request, as sent
         self.credentials: list[dict[str, str]] = []  # every credential header of every chat request (both kinds)
         self.statuses: list[int] = []  # the status answered to every chat request (same order as requests)
+        self.times: list[float] = []  # when every chat request arrived (time.monotonic, same order)
         self._server: ThreadingHTTPServer | None = None
         self._timer: threading.Timer | None = None
 
@@ -135,6 +148,7 @@ class FakeJudgeServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
+                arrived = time.monotonic()
                 with srv.lock:
                     srv.count += 1
                     n = srv.count
@@ -163,6 +177,7 @@ class FakeJudgeServer:
                             srv.credentials.append({k: v for k in ("Authorization", "api-key")
                                                     if (v := self.headers.get(k)) is not None})
                             srv.statuses.append(reply.status)
+                            srv.times.append(arrived)
                     time.sleep(srv.latency_s + reply.delay_s)
                     self._send(reply)
                 except (BrokenPipeError, ConnectionResetError):
@@ -177,7 +192,7 @@ class FakeJudgeServer:
         """Forget the requests seen so far (one server shared by several tests)."""
         with self.lock:
             self.count = self.max_in_flight = 0
-            for seen in (self.requests, self.paths, self.auth, self.credentials, self.statuses):
+            for seen in (self.requests, self.paths, self.auth, self.credentials, self.statuses, self.times):
                 seen.clear()
 
     def start(self) -> FakeJudgeServer:

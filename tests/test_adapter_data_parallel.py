@@ -38,6 +38,10 @@ WORKER = textwrap.dedent(
     if rank == 0:
         merged = {k: v for part in gathered for k, v in part.items()}
         json.dump({str(k): merged[k] for k in sorted(merged)}, open(out, "w"))
+    # Leave together and destroy the group before exit: gloo torn down in interpreter finalization
+    # can abort the process (see pulse_training.recipe.close_process_group).
+    dist.barrier()
+    dist.destroy_process_group()
     """
 )
 
@@ -48,6 +52,7 @@ def test_two_process_cpu_matches_one_process(tmp_path):
 
     sys.path.insert(0, str(Path(__file__).parent))
     from test_adapter import _docs, _model, _run
+    from test_training_recipe import _free_port  # a fixed port collides with another test run on the machine
 
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
     if accelerate is None:
@@ -60,7 +65,7 @@ def test_two_process_cpu_matches_one_process(tmp_path):
     # processes need the torch.distributed launcher (--multi_gpu) with ACCELERATE_USE_CPU=1 -> MULTI_CPU, gloo.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "ACCELERATE_USE_CPU": "1"}
     cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
-           "no", "--dynamo_backend", "no", "--main_process_port", "29533", str(worker), str(ckpt), str(out),
+           "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(worker), str(ckpt), str(out),
            str(Path(__file__).parent)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

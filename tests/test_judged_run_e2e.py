@@ -7,7 +7,9 @@ each run writes its results and samples files, the
 counts in the results JSON equal what the judge server saw, then `ecgbench judge` against a healthy
 server completes what was left and `ecgbench report` shows complete judge numbers. The user's
 OpenAI key never reaches the separate judge host (the server records every credential header).
-Also: `--use_cache` resumes a run killed part-way, generating only the rest.
+Also: `--use_cache` resumes a run killed part-way, generating only the rest; and the judge's circuit
+breaker tells a dead judge (down or hung mid-run) from prompts it cannot judge (HTTP 500 for a third
+of the items), at judge concurrency 1 and 16.
 """
 
 from __future__ import annotations
@@ -29,9 +31,19 @@ from pulse_tasks.cli import main as ecgbench
 from pulse_tasks.judge.attached import canonical_response
 
 try:
-    from judge_server import FakeJudgeServer, failing_on, marker_responder
+    from judge_server import (
+        FakeJudgeServer,
+        failing_on,
+        hanging_after,
+        marker_responder,
+    )
 except ImportError:  # tests/ imported as a package
-    from tests.judge_server import FakeJudgeServer, failing_on, marker_responder
+    from tests.judge_server import (
+        FakeJudgeServer,
+        failing_on,
+        hanging_after,
+        marker_responder,
+    )
 
 pytestmark = pytest.mark.slow
 
@@ -303,3 +315,182 @@ def test_mostly_failed_generations_error_banner_and_refused_submission(tiny_ckpt
     assert "refusing to submit" in capsys.readouterr().err and not sub.exists()
     assert ecgbench(["submit", str(out), "--out", str(sub), "--resamples", "0", "--allow-failures"]) == 0
     assert sub.exists() and "warning" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the judge's circuit breaker
+
+N_BREAKER = 9  # items per subset in the breaker runs; the last third of each is failed for good
+UP_FOR = 3  # requests the dying and the hanging judge answer before they go away
+BREAKER_TIMEOUT_S = 1.0  # ECGBENCH_JUDGE_TIMEOUT of the dying and hanging runs (the breaker's window)
+TASK_SUBSETS = (("ecgbench_ptb_report", "ptb-test-report"), ("ecgbench_arena", "arena"))
+# run -> (lmms-eval's --process_docs_parallel = ECGBENCH_JUDGE_CONCURRENCY, other judge variables)
+BREAKER_CASES = {"third-1": (1, {}), "third-16": (16, {}),
+                 "down": (4, {"ECGBENCH_JUDGE_TIMEOUT": str(BREAKER_TIMEOUT_S), "ECGBENCH_JUDGE_MAX_ATTEMPTS": "6"}),
+                 "hung": (16, {"ECGBENCH_JUDGE_TIMEOUT": str(BREAKER_TIMEOUT_S), "ECGBENCH_JUDGE_MAX_ATTEMPTS": "6"})}
+
+
+@pytest.fixture(scope="module")
+def breaker_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pulse_tasks.synth import make_ecgbench
+
+    return make_ecgbench(tmp_path_factory.mktemp("ecgbench-breaker"), per_subset=N_BREAKER, layout="hub", seed=0,
+                         image_size=(320, 240))
+
+
+def _gold(data: Path, subset: str) -> dict[str, str]:
+    """Item id -> its (first) gold answer, in dataset order."""
+    from pulse_tasks.data import load_subset
+
+    ds = load_subset(subset, data, check_images=False).remove_columns("image")
+    return {row["id"]: row["answers"][0] for row in ds}
+
+
+def _needle(gold: str) -> str:
+    return f"\n{gold.strip()}\n[End of"  # the gold answer's whole block line in the judge prompt
+
+
+def _failing_ids(data: Path) -> dict[str, set[str]]:
+    """Subset -> the items the failing judge refuses: the last third in dataset order (they finish
+    last, as in the issue) and any other item with the same gold text."""
+    out = {}
+    for _, subset in TASK_SUBSETS:
+        gold = _gold(data, subset)
+        needles = {_needle(g) for g in list(gold.values())[-N_BREAKER // 3:]}
+        out[subset] = {i for i, g in gold.items() if _needle(g) in needles}
+        assert 0 < len(out[subset]) < N_BREAKER
+    return out
+
+
+@pytest.fixture(scope="module")
+def breaker_runs(tiny_ckpt, breaker_data, tmp_path_factory):
+    """The four lmms-eval runs, started at once: case -> (completed process, output folder, judge server)."""
+    gold = {subset: _gold(breaker_data, subset) for _, subset in TASK_SUBSETS}
+    failing_ids = _failing_ids(breaker_data)
+    needles = [_needle(gold[s][i]) for s, ids in failing_ids.items() for i in ids]
+    responders = {"third-1": failing_on(needles, delay_s=0.2), "third-16": failing_on(needles, delay_s=0.2),
+                  "down": marker_responder, "hung": hanging_after(UP_FOR)}
+    servers = {case: FakeJudgeServer(responders[case], api_key=JUDGE_KEY, lifetime_s=1800,
+                                     max_requests=UP_FOR if case == "down" else 5000).start() for case in BREAKER_CASES}
+    try:
+        started = {}
+        for case, (parallel, extra) in BREAKER_CASES.items():
+            tmp = tmp_path_factory.mktemp(f"breaker-{case}")
+            env = _env(servers[case].url, tmp, breaker_data, ECGBENCH_JUDGE_CONCURRENCY=str(parallel), **extra)
+            out = tmp / "results"
+            args = _lmms_eval_args(tiny_ckpt, out, "--process_docs_parallel", str(parallel))
+            started[case] = (subprocess.Popen(args, env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                              text=True), out, tmp)
+        done = {}
+        for case, (proc, out, tmp) in started.items():
+            stdout, stderr = proc.communicate(timeout=CLI_TIMEOUT_S)
+            done[case] = (subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), out,
+                          servers[case], tmp)
+        yield done
+    finally:
+        for srv in servers.values():
+            srv.stop()
+
+
+def _states(out: Path) -> tuple[dict, dict[str, dict[str, dict]]]:
+    """(the results JSON's rows, task -> item id -> judge record) of a finished run."""
+    _, data, samples = _outputs(out)
+    assert set(samples) == {task for task, _ in TASK_SUBSETS}, sorted(samples)
+    return data["results"], {task: {r["id"]: r for r in _records(samples[task])} for task, _ in TASK_SUBSETS}
+
+
+def _subset_requests(srv: FakeJudgeServer, subset: str) -> list[tuple[int, float]]:
+    """(status, arrival time) of the requests carrying one subset's rubric."""
+    out = []
+    for request, status, at in zip(srv.requests, srv.statuses, srv.times):
+        system = " ".join(m.get("content", "") for m in request["messages"] if m["role"] == "system")
+        if ("Accuracy" in system) == (subset == "arena"):  # the arena rubric grades Accuracy
+            out.append((status, at))
+    return out
+
+
+def _run_ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("case", ["third-1", "third-16"])
+def test_prompts_the_judge_cannot_judge_fail_alone(case, breaker_runs, breaker_data):
+    """(a) HTTP 500 for good on a third of the prompts (slow, so they finish last): exactly those items
+    are failed, everything else is judged, in both tasks; judge_failed is what the server failed."""
+    proc, out, srv, _ = breaker_runs[case]
+    _run_ok(proc)
+    rows, records = _states(out)
+    failing = _failing_ids(breaker_data)
+    for task, subset in TASK_SUBSETS:
+        states = {i: r["status"] for i, r in records[task].items()}
+        assert states == {i: "failed" if i in failing[subset] else "ok" for i in _gold(breaker_data, subset)}
+        assert all("HTTP 500" in r["error"] for r in records[task].values() if r["status"] == "failed")
+        served_ok, served_failed = _judged_by_server(srv, subset)
+        assert rows[task]["judge_failed,none"] == served_failed == len(failing[subset])
+        assert served_ok == N_BREAKER - len(failing[subset]) and rows[task]["judge_skipped,none"] == 0
+        assert rows[task]["judge_score,none"] == pytest.approx(100.0)
+    assert "judging stopped" not in proc.stderr and "judge stopped" not in proc.stderr
+
+
+def test_judge_concurrency_does_not_change_the_states(breaker_runs):
+    """(d) the same per-item states at judge concurrency 1 and 16."""
+    runs = {case: _states(breaker_runs[case][1])[1] for case in ("third-1", "third-16")}
+    one, sixteen = ({task: {i: r["status"] for i, r in recs.items()} for task, recs in runs[c].items()}
+                    for c in ("third-1", "third-16"))
+    assert one == sixteen
+
+
+def _judge_later(samples: dict[str, Path], data: Path, tmp_path: Path, monkeypatch, capsys) -> int:
+    """`ecgbench judge` on both samples files against a healthy judge; the requests it needed."""
+    from pulse_tasks.judge.settings import ENV_VARS
+
+    judge.reset_runtimes()
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ECGBENCH_JUDGE_API_KEY", JUDGE_KEY)
+    with FakeJudgeServer(marker_responder, api_key=JUDGE_KEY) as later:
+        for task, subset in TASK_SUBSETS:
+            code = ecgbench(["judge", "--subset", subset, "--data", str(data), "--predictions", str(samples[task]),
+                             "--judge-base-url", later.url, "--cache", str(tmp_path / "judge.sqlite"), "--no-progress"])
+            printed = json.loads(capsys.readouterr().out)
+            assert code == 0 and printed["n_judged"] == N_BREAKER and printed["n_failed"] == 0, printed
+    judge.reset_runtimes()
+    return len(later.requests)
+
+
+@pytest.mark.parametrize("case", ["down", "hung"])
+def test_judge_gone_mid_run_stops_judging_and_judge_later_finishes(case, breaker_runs, breaker_data, monkeypatch,
+                                                                   capsys):
+    """(b) a judge that goes down after UP_FOR replies, (c) one that then hangs: the run stops judging
+    within a few timeouts (the task it went away in stops calling; the next task makes one probe call),
+    keeps every answer, and `ecgbench judge` later judges exactly the rest."""
+    proc, out, srv, tmp = breaker_runs[case]
+    _run_ok(proc)
+    rows, records = _states(out)
+    n_ok = {task: sum(r["status"] == "ok" for r in recs.values()) for task, recs in records.items()}
+    assert sum(n_ok.values()) == UP_FOR == srv.statuses.count(200)  # judged: exactly what the judge answered
+    first, second = sorted(n_ok, key=n_ok.get, reverse=True)  # the task it went away in, the one after
+    assert n_ok[second] == 0
+    for task, _ in TASK_SUBSETS:
+        assert rows[task]["judge_items,none"] == N_BREAKER
+        assert rows[task]["judge_failed,none"] == N_BREAKER - n_ok[task]
+    stopped = [r for r in records[first].values() if r["status"] == "failed" and r["error"].startswith("judging stopped")]
+    assert stopped, "the breaker never tripped in the task the judge went away in"
+    probe, *rest = sorted((r for r in records[second].values()), key=lambda r: r["error"].startswith("judging stopped"))
+    assert ("unreachable" if case == "down" else "timed out") in probe["error"]  # the one call it made
+    assert rest and all(r["error"].startswith("judging stopped: the probe call got no reply") for r in rest)
+    second_subset = dict(TASK_SUBSETS)[second]
+    if case == "hung":
+        assert len(_subset_requests(srv, second_subset)) == 1  # the probe, nothing else
+        hung = [at for status, at in _subset_requests(srv, dict(TASK_SUBSETS)[first]) if status != 200]
+        # two waves of the calls in flight, not 6 attempts of each: ~3 s with 1 s timeouts, not ~20 s
+        assert len(hung) <= 2 * (N_BREAKER - n_ok[first]) and max(hung) - min(hung) < 5 * BREAKER_TIMEOUT_S
+    else:
+        assert not _subset_requests(srv, second_subset)
+    assert "judge stopped for this task or batch" in proc.stderr and "probing with one call" in proc.stderr
+
+    assert _judge_later(_outputs(out)[2], breaker_data, tmp, monkeypatch, capsys) == 2 * N_BREAKER - UP_FOR
+    assert ecgbench(["report", str(out), "--format", "json", "--resamples", "0", "--no-published"]) == 0
+    (run,) = json.loads(capsys.readouterr().out)["runs"]
+    for _, subset in TASK_SUBSETS:
+        assert run["subsets"][subset]["counts"] == {"judge_ok": N_BREAKER, "judge_failed": 0, "judge_skipped": 0}

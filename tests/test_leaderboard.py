@@ -26,14 +26,13 @@ from pulse_tasks import cli, runs
 from pulse_tasks.leaderboard import site as site_module
 from pulse_tasks.report import COLUMNS
 
-ROOT = Path(__file__).resolve().parents[1]
 SUBMIT_RESAMPLES = "50"  # the submitted intervals are not what is tested; the board computes its own
 BOARD_RESAMPLES = 200  # paired tests and intervals of the board (the CLI default is 1000)
 REVISION = "hub:PULSE-ECG/ECGBench@3f9a1c2e"  # a pinned hub revision, as #14's data_source records it
 OTHER_REVISION = "hub:PULSE-ECG/ECGBench@77aa00ff"
 SECRET = "sk-test-SECRET-0001"  # must never reach a page
 HOSTILE_NAME = 'Delta-7B <img src=x onerror="document.title=1">'  # model names are untrusted text
-EPOCH = "1767225600"  # SOURCE_DATE_EPOCH: a fixed build time keeps the screenshots stable
+EPOCH = "1767225600"  # SOURCE_DATE_EPOCH: a fixed build time keeps the screenshots (`make screenshots`) stable
 # name -> (answer seed, skill, data source, attach predictions, model_args)
 FULL = {
     "Alpha-7B": (1, 0.80, REVISION, True, f"pretrained=org/alpha-7b,api_key={SECRET}"),
@@ -322,19 +321,23 @@ def test_rebuild_removes_pages_of_entries_gone(site: dict, folder: dict, tmp_pat
     assert cli.main(["leaderboard", "build", str(tmp_path / "nope"), "--out", str(out)]) == 2
 
 
-def test_browser_sorts_searches_and_opens_an_entry(site: dict, browser_page) -> None:
+def test_browser_sorts_searches_and_opens_an_entry(site: dict, browser_page, screenshot) -> None:
+    """Each step waits for the state its action brings (the header's new sort order, the search
+    count, the pressed mode button, the new page's address), then checks it."""
     page = browser_page
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto((site["out"] / "index.html").as_uri())
-    (ROOT / "docs").mkdir(exist_ok=True)
-    page.screenshot(path=str(ROOT / "docs" / "leaderboard.png"))
+    screenshot(page, "leaderboard.png")
 
     table = page.locator("#board-paper")
     column = [c.title for c in COLUMNS].index("CPSC F1") + 7  # rank, model, status, date, versions, data, overall
-    table.locator("th", has_text="CPSC F1").click()  # first click: best first
+    header = table.locator("th", has_text="CPSC F1")
+    assert header.get_attribute("aria-sort") is None  # unsorted until clicked
+    header.click()  # first click: best first
+    page.wait_for_selector("#board-paper th[aria-sort=descending]:has-text('CPSC F1')")
 
     def column_values() -> list[str]:
         return page.eval_on_selector_all(
@@ -344,26 +347,33 @@ def test_browser_sorts_searches_and_opens_an_entry(site: dict, browser_page) -> 
     numbers = [float(v) for v in values if v]
     assert numbers == sorted(numbers, reverse=True) and len(values) == 7 + len(site["board"]["published"]["rows"])
     assert values[len(numbers):] == [""] * (len(values) - len(numbers))  # undefined values last
-    table.locator("th", has_text="CPSC F1").click()
+    header.click()
+    page.wait_for_selector("#board-paper th[aria-sort=ascending]:has-text('CPSC F1')")
     numbers = [float(v) for v in column_values() if v]
     assert numbers == sorted(numbers)
 
+    assert page.text_content("#search-count") == ""
     page.fill("#search", "gamma")
+    page.wait_for_function("document.querySelector('#search-count').textContent.startsWith('1 of ')")
     visible = page.eval_on_selector_all("#board-paper tbody tr", "rows => rows.filter(r => !r.hidden).map(r => r.cells[1].innerText)")
     assert len(visible) == 1 and visible[0].startswith("Gamma-7B")
     page.fill("#search", "")
+    page.wait_for_function("document.querySelector('#search-count').textContent === ''")
+    assert page.get_attribute("button[data-mode=strict]", "aria-pressed") == "false"
     page.click("button[data-mode=strict]")
+    page.wait_for_selector("button[data-mode=strict][aria-pressed=true]")
     assert page.is_visible("#board-strict") and not page.is_visible("#board-paper")
-    page.screenshot(path=str(ROOT / "docs" / "leaderboard-strict.png"))
+    screenshot(page, "leaderboard-strict.png")
 
+    alpha = site["by_model"]["Alpha-7B"]
     page.click("#board-strict a:text-is('Alpha-7B')")
-    page.wait_for_selector("#entry-title")
+    page.wait_for_url(f"**/{site_module.entry_page(alpha['slug'])}")
     assert page.text_content("#entry-title") == "Alpha-7B"
     assert page.text_content("#model-args") == "pretrained=org/alpha-7b,api_key=***"
     assert "Tied with" in page.text_content("#standing")
-    page.screenshot(path=str(ROOT / "docs" / "leaderboard-entry.png"), full_page=True)
+    screenshot(page, "leaderboard-entry.png", full_page=True)
     page.click("#report-link")
-    page.wait_for_selector("h1")
+    page.wait_for_url(f"**/{alpha['report']}")
     assert page.text_content("h1") == "Alpha report" and page.title() == "alpha report"  # its script did not run
     assert not errors
     assert all(u.startswith(("file:", "data:")) for u in requests), [u for u in requests if not u.startswith("file:")]

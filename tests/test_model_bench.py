@@ -147,3 +147,35 @@ def test_agreement_is_over_every_item_timed():
     assert eval_throughput.agreement(ref, []) == (0.0, 0.0)
     assert eval_throughput.agreement([], [[1]]) == (0.0, 0.0)  # no reference output: nothing is identical
     assert eval_throughput.agreement([[]], [[]]) == (0.0, 0.0)  # a failed item never matches a failed reference
+
+
+@pytest.mark.slow
+def test_compile_layers_compiles_every_decoder_layer_and_outputs_stay_identical(tmp_path):
+    """--compile-layers BACKEND: each decoder layer runs through torch.compile (here dynamo with the
+    eager backend, so no C++ build on the CPU); batched outputs still equal batch 1's and the JSON
+    says the run was compiled."""
+    sys.path.insert(0, str(BENCH))
+    import eval_throughput
+    import torch
+
+    compiled: list[str] = []
+    real_compile = torch.nn.Module.compile
+
+    def spy(self, *args, **kwargs):
+        compiled.append(kwargs.get("backend"))
+        return real_compile(self, *args, **kwargs)
+
+    out = tmp_path / "bench.json"
+    torch.nn.Module.compile = spy
+    try:
+        code = eval_throughput.main(["--tiny", "--device", "cpu", "--workloads", "short", "--items", "short=4",
+                                     "--reference-items", "short=2", "--batch-sizes", "2", "--compile-layers",
+                                     "eager", "--json", str(out)])
+    finally:
+        torch.nn.Module.compile = real_compile
+        torch._dynamo.reset()
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["meta"]["compile_layers"] == "eager"
+    assert compiled and set(compiled) == {"eager"}
+    assert all(r["identical_items"] == 1.0 and r["failed"] == 0 for r in data["results"])

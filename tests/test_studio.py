@@ -2,8 +2,12 @@
 
 One Studio server for the module (in a thread, on a free port) over a small synthetic run of two
 models scored by the task hook lmms-eval calls (one of them split over two results files, as a
-split evaluation is), and a tiny random PULSE-architecture checkpoint for Ask. The screenshots in
-docs/ (studio-explore.png, studio-ask.png) are written by these tests.
+split evaluation is), and a tiny random PULSE-architecture checkpoint for Ask. The README's
+screenshots (docs/studio-explore.png, docs/studio-ask.png) come from these tests under `make
+screenshots`; a plain run writes them under the test's temp folder.
+
+Every wait is for the state the test then checks (a text the action brings, the table's new rows),
+never for an element the page may already show from before the action.
 """
 
 from __future__ import annotations
@@ -19,8 +23,6 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs"
 SUBSET = "csn-test-no-cot"  # a letter subset: right/wrong is unambiguous
 SPLIT_FIRST = ("ptb-test", "code15-test", "cpsc-test")  # the oracle's first lmms-eval call; the rest come later
 ASK_TOKENS = 24  # enough words for the stream to arrive in several pieces, cheap on a CPU
@@ -137,27 +139,48 @@ def _wait_text(page, selector: str, text: str) -> None:
                            arg=[selector, text])
 
 
+def _row_ids(page) -> list[str]:
+    return page.locator("#explore-table tr[data-id]").evaluate_all("rows => rows.map(r => r.dataset.id)")
+
+
+def _wait_rows(page, ids: list[str]) -> None:
+    """Wait until the items table shows exactly these rows, in this order."""
+    page.wait_for_function("ids => JSON.stringify([...document.querySelectorAll('#explore-table tr[data-id]')]"
+                           ".map(r => r.dataset.id)) === JSON.stringify(ids)", arg=ids)
+
+
+def _record_explore_states(page) -> None:
+    """Keep (message text, number of table rows) of every state the Explore tab shows from now on."""
+    page.evaluate("""() => { window.__explore = [];
+        const note = () => window.__explore.push([document.querySelector('#explore-message').innerText,
+            document.querySelectorAll('#explore-table tr[data-id]').length]);
+        note();
+        new MutationObserver(note).observe(document.body,
+                                           {subtree: true, childList: true, characterData: true}); }""")
+
+
 def _choose(page, elem_id: str, option: str) -> None:
     page.click(f"#{elem_id} input")
     page.get_by_role("option", name=option, exact=True).click()
 
 
-def test_explore_a_wrong_b_right_item_with_image_and_explanation(page, studio):
-    state, _ = studio
-    page.get_by_role("tab", name="Explore").click()
-    page.wait_for_selector("#explore-table table.items")
-    assert "oracle" in page.inner_text("#explore-runs") and "20260101T010000_results.json" in page.inner_text("#explore-runs")
-    _choose(page, "explore-subset", SUBSET)
-    _wait_text(page, "#explore-table", SUBSET)  # item ids name their subset
-    total = page.locator("#explore-table tr[data-id]").count()
-    page.get_by_label("A wrong, B right").check()
+def test_explore_a_wrong_b_right_item_with_image_and_explanation(page, studio, screenshot):
     from pulse_app import views
 
+    state, _ = studio
+    page.get_by_role("tab", name="Explore").click()
+    assert "oracle" in page.inner_text("#explore-runs") and "20260101T010000_results.json" in page.inner_text("#explore-runs")
+    first = views.subsets_of(state.loaded.runs)[0]
+    assert first != SUBSET  # the page opens on another subset: the new rows below come from the choice
+    _wait_rows(page, [r.id for r in views.paginate(state.rows(first), 1).rows])
+    _choose(page, "explore-subset", SUBSET)
+    everything = [r.id for r in state.rows(SUBSET)]
+    _wait_rows(page, everything)
+    total = len(everything)
+    page.get_by_label("A wrong, B right").check()
     expected = [r.id for r in views.filter_rows(state.rows(SUBSET), views.Filters(wrong_in="guesser", right_in="oracle"))]
     assert 0 < len(expected) < total
-    page.wait_for_function(f"document.querySelectorAll('#explore-table tr[data-id]').length === {len(expected)}")
-    shown = page.locator("#explore-table tr[data-id]").evaluate_all("rows => rows.map(r => r.dataset.id)")
-    assert shown == expected
+    _wait_rows(page, expected)
     for row in page.locator("#explore-table tr[data-id]").all():
         outcomes = row.locator("td").all_inner_texts()
         assert outcomes.count("wrong") == 1 and outcomes.count("correct") == 1
@@ -165,33 +188,51 @@ def test_explore_a_wrong_b_right_item_with_image_and_explanation(page, studio):
     thumbs = page.locator("#explore-table img.thumb").evaluate_all("imgs => imgs.map(i => i.naturalWidth)")
     assert thumbs and all(w > 0 for w in thumbs)
 
+    row = next(r for r in state.rows(SUBSET) if r.id == expected[0])
+    assert page.locator("#explore-image img").count() == 0  # no item open yet
     _choose(page, "explore-item", expected[0])
+    _wait_text(page, "#explore-item-view", row.questions[0].splitlines()[0])
     page.wait_for_function("(() => { const i = document.querySelector('#explore-image img');"
                            " return i && i.complete && i.naturalWidth > 0; })()")
     size = page.eval_on_selector("#explore-image img", "i => [i.naturalWidth, i.naturalHeight]")
     assert size[0] > 0 and size[1] > 0
     view = page.inner_text("#explore-item-view")
-    row = next(r for r in state.rows(SUBSET) if r.id == expected[0])
     assert row.questions[0].splitlines()[0] in view and "Gold" in view
     for run in ("guesser", "oracle"):
         assert run in view and str(row.cells[run].response) in view
     assert "Strict reading" in view and "Labels kept" in view
-    page.screenshot(path=str(DOCS / "studio-explore.png"), full_page=True)
+    screenshot(page, "studio-explore.png", full_page=True)
 
 
 def test_explore_unreadable_folder_is_a_message_and_the_app_keeps_serving(page, studio, results_dir, tmp_path):
+    """A failed load empties the table with the message; the next good load brings rows and drops
+    the error in the same update: no state shows an old run's rows under "No runs loaded", nor a
+    previous error over new rows."""
+    from pulse_app import views
+
+    state, _ = studio
     page.get_by_role("tab", name="Explore").click()
+    first = views.subsets_of(state.loaded.runs)[0]
+    _wait_rows(page, [r.id for r in views.paginate(state.rows(first), 1).rows])  # the page's own first table
+    _record_explore_states(page)
     page.fill("#explore-folder textarea, #explore-folder input", str(tmp_path / "no-such-run"))
     page.click("#explore-load")
     _wait_text(page, "#explore-message", "Cannot read")
-    assert "does not exist" in page.inner_text("#explore-message")
+    message = page.inner_text("#explore-message")
+    assert "does not exist" in message and "No runs loaded" in message
+    assert _row_ids(page) == [] and page.inner_text("#explore-runs").strip() == ""
     page.fill("#explore-folder textarea, #explore-folder input", str(results_dir))
     page.click("#explore-load")
-    page.wait_for_selector("#explore-table tr[data-id]")
-    assert "Cannot read" not in page.inner_text("#explore-message")
+    page.wait_for_function("document.querySelectorAll('#explore-table tr[data-id]').length > 0")  # none before
+    assert "Cannot read" not in page.inner_text("#explore-message") and "oracle" in page.inner_text("#explore-runs")
+    assert _row_ids(page) == [r.id for r in views.paginate(state.rows(first), 1).rows]
+    states = page.evaluate("window.__explore")
+    assert any("Cannot read" in text and rows == 0 for text, rows in states)
+    mixed = [(text[:80], rows) for text, rows in states if rows and ("No runs loaded" in text or "Cannot read" in text)]
+    assert not mixed, f"message and table disagreed: {mixed}"
 
 
-def test_ask_streams_and_answers_a_second_turn(page, studio, tmp_path):
+def test_ask_streams_and_answers_a_second_turn(page, studio, tmp_path, screenshot):
     state, _ = studio
     _wait_text(page, "#ask-status", "ready")
     assert state.asker.error is None
@@ -224,7 +265,7 @@ def test_ask_streams_and_answers_a_second_turn(page, studio, tmp_path):
     chat = page.inner_text("#ask-chat")
     assert "What is the rhythm?" in chat and "Is it regular?" in chat
     assert page.locator("#ask-chat .message").count() >= 4
-    page.screenshot(path=str(DOCS / "studio-ask.png"), full_page=True)
+    screenshot(page, "studio-ask.png", full_page=True)
 
 
 def test_model_failures_are_messages(studio, tmp_path):

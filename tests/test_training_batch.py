@@ -1,7 +1,8 @@
 """The global batch on any process count: the real entry point at world size 1 and 2 (torchrun,
 gloo on the CPU) with the same global_batch_size derives different accumulation, takes the same
 number of optimizer steps over the same data, prints the effective global batch and writes it
-to batch.json (issue 14, item 4).
+to batch.json (issue 14, item 4). The 2-process run ends by closing its process group
+(`recipe.close_process_group`): without it a rank once aborted at exit in gloo's teardown.
 
 The model is an original-layout checkpoint without a `vision_config` key whose `mm_vision_tower`
 is a 224-px tiny-CLIP folder (issue 14, item 1): the saved checkpoint carries the tower's config
@@ -54,6 +55,8 @@ def test_global_batch_is_kept_at_any_world_size(world, inputs, tmp_path):
                "-m", "pulse_training.recipe", "--config", "tiny.yaml", *overrides]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    if world > 1:  # the ranks left together and destroyed the group before exiting (no gloo abort at exit)
+        assert "process group closed" in proc.stderr, proc.stderr[-4000:]
     accum = GLOBAL_BATCH // (world * 2)
     line = f"effective global batch {GLOBAL_BATCH} = {world} processes x 2 per device x {accum} accumulation steps"
     assert proc.stdout.count(line) == 1, proc.stdout[-2000:]  # printed once, by rank 0

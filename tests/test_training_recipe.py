@@ -287,7 +287,9 @@ def test_bf16_zero2_on_cuda_trains_and_the_checkpoint_generates_in_fp16(tmp_path
     assert len(values) == MAX_STEPS and all(v == v for v in values)  # no NaN under bf16
     assert sum(values[-5:]) / 5 < sum(values[:5]) / 5 - 1.0
     throughput = [json.loads(line) for line in (out / "throughput.jsonl").read_text().splitlines()]
-    assert all(t.get("mfu") for t in throughput)  # the card's peak was found: it ran on the GPU
+    # The card's peak was found (it ran on the GPU): the key is there. Its value may round to 0.0
+    # at 4 decimals for this tiny model on an H200 (2026-12-04), so only its presence is checked.
+    assert throughput and all(t.get("mfu") is not None for t in throughput)
     model, tokenizer, processor, _ = load_pulse(out, dtype="float16", device="cuda")
     record = json.loads(data_path.read_text())[0]
     image = processor.preprocess(data_path.parent / record["image"])

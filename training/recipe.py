@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ecgbench-train: {exc}", file=sys.stderr)
         return 2
     train(config)
+    close_process_group()
     return 0
 
 
@@ -606,6 +607,25 @@ def train(config: TrainConfig) -> Any:
     trainer.save_model(config.output_dir)
     trainer.save_state()
     return trainer
+
+
+def close_process_group() -> None:
+    """Leave the process group together and destroy it while the interpreter is still whole.
+
+    Without this every rank exits with its group alive, at its own moment (rank 0 is still saving
+    when the others finish), and the group is torn down during interpreter finalization: gloo's
+    worker threads still hold work objects (DDP's gradient all-reduces) whose tensors reference
+    Python objects, and releasing them then can abort the process (SIGABRT, exit -6: seen once
+    in the 2-process gloo test; PyTorch 2.14 registers no exit handler for it). A barrier first,
+    so no rank destroys the group while another may still use it. Called after a successful run
+    only: after a failure the launcher stops the other ranks."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if dist.get_world_size() > 1:
+        dist.barrier()
+    dist.destroy_process_group()
+    logger.info("process group closed")
 
 
 def _pad_id(tokenizer: Any) -> int:

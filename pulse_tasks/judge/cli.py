@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                             "or gpt-4o-2024-08-06)")
     parser.add_argument("--judge-base-url", default=None, help="OpenAI-compatible base URL (default $ECGBENCH_JUDGE_BASE_URL)")
     parser.add_argument("--concurrency", type=int, default=None, help="judge calls in flight (default 16)")
-    parser.add_argument("--timeout", type=float, default=None, help="seconds per judge request (default 60)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per judge request (default 60); also the window in which a judge that answers no call counts as down")
     parser.add_argument("--max-judge-calls", type=int, default=None, help="budget: items sent to the API at most")
     parser.add_argument("--judge-prompt-file", default=None, help="replace the built-in rubric text with this file")
     parser.add_argument("--cache", default=None, help="judge cache file (default $ECGBENCH_JUDGE_CACHE or ~/.cache)")

@@ -1,8 +1,9 @@
 """One judge call over the official ``openai`` SDK, with bounded retries and a process-wide cap.
 
 Retries are ours (tenacity), not the SDK's, so that every attempt passes the process-wide
-semaphore, Retry-After is honoured exactly, and attempts are counted. Authentication and
-"model not found" errors are fatal: the caller stops judging instead of repeating them.
+semaphore, Retry-After is honoured exactly, attempts are counted, and every attempt reports to the
+circuit breaker (:mod:`pulse_tasks.judge.breaker`), which stops calls once the judge is down.
+Authentication and "model not found" errors are fatal: the caller stops judging instead of repeating them.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pulse_tasks.judge.breaker import Breaker
 from pulse_tasks.judge.settings import MAX_RETRY_AFTER_S, JudgeSettings, redact
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,21 @@ class JudgeCallError(RuntimeError):
         super().__init__(message)
         self.fatal = fatal
         self.status = status
+
+
+class _Stopped(RuntimeError):
+    """Raised inside the retry loop when the breaker opened (not transient: no further attempt)."""
+
+
+@dataclass
+class _Call:
+    """One item's call as the breaker sees it: its id, task or batch, and whether it is the probe."""
+
+    id: int
+    scope: Hashable
+    probe: bool
+    attempts: int = 0
+    no_more: bool = False  # the probe got no reply: no retry
 
 
 @dataclass
@@ -125,9 +143,7 @@ def is_fatal(exc: BaseException) -> bool:
 
 
 def is_unreachable(exc: BaseException) -> bool:
-    """No server answered (refused, DNS, reset) even after every attempt: later calls will not fare
-    better, so judging stops instead of spending the attempts on every item. Timeouts are not this:
-    a slow server does answer."""
+    """No server answered (refused, DNS, reset); a timeout is not this (a slow server does answer)."""
     openai = _openai_module()
     return isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError)
 
@@ -165,6 +181,7 @@ class JudgeClient:
         self._sdk_lock = threading.Lock()
         self._counter_lock = threading.Lock()
         self.semaphore = process_semaphore(settings.endpoint, settings.concurrency)
+        self.breaker = Breaker(window_s=settings.timeout_s)
         self.http_calls = 0  # requests sent (all attempts), for accounting and tests
 
     @property
@@ -182,11 +199,29 @@ class JudgeClient:
         backoff = min(s.backoff_max_s, s.backoff_base_s * 2 ** (retry_state.attempt_number - 1))
         return backoff * (0.5 + random.random() / 2)  # jitter: threads retrying together spread out
 
-    def _create(self, messages: list[dict[str, str]], decoding: dict[str, Any]) -> Any:
+    def _create(self, messages: list[dict[str, str]], decoding: dict[str, Any], call: _Call) -> Any:
+        openai = _openai_module()
         with self.semaphore:
+            if (reason := self.breaker.blocked(call.probe)) is not None:
+                raise _Stopped(reason)
             with self._counter_lock:
                 self.http_calls += 1
-            return self.sdk.chat.completions.create(model=self.settings.model, messages=messages, **decoding)
+            call.attempts += 1
+            probe, call.probe = call.probe, False  # the probe is the call's first attempt only
+            start = self.breaker.clock()
+            try:
+                response = self.sdk.chat.completions.create(model=self.settings.model, messages=messages, **decoding)
+            except openai.APIConnectionError as exc:  # no HTTP reply at all (timeouts included)
+                call.no_more = probe
+                self.breaker.attempt(call.id, call.scope, start, False, probe=probe,
+                                     last=probe or call.attempts >= self.settings.max_attempts,
+                                     error=describe(exc, self.settings))
+                raise
+            except BaseException:  # an HTTP error status or an unreadable body: the server answered
+                self.breaker.attempt(call.id, call.scope, start, True, probe=probe)
+                raise
+            self.breaker.attempt(call.id, call.scope, start, True, probe=probe)
+            return response
 
     def _not_a_chat_api(self, detail: str) -> JudgeCallError:
         """Fatal: every later call to this URL will get the same kind of answer."""
@@ -194,29 +229,35 @@ class JudgeClient:
                                      f"completion ({detail}): is the base URL an OpenAI-compatible API (ending in /v1)?",
                                      self.settings.secrets())[:500], fatal=True)
 
-    def complete(self, messages: list[dict[str, str]], decoding: dict[str, Any]) -> Reply:
-        """One judge reply; raises :class:`JudgeCallError` (redacted) after bounded attempts."""
+    def complete(self, messages: list[dict[str, str]], decoding: dict[str, Any], *, scope: Hashable = None,
+                 probe: bool = False) -> Reply:
+        """One judge reply; raises :class:`JudgeCallError` (redacted) after bounded attempts, or at
+        once when the breaker is open. ``scope``: the task or batch (the breaker's unit);
+        ``probe``: the first attempt is the breaker's half-open trial (no retry without a reply)."""
         import tenacity
 
+        call = _Call(self.breaker.new_call(), scope, probe)
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.settings.max_attempts),
             wait=self._wait_seconds,
-            retry=tenacity.retry_if_exception(is_transient),
+            retry=tenacity.retry_if_exception(lambda exc: is_transient(exc) and not call.no_more),
             reraise=True,
             before_sleep=lambda rs: log.info("judge call attempt %d failed (%s), retrying",
                                              rs.attempt_number, describe(rs.outcome.exception(), self.settings)),
         )
         try:
-            response = retrying(self._create, messages, decoding)
+            response = retrying(self._create, messages, decoding, call)
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes a recorded, redacted error
             openai = _openai_module()
+            if isinstance(exc, _Stopped):
+                raise JudgeCallError(f"judging stopped: {exc}") from None  # the breaker opened
             if isinstance(exc, ValueError):  # JSONDecodeError included: a 2xx body that is no chat completion
                 raise self._not_a_chat_api(f"{type(exc).__name__}: {exc}") from None
             if not isinstance(exc, openai.OpenAIError):
                 raise JudgeCallError(redact(f"{type(exc).__name__}: {exc}", self.settings.secrets())[:500]) from None
             attempts = retrying.statistics.get("attempt_number", 1)
             raise JudgeCallError(f"{describe(exc, self.settings)} after {attempts} attempt(s)",
-                                 fatal=is_fatal(exc) or is_unreachable(exc), status=_status(exc)) from None
+                                 fatal=is_fatal(exc), status=_status(exc)) from None
         attempts = retrying.statistics.get("attempt_number", 1)
         usage = {}
         if getattr(response, "usage", None) is not None:

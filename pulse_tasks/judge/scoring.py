@@ -8,12 +8,13 @@ enter the mean; the others are counted and flag the score. A failed call is neve
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
 import threading
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -48,10 +49,10 @@ RESPONSE_FORMAT = {"type": "json_object"}  # JSON mode, as the paper's judge
 # Generation-failure markers (our adapter, lmms-eval's API adapters); such items are not judged.
 FAILED_PREFIXES = ("[ECGBENCH_GENERATION_FAILED", "[LMMS_EVAL_REQUEST_FAILED")
 N_ERROR_EXAMPLES = 5  # distinct error messages shown in an aggregate
-# Items in a row whose every transport attempt failed (timeouts, 429, 5xx) with no reply in between:
-# a judge that hangs or went down mid-run. Judging then stops (answers kept, judge later) instead of
-# spending every item's attempts and backoff: hours on a full run with a hung server.
-STOP_AFTER_FAILED_ITEMS = 3
+# A judge that hangs or goes down mid-run trips the circuit breaker (pulse_tasks.judge.breaker): the
+# rest of that task or batch fails at once (answers kept, judge later) instead of spending every
+# item's attempts and backoff; the next task or batch probes the judge with one call first.
+_BATCHES = itertools.count(1)  # each judge_items call is its own breaker scope
 
 
 def decoding(settings: JudgeSettings) -> dict[str, Any]:
@@ -75,33 +76,21 @@ class _Runtime:
         self.cache = JudgeCache(settings.cache_path) if settings.cache_path else None
         self.lock = threading.Lock()
         self.calls_reserved = 0  # items sent to the API (budget units)
-        self.fatal: str | None = None  # set by a 401/403/404 or a judge gone silent: later items fail at once
-        self.failed_in_a_row = 0  # items whose attempts all failed since the last reply
+        self.fatal: str | None = None  # set by a 401/403/404, no quota, no chat API: later items fail at once
         self.verified = threading.Event()  # the first API call has come back
         self.probing = False
         notice = key_notice(settings)  # once per judge configuration and process
         log.log(logging.WARNING if settings.key_source == "none" else logging.INFO, "%s", notice)
 
     def stop(self, reason: str) -> None:
-        """Stop judging in this process: every later item fails at once (logged the first time)."""
+        """Stop judging in this process on a fatal answer: every later item fails at once (logged
+        the first time). An outage is the breaker's business (per task or batch), not this."""
         with self.lock:
             first = self.fatal is None
             self.fatal = self.fatal or reason
         if first:
             log.error("judge stopped: %s. Every further item is marked failed (its answer is kept: "
                       "judge it later with `ecgbench judge` on the samples file).", reason)
-
-    def item_failed(self, error: str) -> None:
-        """An item's attempts all failed; after STOP_AFTER_FAILED_ITEMS in a row, judging stops."""
-        with self.lock:
-            self.failed_in_a_row += 1
-            n = self.failed_in_a_row
-        if n == STOP_AFTER_FAILED_ITEMS:
-            self.stop(f"{n} items in a row got no reply after all their attempts (last: {error})")
-
-    def replied(self) -> None:
-        with self.lock:
-            self.failed_in_a_row = 0
 
     def reserve(self) -> bool:
         """Take one unit of the call budget; False when it is spent."""
@@ -185,9 +174,12 @@ def deferred_record(subset: Subset | str, doc_id: Any) -> dict[str, Any]:
 
 
 def score_item(subset: Subset | str, doc: dict[str, Any], responses: str | Sequence[Any],
-               settings: JudgeSettings | None = None) -> dict[str, Any]:
+               settings: JudgeSettings | None = None, scope: Hashable = None) -> dict[str, Any]:
     """Judge one item. Thread-safe; returns a record and never raises for API, reply or input
-    problems (status "failed" with the reason). Only a subset that is not judged raises."""
+    problems (status "failed" with the reason). Only a subset that is not judged raises.
+
+    ``scope``: the task or batch the item belongs to, the circuit breaker's unit (default: the
+    subset, i.e. the lmms-eval task): a breaker that tripped in one scope probes before the next."""
     kind = judge_kind(subset)
     config = "ptb-test-report" if kind == "report" else "arena"
     doc_id = doc.get("id") if isinstance(doc, dict) else None
@@ -196,7 +188,6 @@ def score_item(subset: Subset | str, doc: dict[str, Any], responses: str | Seque
         judge = judge_identity(settings, kind)
     except (ValueError, OSError) as exc:
         return _record(doc_id, config, STATUS_FAILED, {}, error=f"judge settings: {exc}")
-    secrets = settings.secrets()
     if not settings.configured:
         return _record(doc_id, config, STATUS_FAILED, judge, error=f"judge not configured. {HOW_TO_CONFIGURE}")
     try:
@@ -227,26 +218,36 @@ def score_item(subset: Subset | str, doc: dict[str, Any], responses: str | Seque
             pass  # a reply the current parser rejects: judge again
     if rt.fatal:
         return _record(doc_id, config, STATUS_FAILED, judge, error=f"judging stopped: {rt.fatal}", **base)
-    if not rt.reserve():
-        return _record(doc_id, config, STATUS_SKIPPED, judge,
-                       error=f"judge call budget of {settings.max_calls} reached", **base)
+    scope = config if scope is None else scope
+    admission = rt.client.breaker.admit(scope)
+    if not admission.allowed:
+        return _record(doc_id, config, STATUS_FAILED, judge, error=f"judging stopped: {admission.reason}", **base)
+    try:
+        if not rt.reserve():
+            return _record(doc_id, config, STATUS_SKIPPED, judge,
+                           error=f"judge call budget of {settings.max_calls} reached", **base)
+        return _judge_call(rt, kind, messages, key, doc_id, config, judge, base, scope, admission.probe)
+    finally:
+        rt.client.breaker.probe_over(admission)
 
+
+def _judge_call(rt: _Runtime, kind: JudgeKind, messages: list[dict[str, str]], key: str, doc_id: Any, config: str,
+                judge: dict[str, Any], base: dict[str, Any], scope: Hashable, probe: bool) -> dict[str, Any]:
+    """Call the judge for one item (asking again on invalid replies) and make its record."""
+    settings, secrets, dec = rt.settings, rt.settings.secrets(), decoding(rt.settings)
     usage = {"prompt_tokens": 0, "completion_tokens": 0, "api_calls": 0}
-    is_probe = rt.enter_gate()
+    first_call = rt.enter_gate()  # the first call of the process: the others wait for it
     if rt.fatal:
         return _record(doc_id, config, STATUS_FAILED, judge, error=f"judging stopped: {rt.fatal}", **base)
     last_raw, error = None, "no reply"
     try:
-        for _ in range(1 + settings.invalid_retries):
+        for attempt in range(1 + settings.invalid_retries):
             try:
-                reply = rt.client.complete(messages, dec)
+                reply = rt.client.complete(messages, dec, scope=scope, probe=probe and attempt == 0)
             except JudgeCallError as exc:
                 if exc.fatal:
                     rt.stop(str(exc))
-                else:
-                    rt.item_failed(str(exc))
                 return _record(doc_id, config, STATUS_FAILED, judge, error=str(exc), usage=usage, **base)
-            rt.replied()
             usage["api_calls"] += reply.attempts
             usage["prompt_tokens"] += reply.usage.get("prompt_tokens", 0)
             usage["completion_tokens"] += reply.usage.get("completion_tokens", 0)
@@ -268,7 +269,7 @@ def score_item(subset: Subset | str, doc: dict[str, Any], responses: str | Seque
         return _record(doc_id, config, STATUS_FAILED, judge, raw=last_raw, usage=usage,
                        error=redact(f"unexpected {type(exc).__name__}: {exc}", secrets)[:500], **base)
     finally:
-        if is_probe:
+        if first_call:
             rt.verified.set()
 
 
@@ -285,8 +286,10 @@ def judge_items(subset: Subset | str, docs: Sequence[dict[str, Any]], responses:
         bar = tqdm(total=len(docs), desc=f"judging {subset if isinstance(subset, str) else subset.config}",
                    unit="item", dynamic_ncols=True)
 
+    scope = ("batch", next(_BATCHES))  # the breaker gives every batch its own chance
+
     def one(i: int) -> dict[str, Any]:
-        rec = score_item(subset, docs[i], responses[i], settings)
+        rec = score_item(subset, docs[i], responses[i], settings, scope=scope)
         if bar is not None:
             bar.update(1)
         return rec
