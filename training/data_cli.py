@@ -9,8 +9,8 @@ a pool of processes (the same tokenizer, length limit and image check, from `--c
 `key=value` overrides as the recipe takes them), prints what would be skipped with the first
 examples of each reason, writes the scan's index where the recipe finds it (DIR/.ecgbench/index/)
 and prints the exact `data_path=` / `image_folder=` arguments to train with. Exit status: 0 ready,
-1 records would be skipped (or a shard was corrupt or had members refused; `--allow-missing`
-accepts skipped records), 2 the command could not run.
+1 records would be skipped (unless `--allow-missing`; `fetch` also when a shard was corrupt or
+had members refused), 2 the command could not run.
 """
 
 from __future__ import annotations
