@@ -20,7 +20,12 @@ try:  # transformers 5 name; 4.x spelled it PretrainedConfig
 except ImportError:  # pragma: no cover
     from transformers import PretrainedConfig as _BaseConfig
 
-from pulse_models.configuration import ORIGINAL_ARCHITECTURE, ORIGINAL_MODEL_TYPE, ConfigError, PulseConfig
+from pulse_models.configuration import (
+    ORIGINAL_ARCHITECTURE,
+    ORIGINAL_MODEL_TYPE,
+    ConfigError,
+    PulseConfig,
+)
 
 # Keys transformers adds to a config dict that are not part of the checkpoint's config.json.
 _HF_INTERNAL_KEYS = ("_name_or_path", "name_or_path", "transformers_version", "_commit_hash",

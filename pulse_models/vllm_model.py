@@ -45,7 +45,12 @@ from pulse_models.checkpoint import (
     resolve_checkpoint_dir,
 )
 from pulse_models.configuration import PulseConfig, local_tower_dir
-from pulse_models.conversation import IMAGE_TOKEN, IMAGE_TOKEN_INDEX, llava_v1_chat_template, tokenize_with_image
+from pulse_models.conversation import (
+    IMAGE_TOKEN,
+    IMAGE_TOKEN_INDEX,
+    llava_v1_chat_template,
+    tokenize_with_image,
+)
 from pulse_models.image_processing import ImageProcessor, num_image_tokens
 from pulse_models.modeling import merge_tile_features
 from pulse_models.vllm_config import PulseLlavaVllmConfig
@@ -198,7 +203,7 @@ class PulseLlavaForVllm(LlavaNextForConditionalGeneration):
         folder = local_tower_dir(name, ckpt) or resolve_checkpoint_dir(name)
         for f in _weight_files(Path(folder)):
             with safe_open(str(f), framework="pt", device="cpu") as sf:
-                for key in sf.keys():
+                for key in sf.keys():  # noqa: SIM118 - safe_open handles have keys(), no __iter__
                     # CLIPVisionModel / CLIPModel files: vision_model.* (text_model.* etc. not used)
                     if key.startswith("vision_model."):
                         yield "vision_tower." + key, sf.get_tensor(key)
@@ -278,5 +283,10 @@ class PulseLlavaTokenizer(TokenizerLike):
         return get_cached_tokenizer(tokenizer)
 
 
-__all__ = ["PulseLlavaForVllm", "PulseLlavaTokenizer", "PulseLlavaMultiModalProcessor", "vllm_weight_name",
-           "image_prompt_ids"]
+__all__ = [
+    "PulseLlavaForVllm",
+    "PulseLlavaMultiModalProcessor",
+    "PulseLlavaTokenizer",
+    "image_prompt_ids",
+    "vllm_weight_name",
+]

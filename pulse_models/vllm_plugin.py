@@ -93,7 +93,7 @@ def is_original_checkpoint(name: str) -> bool:
             from huggingface_hub import hf_hub_download
 
             config_file = Path(hf_hub_download(name, "config.json"))
-        except Exception:  # not a hub repo, or offline without it cached: not ours
+        except Exception:  # noqa: BLE001 - not a hub repo, or offline without it cached: not ours
             return False
     if config_file is None or not config_file.is_file():
         return False
