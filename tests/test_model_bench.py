@@ -147,3 +147,21 @@ def test_agreement_is_over_every_item_timed():
     assert eval_throughput.agreement(ref, []) == (0.0, 0.0)
     assert eval_throughput.agreement([], [[1]]) == (0.0, 0.0)  # no reference output: nothing is identical
     assert eval_throughput.agreement([[]], [[]]) == (0.0, 0.0)  # a failed item never matches a failed reference
+
+
+def test_eval_throughput_vllm_setting_skipped_without_vllm(tmp_path):
+    """--vllm where vllm is not importable (the device machine): the adapter settings run, the vLLM
+    setting is skipped with its reason in the JSON, and the exit status stays 0."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is importable here: tests/test_vllm_plugin.py runs the setting")
+    sys.path.insert(0, str(BENCH))
+    import eval_throughput
+
+    out = tmp_path / "bench.json"
+    assert eval_throughput.main(["--tiny", "--device", "cpu", "--vllm", "--workloads", "short", "--items", "short=2",
+                                 "--reference-items", "short=2", "--batch-sizes", "2", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert "not importable" in data["vllm"]["skipped"]
+    assert [r["setting"] for r in data["results"]] == ["reference", "adapter"]

@@ -25,6 +25,7 @@ from pulse_models.testing import (
     make_tiny_clip_dir,
     make_tiny_original_checkpoint,
 )
+from pulse_tasks.hooks import SKIP_JUDGE_CHECK_ENV
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -212,26 +213,35 @@ def _samples(out: Path) -> dict[str, dict]:
 
 
 def _answers(row: dict) -> list[str]:
-    resps = row["resps"][0] if row["resps"] else []
-    resps = resps if isinstance(resps, list) else [resps]
+    """A samples row's answers (one, or the arena's two), stripped as the scorers read them."""
     flat: list[str] = []
-    for r in resps:
-        flat.extend(r if isinstance(r, list) else [r])
-    return [str(a).strip() for a in flat]
+
+    def walk(x: object) -> None:
+        if isinstance(x, (list, tuple)):
+            for y in x:
+                walk(y)
+        else:
+            flat.append(str(x).strip())
+
+    walk(row.get("filtered_resps", row.get("resps")))
+    return flat
 
 
 def test_lmms_eval_vllm_model_equals_pulse(checkpoints, synth_data_dir, tmp_path):
     """`lmms-eval --model vllm` on all nine tasks (the arena's two turns included) writes the
     greedy answers `--model pulse` writes, on at least 95% of the items (fp32, CPU)."""
+    # Judged subsets deferred (no judge here) through the hooks' switch: lmms-eval's --predict_only
+    # swaps in its own process_results, which fails on the arena's two answers.
     env = {"ECGBENCH_DATA": str(synth_data_dir), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
-           "ECGBENCH_CACHE": str(tmp_path / "cache"), "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+           "ECGBENCH_CACHE": str(tmp_path / "cache"), "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+           SKIP_JUDGE_CHECK_ENV: "1"}
     ckpt = checkpoints["flat"]
-    common = ["--tasks", "ecgbench", "--predict_only", "--log_samples", "--gen_kwargs", f"max_new_tokens={MAX_NEW}"]
+    common = ["--tasks", "ecgbench", "--log_samples", "--gen_kwargs", f"max_new_tokens={MAX_NEW}"]
     vllm_out, pulse_out = tmp_path / "vllm", tmp_path / "pulse"
     proc = _lmms_eval(["--model", "vllm", "--model_args", f"model={ckpt},{LMMS_VLLM_ARGS},max_new_tokens={MAX_NEW}",
                        "--output_path", str(vllm_out), *common], env, tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    proc = _lmms_eval(["--model", "pulse", "--model_args", f"pretrained={ckpt},dtype=float32,device_map=cpu,batch_size=4",
+    proc = _lmms_eval(["--model", "pulse", "--model_args", f"pretrained={ckpt},dtype=float32,device_map=cpu", "--batch_size", "4",
                        "--output_path", str(pulse_out), *common], env, tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     ours, theirs = _samples(vllm_out), _samples(pulse_out)
@@ -244,3 +254,27 @@ def test_lmms_eval_vllm_model_equals_pulse(checkpoints, synth_data_dir, tmp_path
     assert equal / len(ours) >= 0.95, [(k, _answers(ours[k]), _answers(theirs[k])) for k in ours
                                        if _answers(ours[k]) != _answers(theirs[k])][:5]
     assert all(IMAGE_TOKEN not in a for k in ours for a in _answers(ours[k]))
+
+
+# ---------------------------------------------------------------- the benchmark's vLLM setting
+
+
+def test_bench_vllm_setting_runs_the_same_items(tmp_path):
+    """bench/eval_throughput.py --vllm: the reference's prompts and scans on vLLM, exactly the
+    workload's new tokens, items/s and agreement with the batch-1 reference (tiny, CPU)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import eval_throughput
+
+    out = tmp_path / "bench.json"
+    code = eval_throughput.main(["--tiny", "--device", "cpu", "--vllm", "--items", "short=4,report=2",
+                                 "--reference-items", "short=2,report=1", "--batch-sizes", "2", "--report-tokens", "8",
+                                 "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert code == 0, data
+    rows = {(r["workload"], r["setting"]): r for r in data["results"]}
+    for workload, n, new in (("short", 4, 16), ("report", 2, 8)):
+        r = rows[(workload, "vllm")]
+        assert r["n_items"] == r["compared_items"] == n and r["items_per_s"] > 0
+        assert r["mean_new_tokens"] == r["forced_new_tokens"] == new and r["wrong_length"] == 0
+        assert r["identical_items"] == 1.0, r
+    assert data["vllm"]["startup_s"] > 0
