@@ -204,7 +204,10 @@ def llava_v1_chat_template(system: str = SYSTEM) -> str:
     """``build_prompt``'s standard layout as a Jinja chat template (vLLM applies it to chat
     messages; a leading system message replaces ``system``). Content is a string: vLLM puts
     ``<image>\\n`` in front of the text of a message with an image, as ``first_user_text`` does.
-    The BOS string stands for the tokenizer's BOS (pulse_models.vllm_model.image_prompt_ids)."""
+    The BOS string stands for the tokenizer's BOS (pulse_models.vllm_model.image_prompt_ids).
+    Earlier answers are stripped, as the ``pulse`` adapter keeps them: vLLM's answer text keeps
+    the space of its first SentencePiece piece ("▁c" -> " c"), which would otherwise double the
+    one after "ASSISTANT:" in the next turn's prompt."""
     def lit(text: str) -> str:
         return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -219,7 +222,7 @@ def llava_v1_chat_template(system: str = SYSTEM) -> str:
         "{%- if m['content'] -%}{{- " + lit(user + ": ") + " + m['content'] + " + lit(SEP) + " -}}"
         "{%- else -%}{{- " + lit(user + ":") + " -}}{%- endif -%}"
         "{%- elif m['role'] == 'assistant' -%}"
-        "{%- if m['content'] -%}{{- " + lit(assistant + ": ") + " + m['content'] + " + lit(SEP2) + " -}}"
+        "{%- if m['content'] | trim -%}{{- " + lit(assistant + ": ") + " + (m['content'] | trim) + " + lit(SEP2) + " -}}"
         "{%- else -%}{{- " + lit(assistant + ":") + " -}}{%- endif -%}"
         "{%- endif -%}"
         "{%- endfor -%}"
