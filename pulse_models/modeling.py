@@ -27,6 +27,8 @@ Public API (stable, used by training/, the adapter and bench/):
       .checkpointed_layers -> list[int]
       .freeze_vision_tower(frozen=True)   (frozen by default: LLaVA runs the tower under no_grad)
     MergedInputs, PulseOutput dataclasses.
+    merge_tile_features(feats, image_size, config, image_newline) -> Tensor   one image's flat or
+      spatial_unpad merge (also the vLLM model's, pulse_models/vllm_model.py)
 
 ``input_ids`` may be a LongTensor [B, T] (with ``attention_mask`` marking real tokens; either
 padding side) or a list of per-sample id lists. ``images`` is a list with one tensor
