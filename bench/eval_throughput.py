@@ -15,6 +15,9 @@ What it measures (one GPU, random weights, nothing downloaded):
     (GenSettings.min_new_tokens = max_new_tokens; the adapter's default stops at EOS), so random
     weights that would stop early cannot shorten the work timed; an item with another count is
     an error.
+  * --vllm: the same items on vLLM through our plugin (pulse_models.vllm_offline in a subprocess,
+    every item of a workload submitted at once, ignore_eos), items/s and agreement with the
+    reference's greedy ids; skipped (the JSON's "vllm" entry says why) where vllm is not importable.
   * output: items/s (generated items only: a failed item is not done), mean new tokens per item,
     peak GPU memory, and agreement of greedy token ids with the reference over every item timed
     (identical items, identical tokens): the candidates' items cycle through the reference's
@@ -65,6 +68,8 @@ SCAN_SIZE = (2200, 1700)
 TARGET_TEXT_TOKENS = 120  # text tokens per prompt around the image (system + question + roles)
 # Weight init std of the random model (transformers' Llama default initializer_range).
 INIT_STD = 0.02
+# The vLLM setting's name in the results (pulse_models.vllm_offline, all items of a workload at once).
+VLLM_SETTING = "vllm"
 
 
 @dataclass
@@ -118,6 +123,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also split one short batch of this size into preparation, CLIP+splice, prefill and decode")
     p.add_argument("--profile", default=None, metavar="FILE",
                    help="with --phases: write torch.profiler's kernel table of that batch's prefill here")
+    p.add_argument("--vllm", action="store_true",
+                   help="also time vLLM (our plugin, pulse_models.vllm_offline in a subprocess) on the same prompts "
+                        "and images, all items at once; skipped when vllm is not importable")
+    p.add_argument("--vllm-python", default=sys.executable, help="the interpreter with vLLM (default this one)")
+    p.add_argument("--vllm-args", default=None,
+                   help='JSON of LLM() arguments for the vLLM setting (default GPU: {"gpu_memory_utilization": 0.4, '
+                        '"max_model_len": 4096}; CPU: the in-process engine at 0.15 of RAM)')
     return p.parse_args(argv)
 
 
@@ -142,7 +154,9 @@ def build_model(args: argparse.Namespace, device: Any, dtype: Any, tmp: Path) ->
     from pulse_models.testing import make_tiny_original_checkpoint, make_tiny_tokenizer_dir
 
     if args.tiny:
-        path = make_tiny_original_checkpoint(tmp / "tiny", merge_type="flat", seed=args.seed)
+        # head_dim 32 with --vllm: vLLM's CPU attention needs at least 32 (the tiny default is 8)
+        path = make_tiny_original_checkpoint(tmp / "tiny", merge_type="flat", seed=args.seed,
+                                             head_dim=32 if args.vllm else None)
         model, tok, ip, _ = load_pulse(path, dtype=dtype, device=device, attn_implementation=args.attn)
         return model, tok, ip
     if args.checkpoint:
@@ -448,10 +462,105 @@ def main(argv: list[str] | None = None) -> int:
             results.append(r)
             _print(r)
             _write_json(args.json, meta, results, extra)
+        if args.vllm:
+            run_vllm_setting(args, model, tok, distinct, items_n, tokens, refs, Path(tmp), device, dtype,
+                             results, extra, started)
+            _write_json(args.json, meta, results, extra)
         extra["summary"] = summarise(results, extra["errors"], device.type == "cuda" and not tiny)
         meta["wall_s"] = round(time.perf_counter() - started, 1)
         _write_json(args.json, meta, results, extra)
     return 1 if any(v["verdict"].startswith("FAIL (") for v in extra["summary"]) or extra["errors"] else 0
+
+
+def vllm_available(python: str) -> bool:
+    """Whether ``python`` can import vllm (looked up, not imported: that takes most of a minute)."""
+    import subprocess
+
+    probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"
+    return subprocess.run([python, "-c", probe], check=False, capture_output=True).returncode == 0
+
+
+def vllm_workloads(distinct: dict[str, list[Any]], items_n: dict[str, int], tokens: dict[str, int],
+                   images: Path) -> dict[str, Any]:
+    """pulse_models.vllm_offline's workloads: the adapter settings' items (item i is the reference's
+    prompt i % len, as cycle_items), their PNG scans written once to ``images``."""
+    images.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Any] = {}
+    for workload, prompts in distinct.items():
+        rows = []
+        for i in range(items_n[workload]):
+            item = prompts[i % len(prompts)]
+            png = images / f"{workload}-{i % len(prompts)}.png"
+            if not png.exists():
+                png.write_bytes(item.load_image())
+            rows.append({"image": str(png), "turns": [[q, a] for q, a in item.turns]})
+        out[workload] = {"items": rows, "max_new_tokens": tokens[workload]}
+    return out
+
+
+def run_vllm_setting(args: argparse.Namespace, model: Any, tok: Any, distinct: dict[str, list[Any]],
+                     items_n: dict[str, int], tokens: dict[str, int], refs: dict[str, Result], tmp: Path,
+                     device: Any, dtype: Any, results: list[Result], extra: dict[str, Any], started: float) -> None:
+    """The vLLM setting: the same prompts and PNG scans as the adapter's settings, exactly the
+    workload's new tokens (ignore_eos), every item of a workload submitted at once (vLLM batches
+    continuously); items/s over the generate call and agreement with the reference's greedy
+    token ids. Skipped, with the reason in the JSON's "vllm" entry, when vllm is not importable or
+    less than a minute of the time budget is left."""
+    import subprocess
+
+    step = {"setting": VLLM_SETTING}
+    if not vllm_available(args.vllm_python):
+        extra["vllm"] = {"skipped": f"vllm is not importable by {args.vllm_python}"}
+        print(f"  vllm: skipped (vllm is not importable by {args.vllm_python}; pip install 'ecgbench-lmms[vllm]')",
+              flush=True)
+        return
+    left = None if args.time_budget is None else args.time_budget - (time.perf_counter() - started)
+    if left is not None and left < 60:
+        extra["vllm"] = {"skipped": "time budget spent"}
+        print("  vllm: skipped (time budget spent)", flush=True)
+        return
+    from pulse_models.checkpoint import save_original_format
+
+    ckpt = str(tmp / "tiny") if args.tiny else (args.checkpoint or args.write_checkpoint)
+    if not ckpt:  # the random 7B model: vLLM reads it from disk, in the original format
+        ckpt = str(save_original_format(model, tok, tmp / "vllm-checkpoint"))
+    on_gpu = str(device).startswith("cuda")
+    engine = json.loads(args.vllm_args) if args.vllm_args else (
+        {"gpu_memory_utilization": 0.4, "max_model_len": 4096, "enforce_eager": False,
+         "distributed_executor_backend": None} if on_gpu else {"max_model_len": 4096})
+    engine.setdefault("dtype", str(dtype).replace("torch.", ""))
+    spec = {"checkpoints": [ckpt], "workloads": vllm_workloads(distinct, items_n, tokens, tmp / "vllm-images"),
+            "ignore_eos": True, "engine": engine}
+    (tmp / "vllm-spec.json").write_text(json.dumps(spec))
+    out_file = tmp / "vllm-out.json"
+    try:
+        proc = subprocess.run([args.vllm_python, "-m", "pulse_models.vllm_offline", str(tmp / "vllm-spec.json"),
+                               str(out_file)], check=False, capture_output=True, text=True, cwd=str(ROOT),
+                              timeout=None if left is None else max(60.0, left))
+    except subprocess.TimeoutExpired:
+        extra["errors"].append({**step, "error": "timed out"})
+        print("  vllm: timed out", flush=True)
+        return
+    out = json.loads(out_file.read_text()) if proc.returncode == 0 and out_file.exists() else None
+    if out is None or out["errors"]:
+        error = (str(out["errors"]) if out else proc.stderr)[-500:]
+        extra["errors"].append({**step, "error": error})
+        print(f"  vllm: failed ({error})", flush=True)
+        return
+    run = out["checkpoints"][ckpt]
+    extra["vllm"] = {"startup_s": run["startup_s"], "engine": engine}
+    print(f"  vllm: engine started in {run['startup_s']:.1f}s", flush=True)
+    for workload, res in run["workloads"].items():
+        ids = [o["token_ids"] for o in res["outputs"]]
+        n, secs = len(ids), res["generate_s"]
+        r = Result(workload, VLLM_SETTING, n, "paged", 0, n, secs, n / secs if secs else 0.0, None,
+                   sum(len(x) for x in ids) / max(1, n), forced_new_tokens=tokens[workload],
+                   wrong_length=sum(len(x) != tokens[workload] for x in ids), outputs=ids)
+        if workload in refs:
+            r.identical_items, r.identical_tokens = agreement(refs[workload].outputs, r.outputs)
+            r.compared_items = n
+        results.append(r)
+        _print(r)
 
 
 def _print(r: Result) -> None:
@@ -485,7 +594,8 @@ def summarise(results: list[Result], errors: list[dict[str, Any]], on_gpu: bool)
         rows = [r for r in results if r.workload == workload]
         faults = _faults(rows, [e for e in errors if e["workload"] == workload])
         ref = next((r for r in rows if r.setting == "reference"), None)
-        clean = [r for r in rows if r.setting != "reference" and not r.failed and not r.wrong_length]
+        # the adapter's candidates (the vLLM setting is reported on its own line)
+        clean = [r for r in rows if r.setting not in ("reference", VLLM_SETTING) and not r.failed and not r.wrong_length]
         ok = [r for r in clean if (r.identical_items or 0) >= TARGET_AGREEMENT] or clean
         best = max(ok, key=lambda r: r.items_per_s, default=None)
         target = TARGETS.get(workload)

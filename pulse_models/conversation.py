@@ -12,6 +12,7 @@ Public API (stable, used by training/ and the adapter):
     SYSTEM, VICUNA_V1_SYSTEM, SYSTEMS, ROLES, SEP, SEP2, IMAGE_TOKEN, IMAGE_TOKEN_INDEX, IGNORE_INDEX   template constants
     build_prompt(turns, history_mode="standard"|"reference", system=SYSTEM) -> str
     tokenize_with_image(prompt, tokenizer) -> list[int]
+    llava_v1_chat_template(system=SYSTEM) -> str   build_prompt's standard layout as a Jinja chat template
     tokenize_conversation(conversations, tokenizer, max_length=...) -> (input_ids, labels, info)
     TokenizeInfo   the info dict's keys (mismatch flag, lengths, truncated)
 
@@ -197,3 +198,33 @@ def tokenize_conversation(
         "n_turns": len(messages) // 2,
     }
     return input_ids, labels, info
+
+
+def llava_v1_chat_template(system: str = SYSTEM) -> str:
+    """``build_prompt``'s standard layout as a Jinja chat template (vLLM applies it to chat
+    messages; a leading system message replaces ``system``). Content is a string: vLLM puts
+    ``<image>\\n`` in front of the text of a message with an image, as ``first_user_text`` does.
+    The BOS string stands for the tokenizer's BOS (pulse_models.vllm_model.image_prompt_ids).
+    Earlier answers are stripped, as the ``pulse`` adapter keeps them: vLLM's answer text keeps
+    the space of its first SentencePiece piece ("▁c" -> " c"), which would otherwise double the
+    one after "ASSISTANT:" in the next turn's prompt."""
+    def lit(text: str) -> str:
+        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    user, assistant = ROLES
+    return (
+        "{%- set ns = namespace(system=" + lit(system) + ", start=0) -%}"
+        "{%- if messages and messages[0]['role'] == 'system' -%}"
+        "{%- set ns.system = messages[0]['content'] -%}{%- set ns.start = 1 -%}{%- endif -%}"
+        "{{- bos_token + ns.system + " + lit(SEP) + " -}}"
+        "{%- for m in messages[ns.start:] -%}"
+        "{%- if m['role'] == 'user' -%}"
+        "{%- if m['content'] -%}{{- " + lit(user + ": ") + " + m['content'] + " + lit(SEP) + " -}}"
+        "{%- else -%}{{- " + lit(user + ":") + " -}}{%- endif -%}"
+        "{%- elif m['role'] == 'assistant' -%}"
+        "{%- if m['content'] | trim -%}{{- " + lit(assistant + ": ") + " + (m['content'] | trim) + " + lit(SEP2) + " -}}"
+        "{%- else -%}{{- " + lit(assistant + ":") + " -}}{%- endif -%}"
+        "{%- endif -%}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{- " + lit(assistant + ":") + " -}}{%- endif -%}"
+    )

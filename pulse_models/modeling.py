@@ -27,6 +27,8 @@ Public API (stable, used by training/, the adapter and bench/):
       .checkpointed_layers -> list[int]
       .freeze_vision_tower(frozen=True)   (frozen by default: LLaVA runs the tower under no_grad)
     MergedInputs, PulseOutput dataclasses.
+    merge_tile_features(feats, image_size, config, image_newline) -> Tensor   one image's flat or
+      spatial_unpad merge (also the vLLM model's, pulse_models/vllm_model.py)
 
 ``input_ids`` may be a LongTensor [B, T] (with ``attention_mask`` marking real tokens; either
 padding side) or a list of per-sample id lists. ``images`` is a list with one tensor
@@ -93,6 +95,33 @@ def build_projector(config: PulseConfig) -> nn.Module:
         nn.GELU(),
         nn.Linear(config.hidden_size, config.hidden_size),
     )
+
+
+def merge_tile_features(feats: torch.Tensor, image_size: tuple[int, int], config: PulseConfig,
+                        image_newline: torch.Tensor | None) -> torch.Tensor:
+    """One image's projected tile features [1 + tiles, P*P, H] -> its merged sequence [n_tokens, H]
+    (LLaVA's mm_patch_merge_type branch: flat, or spatial_unpad with ``image_newline`` [H]).
+    Shared by PulseLlavaForCausalLM and the vLLM model (pulse_models.vllm_model)."""
+    if config.mm_patch_merge_type == "flat":
+        return feats.flatten(0, 1)
+    # spatial_unpad
+    if image_newline is None:
+        raise ValueError("mm_patch_merge_type 'spatial_unpad' needs the checkpoint's model.image_newline")
+    if feats.shape[0] == 1:
+        return torch.cat([feats[0], image_newline[None].to(feats.dtype)], dim=0)
+    base, tiles = feats[0], feats[1:]
+    pps = config.patches_per_side
+    cols, rows = anyres_grid_shape(image_size, config.image_grid_pinpoints, config.tile_size)
+    if cols * rows != tiles.shape[0]:
+        raise ValueError(f"image of size {image_size} expects {cols}x{rows} tiles, got {tiles.shape[0]}")
+    grid = tiles.view(rows, cols, pps, pps, -1)  # [rows, cols, P, P, H]
+    grid = grid.permute(4, 0, 2, 1, 3).contiguous().flatten(1, 2).flatten(2, 3)  # [H, rows*P, cols*P]
+    kept_h, kept_w = unpadded_feature_shape(grid.shape[1], grid.shape[2], image_size)
+    top, left = (grid.shape[1] - kept_h) // 2, (grid.shape[2] - kept_w) // 2
+    grid = grid[:, top : top + kept_h, left : left + kept_w]
+    newline = image_newline[:, None, None].to(grid.dtype).expand(grid.shape[0], kept_h, 1)
+    grid = torch.cat([grid, newline], dim=-1)  # [H, kept_h, kept_w + 1]
+    return torch.cat([base, grid.flatten(1, 2).transpose(0, 1)], dim=0)
 
 
 class PulseLlavaForCausalLM(nn.Module):
@@ -221,25 +250,7 @@ class PulseLlavaForCausalLM(nn.Module):
 
     def _merge_tiles(self, feats: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
         """[1 + tiles, P*P, H] -> [n_tokens, H] (LLaVA's mm_patch_merge_type branch)."""
-        cfg = self.config
-        if cfg.mm_patch_merge_type == "flat":
-            return feats.flatten(0, 1)
-        # spatial_unpad
-        if feats.shape[0] == 1:
-            return torch.cat([feats[0], self.image_newline[None].to(feats.dtype)], dim=0)
-        base, tiles = feats[0], feats[1:]
-        pps = cfg.patches_per_side
-        cols, rows = anyres_grid_shape(image_size, cfg.image_grid_pinpoints, cfg.tile_size)
-        if cols * rows != tiles.shape[0]:
-            raise ValueError(f"image of size {image_size} expects {cols}x{rows} tiles, got {tiles.shape[0]}")
-        grid = tiles.view(rows, cols, pps, pps, -1)  # [rows, cols, P, P, H]
-        grid = grid.permute(4, 0, 2, 1, 3).contiguous().flatten(1, 2).flatten(2, 3)  # [H, rows*P, cols*P]
-        kept_h, kept_w = unpadded_feature_shape(grid.shape[1], grid.shape[2], image_size)
-        top, left = (grid.shape[1] - kept_h) // 2, (grid.shape[2] - kept_w) // 2
-        grid = grid[:, top : top + kept_h, left : left + kept_w]
-        newline = self.image_newline[:, None, None].to(grid.dtype).expand(grid.shape[0], kept_h, 1)
-        grid = torch.cat([grid, newline], dim=-1)  # [H, kept_h, kept_w + 1]
-        return torch.cat([base, grid.flatten(1, 2).transpose(0, 1)], dim=0)
+        return merge_tile_features(feats, image_size, self.config, self.image_newline)
 
     # ---- splicing ---------------------------------------------------------------------------
     def prepare_inputs_embeds(

@@ -2,17 +2,19 @@
 
     make_tiny_tokenizer_dir(out_dir) -> Path        SentencePiece-only tokenizer.model (+ config)
     make_tiny_original_checkpoint(out_dir, merge_type="flat"|"spatial_unpad", seed=0,
-                                  max_length=TINY_MAX_LENGTH) -> Path
+                                  max_length=TINY_MAX_LENGTH, head_dim=None) -> Path
     make_tiny_clip_dir(out_dir, image_size=TINY_TILE, patch_size=TINY_PATCH, whole_clip=False,
                        image_mean=CLIP mean, shortest_edge=image_size) -> Path   a tower folder
     make_tiny_original_checkpoint(..., vision_tower=folder, tower_weights=True)   LLaVA's own
         layout: no vision_config key, mm_vision_tower names the folder (its config is read from there)
     make_tiny_hf_checkpoint(out_dir, seed=0) -> Path  (transformers llava_next + processor)
     make_ecg_like_image(width, height, seed=0) -> PIL.Image   a synthetic test image
-    tiny_config(merge_type, max_length) -> PulseConfig
+    tiny_config(merge_type, max_length, head_dim=None) -> PulseConfig
 
 Sizes: Llama hidden 32, 2 layers, 4 heads, vocab TINY_VOCAB; CLIP hidden 32, 2 layers, 32 px
 tiles of 8 px patches (16 tokens per tile), pinpoints = the LLaVA-1.6 grid scaled to 32 px tiles.
+``head_dim`` (e.g. 32, what vLLM's CPU attention needs at least) sets the Llama heads to
+hidden // head_dim (one head of 32 at hidden 32).
 The SentencePiece model is trained offline in well under a second and is deterministic.
 """
 
@@ -116,7 +118,7 @@ def _scaled_pinpoints(tile: int) -> list[list[int]]:
 
 
 def tiny_config(merge_type: str = "flat", max_length: int = TINY_MAX_LENGTH,
-                vision_tower: str | Path | None = None) -> "Any":
+                vision_tower: str | Path | None = None, head_dim: int | None = None) -> "Any":
     """The tiny PulseConfig; with ``vision_tower`` (a CLIP folder) the tower part is that folder's
     own config and preprocessing, read by resolve_vision_tower as a checkpoint naming it would."""
     from pulse_models.configuration import PulseConfig, resolve_vision_tower
@@ -127,6 +129,10 @@ def tiny_config(merge_type: str = "flat", max_length: int = TINY_MAX_LENGTH,
         "rms_norm_eps": 1e-5, "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
         "tie_word_embeddings": False,
     }
+    if head_dim is not None:
+        if text["hidden_size"] % head_dim:
+            raise ValueError(f"head_dim {head_dim} does not divide the tiny hidden size {text['hidden_size']}")
+        text["num_attention_heads"] = text["num_key_value_heads"] = text["hidden_size"] // head_dim
     vision = {
         "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
         "image_size": TINY_TILE, "patch_size": TINY_PATCH, "projection_dim": 16, "hidden_act": "quick_gelu",
@@ -147,7 +153,7 @@ def tiny_config(merge_type: str = "flat", max_length: int = TINY_MAX_LENGTH,
 
 def make_tiny_original_checkpoint(
     out_dir: str | Path, merge_type: str = "flat", seed: int = 0, max_length: int = TINY_MAX_LENGTH,
-    vision_tower: str | Path | None = None, tower_weights: bool = True,
+    vision_tower: str | Path | None = None, tower_weights: bool = True, head_dim: int | None = None,
 ) -> Path:
     """A random tiny LLaVA-1.6 checkpoint in the ORIGINAL format (config.json, model.safetensors,
     generation_config.json, and a SentencePiece-only tokenizer: tokenizer.model,
@@ -167,7 +173,8 @@ def make_tiny_original_checkpoint(
     tok_dir = make_tiny_tokenizer_dir(out, model_max_length=max_length)
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     torch.manual_seed(seed)
-    model = PulseLlavaForCausalLM(tiny_config(merge_type, max_length, vision_tower), attn_implementation="sdpa")
+    model = PulseLlavaForCausalLM(tiny_config(merge_type, max_length, vision_tower, head_dim),
+                                  attn_implementation="sdpa")
     _spread_init(model, seed)
     if vision_tower is not None:
         from transformers import CLIPVisionModel

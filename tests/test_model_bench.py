@@ -179,3 +179,21 @@ def test_compile_layers_compiles_every_decoder_layer_and_outputs_stay_identical(
     assert data["meta"]["compile_layers"] == "eager"
     assert compiled and set(compiled) == {"eager"}
     assert all(r["identical_items"] == 1.0 and r["failed"] == 0 for r in data["results"])
+
+
+def test_eval_throughput_vllm_setting_skipped_without_vllm(tmp_path):
+    """--vllm where vllm is not importable (the device machine): the adapter settings run, the vLLM
+    setting is skipped with its reason in the JSON, and the exit status stays 0."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is importable here: tests/test_vllm_plugin.py runs the setting")
+    sys.path.insert(0, str(BENCH))
+    import eval_throughput
+
+    out = tmp_path / "bench.json"
+    assert eval_throughput.main(["--tiny", "--device", "cpu", "--vllm", "--workloads", "short", "--items", "short=2",
+                                 "--reference-items", "short=2", "--batch-sizes", "2", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert "not importable" in data["vllm"]["skipped"]
+    assert [r["setting"] for r in data["results"]] == ["reference", "adapter"]

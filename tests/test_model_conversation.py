@@ -127,3 +127,23 @@ def test_tokenize_conversation_truncation(tokenizer):
     conv = [{"from": "human", "value": "<image>\nQ"}, {"from": "gpt", "value": "long answer " * 20}]
     ids, labels, info = tokenize_conversation(conv, tokenizer, max_length=50)
     assert info["truncated"] and len(ids) == len(labels) == 50 and info["total_len"] > 50
+
+
+def test_llava_v1_chat_template_renders_build_prompt():
+    """The chat template vLLM applies (pulse_models.vllm_model) renders build_prompt's standard
+    layout: BOS, system, the image line, earlier answers stripped, the generation prompt."""
+    from jinja2 import Template
+
+    from pulse_models.conversation import SYSTEM, build_prompt, llava_v1_chat_template
+
+    template = Template(llava_v1_chat_template())
+    turns = [("<image>\nWhat is the rhythm?", "Sinus rhythm."), ("And the rate? It's 'fast'", None)]
+    messages = [{"role": "user", "content": turns[0][0]}, {"role": "assistant", "content": " Sinus rhythm.\n"},
+                {"role": "user", "content": turns[1][0]}]
+    rendered = template.render(messages=messages, bos_token="<s>", add_generation_prompt=True)
+    assert rendered == "<s>" + build_prompt(turns)
+    one = template.render(messages=messages[:1], bos_token="<s>", add_generation_prompt=True)
+    assert one == "<s>" + build_prompt([(turns[0][0], None)])
+    own = template.render(messages=[{"role": "system", "content": "Be brief."}, *messages[:1]], bos_token="",
+                          add_generation_prompt=True)
+    assert own == build_prompt([(turns[0][0], None)], system="Be brief.") and SYSTEM not in own
