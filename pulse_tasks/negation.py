@@ -51,13 +51,39 @@ UNCONFIRMED_PRE = ("cannot exclude", "can not exclude", "can't exclude", "cannot
 UNCONFIRMED_POST = ("cannot be excluded", "can not be excluded", "can't be excluded", "cannot be ruled out",
                     "can not be ruled out", "can't be ruled out", "not excluded", "not ruled out",
                     "could not be excluded", "could not be ruled out")
+# Hypothetical and conditional mentions assert nothing ("which would be indicated by a prolonged
+# QRS", "such as LBBB", "e.g. AF", "if infarction is occurring"), nor does a definition of a term
+# ("sinus tachycardia is a type of ...", "burst noise is typically characterized by ..."): they
+# act as triggers that mark the mention unclaimed, but they are no denial (ECG-QA's "no" never
+# comes from them).
+HYPOTHETICAL_PRE = ("such as", "e.g.", "e.g", "eg.", "for example", "for instance", "if", "whether", "would",
+                    "would be", "to rule out", "to exclude", "to assess for", "to look for", "to evaluate for",
+                    "typically associated with", "usually associated with", "commonly associated with",
+                    "often associated with", "characteristic of", "typical of", "seen in")
+HYPOTHETICAL_POST = ("would", "would be", "is a type of", "are a type of", "is a form of", "is a kind of",
+                     "is typically", "are typically", "is usually", "are usually", "is often", "are often",
+                     "is commonly", "are commonly", "is generally", "are generally", "is characterized by",
+                     "are characterized by", "is defined as", "are defined as", "refers to", "is seen in",
+                     "are seen in", "would require", "would show", "would manifest")
+# "I would go with E", "I would classify this as RBBB": a choice, not a hypothetical
+HYPOTHETICAL_PSEUDO = ("would say", "would go with", "would choose", "would pick", "would select", "would answer",
+                       "would classify", "would read", "would call", "would label", "would diagnose", "would suggest",
+                       "would favor", "would favour", "would be consistent with")
 # Conjunctions that end a trigger's scope, as punctuation does ("no LBBB but RBBB").
 SCOPE_ENDERS = ("but", "however", "although", "though", "yet", "except", "apart from", "aside from",
                 "whereas", "while", "which", "instead", "rather", "so", "therefore", "thus", "then")
 SCOPE_WORDS = 6  # NegEx limits a trigger's reach to a few words; six covers "no definite acute ST elevation"
 # "non-" negates only the term it is glued to: "non-ST elevation MI" is an MI, "non-AF" no AF.
 PREFIX_TRIGGER = "non"
-_BOUNDARY_CHARS = ".;:!?\n,()[]"  # clause punctuation; a comma ends a list item ("no LBBB, RBBB")
+_BOUNDARY_CHARS = ".;:!?\n,()[]"  # clause punctuation; a comma ends a clause ("no LBBB, rhythm is sinus")
+# ... unless it separates the items of one list that a coordinator closes: "no signs of arrhythmia,
+# conduction abnormalities, or ischemic changes" negates all three. A list item is a short phrase
+# without a verb; an item with one ("and the rhythm is sinus") starts a new clause.
+_COORDINATOR_RE = re.compile(r"\b(?:or|and|nor|as\s+well\s+as)\b")
+_VERB_RE = re.compile(r"\b(?:is|are|was|were|be|been|has|have|had|shows?|showed|suggests?|indicates?|appears?|seems?"
+                      r"|demonstrates?|reveals?|exhibits?|displays?|presents?|confirms?|supports?|can|could|may|might"
+                      r"|would|should|will|does|do|did)\b")
+LIST_ITEM_WORDS = 6  # a list item longer than this is a clause
 
 
 def _alternation(phrases: tuple[str, ...]) -> str:
@@ -69,13 +95,14 @@ def _alternation(phrases: tuple[str, ...]) -> str:
 # pseudo triggers first, so "not only" is never the trigger "not"; then triggers, scope enders,
 # clause punctuation and the "non-" prefix.
 _SCAN_RE = re.compile(
-    rf"(?<![\w'])(?:(?P<pseudo>{_alternation(PSEUDO_TRIGGERS)})"
-    rf"|(?P<trigger>{_alternation(PRE_TRIGGERS + POST_TRIGGERS + UNCONFIRMED_PRE + UNCONFIRMED_POST)})"
+    rf"(?<![\w'])(?:(?P<pseudo>{_alternation(PSEUDO_TRIGGERS + HYPOTHETICAL_PSEUDO)})"
+    rf"|(?P<trigger>{_alternation(PRE_TRIGGERS + POST_TRIGGERS + UNCONFIRMED_PRE + UNCONFIRMED_POST + HYPOTHETICAL_PRE + HYPOTHETICAL_POST)})"
     rf"|(?P<ender>{_alternation(SCOPE_ENDERS)}))(?![\w'])|(?P<punct>[{re.escape(_BOUNDARY_CHARS)}])"
     rf"|(?<![\w'])(?P<prefix>{PREFIX_TRIGGER}[- ]?)(?=\w)"
 )
 _PRE, _POST = frozenset(PRE_TRIGGERS + UNCONFIRMED_PRE), frozenset(POST_TRIGGERS + UNCONFIRMED_POST)
 _UNCONFIRMED = frozenset(UNCONFIRMED_PRE + UNCONFIRMED_POST)
+_HYP_PRE, _HYP_POST = frozenset(HYPOTHETICAL_PRE), frozenset(HYPOTHETICAL_POST)
 # A finding given a negative value in a list ("LBBB: absent", "- NORM: no", "AF = negative"): the
 # value negates only the term right before its colon (markdown allowed between).
 VALUE_TRIGGERS = ("no", "absent", "not present", "negative", "not seen", "none", "not detected", "false")
@@ -96,6 +123,7 @@ class Trigger:
     text: str
     kind: str
     unconfirmed: bool = False  # "cannot exclude"-style: the term is not claimed, but not denied either
+    hypothetical: bool = False  # "such as X", "X would ...", "X is a type of": mentioned, not claimed
 
 
 @dataclass(frozen=True)
@@ -105,6 +133,7 @@ class NegationScope:
     text: str
     triggers: tuple[Trigger, ...]
     boundaries: tuple[int, ...]  # start offsets of clause boundaries (punctuation, "but", ...)
+    list_commas: tuple[int, ...] = ()  # commas between the items of one list: no boundary
 
     @classmethod
     def of(cls, text: str) -> NegationScope:
@@ -114,23 +143,36 @@ class NegationScope:
             lowered = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
         found: list[Trigger] = []
         boundaries: list[int] = []
+        commas: list[int] = []
         for m in _SCAN_RE.finditer(lowered):
             kind = m.lastgroup
             if kind == "trigger":
                 phrase = _SPACES_RE.sub(" ", m.group(kind))
-                for trigger_kind, table in (("pre", _PRE), ("post", _POST)):
+                for trigger_kind, table, hyp in (("pre", _PRE, _HYP_PRE), ("post", _POST, _HYP_POST)):
                     if phrase in table:
                         found.append(Trigger(m.start(), m.end(), phrase, trigger_kind, phrase in _UNCONFIRMED))
+                    elif phrase in hyp:
+                        found.append(Trigger(m.start(), m.end(), phrase, trigger_kind, hypothetical=True))
             elif kind == "prefix":
                 found.append(Trigger(m.start(), m.end(), PREFIX_TRIGGER + "-", "prefix"))
             elif kind in ("ender", "punct"):
                 boundaries.append(m.start())
+                if m.group(0) == ",":
+                    commas.append(m.start())
         for m in _VALUE_RE.finditer(lowered):
             found.append(Trigger(m.start(), m.end(), ": " + _SPACES_RE.sub(" ", m.group("value")), "value"))
-        return cls(text, tuple(found), tuple(boundaries))
+        list_commas = _list_commas(lowered, boundaries, commas) if commas and found else ()
+        if list_commas:
+            boundaries = [b for b in boundaries if b not in set(list_commas)]
+        return cls(text, tuple(found), tuple(boundaries), tuple(list_commas))
 
     def _crosses_boundary(self, start: int, end: int) -> bool:
         return any(start <= b < end for b in self.boundaries)
+
+    def _item_start(self, start: int, end: int) -> int:
+        """Where the list item holding ``end`` begins, when list commas lie in [start, end)."""
+        inside = [c for c in self.list_commas if start <= c < end]
+        return inside[-1] + 1 if inside else start
 
     def _words_between(self, start: int, end: int) -> int:
         return len(_WORD_RE.findall(self.text, start, end)) if end > start else 0
@@ -154,16 +196,38 @@ class NegationScope:
                 continue
             if trig.kind == "pre" and trig.end <= start:
                 gap = (trig.end, start)
+                counted = (self._item_start(*gap), start)  # each list item gets the whole reach
             elif trig.kind == "post" and trig.start >= end:
-                gap = (end, trig.start)
+                gap = counted = (end, trig.start)
             else:
                 continue
             if self._crosses_boundary(*gap):
                 continue
-            words = self._words_between(*gap)
+            words = self._words_between(*counted)
             if words <= SCOPE_WORDS and (best is None or words < best[0]):
                 best = (words, trig.text)
         return best[1] if best else None
+
+
+def _list_commas(lowered: str, boundaries: list[int], commas: list[int]) -> list[int]:
+    """The commas that separate the items of a list closed by a coordinator ("X, Y, or Z")."""
+    hard = [b for b in boundaries if lowered[b] != ","]
+    out: list[int] = []
+    for comma in commas:
+        if comma in out:
+            continue
+        stop = next((b for b in hard if b > comma), len(lowered))
+        run = [c for c in commas if comma <= c < stop] + [stop]
+        items = []
+        for a, b in zip(run, run[1:]):
+            item = lowered[a + 1:b]
+            if _VERB_RE.search(item) or len(_WORD_RE.findall(item)) > LIST_ITEM_WORDS:
+                break
+            items.append(a)
+            if _COORDINATOR_RE.search(item):
+                out += items
+                break
+    return out
 
 
 def negating_trigger(text: str, start: int, end: int) -> str | None:

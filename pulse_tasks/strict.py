@@ -58,7 +58,9 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
+from pulse_tasks import statements
 from pulse_tasks.negation import NegationScope
+from pulse_tasks.statements import Candidate, Prepared
 from pulse_tasks.subsets import BY_CONFIG
 
 STRICT_VERSION = 2  # 1: whole-token codes only; 2: prompt vocabulary, synonyms, negation, explain
@@ -152,12 +154,12 @@ LABEL_SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
 # Phrases that contain a code of some vocabulary but name something else (read before codes).
 # Those in ABNORMAL_LOOKALIKES still name an abnormality: code15's ABNORMAL when affirmed.
 ABNORMAL_LOOKALIKES = (
-    r"st[\s/-]*(?:segments?|depressions?|elevations?|changes?|t|abnormalit(?:y|ies)|deviations?|depressed|elevated|elev|depr)",
+    r"st[\s/-]*(?:(?:segments?[\s-]+)?(?:depressions?|elevations?|changes?|abnormalit(?:y|ies)|deviations?|depressed|elevated|elev|depr)|t)",
     r"afl", r"a[\s-]?flutter", r"atrial\s+flutter",  # flutter is not fibrillation
 )
 LOOKALIKES = (
     *ABNORMAL_LOOKALIKES,
-    r"st[\s-]*waves?",
+    r"st[\s-]*waves?", r"st[\s/-]*segments?",  # "the ST segment is normal": a part of the ECG, no finding
     r"normal\s+(?:axis|intervals?|pr|qrs|qt|qtc|voltage|rate|variant|p\s+waves?)",  # normal parts are no normal ECG
 )
 _NORMAL_CLAUSE_RE = re.compile(
@@ -237,15 +239,6 @@ def _lower_same_length(text: str) -> str:
     return lowered if len(lowered) == len(text) else "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
 
 
-def _answer_region(text: str) -> tuple[str, int]:
-    cut = None
-    for cut in _ANSWER_CUT_RE.finditer(text):  # the last one is wanted
-        pass
-    start = cut.end() if cut else 0
-    return text[start:], start
-
-
-_ANSWER_CUT_RE = re.compile(r"(?i)\banswer[*_]*\s*:[*_]*")
 # "Normal ECG except for X" / "otherwise normal ECG" qualify the normal reading: X is the finding.
 _EXCEPT_AFTER_RE = re.compile(r"[\s*_,]*(?:except|apart\s+from|aside\s+from|other\s+than|save\s+for|but\s+for|besides)\b")
 _OTHERWISE_BEFORE_RE = re.compile(r"\botherwise[\s*_]*$")
@@ -279,16 +272,150 @@ def not_answered(status: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
+# The answer statement first (every subset)
+# --------------------------------------------------------------------------------------------
+
+_TEMPLATE_WORD_RE = re.compile(r"(?i)\$\s*\{?\s*(?:class|letter|answer|label)\s*\}?|<\s*(?:class|letter)\s*>|\[\s*(?:class|letter)\s*\]")
+_GLOSS_PAREN_RE = re.compile(r"\([^()\n]*\)")  # "MI (inferior)": a gloss after a label
+_CONNECTOR_WORDS = frozenset({"and", "or", "with", "plus", "class", "classes", "label", "labels", "letter", "option",
+                              "options", "answer", "final", "the", "is"})
+
+
+def _only_noise(prep: Prepared) -> dict[str, Any]:
+    return _explanation("", 0, [], [], "the response is only noise (mojibake, markup or decoder tags)",
+                        ignored=prep.ignored)
+
+
+def _leftover_is_connective(line: str, spans: list[dict[str, Any]], start: int) -> bool:
+    """True when ``line`` (at ``start``) holds nothing but the spans, connectors and junk."""
+    chars = list(line)
+    for s in spans:
+        for i in range(max(0, s["start"] - start), min(len(chars), s["end"] - start)):
+            chars[i] = " "
+    rest = _GLOSS_PAREN_RE.sub(" ", _TEMPLATE_WORD_RE.sub(" ", "".join(chars)))
+    return all(w.lower() in _CONNECTOR_WORDS or not w.isascii() for w in re.findall(r"[^\W\d_]+", rest))
+
+
+def _choose_statement(prep: Prepared, cands: list[Candidate], read, label_only) -> tuple[Candidate, dict] | None:
+    """The answer statement: the last candidate that states a value, unless a binding ``Answer:``
+    line without one comes after it (then that line is the answer, and it names nothing)."""
+    best: tuple[Candidate, dict] | None = None
+    empty_binding: tuple[Candidate, dict] | None = None
+    cut = statements.cut_off(prep.text)
+    tail = len(prep.text.rstrip())
+    for cand in cands:
+        exp = read(cand.start, cand.end, cand)
+        has_value = bool(exp["labels"])
+        if cand.kind in (statements.KIND_ANSWER_IS, statements.KIND_CLASS_IS) and has_value:
+            has_value = _value_first(prep.clean, cand, exp)  # "the answer is based on ..." states nothing
+        if cand.binding and cut and cand.end >= tail and not has_value:
+            continue  # "Answer: $CLASS(sinus brad" cut at the token limit binds nothing
+        if cand.kind == statements.KIND_LABEL_LINE:
+            if not has_value or not label_only(prep.clean[cand.start:cand.end], exp, cand.start):
+                continue
+            if (best and best[0].kind == statements.KIND_LABEL_LINE and empty_binding is None
+                    and not prep.clean[best[0].end:cand.start].strip()):
+                # consecutive label lines are one list ("- **MI**\n- **HYP**")
+                cand = Candidate(cand.kind, best[0].start, cand.end, False)
+                exp = read(cand.start, cand.end, cand)
+        if has_value:
+            best, empty_binding = (cand, exp), None
+        elif cand.binding:
+            empty_binding = (cand, exp)
+    return empty_binding or best
+
+
+_VALUE_LEAD_RE = re.compile(r"(?i)[\s*_:\"'(\[$]*(?:(?:the|a|an|option|choice|class|letter|label|\$class)\b[\s*_:\"'(\[$]*)*")
+
+
+def _value_first(clean: str, cand: Candidate, exp: dict[str, Any]) -> bool:
+    """True when the statement opens with its value ("the answer is RBBB", not "is based on ...")."""
+    lead = _VALUE_LEAD_RE.match(clean, cand.start, cand.end)
+    first = lead.end() if lead else cand.start
+    return any(s["start"] <= first + 1 and s["end"] > first for s in exp["spans"] if s["label"] and not s["negated"])
+
+
+def _with_statement(prep: Prepared, chosen: tuple[Candidate, dict] | None, whole) -> dict[str, Any]:
+    """The chosen statement's explanation (the rest marked as rationale, not read), else ``whole()``."""
+    if chosen is None:
+        exp = whole()
+        exp["rationale_read"] = True
+    else:
+        cand, exp = chosen
+        text = prep.text[cand.start:cand.end]
+        exp["answer_statement"] = {"kind": cand.kind, "start": cand.start, "end": cand.end,
+                                   "text": text if len(text) <= REGION_MAX_CHARS else text[:REGION_MAX_CHARS - 1] + "\u2026"}
+        exp["rationale_read"] = False
+        exp["rationale_chars"] = len(prep.text.strip()) - len(text.strip())
+    if prep.ignored:
+        exp["ignored"] = prep.ignored
+    return exp
+
+
+def _no_value_reason(prep: Prepared, region: str, reason: str) -> str:
+    template = _TEMPLATE_WORD_RE.search(region)
+    if template:
+        return f"the answer template was echoed ({template.group(0).strip()!r})"
+    if statements.cut_off(prep.text):
+        return reason + "; the response was cut off before any verdict"
+    return reason
+
+
+# --------------------------------------------------------------------------------------------
 # Multi-label (ptb, cpsc, code15)
 # --------------------------------------------------------------------------------------------
 
 
 def explain_labels(text: str, labels: tuple[str, ...], prompt: str = "") -> dict[str, Any]:
     """Strict multi-label reading of one response (see the module docstring)."""
-    region, offset = _answer_region(text)
+    prep = statements.prepare(text, prompt)
+    if prep.only_noise:
+        return _only_noise(prep)
     described = _described(prompt, labels)
+
+    def read(start: int, end: int, cand: Candidate | None = None) -> dict[str, Any]:
+        return _read_labels(prep, start, end, labels, described)
+
+    def label_only(line: str, exp: dict[str, Any], start: int) -> bool:
+        return _leftover_is_connective(line, exp["spans"], start)
+
+    chosen = _choose_statement(prep, statements.candidates(prep.clean), read, label_only)
+    return _with_statement(prep, chosen, lambda: read(0, len(text)))
+
+
+# A code followed by a gloss in parentheses ("LBBB(right bundle branch block)", "RBBB (complete)"):
+# the code is what the question asks for, so the gloss is not read -- even when it names another
+# label (the code/name conflict: "LBBB(right bundle branch block)" reads LBBB).
+_GLOSS_RE_CACHE: dict[tuple[str, ...], re.Pattern[str]] = {}
+
+
+def _gloss_re(labels: tuple[str, ...]) -> re.Pattern[str]:
+    pattern = _GLOSS_RE_CACHE.get(labels)
+    if pattern is None:
+        codes = "|".join(re.escape(label.lower()) for label in sorted(labels, key=len, reverse=True))
+        pattern = re.compile(rf"(?<![{_WORD}-])(?:{codes})\s*\(([^()\n]{{1,60}})\)")
+        _GLOSS_RE_CACHE[labels] = pattern
+    return pattern
+
+
+@lru_cache(maxsize=64)
+def _code_token_re(labels: tuple[str, ...]) -> re.Pattern[str]:
+    codes = "|".join(re.escape(label.lower()) for label in sorted(labels, key=len, reverse=True))
+    return re.compile(rf"(?<![{_WORD}-])(?:{codes})(?![{_WORD}-])")
+
+
+def _read_labels(prep: Prepared, start: int, end: int, labels: tuple[str, ...],
+                 described: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, Any]:
+    text, offset = prep.text, start
+    region = prep.clean[start:end]
     scope = NegationScope.of(region)
     masked = _lower_same_length(region)
+    if "(" in masked:
+        for m in _gloss_re(labels).finditer(masked):
+            a, b = m.span(1)
+            if _code_token_re(labels).search(masked, a, b):  # "ABNORMAL (1dAVb)": a second code, no gloss
+                continue
+            masked = masked[:a] + " " * (b - a) + masked[b:]
     spans: list[dict[str, Any]] = []
     for pattern, terms in _vocabulary(labels, described):
         for m in pattern.finditer(masked):
@@ -307,8 +434,8 @@ def explain_labels(text: str, labels: tuple[str, ...], prompt: str = "") -> dict
     spans += _normal_clauses(text, masked, offset, labels, scope)
     chosen, implied = _resolve_labels(spans, labels)
     reason = ("every label found is negated" if any(s["label"] for s in spans)
-              else "no label of the question found")
-    return _explanation(region, offset, spans, chosen, reason, implied=implied)
+              else _no_value_reason(prep, region, "no label of the question found"))
+    return _explanation(text[start:end], offset, spans, chosen, reason, implied=implied)
 
 
 def _normal_clauses(text: str, masked: str, offset: int, labels: tuple[str, ...],
@@ -417,29 +544,54 @@ def explain_letter(text: str, letters: str, prompt: str = "") -> dict[str, Any]:
     """Strict letter reading of one response (see the module docstring)."""
     options = prompt_options(prompt)
     valid = "".join(letter for letter in letters if letter in options) if options else letters
-    marker = None
-    for marker in _LETTER_MARKER_RE.finditer(text):  # the last one is wanted
-        pass
-    if marker is not None:
-        offset = marker.end()
-        line_end = text.find("\n", offset + (1 if text[offset:offset + 1] == "\n" else 0))
-        if not text[offset:line_end if line_end != -1 else None].strip():  # "Answer:\nB"
-            nxt = text.find("\n", line_end + 1) if line_end != -1 else -1
-            line_end = nxt
-        region = text[offset:line_end] if line_end != -1 else text[offset:]
-    else:
-        offset, region = 0, text
+    prep = statements.prepare(text, prompt)
+    if prep.only_noise:
+        return _only_noise(prep)
+    clean = prep.clean
+    cands = [Candidate(statements.KIND_ANSWER_LINE, *_marker_region(clean, m.end()), True)
+             for m in _LETTER_MARKER_RE.finditer(clean)]
+    cands += [c for c in statements.candidates(clean) if c.kind == statements.KIND_LABEL_LINE]
+    cands.sort(key=lambda c: (c.start, c.end))
+
+    def read(start: int, end: int, cand: Candidate | None = None) -> dict[str, Any]:
+        after_marker = cand is not None and cand.binding
+        return _read_letter(prep, start, end, after_marker, options, valid)
+
+    def label_only(line: str, exp: dict[str, Any], start: int) -> bool:
+        body = line.strip()
+        return bool(_BARE_RE.fullmatch(body) or _LETTER_LINE_RE.match(body)
+                    or normalize_option(body.strip("*_ ")) in {normalize_option(t) for t in options.values()})
+
+    chosen = _choose_statement(prep, cands, read, label_only)
+    return _with_statement(prep, chosen, lambda: read(0, len(text)))
+
+
+_LETTER_LINE_RE = re.compile(r"[*_]*\(?[A-H][.):][*_]*\s+\S")  # "B. Atrial fibrillation", "(C) Sinus rhythm"
+
+
+def _marker_region(text: str, offset: int) -> tuple[int, int]:
+    """After a final-answer marker: the rest of its line, or the next line when that is empty."""
+    line_end = text.find("\n", offset + (1 if text[offset:offset + 1] == "\n" else 0))
+    if not text[offset:line_end if line_end != -1 else None].strip():  # "Answer:\nB"
+        nxt = text.find("\n", line_end + 1) if line_end != -1 else -1
+        line_end = nxt
+    return offset, (line_end if line_end != -1 else len(text))
+
+
+def _read_letter(prep: Prepared, start: int, end: int, after_marker: bool, options: dict[str, str],
+                 valid: str) -> dict[str, Any]:
+    text, offset, region = prep.text, start, prep.clean[start:end]
     scope = NegationScope.of(region)
     template = _TEMPLATE_RE.search(region) or (re.fullmatch(r"[*_\s]*(X)[*_.\s]*", region) if "X" not in valid else None)
     if template:
-        return _explanation(region, offset, [], [], f"the answer template was echoed ({template.group(0).strip()!r})")
-    spans = _letter_spans(text, region, offset, marker is not None, scope)
+        return _explanation(text[start:end], offset, [], [], f"the answer template was echoed ({template.group(0).strip()!r})")
+    spans = _letter_spans(text, region, offset, after_marker, scope)
     if not any(not s["negated"] for s in spans):
         spans += _option_text_spans(text, region, offset, options, scope)
     chosen = sorted({s["label"] for s in spans if not s["negated"]})
     outside = [c for c in chosen if c not in valid]
     if len(chosen) == 1 and not outside:
-        return _explanation(region, offset, spans, chosen, None)
+        return _explanation(text[start:end], offset, spans, chosen, None)
     if outside:
         reason = f"letter {', '.join(outside)} is not an option ({', '.join(valid)})"
     elif len(chosen) > 1:
@@ -447,8 +599,8 @@ def explain_letter(text: str, letters: str, prompt: str = "") -> dict[str, Any]:
     elif spans:
         reason = "every answer found is negated"
     else:
-        reason = "no answer letter" + (" after the final-answer marker" if marker is not None else "")
-    return _explanation(region, offset, spans, [], reason)
+        reason = _no_value_reason(prep, region, "no answer letter" + (" after the final-answer marker" if after_marker else ""))
+    return _explanation(text[start:end], offset, spans, [], reason)
 
 
 def _letter_spans(text: str, region: str, offset: int, after_marker: bool,
@@ -542,10 +694,48 @@ def _is_negation(option: str) -> bool:
     return bool(scope.triggers) or option in ("none", "neither")
 
 
-def explain_ecgqa(text: str, candidates: list[str]) -> dict[str, Any]:
+def explain_ecgqa(text: str, candidates: list[str], prompt: str = "") -> dict[str, Any]:
     """Strict ECG-QA reading of one response (see the module docstring)."""
     options = strict_candidates(candidates)
-    region, offset = _answer_region(text)
+    prep = statements.prepare(text, prompt)
+    if prep.only_noise:
+        return _only_noise(prep)
+    clean = prep.clean
+    cands = statements.candidates(clean)
+    # A line that opens with an option ("Yes, this ECG shows burst noise.", "No.") is a verdict: its
+    # first sentence; so is the response's closing sentence when it opens with one.
+    verdicts = [(a, b) for a, b in statements.lines_of(clean)]
+    closing = statements.last_sentence(clean)
+    if closing:
+        verdicts.append(closing)
+    option_re = _option_start_re(tuple(options))
+    for a, b in verdicts:
+        m = option_re.match(clean, a)
+        if m and (a, b) != closing:
+            b = statements.sentence_end(clean, a, b)
+        if m:
+            cands.append(Candidate(statements.KIND_VERDICT, a, b, False))
+    cands.sort(key=lambda c: (c.start, c.end))
+
+    def read(start: int, end: int, cand: Candidate | None = None) -> dict[str, Any]:
+        return _read_ecgqa(prep, start, end, options)
+
+    def label_only(line: str, exp: dict[str, Any], start: int) -> bool:
+        return _leftover_is_connective(line, exp["spans"], start)
+
+    chosen = _choose_statement(prep, cands, read, label_only)
+    return _with_statement(prep, chosen, lambda: read(0, len(text)))
+
+
+@lru_cache(maxsize=256)
+def _option_start_re(options: tuple[str, ...]) -> re.Pattern[str]:
+    """An option at the very start of a line or sentence, then punctuation or the end."""
+    alternatives = "|".join(_phrase_regex(o) for o in sorted(options, key=len, reverse=True))
+    return re.compile(rf"(?i)[*_\s>#-]*(?:{alternatives})[*_]*\s*(?:[,.;:!\u2013\u2014-]|$)" if options else r"(?!)", re.MULTILINE)
+
+
+def _read_ecgqa(prep: Prepared, start: int, end: int, options: list[str]) -> dict[str, Any]:
+    text, offset, region = prep.text, start, prep.clean[start:end]
     haystack = _SPACE_RE.sub(" ", _lower_same_length(region))  # one-for-one, so offsets stay valid
     scope = NegationScope.of(region)
     spans = []
@@ -570,12 +760,13 @@ def explain_ecgqa(text: str, candidates: list[str]) -> dict[str, Any]:
                               "end": offset + t.end, "label": NOT_SURE, "source": SOURCE_SYNONYM,
                               "negated": False, "trigger": None})
     if "yes" in options and "no" in options and not any(not s["negated"] for s in spans):
-        first = next((t for t in scope.triggers if t.kind != "prefix" and not t.unconfirmed), None)
+        first = next((t for t in scope.triggers if t.kind != "prefix" and not t.unconfirmed and not t.hypothetical), None)
         if first is not None:  # "It does not." / "There is no AF." answer the yes/no question
             spans.append({"text": text[offset + first.start:offset + first.end], "start": offset + first.start,
                           "end": offset + first.end, "label": "no", "source": SOURCE_SYNONYM,
                           "negated": False, "trigger": first.text})
     chosen = {s["label"] for s in spans if not s["negated"]}
     labels = [option for option in options if option in chosen]
-    reason = "every option found is negated" if spans else "no option of the question found"
-    return _explanation(region, offset, spans, labels, reason)
+    reason = ("every option found is negated" if spans
+              else _no_value_reason(prep, region, "no option of the question found"))
+    return _explanation(text[offset:end], offset, spans, labels, reason)

@@ -1,0 +1,228 @@
+"""What strict mode reads first in a long answer: the noise it skips and the answer statements.
+
+Real models write the answer and then a long rationale (``NORM\\nThe ECG reading is considered
+normal ... no signs of arrhythmia, conduction abnormalities, or ischemic changes``), a template
+line (``Answer: $CLASS(1dAVb(1st degree av block))``), or reasoning that ends in ``Final answer:
+No.``. A careful examiner takes the explicit answer statement as the answer and the rest as
+rationale. This module finds, on a *cleaned* copy of the response (same length, so every offset
+stays an offset into the response):
+
+* **noise** -- mojibake (``â€â€``), HTML entities (``&gt;``), decoder tags (``<start of
+  description>``, ``<end of detailed answer>``), code fences -- blanked out;
+* **repetition loops** -- a sentence said again (``This image is a normal ECG.`` x 20) is read once;
+* **echoes of the question** -- a sentence of the prompt repeated in the answer asserts nothing;
+* **answer-statement candidates** -- ``Answer:``-style lines (any case, markdown, ``Final
+  answer``, ``Conclusion:``), "the answer is X", "the most appropriate class (for this ECG) is
+  X", and every short line (the subset's reader decides whether it is only a label, letter or
+  option).
+
+Which candidate is the answer is decided by ``pulse_tasks.strict`` (it knows the subset's
+vocabulary): the last one that states a value. Pure functions; no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+# Mojibake of UTF-8 read as cp1252 ("â€\x9d", "â€œ", "Ã©", "Â "), the replacement character,
+# HTML entities and the tags/fences some decoders emit around or instead of an answer.
+_NOISE_RE = re.compile(
+    r"â€[^\x00-\x7f]?|Ã[^\x00-\x7f]|Â|\ufffd"
+    r"|&(?:gt|lt|amp|quot|apos|nbsp|#\d{1,5});"
+    r"|</?\s*(?:start|end|begin)\s+of\s+[a-z ]{0,40}>?"
+    r"|```"
+    # a stray fragment before a line's answer ("ık normal.", "íc – NORM", "點**: NORM")
+    r"|(?m:^)[^\x00-\x7f]{1,3}[A-Za-z]{0,2}(?=[\s*:.\u2013\u2014-]|$)",
+    re.IGNORECASE,
+)
+# Sentences (or lines) for the repetition check: a run up to ., !, ? or a newline.
+_SENTENCE_RE = re.compile(r"[^.!?\n]+[.!?]*")
+_KEY_RE = re.compile(r"[^a-z]+")
+REPEAT_MIN_CHARS = 12  # shorter sentences ("NORM", "Yes.") are never treated as a loop
+ECHO_MIN_CHARS = 30  # a prompt sentence at least this long, repeated in the answer, is an echo
+
+# "Answer:" lines: "Answer:", "**Final Answer:**", "answer -", "Conclusion:", "Final diagnosis:".
+ANSWER_LINE_RE = re.compile(
+    r"(?i)(?<![\w$])(?:(?:my|the|final|short|correct)\s+)*"
+    r"(?:answer|conclusion|final\s+(?:diagnosis|classification|interpretation|verdict))"
+    r"[*_]*\s*(?::|：|\s[-\u2013\u2014](?=\s))[*_]*"
+)
+# "the answer is X", "the final answer would be X"
+ANSWER_IS_RE = re.compile(
+    r"(?i)\b(?:the\s+)?(?:(?:final|correct|best|right|most\s+(?:likely|appropriate))\s+)?answer[*_]*\s+"
+    r"(?:is|would\s+be|will\s+be)\b\s*:?"
+)
+# "Therefore, the most appropriate class for this ECG image is X", "the correct classification is X"
+_THIS_ECG = r"(?:this|the)\s+(?:ecg|ekg|electrocardiogram|image)(?:\s+(?:image|tracing|reading))?"
+CLASS_IS_RE = re.compile(
+    r"(?i)\b(?:the\s+)?(?:(?:(?:most\s+)?(?:appropriate|correct|likely|final|best|right|suitable|accurate)\s+"
+    r"(?:class(?:ification)?|diagnosis|label|category|option|choice)"
+    rf"(?:\s+(?:for|of)\s+{_THIS_ECG})?)"
+    rf"|(?:class(?:ification)?|category)\s+(?:for|of)\s+{_THIS_ECG})"
+    r"\s+(?:is|would\s+be|will\s+be)\b\s*:?"
+    # "the ECG image is classified as X"
+    r"|\b(?:ecg|ekg|electrocardiogram|image|tracing|reading)\s+(?:is|was|can\s+be|should\s+be)\s+classified\s+as\b\s*:?"
+)
+_SENTENCE_END_RE = re.compile(r"(?<!\d)[.!?](?=\s|$)|\n")
+SHORT_LINE_CHARS = 80  # a line longer than this is never "only a label"
+
+# Statement kinds (the explain record's "answer_statement" "kind").
+KIND_ANSWER_LINE = "answer line"
+KIND_ANSWER_IS = "the answer is"
+KIND_CLASS_IS = "the class is"
+KIND_LABEL_LINE = "label line"
+KIND_VERDICT = "verdict sentence"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One place that may hold the answer: ``clean[start:end]``; ``binding``: an ``Answer:`` line
+    (it is the answer even when it names nothing valid); ``kind``: one of the KIND_* names."""
+
+    kind: str
+    start: int
+    end: int
+    binding: bool
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A response and its cleaned copy (same length: noise, loops and echoes blanked)."""
+
+    text: str
+    clean: str
+    noise_chars: int
+    repeat_chars: int
+    echo_chars: int
+
+    @property
+    def ignored(self) -> dict[str, int]:
+        """Characters left unread, by reason (only the non-zero ones)."""
+        out = {"noise": self.noise_chars, "repetition": self.repeat_chars, "question echo": self.echo_chars}
+        return {k: v for k, v in out.items() if v}
+
+    @property
+    def only_noise(self) -> bool:
+        """True when nothing readable is left (mojibake, tags, entities, punctuation only)."""
+        return not re.search(r"[A-Za-z]{2}", self.clean) and not re.search(r"(?<![A-Za-z])[A-Za-z](?![A-Za-z])", self.clean)
+
+
+def _blank(chars: list[str], start: int, end: int) -> int:
+    n = 0
+    for i in range(start, end):
+        if chars[i] not in " \n":
+            chars[i] = " "
+            n += 1
+    return n
+
+
+@lru_cache(maxsize=64)
+def _echo_sentences(prompt: str) -> tuple[str, ...]:
+    """The prompt's sentences long enough to count as an echo when repeated (lower case)."""
+    return tuple(s for s in (m.group(0).strip().lower() for m in _SENTENCE_RE.finditer(prompt or ""))
+                 if len(s) >= ECHO_MIN_CHARS)
+
+
+def prepare(text: str, prompt: str = "") -> Prepared:
+    """The response with noise, repetition loops and echoes of the prompt blanked out."""
+    chars = list(text)
+    noise = sum(_blank(chars, m.start(), m.end()) for m in _NOISE_RE.finditer(text))
+    clean = "".join(chars) if noise else text
+    lowered = clean.lower()
+    echo = 0
+    for sentence in _echo_sentences(prompt):
+        start = lowered.find(sentence)
+        while start != -1:
+            echo += _blank(chars, start, start + len(sentence))
+            start = lowered.find(sentence, start + len(sentence))
+    if echo:
+        clean = "".join(chars)
+        lowered = clean.lower()
+    seen: set[str] = set()
+    repeat = 0
+    for m in _SENTENCE_RE.finditer(lowered):
+        key = _KEY_RE.sub(" ", m.group(0)).strip()
+        if len(key) < REPEAT_MIN_CHARS:
+            continue
+        if key in seen:
+            repeat += _blank(chars, m.start(), m.end())
+        else:
+            seen.add(key)
+    if repeat:
+        clean = "".join(chars)
+    return Prepared(text, clean, noise, repeat, echo)
+
+
+def _line_end(clean: str, pos: int) -> int:
+    end = clean.find("\n", pos)
+    return len(clean) if end == -1 else end
+
+
+def _sentence_end(clean: str, pos: int) -> int:
+    m = _SENTENCE_END_RE.search(clean, pos)
+    return m.start() + (1 if m and clean[m.start()] != "\n" else 0) if m else len(clean)
+
+
+def sentence_end(clean: str, start: int, end: int) -> int:
+    """The end of the sentence that starts at ``start`` (at most ``end``)."""
+    return min(_sentence_end(clean, start), end)
+
+
+def candidates(clean: str, short_lines: bool = True) -> list[Candidate]:
+    """Every answer-statement candidate of a cleaned response, in text order."""
+    found: list[Candidate] = []
+    for m in ANSWER_LINE_RE.finditer(clean):
+        start, end = m.end(), _line_end(clean, m.end())
+        if not clean[start:end].strip(" \t*_#>`'\"-"):  # "Answer:\nB": the value is on the next line
+            nxt = end + 1
+            while nxt < len(clean) and not clean[nxt:_line_end(clean, nxt)].strip():
+                nxt = _line_end(clean, nxt) + 1
+            if nxt < len(clean):
+                start, end = nxt, _line_end(clean, nxt)
+        found.append(Candidate(KIND_ANSWER_LINE, start, end, True))
+    for pattern, kind in ((ANSWER_IS_RE, KIND_ANSWER_IS), (CLASS_IS_RE, KIND_CLASS_IS)):
+        for m in pattern.finditer(clean):
+            found.append(Candidate(kind, m.end(), _sentence_end(clean, m.end()), False))
+    if short_lines:
+        pos = 0
+        for line in clean.split("\n"):
+            body = line.strip()
+            if body and len(body) <= SHORT_LINE_CHARS:
+                lead = len(line) - len(line.lstrip())
+                found.append(Candidate(KIND_LABEL_LINE, pos + lead, pos + lead + len(body), False))
+            pos += len(line) + 1
+    found.sort(key=lambda c: (c.start, c.end))
+    return found
+
+
+def lines_of(clean: str) -> list[tuple[int, int]]:
+    """(start, end) of every non-blank line."""
+    out, pos = [], 0
+    for line in clean.split("\n"):
+        if line.strip():
+            lead = len(line) - len(line.lstrip())
+            out.append((pos + lead, pos + len(line.rstrip())))
+        pos += len(line) + 1
+    return out
+
+
+def last_sentence(clean: str) -> tuple[int, int] | None:
+    """(start, end) of the response's final sentence (its last non-blank line's last sentence)."""
+    spans = lines_of(clean)
+    if not spans:
+        return None
+    start, end = spans[-1]
+    body = clean[start:end]
+    cuts = [m.end() for m in re.finditer(r"(?<!\d)[.!?](?=\s)", body)]
+    if cuts:
+        start += cuts[-1]
+        start += len(clean[start:end]) - len(clean[start:end].lstrip())
+    return (start, end) if start < end else None
+
+
+def cut_off(text: str) -> bool:
+    """True when the response stops mid-sentence (cut at the token limit): no closing punctuation."""
+    tail = text.rstrip()
+    return bool(tail) and tail[-1] not in ".!?)]}*\"'`>" and not tail[-1].isdigit() and len(tail) > 200
