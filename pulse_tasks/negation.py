@@ -29,12 +29,16 @@ PRE_TRIGGERS = (
     "not suggestive of", "negative for", "absence of", "absent", "free of", "rules out",
     "ruled out", "rule out", "excludes", "without", "cannot see", "not", "no", "nor", "neither",
     "never", "denies", "isn't", "doesn't", "don't", "aren't", "lacks", "lack of",
+    "rather than", "instead of", "as opposed to",  # "AF rather than sinus tachycardia (option D)"
 )
 # Post-negation triggers: negate what precedes them in the same clause.
 POST_TRIGGERS = (
     "is absent", "are absent", "absent", "is ruled out", "ruled out", "is excluded", "excluded",
     "not seen", "not present", "not identified", "not detected", "not observed", "not noted",
     "unlikely",
+    # "ST depression is present but does not reach the 1 mm criterion": below the criterion, no finding
+    "but does not reach", "but does not meet", "but does not fulfil", "but does not fulfill",
+    "but does not satisfy", "but falls short of",
 )
 # Pseudo triggers: look like negation, negate nothing (NegEx's list, the ECG-relevant part).
 PSEUDO_TRIGGERS = (
@@ -58,6 +62,8 @@ UNCONFIRMED_POST = ("cannot be excluded", "can not be excluded", "can't be exclu
 # comes from them).
 HYPOTHETICAL_PRE = ("such as", "e.g.", "e.g", "eg.", "for example", "for instance", "if", "whether", "would",
                     "would be", "to rule out", "to exclude", "to assess for", "to look for", "to evaluate for",
+                    "could suggest", "could indicate", "could represent", "could be", "might suggest",
+                    "might indicate", "might represent", "might be",
                     "typically associated with", "usually associated with", "commonly associated with",
                     "often associated with", "characteristic of", "typical of", "seen in")
 HYPOTHETICAL_POST = ("would", "would be", "is a type of", "are a type of", "is a form of", "is a kind of",
@@ -75,7 +81,7 @@ SCOPE_ENDERS = ("but", "however", "although", "though", "yet", "except", "apart 
 SCOPE_WORDS = 6  # NegEx limits a trigger's reach to a few words; six covers "no definite acute ST elevation"
 # "non-" negates only the term it is glued to: "non-ST elevation MI" is an MI, "non-AF" no AF.
 PREFIX_TRIGGER = "non"
-_BOUNDARY_CHARS = ".;:!?\n,()[]"  # clause punctuation; a comma ends a clause ("no LBBB, rhythm is sinus")
+_BOUNDARY_CHARS = ".;:!?\n,)[]"  # "no LVH (A)": an opening parenthesis continues the phrase  # clause punctuation; a comma ends a clause ("no LBBB, rhythm is sinus")
 # ... unless it separates the items of one list that a coordinator closes: "no signs of arrhythmia,
 # conduction abnormalities, or ischemic changes" negates all three. A list item is a short phrase
 # without a verb; an item with one ("and the rhythm is sinus") starts a new clause.
@@ -100,6 +106,13 @@ _SCAN_RE = re.compile(
     rf"|(?P<ender>{_alternation(SCOPE_ENDERS)}))(?![\w'])|(?P<punct>[{re.escape(_BOUNDARY_CHARS)}])"
     rf"|(?<![\w'])(?P<prefix>{PREFIX_TRIGGER}[- ]?)(?=\w)"
 )
+
+
+def _is_initial(lowered: str, dot: int) -> bool:
+    """True for the period of a lone option letter ("A. SB(...)"), which ends no sentence."""
+    return dot >= 1 and lowered[dot - 1] in "abcdefgh" and (dot < 2 or lowered[dot - 2] in " \t(\n")
+
+
 _PRE, _POST = frozenset(PRE_TRIGGERS + UNCONFIRMED_PRE), frozenset(POST_TRIGGERS + UNCONFIRMED_POST)
 _UNCONFIRMED = frozenset(UNCONFIRMED_PRE + UNCONFIRMED_POST)
 _HYP_PRE, _HYP_POST = frozenset(HYPOTHETICAL_PRE), frozenset(HYPOTHETICAL_POST)
@@ -156,6 +169,8 @@ class NegationScope:
             elif kind == "prefix":
                 found.append(Trigger(m.start(), m.end(), PREFIX_TRIGGER + "-", "prefix"))
             elif kind in ("ender", "punct"):
+                if m.group(0) == "." and _is_initial(lowered, m.start()):
+                    continue  # "for example A. SB(...)": an option letter or initial, no sentence end
                 boundaries.append(m.start())
                 if m.group(0) == ",":
                     commas.append(m.start())
@@ -184,15 +199,20 @@ class NegationScope:
         ``SCOPE_WORDS`` words between; a post trigger when it starts after the span on the same
         terms. The nearest trigger wins; a trigger inside the span negates nothing.
         """
-        best: tuple[int, str] | None = None
+        trig = self.governing(start, end)
+        return trig.text if trig else None
+
+    def governing(self, start: int, end: int) -> Trigger | None:
+        """The ``Trigger`` behind ``trigger_for`` (its kind, and whether it is hypothetical)."""
+        best: tuple[int, Trigger] | None = None
         for trig in self.triggers:
             if trig.kind == "prefix":
                 if trig.end == start:
-                    return trig.text
+                    return trig
                 continue
             if trig.kind == "value":
                 if trig.start >= end and not self.text[end:trig.start].strip(_VALUE_GAP):
-                    return trig.text
+                    return trig
                 continue
             if trig.kind == "pre" and trig.end <= start:
                 gap = (trig.end, start)
@@ -205,7 +225,7 @@ class NegationScope:
                 continue
             words = self._words_between(*counted)
             if words <= SCOPE_WORDS and (best is None or words < best[0]):
-                best = (words, trig.text)
+                best = (words, trig)
         return best[1] if best else None
 
 

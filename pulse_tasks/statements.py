@@ -37,6 +37,21 @@ _NOISE_RE = re.compile(
     r"|(?m:^)[^\x00-\x7f]{1,3}[A-Za-z]{0,2}(?=[\s*:.\u2013\u2014-]|$)",
     re.IGNORECASE,
 )
+# Disclaimers assert nothing about this ECG ("**Note:** ... should not be used as a substitute for
+# professional medical advice", "Grok is not a doctor; please consult one"): the sentence is blanked.
+_DISCLAIMER_RE = re.compile(
+    r"(?i)[^.!?\n]*(?:substitute\s+for\s+(?:professional\s+)?medical\s+advice|for\s+educational\s+purposes"
+    r"|\bnot\s+a\s+(?:doctor|physician|medical\s+professional)|\bdisclaimer\b"
+    r"|consult\s+(?:with\s+)?(?:a|your|one)\b[^.!?\n]{0,40}?(?:doctor|physician|cardiologist|professional|provider|one\b))"
+    r"[^.!?\n]*[.!?]*"
+)
+# Sentences that define or list the options assert nothing about this ECG ("The candidate classes
+# are NORM(normal ECG), MI(...) ...", "Each class is defined by specific criteria: AF by ...").
+_DEFINITION_RE = re.compile(
+    r"(?i)[^.!?\n]*(?:\b(?:is|are)\s+defined\s+(?:by|as)\b|\beach\s+(?:class|option|category|label)\b"
+    r"|\b(?:candidate|possible|available|listed)\s+(?:classes|options|categories|labels|choices)\b"
+    r"|\bthe\s+(?:classes|options|categories|choices)\s+(?:are|include)\b)[^.!?\n]*[.!?]*"
+)
 # Sentences (or lines) for the repetition check: a run up to ., !, ? or a newline.
 _SENTENCE_RE = re.compile(r"[^.!?\n]+[.!?]*")
 _KEY_RE = re.compile(r"[^a-z]+")
@@ -58,15 +73,15 @@ ANSWER_IS_RE = re.compile(
 _THIS_ECG = r"(?:this|the)\s+(?:ecg|ekg|electrocardiogram|image)(?:\s+(?:image|tracing|reading))?"
 CLASS_IS_RE = re.compile(
     r"(?i)\b(?:the\s+)?(?:(?:(?:most\s+)?(?:appropriate|correct|likely|final|best|right|suitable|accurate)\s+"
-    r"(?:class(?:ification)?|diagnosis|label|category|option|choice)"
+    r"(?:class(?:ification)?(?:es|s)?|diagnos[ie]s|labels?|categor(?:y|ies)|options?|choices?)"
     rf"(?:\s+(?:for|of)\s+{_THIS_ECG})?)"
     rf"|(?:class(?:ification)?|category)\s+(?:for|of)\s+{_THIS_ECG})"
-    r"\s+(?:is|would\s+be|will\s+be)\b\s*:?"
+    r"\s+(?:is|are|would\s+be|will\s+be)\b\s*:?"
     # "the ECG image is classified as X"
     r"|\b(?:ecg|ekg|electrocardiogram|image|tracing|reading)\s+(?:is|was|can\s+be|should\s+be)\s+classified\s+as\b\s*:?"
 )
 _SENTENCE_END_RE = re.compile(r"(?<!\d)[.!?](?=\s|$)|\n")
-SHORT_LINE_CHARS = 80  # a line longer than this is never "only a label"
+SHORT_LINE_CHARS = 200  # a line longer than this is never "only a label" (CSN options are long)
 
 # Statement kinds (the explain record's "answer_statement" "kind").
 KIND_ANSWER_LINE = "answer line"
@@ -100,7 +115,8 @@ class Prepared:
     @property
     def ignored(self) -> dict[str, int]:
         """Characters left unread, by reason (only the non-zero ones)."""
-        out = {"noise": self.noise_chars, "repetition": self.repeat_chars, "question echo": self.echo_chars}
+        out = {"noise": self.noise_chars, "repetition": self.repeat_chars,
+               "question echo or option definitions": self.echo_chars}
         return {k: v for k, v in out.items() if v}
 
     @property
@@ -121,17 +137,25 @@ def _blank(chars: list[str], start: int, end: int) -> int:
 @lru_cache(maxsize=64)
 def _echo_sentences(prompt: str) -> tuple[str, ...]:
     """The prompt's sentences long enough to count as an echo when repeated (lower case)."""
-    return tuple(s for s in (m.group(0).strip().lower() for m in _SENTENCE_RE.finditer(prompt or ""))
-                 if len(s) >= ECHO_MIN_CHARS)
+    out = []
+    for line in (prompt or "").lower().split("\n"):
+        if _OPTION_LINE_RE.match(line):  # "B. SB(sinus bradycardia), ...": quoting an option is answering
+            continue
+        out += [s for s in (m.group(0).strip() for m in _SENTENCE_RE.finditer(line)) if len(s) >= ECHO_MIN_CHARS]
+    return tuple(out)
+
+
+_OPTION_LINE_RE = re.compile(r"\s*\(?[a-h][.)]\s")
 
 
 def prepare(text: str, prompt: str = "") -> Prepared:
     """The response with noise, repetition loops and echoes of the prompt blanked out."""
     chars = list(text)
     noise = sum(_blank(chars, m.start(), m.end()) for m in _NOISE_RE.finditer(text))
+    noise += sum(_blank(chars, m.start(), m.end()) for m in _DISCLAIMER_RE.finditer(text))
     clean = "".join(chars) if noise else text
     lowered = clean.lower()
-    echo = 0
+    echo = sum(_blank(chars, m.start(), m.end()) for m in _DEFINITION_RE.finditer(clean))
     for sentence in _echo_sentences(prompt):
         start = lowered.find(sentence)
         while start != -1:
@@ -220,6 +244,13 @@ def last_sentence(clean: str) -> tuple[int, int] | None:
         start += cuts[-1]
         start += len(clean[start:end]) - len(clean[start:end].lstrip())
     return (start, end) if start < end else None
+
+
+def unfinished(clean: str, start: int, end: int) -> bool:
+    """True when a statement at the very end of the response stops before or inside its value
+    ("Answer:" or "Answer: $CLASS(sinus brad" cut at the token limit)."""
+    body = clean[start:end]
+    return not clean[end:].strip() and (body.count("(") > body.count(")") or not body.strip())
 
 
 def cut_off(text: str) -> bool:

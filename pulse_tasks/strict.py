@@ -248,9 +248,12 @@ _MARKDOWN = " \t*_#>`'\"-"
 
 def _span(text: str, start: int, end: int, label: str | None, source: str,
           scope: NegationScope, offset: int) -> dict[str, Any]:
-    trigger = scope.trigger_for(start - offset, end - offset)
-    return {"text": text[start:end], "start": start, "end": end, "label": label, "source": source,
-            "negated": trigger is not None, "trigger": trigger}
+    trigger = scope.governing(start - offset, end - offset)
+    span = {"text": text[start:end], "start": start, "end": end, "label": label, "source": source,
+            "negated": trigger is not None, "trigger": trigger.text if trigger else None}
+    if trigger is not None and trigger.hypothetical:
+        span["hypothetical"] = True  # "such as X", "X would ...": mentioned, not claimed
+    return span
 
 
 REGION_MAX_CHARS = 240  # records are stored once per metric name: long regions keep their offsets only
@@ -276,6 +279,7 @@ def not_answered(status: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 _TEMPLATE_WORD_RE = re.compile(r"(?i)\$\s*\{?\s*(?:class|letter|answer|label)\s*\}?|<\s*(?:class|letter)\s*>|\[\s*(?:class|letter)\s*\]")
+_TEMPLATE_FILLED_RE = re.compile(r"(?i)\$\s*(?:class|letter)\s*\(\s*[^;)\s]")  # "$CLASS(RBBB ...)": a real value
 _GLOSS_PAREN_RE = re.compile(r"\([^()\n]*\)")  # "MI (inferior)": a gloss after a label
 _CONNECTOR_WORDS = frozenset({"and", "or", "with", "plus", "class", "classes", "label", "labels", "letter", "option",
                               "options", "answer", "final", "the", "is"})
@@ -301,15 +305,15 @@ def _choose_statement(prep: Prepared, cands: list[Candidate], read, label_only) 
     line without one comes after it (then that line is the answer, and it names nothing)."""
     best: tuple[Candidate, dict] | None = None
     empty_binding: tuple[Candidate, dict] | None = None
-    cut = statements.cut_off(prep.text)
-    tail = len(prep.text.rstrip())
     for cand in cands:
         exp = read(cand.start, cand.end, cand)
         has_value = bool(exp["labels"])
         if cand.kind in (statements.KIND_ANSWER_IS, statements.KIND_CLASS_IS) and has_value:
             has_value = _value_first(prep.clean, cand, exp)  # "the answer is based on ..." states nothing
-        if cand.binding and cut and cand.end >= tail and not has_value:
-            continue  # "Answer: $CLASS(sinus brad" cut at the token limit binds nothing
+        if cand.binding and not has_value and (
+                statements.unfinished(prep.clean, cand.start, cand.end)  # "Answer: $CLASS(sinus brad" (cut)
+                or _TEMPLATE_WORD_RE.search(prep.clean, cand.start, cand.end)):  # "Answer: $CLASS(;CLASS)"
+            continue  # a cut or unfilled answer line states nothing: the rest of the text is read
         if cand.kind == statements.KIND_LABEL_LINE:
             if not has_value or not label_only(prep.clean[cand.start:cand.end], exp, cand.start):
                 continue
@@ -340,6 +344,9 @@ def _with_statement(prep: Prepared, chosen: tuple[Candidate, dict] | None, whole
     if chosen is None:
         exp = whole()
         exp["rationale_read"] = True
+        template = _TEMPLATE_WORD_RE.search(prep.clean)
+        if not exp["labels"] and template and not _TEMPLATE_FILLED_RE.search(prep.clean):
+            exp["invalid_reason"] = f"the answer template was echoed ({template.group(0).strip()!r})"
     else:
         cand, exp = chosen
         text = prep.text[cand.start:cand.end]
@@ -404,18 +411,39 @@ def _code_token_re(labels: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(rf"(?<![{_WORD}-])(?:{codes})(?![{_WORD}-])")
 
 
+OPTION_ECHO_MIN = 3  # "NORM(normal ECG), MI(myocardial infarction), STTC(ST/T change) and ...": the option list
+_ECHO_GAP_RE = re.compile(r"[\s,;/]*(?:\b(?:and|or)\b)?[\s,;/]*$")
+
+
+def _mark_option_echoes(spans: list[dict[str, Any]], glossed: dict[int, int], masked: str, offset: int) -> None:
+    """Three or more glossed codes in a row, as the prompt lists them, echo the options: no finding."""
+    codes = sorted((s for s in spans if s["label"] and s["start"] - offset in glossed),
+                   key=lambda s: s["start"])
+    run: list[dict[str, Any]] = []
+    for span in codes + [None]:
+        if span is not None and run and _ECHO_GAP_RE.match(masked[glossed[run[-1]["start"] - offset]:span["start"] - offset]):
+            run.append(span)
+            continue
+        if len(run) >= OPTION_ECHO_MIN:
+            for s in run:
+                s.update(negated=True, trigger="an echo of the question's options", hypothetical=True)
+        run = [span] if span is not None else []
+
+
 def _read_labels(prep: Prepared, start: int, end: int, labels: tuple[str, ...],
                  described: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, Any]:
     text, offset = prep.text, start
     region = prep.clean[start:end]
     scope = NegationScope.of(region)
     masked = _lower_same_length(region)
+    glossed: dict[int, int] = {}  # code start -> end of its "(gloss)"
     if "(" in masked:
         for m in _gloss_re(labels).finditer(masked):
             a, b = m.span(1)
             if _code_token_re(labels).search(masked, a, b):  # "ABNORMAL (1dAVb)": a second code, no gloss
                 continue
             masked = masked[:a] + " " * (b - a) + masked[b:]
+            glossed[m.start()] = m.end()
     spans: list[dict[str, Any]] = []
     for pattern, terms in _vocabulary(labels, described):
         for m in pattern.finditer(masked):
@@ -432,6 +460,8 @@ def _read_labels(prep: Prepared, start: int, end: int, labels: tuple[str, ...],
             a, b = s["start"] - offset, s["end"] - offset
             masked = masked[:a] + " " * (b - a) + masked[b:]
     spans += _normal_clauses(text, masked, offset, labels, scope)
+    if len(glossed) >= OPTION_ECHO_MIN:
+        _mark_option_echoes(spans, glossed, masked, offset)
     chosen, implied = _resolve_labels(spans, labels)
     reason = ("every label found is negated" if any(s["label"] for s in spans)
               else _no_value_reason(prep, region, "no label of the question found"))
@@ -550,7 +580,7 @@ def explain_letter(text: str, letters: str, prompt: str = "") -> dict[str, Any]:
     clean = prep.clean
     cands = [Candidate(statements.KIND_ANSWER_LINE, *_marker_region(clean, m.end()), True)
              for m in _LETTER_MARKER_RE.finditer(clean)]
-    cands += [c for c in statements.candidates(clean) if c.kind == statements.KIND_LABEL_LINE]
+    cands += [c for c in statements.candidates(clean) if c.kind != statements.KIND_ANSWER_LINE]
     cands.sort(key=lambda c: (c.start, c.end))
 
     def read(start: int, end: int, cand: Candidate | None = None) -> dict[str, Any]:
@@ -566,6 +596,8 @@ def explain_letter(text: str, letters: str, prompt: str = "") -> dict[str, Any]:
     return _with_statement(prep, chosen, lambda: read(0, len(text)))
 
 
+_LETTER_WRAPPER_RE = re.compile(r"(?i)\$\s*\{?\s*letter\s*\}?\s*(?=\(\s*[A-H]\s*\))")
+_DOLLAR_LETTER_RE = re.compile(r"\$([A-H])(?![\w])")
 _LETTER_LINE_RE = re.compile(r"[*_]*\(?[A-H][.):][*_]*\s+\S")  # "B. Atrial fibrillation", "(C) Sinus rhythm"
 
 
@@ -581,6 +613,9 @@ def _marker_region(text: str, offset: int) -> tuple[int, int]:
 def _read_letter(prep: Prepared, start: int, end: int, after_marker: bool, options: dict[str, str],
                  valid: str) -> dict[str, Any]:
     text, offset, region = prep.text, start, prep.clean[start:end]
+    # "$LETTER(F)", "$G": the template wrapped around a real letter is that letter
+    region = _LETTER_WRAPPER_RE.sub(lambda m: " " * len(m.group(0)), region)
+    region = _DOLLAR_LETTER_RE.sub(lambda m: " " + m.group(1), region)
     scope = NegationScope.of(region)
     template = _TEMPLATE_RE.search(region) or (re.fullmatch(r"[*_\s]*(X)[*_.\s]*", region) if "X" not in valid else None)
     if template:
@@ -734,6 +769,20 @@ def _option_start_re(options: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(rf"(?i)[*_\s>#-]*(?:{alternatives})[*_]*\s*(?:[,.;:!\u2013\u2014-]|$)" if options else r"(?!)", re.MULTILINE)
 
 
+def _mark_full_option_lists(spans: list[dict[str, Any]], options: list[str], haystack: str, offset: int) -> None:
+    """A run that names every option ("yes, no, or not sure") echoes the question: no answer."""
+    found = sorted((s for s in spans if s["source"] == SOURCE_OPTION), key=lambda s: s["start"])
+    run: list[dict[str, Any]] = []
+    for span in found + [None]:
+        if span is not None and run and _ECHO_GAP_RE.match(haystack[run[-1]["end"] - offset:span["start"] - offset]):
+            run.append(span)
+            continue
+        if {s["label"] for s in run} >= set(options):
+            for s in run:
+                s.update(negated=True, trigger="an echo of the question's options", hypothetical=True)
+        run = [span] if span is not None else []
+
+
 def _read_ecgqa(prep: Prepared, start: int, end: int, options: list[str]) -> dict[str, Any]:
     text, offset, region = prep.text, start, prep.clean[start:end]
     haystack = _SPACE_RE.sub(" ", _lower_same_length(region))  # one-for-one, so offsets stay valid
@@ -742,7 +791,7 @@ def _read_ecgqa(prep: Prepared, start: int, end: int, options: list[str]) -> dic
     for option in sorted(options, key=len, reverse=True):
         for start in _find_phrase(haystack, option):
             span = _span(text, offset + start, offset + start + len(option), option, SOURCE_OPTION, scope, offset)
-            if _is_negation(option):
+            if _is_negation(option) and not span.get("hypothetical"):
                 span.update(negated=False, trigger=None)
             if option == "no" and "yes" in options and not _NO_ANSWER_END_RE.match(haystack, start + len(option)):
                 span.update(negated=True, trigger=f"{option!r} used as a word, not as the answer")
@@ -765,6 +814,8 @@ def _read_ecgqa(prep: Prepared, start: int, end: int, options: list[str]) -> dic
             spans.append({"text": text[offset + first.start:offset + first.end], "start": offset + first.start,
                           "end": offset + first.end, "label": "no", "source": SOURCE_SYNONYM,
                           "negated": False, "trigger": first.text})
+    if len(options) >= OPTION_ECHO_MIN:
+        _mark_full_option_lists(spans, options, haystack, offset)
     chosen = {s["label"] for s in spans if not s["negated"]}
     labels = [option for option in options if option in chosen]
     reason = ("every option found is negated" if spans
