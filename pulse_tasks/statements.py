@@ -232,6 +232,26 @@ def lines_of(clean: str) -> list[tuple[int, int]]:
     return out
 
 
+SHORT_SENTENCE_CHARS = 60
+_SENTENCE_SPLIT_RE = re.compile(r"[^.!?\n]+[.!?]?")
+
+
+def short_sentences(clean: str) -> list[tuple[int, int]]:
+    """(start, end) of every sentence short enough to be only an answer ("Yes.", "Static noise.")
+    that does not already fill its line (lines are candidates of their own)."""
+    out = []
+    for m in _SENTENCE_SPLIT_RE.finditer(clean):
+        body = m.group(0).strip()
+        if not body or len(body) > SHORT_SENTENCE_CHARS:
+            continue
+        start = m.start() + len(m.group(0)) - len(m.group(0).lstrip())
+        line_start = clean.rfind("\n", 0, start) + 1
+        line_end = _line_end(clean, start)
+        if clean[line_start:start].strip() or clean[start + len(body):line_end].strip():
+            out.append((start, start + len(body)))
+    return out
+
+
 def last_sentence(clean: str) -> tuple[int, int] | None:
     """(start, end) of the response's final sentence (its last non-blank line's last sentence)."""
     spans = lines_of(clean)

@@ -695,10 +695,21 @@ _SPACE_RE = re.compile(r"\s")
 # "no" is the answer when a clause ends or a pronoun follows ("No, it does not"), not in "no AF".
 _NO_ANSWER_END_RE = re.compile(r"[*_\s]*(?:[.,;:!?)\n-]|$)|\s+(?:it|there|this|that|the\s+ecg|i)\b")
 # Ways of saying the "not sure" option (matched only when it is an option).
-NOT_SURE_SYNONYMS = ("i'm not sure", "i am not sure", "unsure", "uncertain", "cannot tell", "can't tell",
+NOT_SURE_SYNONYMS = ("i'm not sure", "i am not sure", "unsure", "cannot tell", "can't tell",
                      "don't know", "do not know", "cannot determine", "can't determine", "unable to determine",
                      "cannot be determined")
 NOT_SURE = "not sure"
+# "No form-related symptoms can be determined", "cannot be assessed", "no abnormality can be
+# confirmed or excluded": the answer is that it cannot be told, the "not sure" option. "uncertain"
+# alone also says so, but not in ECG-QA's own term "uncertain symptoms".
+_NEITHER_RE = re.compile(r"\bneither\b(?=[*_]*\s*(?:[.;,:!)\n\u2013\u2014-]|$)|\s+of\s+(?:them|these|the\s+two)\b)")
+_NOT_SURE_RE = re.compile(
+    r"\b(?:can ?not|can't|could not|couldn't|unable to|impossible to|not possible to)\s+(?:be\s+)?(?:\w+ly\s+)?"
+    r"(?:determined?|assess(?:ed)?|evaluated?|interpret(?:ed)?|conclude(?:d)?|confirm(?:ed)?\s+or\s+(?:exclude|rule)d?)\b"
+    r"|\bno\b[^.;:!?]{0,80}?\bcan\s+be\s+(?:\w+ly\s+)?(?:determined|assessed|evaluated|interpreted|concluded"
+    r"|confirmed\s+or\s+(?:excluded|ruled\s+out))\b"
+    r"|\buncertain\b(?!\s+(?:symptoms?|features?|findings?|signs?))"
+)
 
 
 def normalize_option(option: str) -> str:
@@ -707,8 +718,24 @@ def normalize_option(option: str) -> str:
 
 
 def strict_candidates(candidates: Iterable[str]) -> list[str]:
-    """Normalised, de-duplicated, non-empty options, in their original order."""
-    return [c for c in dict.fromkeys(normalize_option(c) for c in candidates) if c]
+    """Normalised, de-duplicated, non-empty options, in their original order.
+
+    The reference splits the options on every comma; strict mode joins the pieces of an option
+    with a comma inside parentheses ("bigeminal pattern (unknown origin, supraventricular, or
+    ventricular)") and drops the question's own qualifier ("including uncertain symptoms"), which
+    the split turns into a pseudo-option no gold answer holds.
+    """
+    joined: list[str] = []
+    for piece in candidates:
+        if joined and joined[-1].count("(") > joined[-1].count(")"):
+            joined[-1] += ", " + piece.strip()
+        else:
+            joined.append(piece)
+    options = [normalize_option(c) for c in joined]
+    return [c for c in dict.fromkeys(options) if c and not _QUALIFIER_RE.match(c)]
+
+
+_QUALIFIER_RE = re.compile(r"(?:including|excluding)\s+uncertain\s+symptoms$")
 
 
 def _find_phrase(haystack: str, phrase: str) -> list[int]:
@@ -737,6 +764,9 @@ def explain_ecgqa(text: str, candidates: list[str], prompt: str = "") -> dict[st
         return _only_noise(prep)
     clean = prep.clean
     cands = statements.candidates(clean)
+    # A sentence that is only an option ("... skin preparation problems. Electrode problems.\n\n##
+    # Explanation") is a verdict like a line that is only one.
+    cands += [Candidate(statements.KIND_LABEL_LINE, a, b, False) for a, b in statements.short_sentences(clean)]
     # A line that opens with an option ("Yes, this ECG shows burst noise.", "No.") is a verdict: its
     # first sentence; so is the response's closing sentence when it opens with one.
     verdicts = [(a, b) for a, b in statements.lines_of(clean)]
@@ -783,21 +813,39 @@ def _mark_full_option_lists(spans: list[dict[str, Any]], options: list[str], hay
         run = [span] if span is not None else []
 
 
+@lru_cache(maxsize=1024)
+def _option_re(option: str) -> re.Pattern[str]:
+    """An option as a whole phrase; a word of four letters or more may differ by a plural "s"
+    ("Electrode problems." names the option "electrodes problems")."""
+    words = []
+    for word in option.split(" "):
+        if len(word) >= 4 and word.isalpha():
+            stem = word[:-1] if word.endswith("s") and not word.endswith("ss") else word
+            words.append(re.escape(stem) + "(?:s|es)?")
+        else:
+            words.append(re.escape(word))
+    return re.compile(r"(?<![a-z0-9])" + " ".join(words) + r"(?![a-z0-9])")
+
+
 def _read_ecgqa(prep: Prepared, start: int, end: int, options: list[str]) -> dict[str, Any]:
     text, offset, region = prep.text, start, prep.clean[start:end]
-    haystack = _SPACE_RE.sub(" ", _lower_same_length(region))  # one-for-one, so offsets stay valid
+    haystack = lowered = _SPACE_RE.sub(" ", _lower_same_length(region))  # one-for-one, so offsets stay valid
     scope = NegationScope.of(region)
     spans = []
     for option in sorted(options, key=len, reverse=True):
-        for start in _find_phrase(haystack, option):
-            span = _span(text, offset + start, offset + start + len(option), option, SOURCE_OPTION, scope, offset)
+        for pos, stop in [m.span() for m in _option_re(option).finditer(haystack)]:
+            span = _span(text, offset + pos, offset + stop, option, SOURCE_OPTION, scope, offset)
             if _is_negation(option) and not span.get("hypothetical"):
                 span.update(negated=False, trigger=None)
-            if option == "no" and "yes" in options and not _NO_ANSWER_END_RE.match(haystack, start + len(option)):
+            if option == "no" and "yes" in options and not _NO_ANSWER_END_RE.match(haystack, stop):
                 span.update(negated=True, trigger=f"{option!r} used as a word, not as the answer")
             spans.append(span)
-            haystack = haystack[:start] + " " * len(option) + haystack[start + len(option):]
+            haystack = haystack[:pos] + " " * (stop - pos) + haystack[stop:]
     if NOT_SURE in options and not any(not s["negated"] for s in spans):
+        for m in _NOT_SURE_RE.finditer(lowered):
+            spans.append({"text": text[offset + m.start():offset + m.end()], "start": offset + m.start(),
+                          "end": offset + m.end(), "label": NOT_SURE, "source": SOURCE_SYNONYM,
+                          "negated": False, "trigger": None})
         for phrase in NOT_SURE_SYNONYMS:
             for start in _find_phrase(haystack, phrase):
                 spans.append({"text": text[offset + start:offset + start + len(phrase)], "start": offset + start,
@@ -808,6 +856,11 @@ def _read_ecgqa(prep: Prepared, start: int, end: int, options: list[str]) -> dic
                 spans.append({"text": text[offset + t.start:offset + t.end], "start": offset + t.start,
                               "end": offset + t.end, "label": NOT_SURE, "source": SOURCE_SYNONYM,
                               "negated": False, "trigger": None})
+    if "none" in options and not any(not s["negated"] for s in spans):
+        for m in _NEITHER_RE.finditer(haystack):  # "Neither; the ECG is inconclusive": the option none
+            spans.append({"text": text[offset + m.start():offset + m.end()], "start": offset + m.start(),
+                          "end": offset + m.end(), "label": "none", "source": SOURCE_SYNONYM,
+                          "negated": False, "trigger": None})
     if "yes" in options and "no" in options and not any(not s["negated"] for s in spans):
         first = next((t for t in scope.triggers if t.kind != "prefix" and not t.unconfirmed and not t.hypothetical), None)
         if first is not None:  # "It does not." / "There is no AF." answer the yes/no question
