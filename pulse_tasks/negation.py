@@ -23,8 +23,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+# "ST depression is present but does not reach the 1 mm criterion for STD": below the criterion,
+# neither the finding before nor the class after is claimed (post and pre trigger at once).
+_BELOW_CRITERION = ("but does not reach", "but does not meet", "but does not fulfil", "but does not fulfill",
+                    "but does not satisfy", "but falls short of")
 # Pre-negation triggers: negate what follows them (longest first, so "no evidence of" wins).
-PRE_TRIGGERS = (
+PRE_TRIGGERS = (*_BELOW_CRITERION,
     "no evidence of", "no signs of", "no sign of", "no features of", "not consistent with",
     "not suggestive of", "negative for", "absence of", "absent", "free of", "rules out",
     "ruled out", "rule out", "excludes", "without", "cannot see", "not", "no", "nor", "neither",
@@ -36,9 +40,7 @@ POST_TRIGGERS = (
     "is absent", "are absent", "absent", "is ruled out", "ruled out", "is excluded", "excluded",
     "not seen", "not present", "not identified", "not detected", "not observed", "not noted",
     "unlikely",
-    # "ST depression is present but does not reach the 1 mm criterion": below the criterion, no finding
-    "but does not reach", "but does not meet", "but does not fulfil", "but does not fulfill",
-    "but does not satisfy", "but falls short of",
+    *_BELOW_CRITERION,
 )
 # Pseudo triggers: look like negation, negate nothing (NegEx's list, the ECG-relevant part).
 PSEUDO_TRIGGERS = (
@@ -85,6 +87,8 @@ _BOUNDARY_CHARS = ".;:!?\n,)[]"  # "no LVH (A)": an opening parenthesis continue
 # ... unless it separates the items of one list that a coordinator closes: "no signs of arrhythmia,
 # conduction abnormalities, or ischemic changes" negates all three. A list item is a short phrase
 # without a verb; an item with one ("and the rhythm is sinus") starts a new clause.
+_PAREN_RE = re.compile(r"[()]")
+_OR_RE = re.compile(r"(?i)\b(?:or|nor)\b")
 _COORDINATOR_RE = re.compile(r"\b(?:or|and|nor|as\s+well\s+as)\b")
 _VERB_RE = re.compile(r"\b(?:is|are|was|were|be|been|has|have|had|shows?|showed|suggests?|indicates?|appears?|seems?"
                       r"|demonstrates?|reveals?|exhibits?|displays?|presents?|confirms?|supports?|can|could|may|might"
@@ -147,6 +151,7 @@ class NegationScope:
     triggers: tuple[Trigger, ...]
     boundaries: tuple[int, ...]  # start offsets of clause boundaries (punctuation, "but", ...)
     list_commas: tuple[int, ...] = ()  # commas between the items of one list: no boundary
+    openers: tuple[tuple[int, int], ...] = ()  # (")" offset, its "(" offset): a parenthesis inside a scope
 
     @classmethod
     def of(cls, text: str) -> NegationScope:
@@ -179,15 +184,28 @@ class NegationScope:
         list_commas = _list_commas(lowered, boundaries, commas) if commas and found else ()
         if list_commas:
             boundaries = [b for b in boundaries if b not in set(list_commas)]
-        return cls(text, tuple(found), tuple(boundaries), tuple(list_commas))
+        openers: list[tuple[int, int]] = []
+        if found and ")" in lowered:
+            stack: list[int] = []
+            for m in _PAREN_RE.finditer(lowered):
+                if m.group(0) == "(":
+                    stack.append(m.start())
+                elif stack:
+                    openers.append((m.start(), stack.pop()))
+        return cls(text, tuple(found), tuple(boundaries), tuple(list_commas), tuple(openers))
 
     def _crosses_boundary(self, start: int, end: int) -> bool:
-        return any(start <= b < end for b in self.boundaries)
+        # a ")" whose "(" lies in the gap too closes an aside ("atrial fibrillation rather than sinus
+        # tachycardia (option D) or atrial tachycardia (option H)"): no clause boundary
+        inside = {close for close, opener in self.openers if start <= opener}
+        return any(start <= b < end and b not in inside for b in self.boundaries)
 
     def _item_start(self, start: int, end: int) -> int:
-        """Where the list item holding ``end`` begins, when list commas lie in [start, end)."""
-        inside = [c for c in self.list_commas if start <= c < end]
-        return inside[-1] + 1 if inside else start
+        """Where the list item holding ``end`` begins: after the last list comma or "or"/"nor" in
+        [start, end) ("rather than sinus tachycardia (option D) or atrial tachycardia (option H)")."""
+        inside = [c + 1 for c in self.list_commas if start <= c < end]
+        inside += [m.end() for m in _OR_RE.finditer(self.text, start, end)]
+        return max(inside) if inside else start
 
     def _words_between(self, start: int, end: int) -> int:
         return len(_WORD_RE.findall(self.text, start, end)) if end > start else 0

@@ -616,6 +616,8 @@ def _read_letter(prep: Prepared, start: int, end: int, after_marker: bool, optio
     # "$LETTER(F)", "$G": the template wrapped around a real letter is that letter
     region = _LETTER_WRAPPER_RE.sub(lambda m: " " * len(m.group(0)), region)
     region = _DOLLAR_LETTER_RE.sub(lambda m: " " + m.group(1), region)
+    if not after_marker:  # read as a whole: an echoed template names nothing, the rest may
+        region = _TEMPLATE_RE.sub(lambda m: " " * len(m.group(0)), region)
     scope = NegationScope.of(region)
     template = _TEMPLATE_RE.search(region) or (re.fullmatch(r"[*_\s]*(X)[*_.\s]*", region) if "X" not in valid else None)
     if template:
