@@ -252,6 +252,22 @@ def short_sentences(clean: str) -> list[tuple[int, int]]:
     return out
 
 
+KIND_CONCLUSION = "conclusion"
+_CONCLUSION_RE = re.compile(
+    r"(?i)\b(?:so(?:\s+overall)?|therefore|thus|hence|consequently|in\s+conclusion|in\s+summary|to\s+conclude|overall)\b[,:]?"
+)
+
+
+def conclusion(clean: str) -> Candidate | None:
+    """The reasoning's last conclusion: after the last "so"/"therefore"/"overall", to its sentence end."""
+    last = None
+    for last in _CONCLUSION_RE.finditer(clean):
+        pass
+    if last is None:
+        return None
+    return Candidate(KIND_CONCLUSION, last.end(), _sentence_end(clean, last.end()), False)
+
+
 def last_sentence(clean: str) -> tuple[int, int] | None:
     """(start, end) of the response's final sentence (its last non-blank line's last sentence)."""
     spans = lines_of(clean)

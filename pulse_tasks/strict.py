@@ -160,7 +160,11 @@ ABNORMAL_LOOKALIKES = (
 LOOKALIKES = (
     *ABNORMAL_LOOKALIKES,
     r"st[\s-]*waves?", r"st[\s/-]*segments?",  # "the ST segment is normal": a part of the ECG, no finding
-    r"normal\s+(?:axis|intervals?|pr|qrs|qt|qtc|voltage|rate|variant|p\s+waves?)",  # normal parts are no normal ECG
+    r"normal\s+variant",
+    *(NORMAL_PARTS := (  # normal parts are no normal ECG -- but a reading that has nothing else is normal
+        r"normal\s+(?:axis|intervals?|pr|qrs|qt|qtc|voltage|rate|p\s+waves?)(?:\s+intervals?)?",
+        r"within\s+(?:the\s+)?normal\s+range",
+    )),
 )
 _NORMAL_CLAUSE_RE = re.compile(
     r"(?i)^(?:(?:the\s+)?(?:ecg|ekg|electrocardiogram|tracing|study)\s+(?:is|appears|looks|seems)\s+(?:to\s+be\s+)?)?"
@@ -411,6 +415,7 @@ def _code_token_re(labels: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(rf"(?<![{_WORD}-])(?:{codes})(?![{_WORD}-])")
 
 
+_BINARY_ECHO_RE = re.compile(r"\b(?:norm(?:al)?|abnormal)\s*(?:or|and|/|vs\.?|versus)\s*(?:norm(?:al)?|abnormal)\b")
 OPTION_ECHO_MIN = 3  # "NORM(normal ECG), MI(myocardial infarction), STTC(ST/T change) and ...": the option list
 _ECHO_GAP_RE = re.compile(r"[\s,;/]*(?:\b(?:and|or)\b)?[\s,;/]*$")
 
@@ -455,11 +460,18 @@ def _read_labels(prep: Prepared, start: int, end: int, labels: tuple[str, ...],
                 span["qualified"] = True  # "normal ECG except for PVCs": NORM only when no finding stands beside
             if source == SOURCE_LOOKALIKE and term in ABNORMAL_LOOKALIKES:
                 span["abnormal"] = True
+            elif source == SOURCE_LOOKALIKE and term in NORMAL_PARTS and "NORM" in labels:
+                span["normal_part"] = True
             spans.append(span)
         for s in spans:  # mask what this pass found: later passes never read inside it
             a, b = s["start"] - offset, s["end"] - offset
             masked = masked[:a] + " " * (b - a) + masked[b:]
     spans += _normal_clauses(text, masked, offset, labels, scope)
+    if "ABNORMAL" in labels:  # "normal or abnormal", "NORM or ABNORMAL": the question's two options, echoed
+        for m in _BINARY_ECHO_RE.finditer(_lower_same_length(region)):
+            for s in spans:
+                if m.start() <= s["start"] - offset < m.end() and s["label"] in _CODE15_GLOBAL:
+                    s.update(negated=True, trigger="an echo of the question's options", hypothetical=True)
     if len(glossed) >= OPTION_ECHO_MIN:
         _mark_option_echoes(spans, glossed, masked, offset)
     chosen, implied = _resolve_labels(spans, labels)
@@ -494,14 +506,14 @@ def _normal_clauses(text: str, masked: str, offset: int, labels: tuple[str, ...]
 
 def _resolve_labels(spans: list[dict], labels: tuple[str, ...]) -> tuple[list[str], list[dict]]:
     """Final labels from the spans: affirmed ones, then the NORM/ABNORMAL rules."""
-    conditional = ("rhythm_only", "qualified")  # NORM spans that count only when no finding stands beside
+    conditional = ("rhythm_only", "qualified", "normal_part")  # NORM only when no finding stands beside
     positive = {s["label"] for s in spans if s["label"] and not s["negated"] and not any(s.get(k) for k in conditional)}
     negated = {s["label"] for s in spans if s["label"] and s["negated"]}
     rhythm_only = any(any(s.get(k) for k in conditional) and not s["negated"] for s in spans)
     findings = positive - set(_CODE15_GLOBAL)
     others = sorted({s["text"] for s in spans if s.get("abnormal") and not s["negated"]})
     implied: list[dict[str, str]] = []
-    if rhythm_only and not findings:
+    if rhythm_only and not findings and not (others and any(s.get("normal_part") for s in spans)):
         positive.add("NORM")
     if "ABNORMAL" in labels:  # code15: normal vs abnormal, then the findings
         if (findings or others) and "ABNORMAL" not in positive:
@@ -791,6 +803,12 @@ def explain_ecgqa(text: str, candidates: list[str], prompt: str = "") -> dict[st
         return _leftover_is_connective(line, exp["spans"], start)
 
     chosen = _choose_statement(prep, cands, read, label_only)
+    if chosen is None:  # no explicit answer: the reasoning's own conclusion ("..., so this ECG shows X.")
+        conclusion = statements.conclusion(clean)
+        if conclusion is not None:
+            exp = read(conclusion.start, conclusion.end)
+            if exp["labels"]:
+                chosen = (conclusion, exp)
     return _with_statement(prep, chosen, lambda: read(0, len(text)))
 
 
