@@ -83,7 +83,9 @@ SCOPE_ENDERS = ("but", "however", "although", "though", "yet", "except", "apart 
 SCOPE_WORDS = 6  # NegEx limits a trigger's reach to a few words; six covers "no definite acute ST elevation"
 # "non-" negates only the term it is glued to: "non-ST elevation MI" is an MI, "non-AF" no AF.
 PREFIX_TRIGGER = "non"
-_BOUNDARY_CHARS = ".;:!?\n,)[]"  # "no LVH (A)": an opening parenthesis continues the phrase  # clause punctuation; a comma ends a clause ("no LBBB, rhythm is sinus")
+# Clause punctuation; a comma ends a clause ("no LBBB, rhythm is sinus"), an em dash too ("rather than
+# static noise — baseline drift"); "(" does not ("no LVH (A)": the aside continues the phrase).
+_BOUNDARY_CHARS = ".;:!?\n,)[]\u2014"
 # ... unless it separates the items of one list that a coordinator closes: "no signs of arrhythmia,
 # conduction abnormalities, or ischemic changes" negates all three. A list item is a short phrase
 # without a verb; an item with one ("and the rhythm is sinus") starts a new clause.
@@ -107,7 +109,7 @@ def _alternation(phrases: tuple[str, ...]) -> str:
 _SCAN_RE = re.compile(
     rf"(?<![\w'])(?:(?P<pseudo>{_alternation(PSEUDO_TRIGGERS + HYPOTHETICAL_PSEUDO)})"
     rf"|(?P<trigger>{_alternation(PRE_TRIGGERS + POST_TRIGGERS + UNCONFIRMED_PRE + UNCONFIRMED_POST + HYPOTHETICAL_PRE + HYPOTHETICAL_POST)})"
-    rf"|(?P<ender>{_alternation(SCOPE_ENDERS)}))(?![\w'])|(?P<punct>[{re.escape(_BOUNDARY_CHARS)}])"
+    rf"|(?P<ender>{_alternation(SCOPE_ENDERS)}))(?![\w'])|(?P<punct>[{re.escape(_BOUNDARY_CHARS)}]|(?<=\s)\u2013(?=\s))"
     rf"|(?<![\w'])(?P<prefix>{PREFIX_TRIGGER}[- ]?)(?=\w)"
 )
 

@@ -237,10 +237,16 @@ def _vocabulary(labels: tuple[str, ...], described: tuple[tuple[str, tuple[str, 
     return passes
 
 
+_HYPHENS = str.maketrans("\u2010\u2011\u2012\u2212\u2019\u2018", "----''")  # "t\u2011waves" is "t-waves"
+
+
 def _lower_same_length(text: str) -> str:
-    """``text.lower()``, keeping any character whose lower case is longer (offsets stay valid)."""
+    """``text.lower()``, keeping any character whose lower case is longer (offsets stay valid);
+    typographic hyphens and apostrophes read as plain ones."""
     lowered = text.lower()
-    return lowered if len(lowered) == len(text) else "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    if len(lowered) != len(text):
+        lowered = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    return lowered.translate(_HYPHENS)
 
 
 # "Normal ECG except for X" / "otherwise normal ECG" qualify the normal reading: X is the finding.
@@ -709,7 +715,7 @@ _SPACE_RE = re.compile(r"\s")
 # "no" is the answer when a clause ends or a pronoun follows ("No, it does not"), not in "no AF".
 _NO_ANSWER_END_RE = re.compile(r"[*_\s]*(?:[.,;:!?)\n-]|$)|\s+(?:it|there|this|that|the\s+ecg|i)\b")
 # Ways of saying the "not sure" option (matched only when it is an option).
-NOT_SURE_SYNONYMS = ("i'm not sure", "i am not sure", "unsure", "cannot tell", "can't tell",
+NOT_SURE_SYNONYMS = ("i'm not sure", "i am not sure", "unsure", "indeterminate", "inconclusive", "cannot tell", "can't tell",
                      "don't know", "do not know", "cannot determine", "can't determine", "unable to determine",
                      "cannot be determined")
 NOT_SURE = "not sure"
