@@ -20,6 +20,7 @@ budget (``bench/score_speed.py``); the trigger lists here are the few that ECG a
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -259,7 +260,7 @@ def _list_commas(lowered: str, boundaries: list[int], commas: list[int]) -> list
         stop = next((b for b in hard if b > comma), len(lowered))
         run = [c for c in commas if comma <= c < stop] + [stop]
         items = []
-        for a, b in zip(run, run[1:]):
+        for a, b in itertools.pairwise(run):
             item = lowered[a + 1:b]
             if _VERB_RE.search(item) or len(_WORD_RE.findall(item)) > LIST_ITEM_WORDS:
                 break

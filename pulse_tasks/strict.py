@@ -5,16 +5,44 @@ answer and whose ``invalid_reason`` says why there is none::
 
     {"mode": "strict", "region": "...", "region_start": 0, "region_end": 12,
      "spans": [{"text", "start", "end", "label", "source", "negated", "trigger"}, ...],
-     "labels": [...], "invalid_reason": None, "implied": [...]}
+     "labels": [...], "invalid_reason": None, "implied": [...],
+     "answer_statement": {"kind", "start", "end", "text"}, "rationale_read": False,
+     "rationale_chars": 1024, "ignored": {"noise": 40, "repetition": 900}}
 
 ``start``/``end`` are offsets into the whole response; ``region`` is the part of it that was read
 (``response[region_start:region_end]``, shown cut to ``REGION_MAX_CHARS``); ``implied`` (code15's
-NORM/ABNORMAL rules) appears only when a label was implied or dropped.
+NORM/ABNORMAL rules) appears only when a label was implied or dropped. ``answer_statement`` is
+the statement taken as the answer (absent when the whole text was read, ``rationale_read`` then
+true); ``ignored`` counts the characters left unread as noise, repetition, question echo or
+option definitions (``pulse_tasks.statements``).
 
 Rules (one example each; the README lists the same):
 
-* **Answer region** -- the text after the last ``Answer:`` (any case, markdown allowed) when there
-  is one, else the whole response: "NORM is unlikely. Answer: MI" reads MI only.
+* **The answer statement first** (every subset; ``pulse_tasks.statements``) -- an ``Answer:``-style
+  line (any case, markdown, "Final answer", "Conclusion:"; the value may be on the next line), "the
+  answer is X", "the most appropriate class (for this ECG) is X" / "the ECG is classified as X"
+  (only when X comes first: "the answer is based on ..." states nothing), a line that is only a
+  label, letter or option (``NORM``, ``abnormal**``, ``â€ NORM``, ``- **MI**``; consecutive ones are
+  one list), for ECG-QA also a line or closing sentence that opens with an option ("Yes, this ECG
+  shows burst noise.") or a sentence that is only one ("Electrode problems."). With several, the
+  last one that states a value is the answer, and the rest is rationale: shown in ``explain``, not
+  read. ``NORM\nThe ECG ... no signs of arrhythmia, conduction abnormalities ...`` reads NORM;
+  ``Answer: RBBB(right bundle branch block)\n... LBBB is also evident ...`` reads RBBB. A template
+  wrapped around a real value is that value (``$CLASS(1dAVb(...))``, ``$LETTER(F)``, ``$G``); an
+  unfilled template (``Answer: $CLASS(;CLASS)``) or an answer line cut at the token limit
+  (``Answer: $CLASS(sinus brad``, a final bare ``Answer:``) states nothing. Without a statement the
+  whole text is read (ECG-QA: first the reasoning's own conclusion, after its last "so",
+  "therefore", "overall", when it names an option).
+* **Code over name** -- a code with a gloss in parentheses is the code: ``LBBB(right bundle branch
+  block)`` reads LBBB (the question asks for the code; the gloss is not read), unless the
+  parentheses hold another code ("ABNORMAL (1dAVb)").
+* **Noise and loops** -- mojibake (``â€â€``), HTML entities (``&gt;``), decoder tags (``<start of
+  description>``), code fences and disclaimers ("not a substitute for professional medical
+  advice") are not read; a sentence said again is read once; sentences of the prompt repeated in
+  the answer and sentences that list or define the options ("The candidate classes are NORM(...),
+  MI(...) ...", "Each class is defined by ...") assert nothing, nor do three or more glossed codes
+  in a row or a run naming every ECG-QA option ("yes, no, or not sure"). A response with nothing
+  left is invalid ("only noise"); a template echo or a text cut before any verdict says so.
 * **The question's own vocabulary** -- a label is found by its code (whole token, any case,
   plural allowed: "PVCs"), by the description the prompt gives it ("STTC: ST/T Change",
   "PVC(Premature ventricular contraction)", "Premature ventricular contraction (PVC)"), or by a
@@ -24,14 +52,20 @@ Rules (one example each; the README lists the same):
   to no label (``LOOKALIKES``): "ST depression" is not code15's ST (sinus tachycardia); "AFL" and
   "atrial flutter" are not AF.
 * **Negation** (``pulse_tasks.negation``, NegEx style) -- a negated mention is no finding:
-  "no LBBB, rhythm is sinus; RBBB" reads RBBB; "without ST elevation" reads no STE. An
+  "no LBBB, rhythm is sinus; RBBB" reads RBBB; "without ST elevation" reads no STE; a negation
+  covers the whole list it governs ("no signs of arrhythmia, conduction abnormalities, or
+  ischemic changes", "rather than sinus tachycardia (option D) or atrial tachycardia (option H)").
+  Hypothetical, conditional and defining mentions claim nothing ("which would be indicated by",
+  "such as X", "e.g.", "if", "could suggest X", "X is a type of ...", "typical of X"), nor does a
+  finding "present but does not reach the criterion for X". An
   unconfirmed mention claims no finding ("cannot exclude LVH", "MI cannot be ruled out"), while a
   hedged positive does ("possible/likely LVH", "consistent with MI"); a negative list value
   negates its term ("LBBB: absent", "- MI: no").
 * **Normal and abnormal** -- "normal" alone counts only as a whole clause ("Normal.", "The ECG is
-  normal"), never in "normal axis"; "normal sinus rhythm" names the rhythm, and "normal ECG
-  except for X" / "otherwise normal ECG" qualify the reading, so these are dropped beside a
-  finding. code15 asks normal-vs-abnormal first: a specific finding, a negated NORM or
+  normal"), never in "normal axis"; "normal sinus rhythm" names the rhythm, normal parts ("normal
+  PR interval", "within the normal range") describe parts, and "normal ECG except for X" /
+  "otherwise normal ECG" qualify the reading, so these are NORM only when no finding stands
+  beside them. "normal or abnormal" echoes the question. code15 asks normal-vs-abnormal first: a specific finding, a negated NORM or
   "abnormal" means ABNORMAL ("RBBB" reads ABNORMAL, RBBB), a negated ABNORMAL without findings
   means NORM, and ABNORMAL wins over NORM.
 * **Letter questions** -- the letter right after the last final-answer marker ("answer:",
@@ -44,7 +78,11 @@ Rules (one example each; the README lists the same):
 * **ECG-QA** -- whole options on normalised text, longest first, so "lead III" never also selects
   "lead I"; option case does not matter; a negated option is not chosen, except options that are
   negations themselves ("no", "not sure"); a yes/no question answered with a negation ("It does
-  not.") is "no"; "I don't know" and an unconfirmed mention ("AF cannot be excluded") are "not sure".
+  not.") is "no"; "I don't know", "cannot be determined", "no X can be confirmed or excluded" and an
+  unconfirmed mention ("AF cannot be excluded") are "not sure"; "Neither." is "none". An option may
+  differ by a plural "s" ("Electrode problems" for "electrodes problems"); an option split at a
+  comma inside parentheses is joined again, and the question's qualifier ("including uncertain
+  symptoms") is no option.
 
 ``STRICT_VERSION`` is bumped whenever any of this changes what an answer scores; task metadata,
 scoring records, results and submissions carry it, and ``ecgbench compare``/``validate`` refuse
@@ -63,7 +101,8 @@ from pulse_tasks.negation import NegationScope
 from pulse_tasks.statements import Candidate, Prepared
 from pulse_tasks.subsets import BY_CONFIG
 
-STRICT_VERSION = 2  # 1: whole-token codes only; 2: prompt vocabulary, synonyms, negation, explain
+STRICT_VERSION = 3  # 1: whole-token codes only; 2: prompt vocabulary, synonyms, negation, explain;
+# 3: the answer statement first, noise/loops/echoes unread, list negation, hypothetical mentions
 LEGACY_STRICT_VERSION = 1  # what a run that records no strict version was scored with
 
 # Span sources (the explain record's "source" values).
@@ -157,14 +196,16 @@ ABNORMAL_LOOKALIKES = (
     r"st[\s/-]*(?:(?:segments?[\s-]+)?(?:depressions?|elevations?|changes?|abnormalit(?:y|ies)|deviations?|depressed|elevated|elev|depr)|t)",
     r"afl", r"a[\s-]?flutter", r"atrial\s+flutter",  # flutter is not fibrillation
 )
+# Normal parts are no normal ECG -- but a reading that has nothing else is normal.
+NORMAL_PARTS = (
+    r"normal\s+(?:axis|intervals?|pr|qrs|qt|qtc|voltage|rate|p\s+waves?)(?:\s+intervals?)?",
+    r"within\s+(?:the\s+)?normal\s+range",
+)
 LOOKALIKES = (
     *ABNORMAL_LOOKALIKES,
     r"st[\s-]*waves?", r"st[\s/-]*segments?",  # "the ST segment is normal": a part of the ECG, no finding
     r"normal\s+variant",
-    *(NORMAL_PARTS := (  # normal parts are no normal ECG -- but a reading that has nothing else is normal
-        r"normal\s+(?:axis|intervals?|pr|qrs|qt|qtc|voltage|rate|p\s+waves?)(?:\s+intervals?)?",
-        r"within\s+(?:the\s+)?normal\s+range",
-    )),
+    *NORMAL_PARTS,
 )
 _NORMAL_CLAUSE_RE = re.compile(
     r"(?i)^(?:(?:the\s+)?(?:ecg|ekg|electrocardiogram|tracing|study)\s+(?:is|appears|looks|seems)\s+(?:to\s+be\s+)?)?"
@@ -873,9 +914,9 @@ def _read_ecgqa(prep: Prepared, start: int, end: int, options: list[str]) -> dic
                           "end": offset + m.end(), "label": NOT_SURE, "source": SOURCE_SYNONYM,
                           "negated": False, "trigger": None})
         for phrase in NOT_SURE_SYNONYMS:
-            for start in _find_phrase(haystack, phrase):
-                spans.append({"text": text[offset + start:offset + start + len(phrase)], "start": offset + start,
-                              "end": offset + start + len(phrase), "label": NOT_SURE, "source": SOURCE_SYNONYM,
+            for pos in _find_phrase(haystack, phrase):
+                spans.append({"text": text[offset + pos:offset + pos + len(phrase)], "start": offset + pos,
+                              "end": offset + pos + len(phrase), "label": NOT_SURE, "source": SOURCE_SYNONYM,
                               "negated": False, "trigger": None})
         for t in scope.triggers:  # "AF cannot be excluded" neither affirms nor denies: not sure
             if t.unconfirmed:
