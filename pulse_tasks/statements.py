@@ -40,17 +40,16 @@ _NOISE_RE = re.compile(
 # Disclaimers assert nothing about this ECG ("**Note:** ... should not be used as a substitute for
 # professional medical advice", "Grok is not a doctor; please consult one"): the sentence is blanked.
 _DISCLAIMER_RE = re.compile(
-    r"(?i)[^.!?\n]*(?:substitute\s+for\s+(?:professional\s+)?medical\s+advice|for\s+educational\s+purposes"
+    r"substitute\s+for\s+(?:professional\s+)?medical\s+advice|for\s+educational\s+purposes"
     r"|\bnot\s+a\s+(?:doctor|physician|medical\s+professional)|\bdisclaimer\b"
-    r"|consult\s+(?:with\s+)?(?:a|your|one)\b[^.!?\n]{0,40}?(?:doctor|physician|cardiologist|professional|provider|one\b))"
-    r"[^.!?\n]*[.!?]*"
+    r"|consult\s+(?:with\s+)?(?:a|your|one)\b[^.!?\n]{0,40}?(?:doctor|physician|cardiologist|professional|provider|one\b)"
 )
 # Sentences that define or list the options assert nothing about this ECG ("The candidate classes
 # are NORM(normal ECG), MI(...) ...", "Each class is defined by specific criteria: AF by ...").
 _DEFINITION_RE = re.compile(
-    r"(?i)[^.!?\n]*(?:\b(?:is|are)\s+defined\s+(?:by|as)\b|\beach\s+(?:class|option|category|label)\b"
+    r"\b(?:is|are)\s+defined\s+(?:by|as)\b|\beach\s+(?:class|option|category|label)\b"
     r"|\b(?:candidate|possible|available|listed)\s+(?:classes|options|categories|labels|choices)\b"
-    r"|\bthe\s+(?:classes|options|categories|choices)\s+(?:are|include)\b)[^.!?\n]*[.!?]*"
+    r"|\bthe\s+(?:classes|options|categories|choices)\s+(?:are|include)\b"
 )
 # Sentences (or lines) for the repetition check: a run up to ., !, ? or a newline.
 _SENTENCE_RE = re.compile(r"[^.!?\n]+[.!?]*")
@@ -59,20 +58,19 @@ REPEAT_MIN_CHARS = 12  # shorter sentences ("NORM", "Yes.") are never treated as
 ECHO_MIN_CHARS = 30  # a prompt sentence at least this long, repeated in the answer, is an echo
 
 # "Answer:" lines: "Answer:", "**Final Answer:**", "answer -", "Conclusion:", "Final diagnosis:".
-ANSWER_LINE_RE = re.compile(
-    r"(?i)(?<![\w$])(?:(?:my|the|final|short|correct)\s+)*"
-    r"(?:answer|conclusion|final\s+(?:diagnosis|classification|interpretation|verdict))"
+ANSWER_LINE_RE = re.compile(  # matched on the lower-cased text (case-sensitive patterns scan fastest)
+    r"(?<![\w$])(?:answer|conclusion|final\s+(?:diagnosis|classification|interpretation|verdict))"
     r"[*_]*\s*(?::|：|\s[-\u2013\u2014](?=\s))[*_]*"
 )
 # "the answer is X", "the final answer would be X"
 ANSWER_IS_RE = re.compile(
-    r"(?i)\b(?:the\s+)?(?:(?:final|correct|best|right|most\s+(?:likely|appropriate))\s+)?answer[*_]*\s+"
+    r"\banswer[*_]*\s+"
     r"(?:is|would\s+be|will\s+be)\b\s*:?"
 )
 # "Therefore, the most appropriate class for this ECG image is X", "the correct classification is X"
 _THIS_ECG = r"(?:this|the)\s+(?:ecg|ekg|electrocardiogram|image)(?:\s+(?:image|tracing|reading))?"
 CLASS_IS_RE = re.compile(
-    r"(?i)\b(?:the\s+)?(?:(?:(?:most\s+)?(?:appropriate|correct|likely|final|best|right|suitable|accurate)\s+"
+    r"\b(?:(?:(?:appropriate|correct|likely|final|best|right|suitable|accurate)\s+"
     r"(?:class(?:ification)?(?:es|s)?|diagnos[ie]s|labels?|categor(?:y|ies)|options?|choices?)"
     rf"(?:\s+(?:for|of)\s+{_THIS_ECG})?)"
     rf"|(?:class(?:ification)?|category)\s+(?:for|of)\s+{_THIS_ECG})"
@@ -81,6 +79,7 @@ CLASS_IS_RE = re.compile(
     r"|\b(?:ecg|ekg|electrocardiogram|image|tracing|reading)\s+(?:is|was|can\s+be|should\s+be)\s+classified\s+as\b\s*:?"
 )
 _SENTENCE_END_RE = re.compile(r"(?<!\d)[.!?](?=\s|$)|\n")
+_CLASS_HINTS = ("class", "diagnos", "label", "categor", "option", "choice")
 SHORT_LINE_CHARS = 200  # a line longer than this is never "only a label" (CSN options are long)
 
 # Statement kinds (the explain record's "answer_statement" "kind").
@@ -104,13 +103,15 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A response and its cleaned copy (same length: noise, loops and echoes blanked)."""
+    """A response and its cleaned copy (same length: noise, loops and echoes blanked), also
+    lower-cased (``lowered``: the statement patterns are matched on it)."""
 
     text: str
     clean: str
     noise_chars: int
     repeat_chars: int
     echo_chars: int
+    lowered: str = ""
 
     @property
     def ignored(self) -> dict[str, int]:
@@ -148,26 +149,41 @@ def _echo_sentences(prompt: str) -> tuple[str, ...]:
 _OPTION_LINE_RE = re.compile(r"\s*\(?[a-h][.)]\s")
 
 
+_NOISE_HINTS = ("&", "<", "```")  # an ASCII text with none of these has no noise to blank
+_DISCLAIMER_HINTS = ("advice", "educational", "not a ", "disclaimer", "consult")
+_DEFINITION_HINTS = ("defined", "each ", "candidate ", "possible ", "available ", "listed ", "the classes",
+                     "the options", "the categories", "the choices")
+
+
+def _lower(text: str) -> str:
+    lowered = text.lower()
+    return lowered if len(lowered) == len(text) else "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+
+
 def prepare(text: str, prompt: str = "") -> Prepared:
     """The response with noise, repetition loops and echoes of the prompt blanked out."""
     chars = list(text)
-    noise = sum(_blank(chars, m.start(), m.end()) for m in _NOISE_RE.finditer(text))
-    noise += sum(_blank(chars, m.start(), m.end()) for m in _DISCLAIMER_RE.finditer(text))
-    clean = "".join(chars) if noise else text
-    lowered = clean.lower()
-    echo = sum(_blank(chars, m.start(), m.end()) for m in _DEFINITION_RE.finditer(clean))
+    noise = 0
+    if not text.isascii() or any(h in text for h in _NOISE_HINTS):
+        noise = sum(_blank(chars, m.start(), m.end()) for m in _NOISE_RE.finditer(text))
+    lowered = _lower(text)
+    if any(h in lowered for h in _DISCLAIMER_HINTS):
+        noise += sum(_blank(chars, *_sentence_around(lowered, m.start())) for m in _DISCLAIMER_RE.finditer(lowered))
+    echo = 0
+    if any(h in lowered for h in _DEFINITION_HINTS):
+        echo = sum(_blank(chars, *_sentence_around(lowered, m.start())) for m in _DEFINITION_RE.finditer(lowered))
     for sentence in _echo_sentences(prompt):
         start = lowered.find(sentence)
         while start != -1:
             echo += _blank(chars, start, start + len(sentence))
             start = lowered.find(sentence, start + len(sentence))
-    if echo:
-        clean = "".join(chars)
-        lowered = clean.lower()
+    clean = "".join(chars) if noise or echo else text
+    if noise or echo:
+        lowered = _lower(clean)
     seen: set[str] = set()
     repeat = 0
     for m in _SENTENCE_RE.finditer(lowered):
-        key = _KEY_RE.sub(" ", m.group(0)).strip()
+        key = m.group(0).strip()
         if len(key) < REPEAT_MIN_CHARS:
             continue
         if key in seen:
@@ -176,7 +192,14 @@ def prepare(text: str, prompt: str = "") -> Prepared:
             seen.add(key)
     if repeat:
         clean = "".join(chars)
-    return Prepared(text, clean, noise, repeat, echo)
+        lowered = _lower(clean)
+    return Prepared(text, clean, noise, repeat, echo, lowered)
+
+
+def _sentence_around(text: str, pos: int) -> tuple[int, int]:
+    """(start, end) of the sentence holding ``pos`` (the keyword of a disclaimer or definition)."""
+    start = max(text.rfind(c, 0, pos) for c in ".!?\n") + 1
+    return start, _sentence_end(text, pos)
 
 
 def _line_end(clean: str, pos: int) -> int:
@@ -194,10 +217,12 @@ def sentence_end(clean: str, start: int, end: int) -> int:
     return min(_sentence_end(clean, start), end)
 
 
-def candidates(clean: str, short_lines: bool = True) -> list[Candidate]:
+def candidates(clean: str, short_lines: bool = True, lowered: str | None = None) -> list[Candidate]:
     """Every answer-statement candidate of a cleaned response, in text order."""
     found: list[Candidate] = []
-    for m in ANSWER_LINE_RE.finditer(clean):
+    lowered = _lower(clean) if lowered is None else lowered
+    has_answer = "answer" in lowered
+    for m in (ANSWER_LINE_RE.finditer(lowered) if has_answer or "conclusion" in lowered or "final" in lowered else ()):
         start, end = m.end(), _line_end(clean, m.end())
         if not clean[start:end].strip(" \t*_#>`'\"-"):  # "Answer:\nB": the value is on the next line
             nxt = end + 1
@@ -206,8 +231,9 @@ def candidates(clean: str, short_lines: bool = True) -> list[Candidate]:
             if nxt < len(clean):
                 start, end = nxt, _line_end(clean, nxt)
         found.append(Candidate(KIND_ANSWER_LINE, start, end, True))
-    for pattern, kind in ((ANSWER_IS_RE, KIND_ANSWER_IS), (CLASS_IS_RE, KIND_CLASS_IS)):
-        for m in pattern.finditer(clean):
+    for pattern, kind, hint in ((ANSWER_IS_RE, KIND_ANSWER_IS, has_answer),
+                                (CLASS_IS_RE, KIND_CLASS_IS, any(h in lowered for h in _CLASS_HINTS))):
+        for m in (pattern.finditer(lowered) if hint else ()):
             found.append(Candidate(kind, m.end(), _sentence_end(clean, m.end()), False))
     if short_lines:
         pos = 0
@@ -254,14 +280,14 @@ def short_sentences(clean: str) -> list[tuple[int, int]]:
 
 KIND_CONCLUSION = "conclusion"
 _CONCLUSION_RE = re.compile(
-    r"(?i)\b(?:so(?:\s+overall)?|therefore|thus|hence|consequently|in\s+conclusion|in\s+summary|to\s+conclude|overall)\b[,:]?"
+    r"\b(?:so(?:\s+overall)?|therefore|thus|hence|consequently|in\s+conclusion|in\s+summary|to\s+conclude|overall)\b[,:]?"
 )
 
 
 def conclusion(clean: str) -> Candidate | None:
     """The reasoning's last conclusion: after the last "so"/"therefore"/"overall", to its sentence end."""
     last = None
-    for last in _CONCLUSION_RE.finditer(clean):
+    for last in _CONCLUSION_RE.finditer(_lower(clean)):
         pass
     if last is None:
         return None

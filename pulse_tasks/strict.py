@@ -351,12 +351,25 @@ def _leftover_is_connective(line: str, spans: list[dict[str, Any]], start: int) 
     return all(w.lower() in _CONNECTOR_WORDS or not w.isascii() for w in re.findall(r"[^\W\d_]+", rest))
 
 
-def _choose_statement(prep: Prepared, cands: list[Candidate], read, label_only) -> tuple[Candidate, dict] | None:
+LABEL_LINE_WORDS = 12  # a line of more words is never "only a label" (multi-label and ECG-QA)
+_WORDS_RE = re.compile(r"[^\W_]+")
+
+
+def _few_words(line: str) -> bool:
+    return len(_WORDS_RE.findall(line)) <= LABEL_LINE_WORDS or "(" in line
+
+
+def _choose_statement(prep: Prepared, cands: list[Candidate], read, label_only,
+                      prefilter=None) -> tuple[Candidate, dict] | None:
     """The answer statement: the last candidate that states a value, unless a binding ``Answer:``
-    line without one comes after it (then that line is the answer, and it names nothing)."""
+    line without one comes after it (then that line is the answer, and it names nothing).
+    ``prefilter(line)``: a cheap test a label line must pass before it is read."""
     best: tuple[Candidate, dict] | None = None
     empty_binding: tuple[Candidate, dict] | None = None
     for cand in cands:
+        if (cand.kind == statements.KIND_LABEL_LINE and prefilter is not None
+                and not prefilter(prep.clean[cand.start:cand.end])):
+            continue
         exp = read(cand.start, cand.end, cand)
         has_value = bool(exp["labels"])
         if cand.kind in (statements.KIND_ANSWER_IS, statements.KIND_CLASS_IS) and has_value:
@@ -437,7 +450,8 @@ def explain_labels(text: str, labels: tuple[str, ...], prompt: str = "") -> dict
     def label_only(line: str, exp: dict[str, Any], start: int) -> bool:
         return _leftover_is_connective(line, exp["spans"], start)
 
-    chosen = _choose_statement(prep, statements.candidates(prep.clean), read, label_only)
+    chosen = _choose_statement(prep, statements.candidates(prep.clean, lowered=prep.lowered), read, label_only,
+                               _few_words)
     return _with_statement(prep, chosen, lambda: read(0, len(text)))
 
 
@@ -639,7 +653,7 @@ def explain_letter(text: str, letters: str, prompt: str = "") -> dict[str, Any]:
     clean = prep.clean
     cands = [Candidate(statements.KIND_ANSWER_LINE, *_marker_region(clean, m.end()), True)
              for m in _LETTER_MARKER_RE.finditer(clean)]
-    cands += [c for c in statements.candidates(clean) if c.kind != statements.KIND_ANSWER_LINE]
+    cands += [c for c in statements.candidates(clean, lowered=prep.lowered) if c.kind != statements.KIND_ANSWER_LINE]
     cands.sort(key=lambda c: (c.start, c.end))
 
     def read(start: int, end: int, cand: Candidate | None = None) -> dict[str, Any]:
@@ -651,7 +665,7 @@ def explain_letter(text: str, letters: str, prompt: str = "") -> dict[str, Any]:
         return bool(_BARE_RE.fullmatch(body) or _LETTER_LINE_RE.match(body)
                     or normalize_option(body.strip("*_ ")) in {normalize_option(t) for t in options.values()})
 
-    chosen = _choose_statement(prep, cands, read, label_only)
+    chosen = _choose_statement(prep, cands, read, label_only, lambda line: label_only(line, {}, 0))
     return _with_statement(prep, chosen, lambda: read(0, len(text)))
 
 
@@ -824,7 +838,7 @@ def explain_ecgqa(text: str, candidates: list[str], prompt: str = "") -> dict[st
     if prep.only_noise:
         return _only_noise(prep)
     clean = prep.clean
-    cands = statements.candidates(clean)
+    cands = statements.candidates(clean, lowered=prep.lowered)
     # A sentence that is only an option ("... skin preparation problems. Electrode problems.\n\n##
     # Explanation") is a verdict like a line that is only one.
     cands += [Candidate(statements.KIND_LABEL_LINE, a, b, False) for a, b in statements.short_sentences(clean)]
@@ -849,7 +863,7 @@ def explain_ecgqa(text: str, candidates: list[str], prompt: str = "") -> dict[st
     def label_only(line: str, exp: dict[str, Any], start: int) -> bool:
         return _leftover_is_connective(line, exp["spans"], start)
 
-    chosen = _choose_statement(prep, cands, read, label_only)
+    chosen = _choose_statement(prep, cands, read, label_only, _few_words)
     if chosen is None:  # no explicit answer: the reasoning's own conclusion ("..., so this ECG shows X.")
         conclusion = statements.conclusion(clean)
         if conclusion is not None:
