@@ -20,6 +20,7 @@ budget (``bench/score_speed.py``); the trigger lists here are the few that ECG a
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import re
 from dataclasses import dataclass
@@ -248,6 +249,43 @@ class NegationScope:
             if words <= SCOPE_WORDS and (best is None or words < best[0]):
                 best = (words, trig)
         return best[1] if best else None
+
+
+_SENTENCE_CUT_RE = re.compile(r"[!?\n]|\.(?=\s)")
+
+
+class LazyScope:
+    """``NegationScope`` answers for a long text, built one sentence at a time and only for the
+    sentences asked about (a trigger never reaches across ".", "!", "?" or a line break, so the
+    answers are the same; "e.g." and an option letter's "A." end no sentence)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._cuts: list[int] | None = None
+        self._scopes: dict[int, tuple[int, NegationScope]] = {}
+
+    def _sentence(self, pos: int) -> tuple[int, int]:
+        if self._cuts is None:
+            lowered = self.text
+            self._cuts = [m.start() for m in _SENTENCE_CUT_RE.finditer(lowered)
+                          if not (lowered[m.start()] == "." and m.start() >= 1 and lowered[m.start() - 1].isalpha()
+                                  and (m.start() < 2 or not lowered[m.start() - 2].isalnum()))]
+        i = bisect.bisect_right(self._cuts, pos - 1)
+        start = self._cuts[i - 1] + 1 if i > 0 else 0
+        end = self._cuts[i] if i < len(self._cuts) else len(self.text)
+        return start, end
+
+    def governing(self, start: int, end: int) -> Trigger | None:
+        """As ``NegationScope.governing``, offsets into the whole text."""
+        a, b = self._sentence(start)
+        cached = self._scopes.get(a)
+        if cached is None:
+            cached = self._scopes[a] = (a, NegationScope.of(self.text[a:max(b, end)]))
+        return cached[1].governing(start - a, end - a)
+
+    def trigger_for(self, start: int, end: int) -> str | None:
+        trig = self.governing(start, end)
+        return trig.text if trig else None
 
 
 def _list_commas(lowered: str, boundaries: list[int], commas: list[int]) -> list[int]:

@@ -97,7 +97,7 @@ from functools import lru_cache
 from typing import Any
 
 from pulse_tasks import statements
-from pulse_tasks.negation import NegationScope
+from pulse_tasks.negation import LazyScope, NegationScope
 from pulse_tasks.statements import Candidate, Prepared
 from pulse_tasks.subsets import BY_CONFIG
 
@@ -298,7 +298,7 @@ _MARKDOWN = " \t*_#>`'\"-"
 
 
 def _span(text: str, start: int, end: int, label: str | None, source: str,
-          scope: NegationScope, offset: int) -> dict[str, Any]:
+          scope: NegationScope | LazyScope, offset: int) -> dict[str, Any]:
     trigger = scope.governing(start - offset, end - offset)
     span = {"text": text[start:end], "start": start, "end": end, "label": label, "source": source,
             "negated": trigger is not None, "trigger": trigger.text if trigger else None}
@@ -363,34 +363,44 @@ def _choose_statement(prep: Prepared, cands: list[Candidate], read, label_only,
                       prefilter=None) -> tuple[Candidate, dict] | None:
     """The answer statement: the last candidate that states a value, unless a binding ``Answer:``
     line without one comes after it (then that line is the answer, and it names nothing).
-    ``prefilter(line)``: a cheap test a label line must pass before it is read."""
-    best: tuple[Candidate, dict] | None = None
-    empty_binding: tuple[Candidate, dict] | None = None
-    for cand in cands:
+    ``prefilter(line)``: a cheap test a label line must pass before it is read. Candidates are
+    read from the last one back, and only until the answer is found."""
+
+    def evaluate(cand: Candidate) -> tuple[str, dict | None]:
         if (cand.kind == statements.KIND_LABEL_LINE and prefilter is not None
                 and not prefilter(prep.clean[cand.start:cand.end])):
-            continue
+            return "skip", None
         exp = read(cand.start, cand.end, cand)
         has_value = bool(exp["labels"])
         if cand.kind in (statements.KIND_ANSWER_IS, statements.KIND_CLASS_IS) and has_value:
             has_value = _value_first(prep.clean, cand, exp)  # "the answer is based on ..." states nothing
-        if cand.binding and not has_value and (
-                statements.unfinished(prep.clean, cand.start, cand.end)  # "Answer: $CLASS(sinus brad" (cut)
-                or _TEMPLATE_WORD_RE.search(prep.clean, cand.start, cand.end)):  # "Answer: $CLASS(;CLASS)"
-            continue  # a cut or unfilled answer line states nothing: the rest of the text is read
-        if cand.kind == statements.KIND_LABEL_LINE:
-            if not has_value or not label_only(prep.clean[cand.start:cand.end], exp, cand.start):
-                continue
-            if (best and best[0].kind == statements.KIND_LABEL_LINE and empty_binding is None
-                    and not prep.clean[best[0].end:cand.start].strip()):
-                # consecutive label lines are one list ("- **MI**\n- **HYP**")
-                cand = Candidate(cand.kind, best[0].start, cand.end, False)
-                exp = read(cand.start, cand.end, cand)
+        if cand.kind == statements.KIND_LABEL_LINE and has_value:
+            has_value = label_only(prep.clean[cand.start:cand.end], exp, cand.start)
         if has_value:
-            best, empty_binding = (cand, exp), None
-        elif cand.binding:
-            empty_binding = (cand, exp)
-    return empty_binding or best
+            return "value", exp
+        if cand.binding and not (statements.unfinished(prep.clean, cand.start, cand.end)  # "Answer: $CLASS(sinus brad"
+                                 or _TEMPLATE_WORD_RE.search(prep.clean, cand.start, cand.end)):  # "$CLASS(;CLASS)"
+            return "empty", exp  # an answer line that names nothing is still the answer
+        return "skip", None  # a cut or unfilled answer line states nothing: earlier ones or the text are read
+
+    for i in range(len(cands) - 1, -1, -1):
+        cand = cands[i]
+        status, exp = evaluate(cand)
+        if status == "skip":
+            continue
+        if status == "value" and cand.kind == statements.KIND_LABEL_LINE:
+            first = cand
+            for prev in reversed(cands[:i]):  # consecutive label lines are one list ("- **MI**\n- **HYP**")
+                if prev.kind != statements.KIND_LABEL_LINE or prep.clean[prev.end:first.start].strip():
+                    break
+                if evaluate(prev)[0] != "value":
+                    break
+                first = prev
+            if first is not cand:
+                cand = Candidate(cand.kind, first.start, cand.end, False)
+                exp = read(cand.start, cand.end, cand)
+        return cand, exp
+    return None
 
 
 _VALUE_LEAD_RE = re.compile(r"(?i)[\s*_:\"'(\[$]*(?:(?:the|a|an|option|choice|class|letter|label|\$class)\b[\s*_:\"'(\[$]*)*")
@@ -444,8 +454,12 @@ def explain_labels(text: str, labels: tuple[str, ...], prompt: str = "") -> dict
         return _only_noise(prep)
     described = _described(prompt, labels)
 
+    memo: dict[tuple[int, int], dict[str, Any]] = {}
+
     def read(start: int, end: int, cand: Candidate | None = None) -> dict[str, Any]:
-        return _read_labels(prep, start, end, labels, described)
+        if (start, end) not in memo:
+            memo[start, end] = _read_labels(prep, start, end, labels, described)
+        return memo[start, end]
 
     def label_only(line: str, exp: dict[str, Any], start: int) -> bool:
         return _leftover_is_connective(line, exp["spans"], start)
@@ -500,7 +514,7 @@ def _read_labels(prep: Prepared, start: int, end: int, labels: tuple[str, ...],
                  described: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, Any]:
     text, offset = prep.text, start
     region = prep.clean[start:end]
-    scope = NegationScope.of(region)
+    scope = LazyScope(region)
     masked = _lower_same_length(region)
     glossed: dict[int, int] = {}  # code start -> end of its "(gloss)"
     if "(" in masked:
@@ -542,7 +556,7 @@ def _read_labels(prep: Prepared, start: int, end: int, labels: tuple[str, ...],
 
 
 def _normal_clauses(text: str, masked: str, offset: int, labels: tuple[str, ...],
-                    scope: NegationScope) -> list[dict[str, Any]]:
+                    scope: NegationScope | LazyScope) -> list[dict[str, Any]]:
     """"Normal." / "The ECG is not normal" as a whole clause (a bare word elsewhere is no label)."""
     spans = []
     for clause in _CLAUSE_RE.finditer(masked):
@@ -691,7 +705,7 @@ def _read_letter(prep: Prepared, start: int, end: int, after_marker: bool, optio
     region = _DOLLAR_LETTER_RE.sub(lambda m: " " + m.group(1), region)
     if not after_marker:  # read as a whole: an echoed template names nothing, the rest may
         region = _TEMPLATE_RE.sub(lambda m: " " * len(m.group(0)), region)
-    scope = NegationScope.of(region)
+    scope = LazyScope(region)
     template = _TEMPLATE_RE.search(region) or (re.fullmatch(r"[*_\s]*(X)[*_.\s]*", region) if "X" not in valid else None)
     if template:
         return _explanation(text[start:end], offset, [], [], f"the answer template was echoed ({template.group(0).strip()!r})")
@@ -714,7 +728,7 @@ def _read_letter(prep: Prepared, start: int, end: int, after_marker: bool, optio
 
 
 def _letter_spans(text: str, region: str, offset: int, after_marker: bool,
-                  scope: NegationScope) -> list[dict[str, Any]]:
+                  scope: NegationScope | LazyScope) -> list[dict[str, Any]]:
     spans = []
 
     def add(pos: int, letter: str) -> None:
@@ -749,7 +763,7 @@ def _letter_spans(text: str, region: str, offset: int, after_marker: bool,
 
 
 def _option_text_spans(text: str, region: str, offset: int, options: dict[str, str],
-                       scope: NegationScope) -> list[dict[str, Any]]:
+                       scope: NegationScope | LazyScope) -> list[dict[str, Any]]:
     by_text = {normalize_option(t): letter for letter, t in options.items() if normalize_option(t)}
     haystack = region.lower()
     spans = []
@@ -857,8 +871,12 @@ def explain_ecgqa(text: str, candidates: list[str], prompt: str = "") -> dict[st
             cands.append(Candidate(statements.KIND_VERDICT, a, b, False))
     cands.sort(key=lambda c: (c.start, c.end))
 
+    memo: dict[tuple[int, int], dict[str, Any]] = {}
+
     def read(start: int, end: int, cand: Candidate | None = None) -> dict[str, Any]:
-        return _read_ecgqa(prep, start, end, options)
+        if (start, end) not in memo:
+            memo[start, end] = _read_ecgqa(prep, start, end, options)
+        return memo[start, end]
 
     def label_only(line: str, exp: dict[str, Any], start: int) -> bool:
         return _leftover_is_connective(line, exp["spans"], start)
