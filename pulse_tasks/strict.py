@@ -92,6 +92,8 @@ to mix versions.
 from __future__ import annotations
 
 import re
+import re._constants as _sre_constants  # the stdlib's own parser: which literal a pattern needs
+import re._parser as _sre_parser
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
@@ -267,15 +269,68 @@ def _vocabulary(labels: tuple[str, ...], described: tuple[tuple[str, tuple[str, 
     phrases.sort(key=lambda t: (t[2] != SOURCE_DESCRIPTION, -len(t[0])))
     codes = [(re.escape(label.lower()), label, SOURCE_CODE) for label in sorted(labels, key=len, reverse=True)]
     lookalikes = [(p, None, SOURCE_LOOKALIKE) for p in LOOKALIKES]
-    passes = []
-    for terms in (phrases, lookalikes, codes):
-        if terms:
-            # one word-start check for all alternatives (the scan's hot path), then the term
-            alternatives = "|".join(f"({p})" for p, _, _ in terms)
-            # case-sensitive on lower-cased text: sre skips to possible first characters (IGNORECASE cannot)
-            pattern = re.compile(rf"(?<![{_WORD}])(?:{alternatives}){_PLURAL}(?![{_WORD}])")
-            passes.append((pattern, [(label, source, p) for p, label, source in terms]))
-    return passes
+    return [_Pass([(label, source, p) for p, label, source in terms])
+            for terms in (phrases, lookalikes, codes) if terms]
+
+
+def _mandatory_literal(pattern: str) -> str | None:
+    """The longest run of plain characters every match of ``pattern`` contains, or None.
+
+    Read from the parsed pattern's top level (a leading group is entered): "(?:complete\\s+)?left
+    [\\s-]+bundle..." gives "bundle", "ischemi[ac]" gives "ischemi", an alternation gives None.
+    """
+    try:
+        ops = list(_sre_parser.parse(pattern))
+    except re.error:  # pragma: no cover - every vocabulary pattern compiles
+        return None
+    while len(ops) == 1 and ops[0][0] is _sre_constants.SUBPATTERN:
+        ops = list(ops[0][1][-1])
+    best, run = "", ""
+    for op, arg in ops:
+        if op is _sre_constants.LITERAL:
+            run += chr(arg)
+            best = max(best, run, key=len)
+        else:
+            run = ""
+    return best if len(best) >= 2 else None
+
+
+class _Pass:
+    """One scan over the lower-cased text: an alternation of terms, each ``(label, source, pattern)``.
+
+    The scan tries every alternative at every word start, so a long answer costs about the number
+    of alternatives; a term whose mandatory literal ("bundle", "ischemi") is not in the text cannot
+    match, so the scan uses an alternation of the terms that can (compiled once per such set).
+    """
+
+    def __init__(self, terms: list[tuple[str | None, str, str]]) -> None:
+        self.terms = terms
+        self.literals = [_mandatory_literal(p) for _, _, p in terms]
+        self.full = self._compile(tuple(range(len(terms))))
+        self._subsets: dict[tuple[int, ...], re.Pattern[str]] = {}
+
+    def _compile(self, indices: tuple[int, ...]) -> re.Pattern[str]:
+        # one word-start check for all alternatives (the scan's hot path), then the term;
+        # case-sensitive on lower-cased text: sre skips to possible first characters (IGNORECASE cannot)
+        alternatives = "|".join(f"({self.terms[i][2]})" for i in indices) or "(?!)"
+        return re.compile(rf"(?<![{_WORD}])(?:{alternatives}){_PLURAL}(?![{_WORD}])")
+
+    def scan(self, masked: str):
+        """(match, (label, source, term)) for every match in ``masked``."""
+        indices = tuple(i for i, lit in enumerate(self.literals) if lit is None or lit in masked)
+        if len(indices) == len(self.terms):
+            pattern = self.full
+        else:
+            pattern = self._subsets.get(indices)
+            if pattern is None:
+                if len(self._subsets) >= SUBSET_PATTERNS_MAX:
+                    self._subsets.clear()
+                pattern = self._subsets[indices] = self._compile(indices)
+        for m in pattern.finditer(masked):
+            yield m, self.terms[indices[m.lastindex - 1]]
+
+
+SUBSET_PATTERNS_MAX = 2048  # compiled term subsets kept per pass
 
 
 _HYPHENS = str.maketrans("\u2010\u2011\u2012\u2212\u2019\u2018", "----''")  # "t\u2011waves" is "t-waves"
@@ -525,9 +580,8 @@ def _read_labels(prep: Prepared, start: int, end: int, labels: tuple[str, ...],
             masked = masked[:a] + " " * (b - a) + masked[b:]
             glossed[m.start()] = m.end()
     spans: list[dict[str, Any]] = []
-    for pattern, terms in _vocabulary(labels, described):
-        for m in pattern.finditer(masked):
-            label, source, term = terms[m.lastindex - 1]
+    for scan in _vocabulary(labels, described):
+        for m, (label, source, term) in scan.scan(masked):
             span = _span(text, offset + m.start(), offset + m.end(), label, source, scope, offset)
             if label == "NORM" and term in RHYTHM_ONLY_NORM:
                 span["rhythm_only"] = True
