@@ -69,15 +69,34 @@ ANSWER_IS_RE = re.compile(
 )
 # "Therefore, the most appropriate class for this ECG image is X", "the correct classification is X"
 _THIS_ECG = r"(?:this|the)\s+(?:ecg|ekg|electrocardiogram|image)(?:\s+(?:image|tracing|reading))?"
+# matched from its noun (a scan from "class"/"diagnosis"/... is fast); the words before it are
+# checked by _CLASS_BEFORE_RE: an adjective ("the most appropriate class"), or the noun is followed
+# by "of this ECG" ("the classification of this ECG image is X")
 CLASS_IS_RE = re.compile(
-    r"\b(?:(?:(?:appropriate|correct|likely|final|best|right|suitable|accurate)\s+"
     r"(?:class(?:ification)?(?:es|s)?|diagnos[ie]s|labels?|categor(?:y|ies)|options?|choices?)"
-    rf"(?:\s+(?:for|of)\s+{_THIS_ECG})?)"
-    rf"|(?:class(?:ification)?|category)\s+(?:for|of)\s+{_THIS_ECG})"
+    rf"(?P<this>\s+(?:for|of)\s+{_THIS_ECG})?"
     r"\s+(?:is|are|would\s+be|will\s+be)\b\s*:?"
     # "the ECG image is classified as X"
-    r"|\b(?:ecg|ekg|electrocardiogram|image|tracing|reading)\s+(?:is|was|can\s+be|should\s+be)\s+classified\s+as\b\s*:?"
+    r"|(?P<classified>classified)\s+as\b\s*:?"
 )
+_CLASS_BEFORE_RE = re.compile(r"(?:appropriate|correct|likely|final|best|right|suitable|accurate)\s+$")
+_CLASSIFIED_BEFORE_RE = re.compile(r"(?:ecg|ekg|electrocardiogram|image|tracing|reading)\s+(?:is|was|can\s+be|should\s+be)\s+$")
+_CLASS_NOUN_ALONE = ("class", "classification", "category")
+
+
+def _class_statement(lowered: str, m: re.Match[str]) -> bool:
+    """Whether a CLASS_IS_RE match is a class statement (see there)."""
+    before = lowered[max(0, m.start() - 40):m.start()]
+    if m.group("classified"):
+        return _CLASSIFIED_BEFORE_RE.search(before) is not None
+    if m.start() and lowered[m.start() - 1].isalnum():
+        return False
+    if _CLASS_BEFORE_RE.search(before):
+        return True
+    noun = lowered[m.start():m.end()].split()[0]
+    return bool(m.group("this")) and noun in _CLASS_NOUN_ALONE
+
+
 _SENTENCE_END_RE = re.compile(r"(?<!\d)[.!?](?=\s|$)|\n")
 _CLASS_HINTS = ("class", "diagnos", "label", "categor", "option", "choice")
 SHORT_LINE_CHARS = 200  # a line longer than this is never "only a label" (CSN options are long)
@@ -231,10 +250,11 @@ def candidates(clean: str, short_lines: bool = True, lowered: str | None = None)
             if nxt < len(clean):
                 start, end = nxt, _line_end(clean, nxt)
         found.append(Candidate(KIND_ANSWER_LINE, start, end, True))
-    for pattern, kind, hint in ((ANSWER_IS_RE, KIND_ANSWER_IS, has_answer),
-                                (CLASS_IS_RE, KIND_CLASS_IS, any(h in lowered for h in _CLASS_HINTS))):
-        for m in (pattern.finditer(lowered) if hint else ()):
-            found.append(Candidate(kind, m.end(), _sentence_end(clean, m.end()), False))
+    for m in (ANSWER_IS_RE.finditer(lowered) if has_answer else ()):
+        found.append(Candidate(KIND_ANSWER_IS, m.end(), _sentence_end(clean, m.end()), False))
+    for m in (CLASS_IS_RE.finditer(lowered) if any(h in lowered for h in _CLASS_HINTS) else ()):
+        if _class_statement(lowered, m):
+            found.append(Candidate(KIND_CLASS_IS, m.end(), _sentence_end(clean, m.end()), False))
     if short_lines:
         pos = 0
         for line in clean.split("\n"):

@@ -665,12 +665,18 @@ def _resolve_labels(spans: list[dict], labels: tuple[str, ...]) -> tuple[list[st
 # --------------------------------------------------------------------------------------------
 
 _EMPH = r"[*_]*"
-_LETTER_MARKER_RE = re.compile(
-    rf"(?i)\b(?:(?:final\s+)?answer{_EMPH}\s*(?:is\s*:?|would\s+be\s*:?|:|[\u2013\u2014-](?=\s))|"
+_LETTER_MARKER_RE = re.compile(  # matched on the lower-cased text (fast); _marker_ok checks the case
+    rf"\b(?:(?:final\s+)?answer{_EMPH}\s*(?:is\s*:?|would\s+be\s*:?|:|[\u2013\u2014-](?=\s))|"
     rf"correct\s+(?:option|answer|choice){_EMPH}\s*(?:is\s*:?|:)|"
-    rf"(?:i\s+)?(?:choose|select|pick)|(?:i'?d|i\s+would|i\s+will|i'll)\s+(?:say|go\s+with)(?=[\s*_]*\(?(?-i:[A-H])\)?(?![\w'])))(?![\w']){_EMPH}"
+    rf"(?:i\s+)?(?:choose|select|pick)|(?P<say>(?:i'?d|i\s+would|i\s+will|i'll)\s+(?:say|go\s+with))(?=[\s*_]*\(?[a-h]\)?(?![\w'])))(?![\w']){_EMPH}"
     r"|\\boxed\s*\{(?:\\text\s*\{)?"  # "Answer - C"; "I'd say B" (a capital letter must follow); "\boxed{B}"
 )
+_CAPITAL_AFTER_RE = re.compile(r"[\s*_]*\(?[A-H]")
+
+
+def _marker_ok(text: str, m: re.Match[str]) -> bool:
+    """"I'd say B" is a marker only when a capital letter follows (a later "I would say ..." never is)."""
+    return not m.group("say") or _CAPITAL_AFTER_RE.match(text, m.end("say")) is not None
 _OPTION_LINE_RE = re.compile(r"(?m)(?:^|(?<=\s))\(?([A-H])[.)]\s+(.+?)\s*(?=\s\(?[A-H][.)]\s|$)")
 _TEMPLATE_RE = re.compile(r"(?i)\$\s*\{?\s*letter\s*\}?|<\s*letter\s*>|\[\s*letter\s*\]|\$[A-Z]\b")
 # After a final-answer marker: the letter (any case, maybe "(B)" or "option B"), then a boundary.
@@ -720,7 +726,7 @@ def explain_letter(text: str, letters: str, prompt: str = "") -> dict[str, Any]:
         return _only_noise(prep)
     clean = prep.clean
     cands = [Candidate(statements.KIND_ANSWER_LINE, *_marker_region(clean, m.end()), True)
-             for m in _LETTER_MARKER_RE.finditer(clean)]
+             for m in _LETTER_MARKER_RE.finditer(prep.lowered) if _marker_ok(clean, m)]
     cands += [c for c in statements.candidates(clean, lowered=prep.lowered) if c.kind != statements.KIND_ANSWER_LINE]
     cands.sort(key=lambda c: (c.start, c.end))
 
