@@ -30,12 +30,11 @@ from functools import lru_cache
 # HTML entities and the tags/fences some decoders emit around or instead of an answer.
 _NOISE_RE = re.compile(
     r"â€[^\x00-\x7f]?|Ã[^\x00-\x7f]|Â|\ufffd"
-    r"|&(?:gt|lt|amp|quot|apos|nbsp|#\d{1,5});"
-    r"|</?\s*(?:start|end|begin)\s+of\s+[a-z ]{0,40}>?"
+    r"|&(?:gt|lt|amp|quot|apos|nbsp|#\d{1,5}|GT|LT|AMP);"
+    r"|</?\s*(?:[Ss]tart|[Ee]nd|[Bb]egin)\s+of\s+[A-Za-z ]{0,40}>?"
     r"|```"
     # a stray fragment before a line's answer ("ık normal.", "íc – NORM", "點**: NORM")
-    r"|(?m:^)[^\x00-\x7f]{1,3}[A-Za-z]{0,2}(?=[\s*:.\u2013\u2014-]|$)",
-    re.IGNORECASE,
+    r"|(?m:^)[^\x00-\x7f]{1,3}[A-Za-z]{0,2}(?=[\s*:.\u2013\u2014-]|$)"
 )
 # Disclaimers assert nothing about this ECG ("**Note:** ... should not be used as a substitute for
 # professional medical advice", "Grok is not a doctor; please consult one"): the sentence is blanked.
@@ -98,6 +97,7 @@ def _class_statement(lowered: str, m: re.Match[str]) -> bool:
 
 
 _SENTENCE_END_RE = re.compile(r"(?<!\d)[.!?](?=\s|$)|\n")
+_SHORT_LINE_RE = re.compile(r"(?m)^[ \t]*(\S(?:[^\n]{0,%d}\S)?)[ \t]*$" % 198)  # SHORT_LINE_CHARS at most
 _CLASS_HINTS = ("class", "diagnos", "label", "categor", "option", "choice")
 SHORT_LINE_CHARS = 200  # a line longer than this is never "only a label" (CSN options are long)
 
@@ -145,13 +145,26 @@ class Prepared:
         return not re.search(r"[A-Za-z]{2}", self.clean) and not re.search(r"(?<![A-Za-z])[A-Za-z](?![A-Za-z])", self.clean)
 
 
-def _blank(chars: list[str], start: int, end: int) -> int:
-    n = 0
-    for i in range(start, end):
-        if chars[i] not in " \n":
-            chars[i] = " "
-            n += 1
-    return n
+_NON_BLANK_RE = re.compile(r"[^ \n]")
+
+
+def _blank(text: str, ranges: list[tuple[int, int, str]]) -> tuple[str, dict[str, int]]:
+    """``text`` with every character in the ``(start, end, why)`` ranges but line breaks made a
+    space (same length), and how many characters were blanked for each reason."""
+    if not ranges:
+        return text, {}
+    out, counts, cursor = [], {}, 0
+    for start, end, why in sorted(ranges):
+        start = max(start, cursor)
+        if end <= start:
+            continue
+        segment = text[start:end]
+        blanked, n = _NON_BLANK_RE.subn(" ", segment)
+        counts[why] = counts.get(why, 0) + n
+        out += [text[cursor:start], blanked]
+        cursor = end
+    out.append(text[cursor:])
+    return "".join(out), counts
 
 
 @lru_cache(maxsize=64)
@@ -181,38 +194,37 @@ def _lower(text: str) -> str:
 
 def prepare(text: str, prompt: str = "") -> Prepared:
     """The response with noise, repetition loops and echoes of the prompt blanked out."""
-    chars = list(text)
-    noise = 0
+    ranges: list[tuple[int, int, str]] = []
     if not text.isascii() or any(h in text for h in _NOISE_HINTS):
-        noise = sum(_blank(chars, m.start(), m.end()) for m in _NOISE_RE.finditer(text))
+        ranges += [(m.start(), m.end(), "noise") for m in _NOISE_RE.finditer(text)]
     lowered = _lower(text)
     if any(h in lowered for h in _DISCLAIMER_HINTS):
-        noise += sum(_blank(chars, *_sentence_around(lowered, m.start())) for m in _DISCLAIMER_RE.finditer(lowered))
-    echo = 0
+        ranges += [(*_sentence_around(lowered, m.start()), "noise") for m in _DISCLAIMER_RE.finditer(lowered)]
     if any(h in lowered for h in _DEFINITION_HINTS):
-        echo = sum(_blank(chars, *_sentence_around(lowered, m.start())) for m in _DEFINITION_RE.finditer(lowered))
+        ranges += [(*_sentence_around(lowered, m.start()), "echo") for m in _DEFINITION_RE.finditer(lowered)]
     for sentence in _echo_sentences(prompt):
         start = lowered.find(sentence)
         while start != -1:
-            echo += _blank(chars, start, start + len(sentence))
+            ranges.append((start, start + len(sentence), "echo"))
             start = lowered.find(sentence, start + len(sentence))
-    clean = "".join(chars) if noise or echo else text
-    if noise or echo:
+    clean, counts = _blank(text, ranges)
+    if counts:
         lowered = _lower(clean)
     seen: set[str] = set()
-    repeat = 0
+    repeats = []
     for m in _SENTENCE_RE.finditer(lowered):
         key = m.group(0).strip()
         if len(key) < REPEAT_MIN_CHARS:
             continue
         if key in seen:
-            repeat += _blank(chars, m.start(), m.end())
+            repeats.append((m.start(), m.end(), "repeat"))
         else:
             seen.add(key)
-    if repeat:
-        clean = "".join(chars)
+    if repeats:
+        clean, repeated = _blank(clean, repeats)
+        counts.update(repeated)
         lowered = _lower(clean)
-    return Prepared(text, clean, noise, repeat, echo, lowered)
+    return Prepared(text, clean, counts.get("noise", 0), counts.get("repeat", 0), counts.get("echo", 0), lowered)
 
 
 def _sentence_around(text: str, pos: int) -> tuple[int, int]:
@@ -256,13 +268,7 @@ def candidates(clean: str, short_lines: bool = True, lowered: str | None = None)
         if _class_statement(lowered, m):
             found.append(Candidate(KIND_CLASS_IS, m.end(), _sentence_end(clean, m.end()), False))
     if short_lines:
-        pos = 0
-        for line in clean.split("\n"):
-            body = line.strip()
-            if body and len(body) <= SHORT_LINE_CHARS:
-                lead = len(line) - len(line.lstrip())
-                found.append(Candidate(KIND_LABEL_LINE, pos + lead, pos + lead + len(body), False))
-            pos += len(line) + 1
+        found += [Candidate(KIND_LABEL_LINE, m.start(1), m.end(1), False) for m in _SHORT_LINE_RE.finditer(clean)]
     found.sort(key=lambda c: (c.start, c.end))
     return found
 

@@ -708,13 +708,18 @@ def _is_article(region: str, m: re.Match[str]) -> bool:
 
 def prompt_options(prompt: str) -> dict[str, str]:
     """The options a letter question lists ("A. text" or "(A) text", one or more a line), A first."""
+    return dict(_prompt_options(prompt or ""))
+
+
+@lru_cache(maxsize=1024)  # a subset's prompts repeat: read each once
+def _prompt_options(prompt: str) -> tuple[tuple[str, str], ...]:
     found: dict[str, str] = {}
-    for m in _OPTION_LINE_RE.finditer(prompt or ""):
+    for m in _OPTION_LINE_RE.finditer(prompt):
         found.setdefault(m.group(1), m.group(2).strip(" ,;"))
     letters = "".join(sorted(found))
     if not letters or "ABCDEFGH"[:len(letters)] != letters:  # not a real A, B, C... listing
-        return {}
-    return found
+        return ()
+    return tuple(found.items())
 
 
 def explain_letter(text: str, letters: str, prompt: str = "") -> dict[str, Any]:
