@@ -57,13 +57,13 @@ REPEAT_MIN_CHARS = 12  # shorter sentences ("NORM", "Yes.") are never treated as
 ECHO_MIN_CHARS = 30  # a prompt sentence at least this long, repeated in the answer, is an echo
 
 # "Answer:" lines: "Answer:", "**Final Answer:**", "answer -", "Conclusion:", "Final diagnosis:".
-ANSWER_LINE_RE = re.compile(  # matched on the lower-cased text (case-sensitive patterns scan fastest)
-    r"(?<![\w$])(?:answer|conclusion|final\s+(?:diagnosis|classification|interpretation|verdict))"
+ANSWER_LINE_RE = re.compile(  # on the lower-cased text, from its first word (scans fastest); _word_start checks
+    r"(?:answer|conclusion|final\s+(?:diagnosis|classification|interpretation|verdict))"
     r"[*_]*\s*(?::|：|\s[-\u2013\u2014](?=\s))[*_]*"
 )
 # "the answer is X", "the final answer would be X"
 ANSWER_IS_RE = re.compile(
-    r"\banswer[*_]*\s+"
+    r"answer[*_]*\s+"
     r"(?:is|would\s+be|will\s+be)\b\s*:?"
 )
 # "Therefore, the most appropriate class for this ECG image is X", "the correct classification is X"
@@ -248,12 +248,19 @@ def sentence_end(clean: str, start: int, end: int) -> int:
     return min(_sentence_end(clean, start), end)
 
 
+def _word_start(text: str, pos: int, also: str = "") -> bool:
+    """True when ``text[pos]`` starts a word (no letter, digit, "_" or ``also`` right before it)."""
+    return pos == 0 or not (text[pos - 1].isalnum() or text[pos - 1] == "_" or text[pos - 1] in also)
+
+
 def candidates(clean: str, short_lines: bool = True, lowered: str | None = None) -> list[Candidate]:
     """Every answer-statement candidate of a cleaned response, in text order."""
     found: list[Candidate] = []
     lowered = _lower(clean) if lowered is None else lowered
     has_answer = "answer" in lowered
     for m in (ANSWER_LINE_RE.finditer(lowered) if has_answer or "conclusion" in lowered or "final" in lowered else ()):
+        if not _word_start(lowered, m.start(), "$"):
+            continue
         start, end = m.end(), _line_end(clean, m.end())
         if not clean[start:end].strip(" \t*_#>`'\"-"):  # "Answer:\nB": the value is on the next line
             nxt = end + 1
@@ -263,7 +270,8 @@ def candidates(clean: str, short_lines: bool = True, lowered: str | None = None)
                 start, end = nxt, _line_end(clean, nxt)
         found.append(Candidate(KIND_ANSWER_LINE, start, end, True))
     for m in (ANSWER_IS_RE.finditer(lowered) if has_answer else ()):
-        found.append(Candidate(KIND_ANSWER_IS, m.end(), _sentence_end(clean, m.end()), False))
+        if _word_start(lowered, m.start()):
+            found.append(Candidate(KIND_ANSWER_IS, m.end(), _sentence_end(clean, m.end()), False))
     for m in (CLASS_IS_RE.finditer(lowered) if any(h in lowered for h in _CLASS_HINTS) else ()):
         if _class_statement(lowered, m):
             found.append(Candidate(KIND_CLASS_IS, m.end(), _sentence_end(clean, m.end()), False))

@@ -665,8 +665,8 @@ def _resolve_labels(spans: list[dict], labels: tuple[str, ...]) -> tuple[list[st
 # --------------------------------------------------------------------------------------------
 
 _EMPH = r"[*_]*"
-_LETTER_MARKER_RE = re.compile(  # matched on the lower-cased text (fast); _marker_ok checks the case
-    rf"\b(?:(?:final\s+)?answer{_EMPH}\s*(?:is\s*:?|would\s+be\s*:?|:|[\u2013\u2014-](?=\s))|"
+_LETTER_MARKER_RE = re.compile(  # on the lower-cased text, from the first word (fast); _marker_ok checks the rest
+    rf"(?:(?:final\s+)?answer{_EMPH}\s*(?:is\s*:?|would\s+be\s*:?|:|[\u2013\u2014-](?=\s))|"
     rf"correct\s+(?:option|answer|choice){_EMPH}\s*(?:is\s*:?|:)|"
     rf"(?:i\s+)?(?:choose|select|pick)|(?P<say>(?:i'?d|i\s+would|i\s+will|i'll)\s+(?:say|go\s+with))(?=[\s*_]*\(?[a-h]\)?(?![\w'])))(?![\w']){_EMPH}"
     r"|\\boxed\s*\{(?:\\text\s*\{)?"  # "Answer - C"; "I'd say B" (a capital letter must follow); "\boxed{B}"
@@ -676,6 +676,8 @@ _CAPITAL_AFTER_RE = re.compile(r"[\s*_]*\(?[A-H]")
 
 def _marker_ok(text: str, m: re.Match[str]) -> bool:
     """"I'd say B" is a marker only when a capital letter follows (a later "I would say ..." never is)."""
+    if m.start() and (text[m.start() - 1].isalnum() or text[m.start() - 1] == "_") and not m.group(0).startswith("\\"):
+        return False  # "\b": the marker starts a word
     return not m.group("say") or _CAPITAL_AFTER_RE.match(text, m.end("say")) is not None
 _OPTION_LINE_RE = re.compile(r"(?m)(?:^|(?<=\s))\(?([A-H])[.)]\s+(.+?)\s*(?=\s\(?[A-H][.)]\s|$)")
 _TEMPLATE_RE = re.compile(r"(?i)\$\s*\{?\s*letter\s*\}?|<\s*letter\s*>|\[\s*letter\s*\]|\$[A-Z]\b")
