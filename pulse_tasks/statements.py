@@ -28,10 +28,10 @@ from functools import lru_cache
 
 # Mojibake of UTF-8 read as cp1252 ("â€\x9d", "â€œ", "Ã©", "Â "), the replacement character,
 # HTML entities and the tags/fences some decoders emit around or instead of an answer.
-_NOISE_RE = re.compile(
-    r"â€[^\x00-\x7f]?|Ã[^\x00-\x7f]|Â|\ufffd"
-    r"|&(?:gt|lt|amp|quot|apos|nbsp|#\d{1,5}|GT|LT|AMP);"
-    r"|</?\s*(?:[Ss]tart|[Ee]nd|[Bb]egin)\s+of\s+[A-Za-z ]{0,40}>?"
+_NOISE_RE = re.compile(  # runs of each kind are one match ("â€â€â€...", a wall of end tags)
+    r"(?:â€[^\x00-\x7f]?|Ã[^\x00-\x7f]|Â|\ufffd)+"
+    r"|(?:&(?:gt|lt|amp|quot|apos|nbsp|#\d{1,5}|GT|LT|AMP);)+"
+    r"|(?:</?\s*(?:[Ss]tart|[Ee]nd|[Bb]egin)\s+of\s+[A-Za-z ]{0,40}>?\s*)+"
     r"|```"
     # a stray fragment before a line's answer ("ık normal.", "íc – NORM", "點**: NORM")
     r"|(?m:^)[^\x00-\x7f]{1,3}[A-Za-z]{0,2}(?=[\s*:.\u2013\u2014-]|$)"
