@@ -118,3 +118,104 @@ def test_strict_agrees_with_the_examiner(name: str, capsys: pytest.CaptureFixtur
         for miss in misses:
             print(miss)
     assert agree / len(rows) >= bar
+
+
+# --------------------------------------------------------------------------- the v3 rules, one each
+
+CLASS_PROMPT = ("Determine the appropriate class for the ECG image: 1dAVb(1st degree av block), RBBB(right bundle "
+                "branch block), LBBB(left bundle branch block), SB(sinus bradycardia), ST(sinus tachycardia), "
+                "AF(atrial fibrillation). The last line of your response should be of the following format: "
+                "'Answer: $CLASS(;CLASS)' (without quotes and separate multiple classes with a semicolon if any), "
+                "where CLASS is one of the above candidate classes.")
+BINARY_PROMPT = "Judge whether the ECG reading is normal or abnormal. Your result should be NORM or ABNORMAL."
+
+
+def _code15(prompt: str, text: str) -> dict:
+    return metrics.score_item("code15-test", {"id": "x", "questions": [prompt], "answers": ["NORM"]}, text)
+
+
+@pytest.mark.parametrize("prompt, text, labels", [
+    # the first line is the answer; the list under one negation is all negated anyway
+    (BINARY_PROMPT, "NORM\nThe ECG reading is considered normal ... there are no signs of arrhythmia, conduction "
+                    "abnormalities, or ischemic changes.", ["NORM"]),
+    # the answer line wins over a rationale that names every option
+    (CLASS_PROMPT, "Answer: RBBB(right bundle branch block)\nThe presence of left bundle branch block (LBBB) is also "
+                   "evident, with sinus bradycardia and atrial fibrillation.", ["ABNORMAL", "RBBB"]),
+    # code over name; the template wrapped around a real value is that value
+    (CLASS_PROMPT, "Answer: LBBB(right bundle branch block)\nWe can determine ...", ["ABNORMAL", "LBBB"]),
+    (CLASS_PROMPT, "Answer: $CLASS(1dAVb(1st degree av block))\nWe can determine ...", ["ABNORMAL", "1dAVb"]),
+    # with several statements, the last one
+    (CLASS_PROMPT, "Answer: $CLASS(1dAVb(1st degree av block))\nThe rate is slow. Therefore, the most appropriate "
+                   "class for this ECG image is sinus bradycardia.", ["ABNORMAL", "SB"]),
+    # noise before the label; a loop read once
+    (BINARY_PROMPT, "\u00e2\u20ac\u009d\nNORM\n" + "This image is a normal ECG.\n" * 20, ["NORM"]),
+    (BINARY_PROMPT, "&gt;ABNORMAL&gt;\n<end of detailed answer>\n<end of detailed answer>", ["ABNORMAL"]),
+    # a hypothetical mention claims nothing; no statement: the whole text is read
+    (BINARY_PROMPT, "The ECG shows sinus rhythm with a narrow QRS, which rules out left bundle branch block, which "
+                    "would be indicated by a prolonged QRS. Overall, the ECG is within normal limits.", ["NORM"]),
+])
+def test_answer_statement_first(prompt: str, text: str, labels: list[str]):
+    assert _code15(prompt, text)["strict"] == labels
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("\u00e2\u20ac\u009d\u00e2\u20ac\u009d\u00e2\u20ac\u009d\u00e2\u20ac\u009d", "the response is only noise"),
+    ("Answer: $CLASS(;CLASS)\nWe can determine the appropriate class by analyzing the patterns.",
+     "the answer template was echoed"),
+    ("<start of description>\nThe image displays an electrocardiogram (ECG) tracing, which is a graphical "
+     "representation of the electrical activity of the heart over a period of time. The tracing is presented on a "
+     "grid with horizontal and vertical lines, which help to measure the time and amplitude of the waves and", "cut off"),
+])
+def test_degenerate_answers_are_invalid_with_the_reason(text: str, reason: str):
+    record = _code15(CLASS_PROMPT, text)
+    assert record["invalid"] and reason in record["explain"]["invalid_reason"]
+
+
+def test_explain_shows_the_statement_and_that_the_rationale_was_not_read():
+    text = ("Answer: RBBB(right bundle branch block)\nWe can determine the appropriate class ... The absence of "
+            "left bundle branch block (LBBB) is evident.")
+    explain = _code15(CLASS_PROMPT, text)["explain"]
+    statement = explain["answer_statement"]
+    assert statement["kind"] == "answer line" and statement["text"].strip() == "RBBB(right bundle branch block)"
+    assert explain["rationale_read"] is False and explain["rationale_chars"] > 50
+    assert all(s["start"] >= statement["start"] for s in explain["spans"])  # nothing read in the rationale
+    whole = _code15(BINARY_PROMPT, "ial\nThe ECG image shows a normal pattern. Overall, the ECG is within normal limits.")
+    assert whole["strict"] == ["NORM"] and whole["explain"]["rationale_read"] is True
+    assert "answer_statement" not in whole["explain"]
+
+
+def test_score_explain_reads_a_reference_output_without_the_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """`ecgbench score --explain ID --questions-from-predictions` on the real answers' file format."""
+    from pulse_tasks import cli
+
+    rows = [r for r in _rows("code15_labels") if r["text"].startswith("Answer: RBBB")][:2]
+    preds = tmp_path / "step-final.jsonl"
+    preds.write_text("".join(json.dumps({"question_id": r["question_id"], "prompt": r["prompt"], "text": r["text"]})
+                             + "\n" for r in rows), encoding="utf-8")
+    args = ["score", "--subset", "code15-test", "--predictions", str(preds), "--questions-from-predictions"]
+    assert cli.main([*args, "--explain", rows[0]["question_id"]]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["id"] == rows[0]["question_id"] and "RBBB" in shown["strict"] and "gold" not in shown
+    assert shown["explain"]["answer_statement"]["text"] and shown["explain"]["rationale_read"] is False
+    assert cli.main([*args, "--explain", "nope"]) == 2
+    assert "no prediction nope" in capsys.readouterr().err
+    assert cli.main(args) == 2
+
+
+@pytest.mark.parametrize("text, target, trigger", [
+    ("no signs of arrhythmia, conduction abnormalities, or ischemic changes", "ischemic changes", "no signs of"),
+    ("absence of LBBB and RBBB", "RBBB", "absence of"),
+    ("no LBBB, rhythm is sinus; RBBB", "RBBB", None),  # a clause, not a list item
+    ("There is no AF, and the rhythm is sinus tachycardia", "sinus tachycardia", None),
+    ("which would be indicated by a prolonged QRS", "prolonged QRS", "would be"),
+    ("abnormalities such as ST elevation or T-wave changes", "T-wave changes", "such as"),
+    ("atrial fibrillation rather than sinus tachycardia (option D) or atrial tachycardia (option H)", "option H",
+     "rather than"),
+    ("Sinus tachycardia is a type of tachycardia", "Sinus tachycardia", "is a type of"),
+])
+def test_negation_covers_lists_and_hypothetical_mentions(text: str, target: str, trigger: str | None):
+    from pulse_tasks.negation import LazyScope, NegationScope
+
+    start = text.index(target)
+    assert NegationScope.of(text).trigger_for(start, start + len(target)) == trigger
+    assert LazyScope(text).trigger_for(start, start + len(target)) == trigger  # per sentence, same answer
