@@ -8,7 +8,8 @@ Two sets, each at the published sizes (10,697 items; no images: scoring never re
   ``bench/data/fastvlm-code15-test.jsonl.gz`` (a fine-tuned FastVLM-1.5B's code15 answers, about
   1,100 characters each: answer line, long rationale, loops, mojibake) for the multi-label subsets
   and ``bench/data/llm-ecgqa-answers.jsonl.gz`` (large general models' ECG-QA reasoning, about
-  1,300 characters) for ECG-QA and the letter subsets; bench/data/README.md gives the sources.
+  1,300 characters) for ECG-QA; the letter subsets, whose real answers are not shared, draw from
+  both files (1,779 answers); bench/data/README.md gives the sources.
 
 It times ``score_item`` on every item plus one ``aggregate`` per subset, and exits non-zero when
 either set takes longer than the budget.
@@ -124,6 +125,7 @@ def build_real_items(subsets: tuple[Subset, ...] = AUTO_SCORED, seed: int = SEED
     """(subset, doc, response) triples at the published sizes, the responses real answers."""
     rng = random.Random(seed)
     code15, ecgqa = _real_answers(REAL_FILES["multilabel"]), _real_answers(REAL_FILES["text"])
+    pool = code15 + ecgqa
     items = []
     for sub in subsets:
         for i in range(max(1, round(sub.n_items * scale))):
@@ -132,7 +134,7 @@ def build_real_items(subsets: tuple[Subset, ...] = AUTO_SCORED, seed: int = SEED
                 row = rng.choice(ecgqa)
                 doc.update(questions=[row["prompt"]], answers=["yes"], gold_options=["yes"])
             elif sub.kind == "letter":
-                row = rng.choice(ecgqa)  # long reasoning with (in about half) a final answer line
+                row = rng.choice(pool)  # no letter-subset answers are shared: any real answer, either file
                 doc.update(questions=[LETTER_PROMPT], answers=[f"{rng.choice(sub.letters)}. Diagnosis"])
             else:
                 row = rng.choice(code15)
