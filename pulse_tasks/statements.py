@@ -97,9 +97,9 @@ def _class_statement(lowered: str, m: re.Match[str]) -> bool:
 
 
 _SENTENCE_END_RE = re.compile(r"(?<!\d)[.!?](?=\s|$)|\n")
-_SHORT_LINE_RE = re.compile(r"(?m)^[ \t]*(\S(?:[^\n]{0,%d}\S)?)[ \t]*$" % 198)  # SHORT_LINE_CHARS at most
 _CLASS_HINTS = ("class", "diagnos", "label", "categor", "option", "choice")
 SHORT_LINE_CHARS = 200  # a line longer than this is never "only a label" (CSN options are long)
+_SHORT_LINE_RE = re.compile(r"(?m)^[ \t]*+([^\n]{1,%d}+)$" % SHORT_LINE_CHARS)  # possessive: a long line fails at once
 
 # Statement kinds (the explain record's "answer_statement" "kind").
 KIND_ANSWER_LINE = "answer line"
@@ -276,7 +276,10 @@ def candidates(clean: str, short_lines: bool = True, lowered: str | None = None)
         if _class_statement(lowered, m):
             found.append(Candidate(KIND_CLASS_IS, m.end(), _sentence_end(clean, m.end()), False))
     if short_lines:
-        found += [Candidate(KIND_LABEL_LINE, m.start(1), m.end(1), False) for m in _SHORT_LINE_RE.finditer(clean)]
+        for m in _SHORT_LINE_RE.finditer(clean):
+            body = m.group(1).rstrip()
+            if body:
+                found.append(Candidate(KIND_LABEL_LINE, m.start(1), m.start(1) + len(body), False))
     found.sort(key=lambda c: (c.start, c.end))
     return found
 

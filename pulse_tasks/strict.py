@@ -406,12 +406,14 @@ def _leftover_is_connective(line: str, spans: list[dict[str, Any]], start: int) 
     return all(w.lower() in _CONNECTOR_WORDS or not w.isascii() for w in re.findall(r"[^\W\d_]+", rest))
 
 
-LABEL_LINE_WORDS = 12  # a line of more words is never "only a label" (multi-label and ECG-QA)
+LABEL_LINE_WORDS = 8  # a line of more words is never "only a label" (multi-label and ECG-QA) ...
+GLOSSED_LINE_WORDS = 16  # ... unless it glosses codes: "RBBB(right bundle branch block); STD(...)"
 _WORDS_RE = re.compile(r"[^\W_]+")
 
 
 def _few_words(line: str) -> bool:
-    return len(_WORDS_RE.findall(line)) <= LABEL_LINE_WORDS or "(" in line
+    words = len(_WORDS_RE.findall(line))
+    return words <= LABEL_LINE_WORDS or ("(" in line and words <= GLOSSED_LINE_WORDS)
 
 
 def _choose_statement(prep: Prepared, cands: list[Candidate], read, label_only,
