@@ -667,10 +667,13 @@ def _resolve_labels(spans: list[dict], labels: tuple[str, ...]) -> tuple[list[st
 # --------------------------------------------------------------------------------------------
 
 _EMPH = r"[*_]*"
-_LETTER_MARKER_RE = re.compile(  # on the lower-cased text, from the first word (fast); _marker_ok checks the rest
-    rf"(?:(?:final\s+)?answer{_EMPH}\s*(?:is\s*:?|would\s+be\s*:?|:|[\u2013\u2014-](?=\s))|"
+# On the lower-cased text; every alternative starts with a literal, so the scan skips to possible
+# first characters (a marker's optional first words, "final answer", "I choose", change only where
+# it starts, never where its answer starts); _marker_ok checks the word start and the letter's case.
+_LETTER_MARKER_RE = re.compile(
+    rf"(?:answer{_EMPH}\s*(?:is\s*:?|would\s+be\s*:?|:|[\u2013\u2014-](?=\s))|"
     rf"correct\s+(?:option|answer|choice){_EMPH}\s*(?:is\s*:?|:)|"
-    rf"(?:i\s+)?(?:choose|select|pick)|(?P<say>(?:i'?d|i\s+would|i\s+will|i'll)\s+(?:say|go\s+with))(?=[\s*_]*\(?[a-h]\)?(?![\w'])))(?![\w']){_EMPH}"
+    rf"choose|select|pick|(?P<say>i(?:'?d|\s+would|\s+will|'ll)\s+(?:say|go\s+with))(?=[\s*_]*\(?[a-h]\)?(?![\w'])))(?![\w']){_EMPH}"
     r"|\\boxed\s*\{(?:\\text\s*\{)?"  # "Answer - C"; "I'd say B" (a capital letter must follow); "\boxed{B}"
 )
 _CAPITAL_AFTER_RE = re.compile(r"[\s*_]*\(?[A-H]")
@@ -695,8 +698,11 @@ _LETTER_LIST_RE = re.compile(
 _BARE_RE = re.compile(rf"{_EMPH}\(?([A-Ha-h])\)?[.:)]?{_EMPH}")
 _ANYWHERE_RE = re.compile(
     rf"(?i:option|choice)\s+\(?([A-H])\)?(?![{_WORD}])|\(([A-H])\)|(?m:^){_EMPH}([A-H])(?:[.):]){_EMPH}(?=\s|$)"
-    rf"|(?<![{_WORD}'])([A-H])\)?{_EMPH}\s+is\s+(?:the\s+)?(?:correct|right|best)\b"  # "B is correct"
 )
+_IS_CORRECT_RE = re.compile(  # "B is correct" (scanned only when such a word is in the text)
+    rf"(?<![{_WORD}'])([A-H])\)?{_EMPH}\s+is\s+(?:the\s+)?(?:correct|right|best)\b"
+)
+_IS_CORRECT_HINTS = ("correct", "right", "best")
 _ARTICLE_AFTER = re.compile(r"\s+[a-z]")  # "A normal ECG": the article, unless a connective follows
 _CONNECTIVE_AFTER = re.compile(r"\s+(?:or|and|because|since|as|is|which|given|due)\b")
 _LETTER_TOKEN_RE = re.compile(
@@ -826,8 +832,11 @@ def _letter_spans(text: str, region: str, offset: int, after_marker: bool,
                 add(m.start(1), m.group(1))
         return spans
     for m in _ANYWHERE_RE.finditer(region):
-        group = next(g for g in (1, 2, 3, 4) if m.group(g))
+        group = next(g for g in (1, 2, 3) if m.group(g))
         add(m.start(group), m.group(group))
+    if any(h in region for h in _IS_CORRECT_HINTS):
+        for m in _IS_CORRECT_RE.finditer(region):
+            add(m.start(1), m.group(1))
     return spans
 
 
