@@ -28,14 +28,32 @@ from functools import lru_cache
 
 # Mojibake of UTF-8 read as cp1252 ("â€\x9d", "â€œ", "Ã©", "Â "), the replacement character,
 # HTML entities and the tags/fences some decoders emit around or instead of an answer.
-_NOISE_RE = re.compile(  # runs of each kind are one match ("â€â€â€...", a wall of end tags)
-    r"(?:â€[^\x00-\x7f]?|Ã[^\x00-\x7f]|Â|\ufffd)+"
-    r"|(?:&(?:gt|lt|amp|quot|apos|nbsp|#\d{1,5}|GT|LT|AMP);)+"
-    r"|(?:</?\s*(?:[Ss]tart|[Ee]nd|[Bb]egin)\s+of\s+[A-Za-z ]{0,40}>?\s*)+"
-    r"|```"
-    # a stray fragment before a line's answer ("ık normal.", "íc – NORM", "點**: NORM")
-    r"|(?m:^)[^\x00-\x7f]{1,3}[A-Za-z]{0,2}(?=[\s*:.\u2013\u2014-]|$)"
+# Each kind of noise is its own pattern, scanned only when its first character is in the text
+# (one alternation of all of them has no first character to skip to, and scans slowly).
+_NOISE_PATTERNS = (
+    ("\u00e2\u00c3\u00c2\ufffd", re.compile(r"(?:â€[^\x00-\x7f]?|Ã[^\x00-\x7f]|Â|\ufffd)+")),  # runs: one match
+    ("&", re.compile(r"(?:&(?:gt|lt|amp|quot|apos|nbsp|#\d{1,5}|GT|LT|AMP);)+")),
+    ("<", re.compile(r"(?:</?\s*(?:[Ss]tart|[Ee]nd|[Bb]egin)\s+of\s+[A-Za-z ]{0,40}>?\s*)+")),
+    ("`", re.compile(r"```")),
 )
+# a stray fragment before a line's answer ("ık normal.", "íc – NORM", "點**: NORM")
+_FRAGMENT_RE = re.compile(r"[^\x00-\x7f]{1,3}[A-Za-z]{0,2}(?=[\s*:.\u2013\u2014-]|$)", re.MULTILINE)
+_NON_ASCII_LINE_RE = re.compile(r"\n[^\x00-\x7f]")
+
+
+def _noise(text: str) -> list[tuple[int, int, str]]:
+    """The noise ranges of ``text`` (see the module docstring)."""
+    ranges = [(m.start(), m.end(), "noise") for first, pattern in _NOISE_PATTERNS
+              if any(c in text for c in first) for m in pattern.finditer(text)]
+    if not text.isascii():
+        starts = [m.start() + 1 for m in _NON_ASCII_LINE_RE.finditer(text)]
+        for pos in ([0] if text and not text[0].isascii() else []) + starts:
+            m = _FRAGMENT_RE.match(text, pos)
+            if m:
+                ranges.append((m.start(), m.end(), "noise"))
+    return ranges
+
+
 # Disclaimers assert nothing about this ECG ("**Note:** ... should not be used as a substitute for
 # professional medical advice", "Grok is not a doctor; please consult one"): the sentence is blanked.
 _DISCLAIMER_RE = re.compile(
@@ -196,7 +214,7 @@ def prepare(text: str, prompt: str = "") -> Prepared:
     """The response with noise, repetition loops and echoes of the prompt blanked out."""
     ranges: list[tuple[int, int, str]] = []
     if not text.isascii() or any(h in text for h in _NOISE_HINTS):
-        ranges += [(m.start(), m.end(), "noise") for m in _NOISE_RE.finditer(text)]
+        ranges += _noise(text)
     lowered = _lower(text)
     if any(h in lowered for h in _DISCLAIMER_HINTS):
         ranges += [(*_sentence_around(lowered, m.start()), "noise") for m in _DISCLAIMER_RE.finditer(lowered)]
