@@ -271,12 +271,30 @@ def _word_start(text: str, pos: int, also: str = "") -> bool:
     return pos == 0 or not (text[pos - 1].isalnum() or text[pos - 1] == "_" or text[pos - 1] in also)
 
 
+def _matches_at_words(pattern: re.Pattern[str], lowered: str, words: tuple[str, ...]):
+    """``pattern.match`` at every occurrence of one of ``words`` (found with ``str.find``, which is
+    many times faster than a regex scan over a long answer)."""
+    starts = set()
+    for word in words:
+        pos = lowered.find(word)
+        while pos != -1:
+            starts.add(pos)
+            pos = lowered.find(word, pos + 1)
+    for pos in sorted(starts):
+        m = pattern.match(lowered, pos)
+        if m:
+            yield m
+
+
+_ANSWER_WORDS = ("answer", "conclusion", "final")
+_CLASS_WORDS = ("class", "diagnos", "label", "categor", "option", "choice")
+
+
 def candidates(clean: str, short_lines: bool = True, lowered: str | None = None) -> list[Candidate]:
     """Every answer-statement candidate of a cleaned response, in text order."""
     found: list[Candidate] = []
     lowered = _lower(clean) if lowered is None else lowered
-    has_answer = "answer" in lowered
-    for m in (ANSWER_LINE_RE.finditer(lowered) if has_answer or "conclusion" in lowered or "final" in lowered else ()):
+    for m in _matches_at_words(ANSWER_LINE_RE, lowered, _ANSWER_WORDS):
         if not _word_start(lowered, m.start(), "$"):
             continue
         start, end = m.end(), _line_end(clean, m.end())
@@ -287,10 +305,10 @@ def candidates(clean: str, short_lines: bool = True, lowered: str | None = None)
             if nxt < len(clean):
                 start, end = nxt, _line_end(clean, nxt)
         found.append(Candidate(KIND_ANSWER_LINE, start, end, True))
-    for m in (ANSWER_IS_RE.finditer(lowered) if has_answer else ()):
+    for m in _matches_at_words(ANSWER_IS_RE, lowered, ("answer",)):
         if _word_start(lowered, m.start()):
             found.append(Candidate(KIND_ANSWER_IS, m.end(), _sentence_end(clean, m.end()), False))
-    for m in (CLASS_IS_RE.finditer(lowered) if any(h in lowered for h in _CLASS_HINTS) else ()):
+    for m in _matches_at_words(CLASS_IS_RE, lowered, _CLASS_WORDS):
         if _class_statement(lowered, m):
             found.append(Candidate(KIND_CLASS_IS, m.end(), _sentence_end(clean, m.end()), False))
     if short_lines:

@@ -749,13 +749,20 @@ def explain_letter(text: str, letters: str, prompt: str = "") -> dict[str, Any]:
         after_marker = cand is not None and cand.binding
         return _read_letter(prep, start, end, after_marker, options, valid)
 
+    option_texts = _normalized_options(prompt or "")
+
     def label_only(line: str, exp: dict[str, Any], start: int) -> bool:
         body = line.strip()
         return bool(_BARE_RE.fullmatch(body) or _LETTER_LINE_RE.match(body)
-                    or normalize_option(body.strip("*_ ")) in {normalize_option(t) for t in options.values()})
+                    or normalize_option(body.strip("*_ ")) in option_texts)
 
     chosen = _choose_statement(prep, cands, read, label_only, lambda line: label_only(line, {}, 0))
     return _with_statement(prep, chosen, lambda: read(0, len(text)))
+
+
+@lru_cache(maxsize=1024)
+def _normalized_options(prompt: str) -> frozenset[str]:
+    return frozenset(normalize_option(t) for _, t in _prompt_options(prompt))
 
 
 _LETTER_WRAPPER_RE = re.compile(r"(?i)\$\s*\{?\s*letter\s*\}?\s*(?=\(\s*[A-H]\s*\))")
