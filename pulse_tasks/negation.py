@@ -24,6 +24,7 @@ import bisect
 import itertools
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 # "ST depression is present but does not reach the 1 mm criterion for STD": below the criterion,
 # neither the finding before nor the class after is claimed (post and pre trigger at once).
@@ -280,12 +281,17 @@ class LazyScope:
         a, b = self._sentence(start)
         cached = self._scopes.get(a)
         if cached is None:
-            cached = self._scopes[a] = (a, NegationScope.of(self.text[a:max(b, end)]))
+            cached = self._scopes[a] = (a, _sentence_scope(self.text[a:max(b, end)]))
         return cached[1].governing(start - a, end - a)
 
     def trigger_for(self, start: int, end: int) -> str | None:
         trig = self.governing(start, end)
         return trig.text if trig else None
+
+
+@lru_cache(maxsize=8192)  # models repeat their sentences across answers: read each once
+def _sentence_scope(sentence: str) -> NegationScope:
+    return NegationScope.of(sentence)
 
 
 def _list_commas(lowered: str, boundaries: list[int], commas: list[int]) -> list[int]:

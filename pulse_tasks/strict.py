@@ -353,8 +353,8 @@ _MARKDOWN = " \t*_#>`'\"-"
 
 
 def _span(text: str, start: int, end: int, label: str | None, source: str,
-          scope: NegationScope | LazyScope, offset: int) -> dict[str, Any]:
-    trigger = scope.governing(start - offset, end - offset)
+          scope: NegationScope | LazyScope | None, offset: int) -> dict[str, Any]:
+    trigger = scope.governing(start - offset, end - offset) if scope is not None else None
     span = {"text": text[start:end], "start": start, "end": end, "label": label, "source": source,
             "negated": trigger is not None, "trigger": trigger.text if trigger else None}
     if trigger is not None and trigger.hypothetical:
@@ -584,7 +584,9 @@ def _read_labels(prep: Prepared, start: int, end: int, labels: tuple[str, ...],
     spans: list[dict[str, Any]] = []
     for scan in _vocabulary(labels, described):
         for m, (label, source, term) in scan.scan(masked):
-            span = _span(text, offset + m.start(), offset + m.end(), label, source, scope, offset)
+            # a lookalike that names no finding ("ST segment", "normal variant") needs no negation check
+            plain = label is None and term not in ABNORMAL_LOOKALIKES and term not in NORMAL_PARTS
+            span = _span(text, offset + m.start(), offset + m.end(), label, source, None if plain else scope, offset)
             if label == "NORM" and term in RHYTHM_ONLY_NORM:
                 span["rhythm_only"] = True
             elif label == "NORM" and (_EXCEPT_AFTER_RE.match(masked, m.end()) or _OTHERWISE_BEFORE_RE.search(masked, 0, m.start())):
