@@ -273,26 +273,45 @@ def _vocabulary(labels: tuple[str, ...], described: tuple[tuple[str, tuple[str, 
             for terms in (phrases, lookalikes, codes) if terms]
 
 
-def _mandatory_literal(pattern: str) -> str | None:
-    """The longest run of plain characters every match of ``pattern`` contains, or None.
+def _mandatory_literals(pattern: str) -> tuple[str, ...] | None:
+    """Plain strings one of which every match of ``pattern`` contains, or None when unknown.
 
-    Read from the parsed pattern's top level (a leading group is entered): "(?:complete\\s+)?left
-    [\\s-]+bundle..." gives "bundle", "ischemi[ac]" gives "ischemi", an alternation gives None.
+    Read from the parsed pattern: the longest run of literal characters at its top level ("(?:complete
+    \\s+)?left[\\s-]+bundle..." gives ("bundle",), "ischemi[ac]" ("ischemi",)); an alternation
+    gives one per branch ("(?:2nd|second)[\\s-]*degree" gives ("degree",), "a[\\s.-]?fib|afib"
+    ("fib", "afib")); a leading group is entered.
     """
     try:
         ops = list(_sre_parser.parse(pattern))
     except re.error:  # pragma: no cover - every vocabulary pattern compiles
         return None
+    return _literals_of(ops)
+
+
+def _literals_of(ops: list) -> tuple[str, ...] | None:
     while len(ops) == 1 and ops[0][0] is _sre_constants.SUBPATTERN:
         ops = list(ops[0][1][-1])
-    best, run = "", ""
+    if len(ops) == 1 and ops[0][0] is _sre_constants.BRANCH:
+        found = [_literals_of(list(branch)) for branch in ops[0][1][1]]
+        return None if any(f is None for f in found) else tuple(x for f in found for x in f)
+    best, run, groups = "", "", []
     for op, arg in ops:
         if op is _sre_constants.LITERAL:
             run += chr(arg)
             best = max(best, run, key=len)
-        else:
-            run = ""
-    return best if len(best) >= 2 else None
+            continue
+        run = ""
+        inner = None
+        if op is _sre_constants.SUBPATTERN:  # a group that must match: its own literals will do
+            inner = _literals_of(list(arg[-1]))
+        elif op is _sre_constants.BRANCH:  # an inlined "(?:a|b)": one literal per branch
+            found = [_literals_of(list(branch)) for branch in arg[1]]
+            inner = None if any(f is None for f in found) else tuple(x for f in found for x in f)
+        if inner is not None:
+            groups.append(inner)
+    if len(best) >= 3 or (best and not groups):
+        return (best,) if len(best) >= 2 else None
+    return min(groups, key=len) if groups else ((best,) if len(best) >= 2 else None)
 
 
 class _Pass:
@@ -305,7 +324,7 @@ class _Pass:
 
     def __init__(self, terms: list[tuple[str | None, str, str]]) -> None:
         self.terms = terms
-        self.literals = [_mandatory_literal(p) for _, _, p in terms]
+        self.literals = [_mandatory_literals(p) for _, _, p in terms]
         self.full = self._compile(tuple(range(len(terms))))
         self._subsets: dict[tuple[int, ...], re.Pattern[str]] = {}
 
@@ -317,7 +336,7 @@ class _Pass:
 
     def scan(self, masked: str):
         """(match, (label, source, term)) for every match in ``masked``."""
-        indices = tuple(i for i, lit in enumerate(self.literals) if lit is None or lit in masked)
+        indices = tuple(i for i, lits in enumerate(self.literals) if lits is None or any(x in masked for x in lits))
         if len(indices) == len(self.terms):
             pattern = self.full
         else:
