@@ -324,7 +324,9 @@ class _Pass:
 
     def __init__(self, terms: list[tuple[str | None, str, str]]) -> None:
         self.terms = terms
-        self.literals = [_mandatory_literals(p) for _, _, p in terms]
+        self.literals = [None if lits is None else frozenset(lits)
+                         for lits in (_mandatory_literals(p) for _, _, p in terms)]
+        self.unique = frozenset(x for lits in self.literals if lits for x in lits)
         self.full = self._compile(tuple(range(len(terms))))
         self._subsets: dict[tuple[int, ...], re.Pattern[str]] = {}
 
@@ -336,7 +338,8 @@ class _Pass:
 
     def scan(self, masked: str):
         """(match, (label, source, term)) for every match in ``masked``."""
-        indices = tuple(i for i, lits in enumerate(self.literals) if lits is None or any(x in masked for x in lits))
+        present = {x for x in self.unique if x in masked}
+        indices = tuple(i for i, lits in enumerate(self.literals) if lits is None or not present.isdisjoint(lits))
         if len(indices) == len(self.terms):
             pattern = self.full
         else:
@@ -868,9 +871,14 @@ def _letter_spans(text: str, region: str, offset: int, after_marker: bool,
     return spans
 
 
+@lru_cache(maxsize=1024)
+def _options_by_text(options: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    return {normalize_option(t): letter for letter, t in options if normalize_option(t)}
+
+
 def _option_text_spans(text: str, region: str, offset: int, options: dict[str, str],
                        scope: NegationScope | LazyScope) -> list[dict[str, Any]]:
-    by_text = {normalize_option(t): letter for letter, t in options.items() if normalize_option(t)}
+    by_text = _options_by_text(tuple(options.items()))
     haystack = region.lower()
     spans = []
     for phrase in sorted(by_text, key=len, reverse=True):
