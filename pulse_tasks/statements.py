@@ -271,7 +271,7 @@ def _word_start(text: str, pos: int, also: str = "") -> bool:
     return pos == 0 or not (text[pos - 1].isalnum() or text[pos - 1] == "_" or text[pos - 1] in also)
 
 
-def _matches_at_words(pattern: re.Pattern[str], lowered: str, words: tuple[str, ...]):
+def matches_at_words(pattern: re.Pattern[str], lowered: str, words: tuple[str, ...]):
     """``pattern.match`` at every occurrence of one of ``words`` (found with ``str.find``, which is
     many times faster than a regex scan over a long answer)."""
     starts = set()
@@ -294,7 +294,7 @@ def candidates(clean: str, short_lines: bool = True, lowered: str | None = None)
     """Every answer-statement candidate of a cleaned response, in text order."""
     found: list[Candidate] = []
     lowered = _lower(clean) if lowered is None else lowered
-    for m in _matches_at_words(ANSWER_LINE_RE, lowered, _ANSWER_WORDS):
+    for m in matches_at_words(ANSWER_LINE_RE, lowered, _ANSWER_WORDS):
         if not _word_start(lowered, m.start(), "$"):
             continue
         start, end = m.end(), _line_end(clean, m.end())
@@ -305,10 +305,10 @@ def candidates(clean: str, short_lines: bool = True, lowered: str | None = None)
             if nxt < len(clean):
                 start, end = nxt, _line_end(clean, nxt)
         found.append(Candidate(KIND_ANSWER_LINE, start, end, True))
-    for m in _matches_at_words(ANSWER_IS_RE, lowered, ("answer",)):
+    for m in matches_at_words(ANSWER_IS_RE, lowered, ("answer",)):
         if _word_start(lowered, m.start()):
             found.append(Candidate(KIND_ANSWER_IS, m.end(), _sentence_end(clean, m.end()), False))
-    for m in _matches_at_words(CLASS_IS_RE, lowered, _CLASS_WORDS):
+    for m in matches_at_words(CLASS_IS_RE, lowered, _CLASS_WORDS):
         if _class_statement(lowered, m):
             found.append(Candidate(KIND_CLASS_IS, m.end(), _sentence_end(clean, m.end()), False))
     if short_lines:

@@ -700,6 +700,7 @@ _LETTER_MARKER_RE = re.compile(
     rf"choose|select|pick|(?P<say>i(?:'?d|\s+would|\s+will|'ll)\s+(?:say|go\s+with))(?=[\s*_]*\(?[a-h]\)?(?![\w'])))(?![\w']){_EMPH}"
     r"|\\boxed\s*\{(?:\\text\s*\{)?"  # "Answer - C"; "I'd say B" (a capital letter must follow); "\boxed{B}"
 )
+_MARKER_WORDS = ("answer", "correct", "choose", "select", "pick", "i'd", "id ", "i would", "i will", "i'll", "\\boxed")
 _CAPITAL_AFTER_RE = re.compile(r"[\s*_]*\(?[A-H]")
 
 
@@ -765,7 +766,7 @@ def explain_letter(text: str, letters: str, prompt: str = "") -> dict[str, Any]:
         return _only_noise(prep)
     clean = prep.clean
     cands = [Candidate(statements.KIND_ANSWER_LINE, *_marker_region(clean, m.end()), True)
-             for m in _LETTER_MARKER_RE.finditer(prep.lowered) if _marker_ok(clean, m)]
+             for m in statements.matches_at_words(_LETTER_MARKER_RE, prep.lowered, _MARKER_WORDS) if _marker_ok(clean, m)]
     cands += [c for c in statements.candidates(clean, lowered=prep.lowered) if c.kind != statements.KIND_ANSWER_LINE]
     cands.sort(key=lambda c: (c.start, c.end))
 
