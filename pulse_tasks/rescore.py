@@ -76,6 +76,17 @@ def _first_text(value: object) -> object:
 # --------------------------------------------------------------------------------------------
 
 
+def _auto_scored(subset_name: str) -> Subset:
+    """The subset named, which must be one scored without a judge (else InputError)."""
+    try:
+        subset = get_subset(subset_name)
+    except UnknownSubsetError as err:
+        raise InputError(str(err)) from None
+    if subset.kind in ("report", "arena"):
+        raise InputError(f"{subset.config} is judged by an LLM: use `ecgbench judge`, not `ecgbench score`")
+    return subset
+
+
 def score_predictions(subset: Subset, docs: list[Mapping[str, Any]],
                       responses: Mapping[str, object]) -> tuple[dict, list[dict]]:
     """(aggregate, records): every item of ``docs`` scored; no response = ``missing``."""
@@ -93,12 +104,7 @@ def score_file(subset_name: str, data: str | None, predictions_path: str, ignore
     call time, so tests can replace it). ``responses_out``, when given, receives each item's
     response by id (what ``--explain`` shows).
     """
-    try:
-        subset = get_subset(subset_name)
-    except UnknownSubsetError as err:
-        raise InputError(str(err)) from None
-    if subset.kind in ("report", "arena"):
-        raise InputError(f"{subset.config} is judged by an LLM: use `ecgbench judge`, not `ecgbench score`")
+    subset = _auto_scored(subset_name)
     predictions = read_predictions(predictions_path)  # before the data: fail fast on a bad file
     # the scorer wants one text per item: unwrap lmms-eval's nesting (reference lines are as given)
     predictions = [replace(p, response=_first_text(p.response)) if p.source_format == LMMS_EVAL else p
@@ -154,12 +160,7 @@ def explanation(record: Mapping[str, Any], response: object) -> dict[str, Any]:
 
 def explain_from_predictions(subset_name: str, predictions_path: str, wanted: list[str]) -> list[dict[str, Any]]:
     """``--explain`` without the data: each wanted item read with the question its line carries."""
-    try:
-        subset = get_subset(subset_name)
-    except UnknownSubsetError as err:
-        raise InputError(str(err)) from None
-    if subset.kind in ("report", "arena"):
-        raise InputError(f"{subset.config} is judged by an LLM: use `ecgbench judge`, not `ecgbench score`")
+    subset = _auto_scored(subset_name)
     by_id = {p.id: p for p in read_predictions(predictions_path) if p.id is not None}
     unknown = [i for i in wanted if i not in by_id]
     if unknown:

@@ -117,7 +117,7 @@ def _class_statement(lowered: str, m: re.Match[str]) -> bool:
 _SENTENCE_END_RE = re.compile(r"(?<!\d)[.!?](?=\s|$)|\n")
 _CLASS_HINTS = ("class", "diagnos", "label", "categor", "option", "choice")
 SHORT_LINE_CHARS = 200  # a line longer than this is never "only a label" (CSN options are long)
-_SHORT_LINE_RE = re.compile(r"(?m)^[ \t]*+([^\n]{1,%d}+)$" % SHORT_LINE_CHARS)  # possessive: a long line fails at once
+_SHORT_LINE_RE = re.compile(rf"(?m)^[ \t]*+([^\n]{{1,{SHORT_LINE_CHARS}}}+)$")  # possessive: a long line fails at once
 
 # Statement kinds (the explain record's "answer_statement" "kind").
 KIND_ANSWER_LINE = "answer line"

@@ -136,23 +136,23 @@ def _code15(prompt: str, text: str) -> dict:
 
 @pytest.mark.parametrize("prompt, text, labels", [
     # the first line is the answer; the list under one negation is all negated anyway
-    (BINARY_PROMPT, "NORM\nThe ECG reading is considered normal ... there are no signs of arrhythmia, conduction "
-                    "abnormalities, or ischemic changes.", ["NORM"]),
+    (BINARY_PROMPT, ("NORM\nThe ECG reading is considered normal ... there are no signs of arrhythmia, conduction "
+                     "abnormalities, or ischemic changes."), ["NORM"]),
     # the answer line wins over a rationale that names every option
-    (CLASS_PROMPT, "Answer: RBBB(right bundle branch block)\nThe presence of left bundle branch block (LBBB) is also "
-                   "evident, with sinus bradycardia and atrial fibrillation.", ["ABNORMAL", "RBBB"]),
+    (CLASS_PROMPT, ("Answer: RBBB(right bundle branch block)\nThe presence of left bundle branch block (LBBB) is also "
+                    "evident, with sinus bradycardia and atrial fibrillation."), ["ABNORMAL", "RBBB"]),
     # code over name; the template wrapped around a real value is that value
     (CLASS_PROMPT, "Answer: LBBB(right bundle branch block)\nWe can determine ...", ["ABNORMAL", "LBBB"]),
     (CLASS_PROMPT, "Answer: $CLASS(1dAVb(1st degree av block))\nWe can determine ...", ["ABNORMAL", "1dAVb"]),
     # with several statements, the last one
-    (CLASS_PROMPT, "Answer: $CLASS(1dAVb(1st degree av block))\nThe rate is slow. Therefore, the most appropriate "
-                   "class for this ECG image is sinus bradycardia.", ["ABNORMAL", "SB"]),
+    (CLASS_PROMPT, ("Answer: $CLASS(1dAVb(1st degree av block))\nThe rate is slow. Therefore, the most appropriate "
+                    "class for this ECG image is sinus bradycardia."), ["ABNORMAL", "SB"]),
     # noise before the label; a loop read once
     (BINARY_PROMPT, "\u00e2\u20ac\u009d\nNORM\n" + "This image is a normal ECG.\n" * 20, ["NORM"]),
     (BINARY_PROMPT, "&gt;ABNORMAL&gt;\n<end of detailed answer>\n<end of detailed answer>", ["ABNORMAL"]),
     # a hypothetical mention claims nothing; no statement: the whole text is read
-    (BINARY_PROMPT, "The ECG shows sinus rhythm with a narrow QRS, which rules out left bundle branch block, which "
-                    "would be indicated by a prolonged QRS. Overall, the ECG is within normal limits.", ["NORM"]),
+    (BINARY_PROMPT, ("The ECG shows sinus rhythm with a narrow QRS, which rules out left bundle branch block, which "
+                     "would be indicated by a prolonged QRS. Overall, the ECG is within normal limits."), ["NORM"]),
 ])
 def test_answer_statement_first(prompt: str, text: str, labels: list[str]):
     assert _code15(prompt, text)["strict"] == labels
@@ -162,9 +162,9 @@ def test_answer_statement_first(prompt: str, text: str, labels: list[str]):
     ("\u00e2\u20ac\u009d\u00e2\u20ac\u009d\u00e2\u20ac\u009d\u00e2\u20ac\u009d", "the response is only noise"),
     ("Answer: $CLASS(;CLASS)\nWe can determine the appropriate class by analyzing the patterns.",
      "the answer template was echoed"),
-    ("<start of description>\nThe image displays an electrocardiogram (ECG) tracing, which is a graphical "
-     "representation of the electrical activity of the heart over a period of time. The tracing is presented on a "
-     "grid with horizontal and vertical lines, which help to measure the time and amplitude of the waves and", "cut off"),
+    (("<start of description>\nThe image displays an electrocardiogram (ECG) tracing, which is a graphical "
+      "representation of the electrical activity of the heart over a period of time. The tracing is presented on a "
+      "grid with horizontal and vertical lines, which help to measure the time and amplitude of the waves and"), "cut off"),
 ])
 def test_degenerate_answers_are_invalid_with_the_reason(text: str, reason: str):
     record = _code15(CLASS_PROMPT, text)
