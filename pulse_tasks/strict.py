@@ -334,7 +334,9 @@ class _Pass:
         # one word-start check for all alternatives (the scan's hot path), then the term;
         # case-sensitive on lower-cased text: sre skips to possible first characters (IGNORECASE cannot)
         alternatives = "|".join(f"({self.terms[i][2]})" for i in indices) or "(?!)"
-        return re.compile(rf"(?<![{_WORD}])(?:{alternatives}){_PLURAL}(?![{_WORD}])")
+        # "\\b" rather than a look-behind: sre scans about twice as fast (every term starts with a
+        # letter or digit, so both say "not inside a word")
+        return re.compile(rf"\b(?:{alternatives}){_PLURAL}(?![{_WORD}])")
 
     def scan(self, masked: str):
         """(match, (label, source, term)) for every match in ``masked``."""
