@@ -20,7 +20,6 @@ budget (``bench/score_speed.py``); the trigger lists here are the few that ECG a
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import re
 from dataclasses import dataclass
@@ -252,9 +251,6 @@ class NegationScope:
         return best[1] if best else None
 
 
-_SENTENCE_CUT_RE = re.compile(r"[!?\n]|\.(?=\s)")
-
-
 class LazyScope:
     """``NegationScope`` answers for a long text, built one sentence at a time and only for the
     sentences asked about (a trigger never reaches across ".", "!", "?" or a line break, so the
@@ -262,19 +258,32 @@ class LazyScope:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self._cuts: list[int] | None = None
         self._scopes: dict[int, tuple[int, NegationScope]] = {}
 
+    def _is_cut(self, i: int) -> bool:
+        """Whether ``text[i]`` ends a sentence: "!", "?", a line break, or "." before a space ("e.g." and "A." do not)."""
+        text = self.text
+        c = text[i]
+        if c != ".":
+            return c in "!?\n"
+        if i + 1 >= len(text) or not text[i + 1].isspace():
+            return False
+        return not (i >= 1 and text[i - 1].isalpha() and (i < 2 or not text[i - 2].isalnum()))
+
     def _sentence(self, pos: int) -> tuple[int, int]:
-        if self._cuts is None:
-            lowered = self.text
-            self._cuts = [m.start() for m in _SENTENCE_CUT_RE.finditer(lowered)
-                          if not (lowered[m.start()] == "." and m.start() >= 1 and lowered[m.start() - 1].isalpha()
-                                  and (m.start() < 2 or not lowered[m.start() - 2].isalnum()))]
-        i = bisect.bisect_right(self._cuts, pos - 1)
-        start = self._cuts[i - 1] + 1 if i > 0 else 0
-        end = self._cuts[i] if i < len(self._cuts) else len(self.text)
-        return start, end
+        # found from ``pos`` outwards with str.find/rfind: only the sentence asked about is cut
+        text = self.text
+        start = max(text.rfind("!", 0, pos), text.rfind("?", 0, pos), text.rfind("\n", 0, pos))
+        dot = text.rfind(".", 0, pos)
+        while dot > start and not self._is_cut(dot):
+            dot = text.rfind(".", 0, dot)
+        start = max(start, dot) + 1
+        ends = [i for i in (text.find("!", pos), text.find("?", pos), text.find("\n", pos)) if i != -1]
+        end = min(ends) if ends else len(text)
+        dot = text.find(".", pos, end)
+        while dot != -1 and not self._is_cut(dot):
+            dot = text.find(".", dot + 1, end)
+        return start, (dot if dot != -1 else end)
 
     def governing(self, start: int, end: int) -> Trigger | None:
         """As ``NegationScope.governing``, offsets into the whole text."""

@@ -44,7 +44,7 @@ _NON_ASCII_LINE_RE = re.compile(r"\n[^\x00-\x7f]")
 def _noise(text: str) -> list[tuple[int, int, str]]:
     """The noise ranges of ``text`` (see the module docstring)."""
     ranges = [(m.start(), m.end(), "noise") for first, pattern in _NOISE_PATTERNS
-              if any(c in text for c in first) for m in pattern.finditer(text)]
+              if any(map(text.__contains__, first)) for m in pattern.finditer(text)]
     if not text.isascii():
         starts = [m.start() + 1 for m in _NON_ASCII_LINE_RE.finditer(text)]
         for pos in ([0] if text and not text[0].isascii() else []) + starts:
@@ -204,6 +204,16 @@ _DISCLAIMER_HINTS = ("advice", "educational", "not a ", "disclaimer", "consult")
 _DEFINITION_HINTS = ("defined", "each ", "candidate ", "possible ", "available ", "listed ", "the classes",
                      "the options", "the categories", "the choices")
 
+# Words every match of the pattern contains (one per alternative): without one, the scan is skipped.
+_DISCLAIMER_WORDS = ("substitute", "educational", "doctor", "physician", "professional", "disclaimer", "consult")
+_PLURAL_NOUNS = ("classes", "options", "categories", "labels", "choices")
+
+
+def _may_define(lowered: str) -> bool:
+    """Whether _DEFINITION_RE can match: "defined", "each" with a class noun, or a plural class noun."""
+    return ("defined" in lowered or any(map(lowered.__contains__, _PLURAL_NOUNS))
+            or ("each" in lowered and any(map(lowered.__contains__, ("class", "option", "category", "label")))))
+
 
 def _lower(text: str) -> str:
     lowered = text.lower()
@@ -213,12 +223,12 @@ def _lower(text: str) -> str:
 def prepare(text: str, prompt: str = "") -> Prepared:
     """The response with noise, repetition loops and echoes of the prompt blanked out."""
     ranges: list[tuple[int, int, str]] = []
-    if not text.isascii() or any(h in text for h in _NOISE_HINTS):
+    if not text.isascii() or any(map(text.__contains__, _NOISE_HINTS)):
         ranges += _noise(text)
     lowered = _lower(text)
-    if any(h in lowered for h in _DISCLAIMER_HINTS):
+    if any(map(lowered.__contains__, _DISCLAIMER_HINTS)) and any(map(lowered.__contains__, _DISCLAIMER_WORDS)):
         ranges += [(*_sentence_around(lowered, m.start()), "noise") for m in _DISCLAIMER_RE.finditer(lowered)]
-    if any(h in lowered for h in _DEFINITION_HINTS):
+    if any(map(lowered.__contains__, _DEFINITION_HINTS)) and _may_define(lowered):
         ranges += [(*_sentence_around(lowered, m.start()), "echo") for m in _DEFINITION_RE.finditer(lowered)]
     for sentence in _echo_sentences(prompt):
         start = lowered.find(sentence)
@@ -230,7 +240,9 @@ def prepare(text: str, prompt: str = "") -> Prepared:
         lowered = _lower(clean)
     seen: set[str] = set()
     repeats = []
-    for m in _SENTENCE_RE.finditer(lowered):
+    # the positions are needed only when some sentence repeats (a set of the sentences says so at C speed)
+    keys = [k for k in map(str.strip, _SENTENCE_RE.findall(lowered)) if len(k) >= REPEAT_MIN_CHARS]
+    for m in _SENTENCE_RE.finditer(lowered) if len(set(keys)) < len(keys) else ():
         key = m.group(0).strip()
         if len(key) < REPEAT_MIN_CHARS:
             continue

@@ -328,7 +328,8 @@ class _Pass:
                          for lits in (_mandatory_literals(p) for _, _, p in terms)]
         self.unique = frozenset(x for lits in self.literals if lits for x in lits)
         self.full = self._compile(tuple(range(len(terms))))
-        self._subsets: dict[tuple[int, ...], re.Pattern[str]] = {}
+        self._patterns: dict[tuple[int, ...], re.Pattern[str]] = {}  # compiled once per term subset
+        self._subsets: dict[frozenset[str], tuple[tuple[int, ...], re.Pattern[str]]] = {}
 
     def _compile(self, indices: tuple[int, ...]) -> re.Pattern[str]:
         # one word-start check for all alternatives (the scan's hot path), then the term;
@@ -340,16 +341,19 @@ class _Pass:
 
     def scan(self, masked: str):
         """(match, (label, source, term)) for every match in ``masked``."""
-        present = {x for x in self.unique if x in masked}
-        indices = tuple(i for i, lits in enumerate(self.literals) if lits is None or not present.isdisjoint(lits))
-        if len(indices) == len(self.terms):
-            pattern = self.full
-        else:
-            pattern = self._subsets.get(indices)
+        present = frozenset(filter(masked.__contains__, self.unique))
+        chosen = self._subsets.get(present)  # (indices, pattern) per set of literals present
+        if chosen is None:
+            indices = tuple(i for i, lits in enumerate(self.literals) if lits is None or not present.isdisjoint(lits))
+            pattern = self.full if len(indices) == len(self.terms) else self._patterns.get(indices)
             if pattern is None:
-                if len(self._subsets) >= SUBSET_PATTERNS_MAX:
-                    self._subsets.clear()
-                pattern = self._subsets[indices] = self._compile(indices)
+                if len(self._patterns) >= SUBSET_PATTERNS_MAX:
+                    self._patterns.clear()
+                pattern = self._patterns[indices] = self._compile(indices)
+            if len(self._subsets) >= SUBSET_PATTERNS_MAX:
+                self._subsets.clear()
+            chosen = self._subsets[present] = (indices, pattern)
+        indices, pattern = chosen
         for m in pattern.finditer(masked):
             yield m, self.terms[indices[m.lastindex - 1]]
 
@@ -641,6 +645,8 @@ def _normal_clauses(text: str, masked: str, offset: int, labels: tuple[str, ...]
                     scope: NegationScope | LazyScope) -> list[dict[str, Any]]:
     """"Normal." / "The ECG is not normal" as a whole clause (a bare word elsewhere is no label)."""
     spans = []
+    if "normal" not in masked:  # every clause it reads says "normal" or "abnormal" (masked is lower case)
+        return spans
     for clause in _CLAUSE_RE.finditer(masked):
         body = clause.group(0)
         lead = len(body) - len(body.lstrip(_MARKDOWN))
@@ -868,7 +874,7 @@ def _letter_spans(text: str, region: str, offset: int, after_marker: bool,
     for m in _ANYWHERE_RE.finditer(region):
         group = next(g for g in (1, 2, 3) if m.group(g))
         add(m.start(group), m.group(group))
-    if any(h in region for h in _IS_CORRECT_HINTS):
+    if any(map(region.__contains__, _IS_CORRECT_HINTS)):
         for m in _IS_CORRECT_RE.finditer(region):
             add(m.start(1), m.group(1))
     return spans
