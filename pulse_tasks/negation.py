@@ -55,7 +55,9 @@ PSEUDO_TRIGGERS = (
 # pseudo triggers because they are no negation; for scoring what an answer claims they act as one.
 UNCONFIRMED_PRE = ("cannot exclude", "can not exclude", "can't exclude", "cannot rule out", "can not rule out",
                    "can't rule out", "could not exclude", "could not rule out", "unable to exclude",
-                   "unable to rule out", "not possible to exclude")
+                   "unable to rule out", "not possible to exclude",
+                   # "Uncertain for both A and B": neither is claimed
+                   "uncertain for", "uncertain about", "unclear for", "unclear about")
 UNCONFIRMED_POST = ("cannot be excluded", "can not be excluded", "can't be excluded", "cannot be ruled out",
                     "can not be ruled out", "can't be ruled out", "not excluded", "not ruled out",
                     "could not be excluded", "could not be ruled out")

@@ -61,6 +61,8 @@ _DISCLAIMER_RE = re.compile(
     r"|\bnot\s+a\s+(?:doctor|physician|medical\s+professional)|\bdisclaimer\b"
     r"|consult\s+(?:with\s+)?(?:a|your|one)\b[^.!?\n]{0,40}?(?:doctor|physician|cardiologist|professional|provider|one\b)"
 )
+# A line that opens as a disclaimer is one, whole (its later sentences too)
+_DISCLAIMER_LINE_RE = re.compile(r"(?m)^[ \t*_>#]*disclaimer\b[^\n]*")
 # Sentences that define or list the options assert nothing about this ECG ("The candidate classes
 # are NORM(normal ECG), MI(...) ...", "Each class is defined by specific criteria: AF by ...").
 _DEFINITION_RE = re.compile(
@@ -228,6 +230,8 @@ def prepare(text: str, prompt: str = "") -> Prepared:
     lowered = _lower(text)
     if any(map(lowered.__contains__, _DISCLAIMER_HINTS)) and any(map(lowered.__contains__, _DISCLAIMER_WORDS)):
         ranges += [(*_sentence_around(lowered, m.start()), "noise") for m in _DISCLAIMER_RE.finditer(lowered)]
+    if "disclaimer" in lowered:  # "_Disclaimer: Grok is not a doctor ... Don't share information ..._": the line
+        ranges += [(m.start(), m.end(), "noise") for m in _DISCLAIMER_LINE_RE.finditer(lowered)]
     if any(map(lowered.__contains__, _DEFINITION_HINTS)) and _may_define(lowered):
         ranges += [(*_sentence_around(lowered, m.start()), "echo") for m in _DEFINITION_RE.finditer(lowered)]
     for sentence in _echo_sentences(prompt):

@@ -79,7 +79,12 @@ Rules (one example each; the README lists the same):
   "lead I"; option case does not matter; a negated option is not chosen, except options that are
   negations themselves ("no", "not sure"); a yes/no question answered with a negation ("It does
   not.") is "no"; "I don't know", "cannot be determined", "no X can be confirmed or excluded" and an
-  unconfirmed mention ("AF cannot be excluded") are "not sure"; "Neither." is "none". An option may
+  unconfirmed mention ("AF cannot be excluded") are "not sure", so are "does not allow reliable
+  assessment" and, when nothing else answers, "nondiagnostic"/"uninterpretable"; "Neither.", "neither
+  (no clear signal)" and a statement "Neither X nor Y." are "none"; "Uncertain for (both) A and B"
+  claims neither, and an answer that is only the question's qualifier ("Uncertain symptoms.") chooses
+  no option. An option "X in Y leads" is also "Y X" ("anteroseptal myocardial infarction"), "below
+  the normal range" also "below normal"; a line opening "Disclaimer" is not read. An option may
   differ by a plural "s" ("Electrode problems" for "electrodes problems"); an option split at a
   comma inside parentheses is joined again, and the question's qualifier ("including uncertain
   symptoms") is no option.
@@ -905,7 +910,7 @@ def _option_text_spans(text: str, region: str, offset: int, options: dict[str, s
 _WS_RE = re.compile(r"\s+")
 _SPACE_RE = re.compile(r"\s")
 # "no" is the answer when a clause ends or a pronoun follows ("No, it does not"), not in "no AF".
-_NO_ANSWER_END_RE = re.compile(r"[*_\s]*(?:[.,;:!?)\n-]|$)|\s+(?:it|there|this|that|the\s+ecg|i)\b")
+_NO_ANSWER_END_RE = re.compile(r"[*_\s]*(?:[.,;:!?)\n\u2013\u2014-]|$)|\s+(?:it|there|this|that|the\s+ecg|i)\b")
 # Ways of saying the "not sure" option (matched only when it is an option).
 NOT_SURE_SYNONYMS = ("i'm not sure", "i am not sure", "unsure", "indeterminate", "inconclusive", "cannot tell", "can't tell",
                      "don't know", "do not know", "cannot determine", "can't determine", "unable to determine",
@@ -914,14 +919,20 @@ NOT_SURE = "not sure"
 # "No form-related symptoms can be determined", "cannot be assessed", "no abnormality can be
 # confirmed or excluded": the answer is that it cannot be told, the "not sure" option. "uncertain"
 # alone also says so, but not in ECG-QA's own term "uncertain symptoms".
-_NEITHER_RE = re.compile(r"\bneither\b(?=[*_]*\s*(?:[.;,:!)\n\u2013\u2014-]|$)|\s+of\s+(?:them|these|the\s+two)\b)")
+_NEITHER_RE = re.compile(r"\bneither\b(?=[*_]*\s*(?:[.;,:!()\n\u2013\u2014-]|$)|\s+of\s+(?:them|these|the\s+two)\b)"
+                         r"|^[\s*_>#-]*neither\b(?=[^.;!?\n]*\bnor\b)")  # "Neither X nor Y." as the statement
 _NOT_SURE_RE = re.compile(
     r"\b(?:can ?not|can't|could not|couldn't|unable to|impossible to|not possible to)\s+(?:be\s+)?(?:\w+ly\s+)?"
     r"(?:determined?|assess(?:ed)?|evaluated?|interpret(?:ed)?|conclude(?:d)?|confirm(?:ed)?\s+or\s+(?:exclude|rule)d?)\b"
     r"|\bno\b[^.;:!?]{0,80}?\bcan\s+be\s+(?:\w+ly\s+)?(?:determined|assessed|evaluated|interpreted|concluded"
     r"|confirmed\s+or\s+(?:excluded|ruled\s+out))\b"
     r"|\buncertain\b(?!\s+(?:symptoms?|features?|findings?|signs?))"
+    # "does not allow reliable assessment of rhythm", "nondiagnostic", "uninterpretable": it cannot be told
+    r"|\b(?:does|do|did)\s+not\s+(?:allow|permit|enable)\b[^.;!?]{0,40}?\b(?:assess|evaluat|interpret|determin|analy)"
 )
+# "Nondiagnostic.", "uninterpretable": not sure only when nothing else answers (not even a plain "no":
+# "non-diagnostic and shows no definite diagnostic symptoms" is no)
+_NONDIAGNOSTIC_RE = re.compile(r"\bnon-?diagnostic\b|\buninterpretable\b|\bnot\s+interpretable\b")
 
 
 def normalize_option(option: str) -> str:
@@ -948,6 +959,7 @@ def strict_candidates(candidates: Iterable[str]) -> list[str]:
 
 
 _QUALIFIER_RE = re.compile(r"(?:including|excluding)\s+uncertain\s+symptoms$")
+_QUALIFIER_ANSWER_RE = re.compile(r"(?i)[\s*_>#-]*uncertain\s+symptoms?[\s*_.!]*")
 
 
 def _find_phrase(haystack: str, phrase: str) -> list[int]:
@@ -987,11 +999,16 @@ def explain_ecgqa(text: str, candidates: list[str], prompt: str = "") -> dict[st
         verdicts.append(closing)
     option_re = _option_start_re(tuple(options))
     for a, b in verdicts:
-        m = option_re.match(clean, a)
+        m = option_re.match(clean, a) or ("none" in options and _NEITHER_START_RE.match(clean, a))
         if m and (a, b) != closing:
             b = statements.sentence_end(clean, a, b)
         if m:
             cands.append(Candidate(statements.KIND_VERDICT, a, b, False))
+    if any(_QUALIFIER_RE.match(normalize_option(c)) for c in candidates):
+        # "Uncertain symptoms." alone answers with the question's qualifier, no option: it is the
+        # answer (binding, like an empty answer line) and chooses nothing
+        cands = [Candidate(c.kind, c.start, c.end, True) if _QUALIFIER_ANSWER_RE.fullmatch(clean, c.start, c.end)
+                 else c for c in cands]
     cands.sort(key=lambda c: (c.start, c.end))
 
     memo: dict[tuple[int, int], dict[str, Any]] = {}
@@ -1012,6 +1029,9 @@ def explain_ecgqa(text: str, candidates: list[str], prompt: str = "") -> dict[st
             if exp["labels"]:
                 chosen = (conclusion, exp)
     return _with_statement(prep, chosen, lambda: read(0, len(text)))
+
+
+_NEITHER_START_RE = re.compile(r"(?i)[*_\s>#-]*neither\b(?=[^.;!?\n]*\bnor\b|[*_]*\s*(?:[.;,:!(\u2013\u2014-]|$))")
 
 
 @lru_cache(maxsize=256)
@@ -1039,14 +1059,29 @@ def _mark_full_option_lists(spans: list[dict[str, Any]], options: list[str], hay
 def _option_re(option: str) -> re.Pattern[str]:
     """An option as a whole phrase; a word of four letters or more may differ by a plural "s"
     ("Electrode problems." names the option "electrodes problems")."""
-    words = []
-    for word in option.split(" "):
+    forms = [_option_words(option.split(" "))]
+    located = _LOCATED_OPTION_RE.fullmatch(option)
+    if located:  # "myocardial infarction in anteroseptal leads" is also "anteroseptal myocardial infarction"
+        forms.append(_option_words([*located.group("where").split(" "), *located.group("what").split(" ")]))
+    relative = _RELATIVE_OPTION_RE.fullmatch(option)
+    if relative:  # "below the normal range" is also "below normal", "below normal limits"
+        forms.append(re.escape(relative.group(1)) + r" (?:the )?normal(?: range| limits)?")
+    return re.compile(r"(?<![a-z0-9])(?:" + "|".join(forms) + r")(?![a-z0-9])")
+
+
+_LOCATED_OPTION_RE = re.compile(r"(?P<what>[a-z][a-z -]*?) in (?P<where>[a-z-]+(?: [a-z-]+)?) leads")
+_RELATIVE_OPTION_RE = re.compile(r"(above|below|within) the normal range")
+
+
+def _option_words(words: list[str]) -> str:
+    out = []
+    for word in words:
         if len(word) >= 4 and word.isalpha():
             stem = word[:-1] if word.endswith("s") and not word.endswith("ss") else word
-            words.append(re.escape(stem) + "(?:s|es)?")
+            out.append(re.escape(stem) + "(?:s|es)?")
         else:
-            words.append(re.escape(word))
-    return re.compile(r"(?<![a-z0-9])" + " ".join(words) + r"(?![a-z0-9])")
+            out.append(re.escape(word))
+    return " ".join(out)
 
 
 def _read_ecgqa(prep: Prepared, start: int, end: int, options: list[str]) -> dict[str, Any]:
@@ -1089,6 +1124,11 @@ def _read_ecgqa(prep: Prepared, start: int, end: int, options: list[str]) -> dic
             spans.append({"text": text[offset + first.start:offset + first.end], "start": offset + first.start,
                           "end": offset + first.end, "label": "no", "source": SOURCE_SYNONYM,
                           "negated": False, "trigger": first.text})
+    if NOT_SURE in options and not any(not s["negated"] for s in spans):
+        for m in _NONDIAGNOSTIC_RE.finditer(lowered):
+            spans.append({"text": text[offset + m.start():offset + m.end()], "start": offset + m.start(),
+                          "end": offset + m.end(), "label": NOT_SURE, "source": SOURCE_SYNONYM,
+                          "negated": False, "trigger": None})
     if len(options) >= OPTION_ECHO_MIN:
         _mark_full_option_lists(spans, options, haystack, offset)
     chosen = {s["label"] for s in spans if not s["negated"]}

@@ -14,6 +14,11 @@ examiner's reading in the question's own vocabulary:
 
 Every disagreement is printed; the issue's bars: 97% on the real code15 and ECG-QA answers each,
 98% on the long synthetic tables.
+
+``heldout_code15``/``heldout_ecgqa`` are a uniform random sample of other real answers labelled blind
+by a second examiner (``heldout.md``). On first use strict v3 agreed on 100/100 code15 and only 44/50
+(88%) ECG-QA answers; the ECG-QA misses were then used for development, so these two tables are
+regression tables now (bar 97%), no longer a held-out estimate.
 """
 
 from __future__ import annotations
@@ -94,6 +99,9 @@ TABLES = {
     "ECG-QA (real)": (lambda: [("ecgqa-test", r) for r in _rows("ecgqa_labels")], MIN_REAL),
     "ptb/cpsc (long)": (lambda: [(r["subset"], r) for r in _rows("long_ptb_cpsc")], MIN_LONG),
     "letters (long)": (lambda: [(r["subset"], r) for r in _rows("long_letters")], MIN_LONG),
+    # second examiner, uniform sample; 88% (ECG-QA) blind on first use, then used for development
+    "code15 (held-out)": (lambda: [("code15-test", r) for r in _rows("heldout_code15")], MIN_REAL),
+    "ECG-QA (held-out)": (lambda: [("ecgqa-test", r) for r in _rows("heldout_ecgqa")], MIN_REAL),
 }
 
 
@@ -103,7 +111,7 @@ def test_tables_are_as_large_as_the_issue_asks():
     long_rows = _rows("long_ptb_cpsc") + _rows("long_letters")
     assert len(long_rows) >= 100
     assert {r["subset"] for r in long_rows} >= {"ptb-test", "cpsc-test", "csn-test-no-cot", "g12-test-no-cot", "mmmu-ecg"}
-    for name in ("code15_labels", "ecgqa_labels", "long_ptb_cpsc", "long_letters"):
+    for name in ("code15_labels", "ecgqa_labels", "long_ptb_cpsc", "long_letters", "heldout_code15", "heldout_ecgqa"):
         ids = [r.get("question_id") or r["id"] for r in _rows(name)]
         assert len(set(ids)) == len(ids), f"{name}: a duplicated row would count twice"
 
@@ -219,3 +227,39 @@ def test_negation_covers_lists_and_hypothetical_mentions(text: str, target: str,
     start = text.index(target)
     assert NegationScope.of(text).trigger_for(start, start + len(target)) == trigger
     assert LazyScope(text).trigger_for(start, start + len(target)) == trigger  # per sentence, same answer
+
+
+ECGQA_YNS = "Question: Does this ECG show any rhythm-related symptoms?\nOptions: yes, no, not sure\n"
+ECGQA_PAIR = ("Question: Which diagnostic symptom does this ECG show, myocardial infarction in lateral leads or "
+              "myocardial infarction in anteroseptal leads, excluding uncertain symptoms?\nOptions: myocardial "
+              "infarction in lateral leads, myocardial infarction in anteroseptal leads, excluding uncertain symptoms, "
+              "both, none\n")
+ECGQA_RANGE = ("Question: Which range does the p duration of this ECG fall in, above the normal range or below the "
+               "normal range?\nOptions: above the normal range, below the normal range, both, none\n")
+_RATIONALE = "The tracing is brief and noisy, with baseline drift and artifact in several leads. "
+
+
+@pytest.mark.parametrize("prompt, text, options", [
+    # "neither" before its reason, and a closing "Neither X nor Y." choose the option none
+    (ECGQA_PAIR, _RATIONALE + "\n\nFinal answer: neither (inadequate interpretable signal).", ["none"]),
+    (ECGQA_PAIR, _RATIONALE + "\n\nNeither myocardial infarction in lateral leads nor anteroseptal changes.", ["none"]),
+    # undeterminable: not sure; but "non-diagnostic and shows no X" answers no
+    (ECGQA_YNS, _RATIONALE + "Final answer: The ECG does not allow reliable assessment of rhythm (nondiagnostic).",
+     ["not sure"]),
+    (ECGQA_YNS, _RATIONALE + "Final answer: Nondiagnostic due to severe artifact.", ["not sure"]),
+    (ECGQA_YNS, _RATIONALE + "Final answer: No \u2014 no rhythm-related symptoms are evident (non-diagnostic).", ["no"]),
+    # "Uncertain for both A and B" claims neither; "Uncertain symptoms." alone chooses no option
+    (ECGQA_PAIR, _RATIONALE + "Final answer: Uncertain for both lateral and anteroseptal myocardial infarction.", []),
+    (ECGQA_PAIR, _RATIONALE + "\n\nUncertain symptoms.", []),
+    # an option "X in Y leads" is also "Y X"; "below the normal range" is also "Below normal."
+    (ECGQA_PAIR, _RATIONALE + "The most consistent abnormality is ST elevation in V1-V4 \u2014 anteroseptal "
+     "myocardial infarction.", ["myocardial infarction in anteroseptal leads"]),
+    (ECGQA_RANGE, _RATIONALE + "The P wave lasts about 60 ms. Below normal.", ["below the normal range"]),
+    # a closing "Yes, ..." before a disclaimer line is the verdict
+    (ECGQA_YNS, _RATIONALE + "This makes the rhythm hard to read, though the extra beats might be real. Yes, this ECG "
+     "shows rhythm-related symptoms.\n\n_Disclaimer: Grok is not a doctor; please consult one. Don't share "
+     "information that can identify you._", ["yes"]),
+])
+def test_ecgqa_statement_classes(prompt: str, text: str, options: list[str]):
+    doc = {"id": "x", "questions": [prompt], "answers": ["yes"], "gold_options": ["yes"]}
+    assert metrics.score_item("ecgqa-test", doc, text)["strict"] == options
