@@ -737,6 +737,31 @@ _BARE_RE = re.compile(rf"{_EMPH}\(?([A-Ha-h])\)?[.:)]?{_EMPH}")
 _ANYWHERE_RE = re.compile(
     rf"(?i:option|choice)\s+\(?([A-H])\)?(?![{_WORD}])|\(([A-H])\)|(?m:^){_EMPH}([A-H])(?:[.):]){_EMPH}(?=\s|$)"
 )
+_ANYWHERE_STARTS = ("option", "choice", "(", "\n")  # every _ANYWHERE_RE match starts at one (or a line start)
+
+
+def _anywhere_matches(region: str):
+    """``_ANYWHERE_RE.finditer(region)``, matched only where a match can start (the scan tries every
+    position and is several times slower on a long answer); the same matches in the same order."""
+    lowered = region.lower()
+    if len(lowered) != len(region) or "\u0131" in region:  # "İ", "ı": (?i) case rules beyond lower()
+        yield from _ANYWHERE_RE.finditer(region)
+        return
+    starts = {0}
+    for word in _ANYWHERE_STARTS:
+        pos = lowered.find(word)
+        while pos != -1:
+            starts.add(pos + 1 if word == "\n" else pos)
+            pos = lowered.find(word, pos + 1)
+    last = 0
+    for pos in sorted(starts):
+        if pos >= last:
+            m = _ANYWHERE_RE.match(region, pos)
+            if m:
+                yield m
+                last = m.end()
+
+
 _IS_CORRECT_RE = re.compile(  # "B is correct" (scanned only when such a word is in the text)
     rf"(?<![{_WORD}'])([A-H])\)?{_EMPH}\s+is\s+(?:the\s+)?(?:correct|right|best)\b"
 )
@@ -876,7 +901,7 @@ def _letter_spans(text: str, region: str, offset: int, after_marker: bool,
             if not _is_article(region, m):
                 add(m.start(1), m.group(1))
         return spans
-    for m in _ANYWHERE_RE.finditer(region):
+    for m in _anywhere_matches(region):
         group = next(g for g in (1, 2, 3) if m.group(g))
         add(m.start(group), m.group(group))
     if any(map(region.__contains__, _IS_CORRECT_HINTS)):
