@@ -104,7 +104,7 @@ from functools import lru_cache
 from typing import Any
 
 from pulse_tasks import statements
-from pulse_tasks.negation import LazyScope, NegationScope
+from pulse_tasks.negation import LazyScope, NegationScope, _sentence_scope
 from pulse_tasks.statements import Candidate, Prepared
 from pulse_tasks.subsets import BY_CONFIG
 
@@ -600,8 +600,47 @@ def _mark_option_echoes(spans: list[dict[str, Any]], glossed: dict[int, int], ma
         run = [span] if span is not None else []
 
 
+READ_CACHE_CHARS = 200  # statement regions up to this long are read once per distinct wording
+READ_CACHE_SIZE = 4096
+_READ_CACHE: dict[tuple, dict[str, Any]] = {}
+
+
 def _read_labels(prep: Prepared, start: int, end: int, labels: tuple[str, ...],
                  described: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, Any]:
+    """``_read_region_labels``, cached for short regions: models repeat their answer lines ("NORM",
+    "Answer: RBBB(right bundle branch block)") across answers. The reading depends only on the
+    region (cleaned and original), the vocabulary and whether the response was cut off."""
+    if end - start > READ_CACHE_CHARS:
+        return _read_region_labels(prep, start, end, labels, described)
+    key = (prep.clean[start:end], prep.text[start:end], labels, described, statements.cut_off(prep.text))
+    cached = _READ_CACHE.get(key)
+    if cached is None:
+        if len(_READ_CACHE) >= READ_CACHE_SIZE:
+            _READ_CACHE.clear()
+        cached = _READ_CACHE[key] = _shifted(_read_region_labels(prep, start, end, labels, described), -start)
+    return _shifted(cached, start)
+
+
+def clear_caches() -> None:
+    """Forget what was read from answers (short statement regions, negation scopes of sentences), as
+    at the start of a run; compiled patterns and per-prompt vocabularies stay (``bench/score_speed.py``
+    times every repeat from this state)."""
+    _READ_CACHE.clear()
+    _sentence_scope.cache_clear()
+
+
+def _shifted(exp: dict[str, Any], delta: int) -> dict[str, Any]:
+    """A copy of a region's explanation with every offset moved by ``delta``."""
+    out = dict(exp, region_start=exp["region_start"] + delta, region_end=exp["region_end"] + delta,
+               labels=list(exp["labels"]),
+               spans=[dict(s, start=s["start"] + delta, end=s["end"] + delta) for s in exp["spans"]])
+    if "implied" in exp:
+        out["implied"] = [dict(i) for i in exp["implied"]]
+    return out
+
+
+def _read_region_labels(prep: Prepared, start: int, end: int, labels: tuple[str, ...],
+                        described: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, Any]:
     text, offset = prep.text, start
     region = prep.clean[start:end]
     scope = LazyScope(region)
