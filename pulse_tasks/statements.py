@@ -291,25 +291,34 @@ def matches_at_words(pattern: re.Pattern[str], lowered: str, words: tuple[str, .
     many times faster than a regex scan over a long answer)."""
     starts = set()
     for word in words:
-        pos = lowered.find(word)
-        while pos != -1:
-            starts.add(pos)
-            pos = lowered.find(word, pos + 1)
+        starts.update(_positions(lowered, word))
     for pos in sorted(starts):
         m = pattern.match(lowered, pos)
         if m:
             yield m
 
 
+@lru_cache(maxsize=64)  # one answer's scans ask for the same word ("answer") several times
+def _positions(lowered: str, word: str) -> tuple[int, ...]:
+    out = []
+    pos = lowered.find(word)
+    while pos != -1:
+        out.append(pos)
+        pos = lowered.find(word, pos + 1)
+    return tuple(out)
+
+
 _ANSWER_WORDS = ("answer", "conclusion", "final")
 _CLASS_WORDS = ("class", "diagnos", "label", "categor", "option", "choice")
 
 
-def candidates(clean: str, short_lines: bool = True, lowered: str | None = None) -> list[Candidate]:
-    """Every answer-statement candidate of a cleaned response, in text order."""
+def candidates(clean: str, short_lines: bool = True, lowered: str | None = None,
+               answer_lines: bool = True) -> list[Candidate]:
+    """Every answer-statement candidate of a cleaned response, in text order (``answer_lines=False``:
+    without the ``Answer:`` lines, for readers that find their own markers)."""
     found: list[Candidate] = []
     lowered = _lower(clean) if lowered is None else lowered
-    for m in matches_at_words(ANSWER_LINE_RE, lowered, _ANSWER_WORDS):
+    for m in matches_at_words(ANSWER_LINE_RE, lowered, _ANSWER_WORDS) if answer_lines else ():
         if not _word_start(lowered, m.start(), "$"):
             continue
         start, end = m.end(), _line_end(clean, m.end())

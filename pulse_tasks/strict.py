@@ -627,6 +627,7 @@ def clear_caches() -> None:
     times every repeat from this state)."""
     _READ_CACHE.clear()
     _sentence_scope.cache_clear()
+    statements._positions.cache_clear()
 
 
 def _shifted(exp: dict[str, Any], delta: int) -> dict[str, Any]:
@@ -844,7 +845,7 @@ def explain_letter(text: str, letters: str, prompt: str = "") -> dict[str, Any]:
     clean = prep.clean
     cands = [Candidate(statements.KIND_ANSWER_LINE, *_marker_region(clean, m.end()), True)
              for m in statements.matches_at_words(_LETTER_MARKER_RE, prep.lowered, _MARKER_WORDS) if _marker_ok(clean, m)]
-    cands += [c for c in statements.candidates(clean, lowered=prep.lowered) if c.kind != statements.KIND_ANSWER_LINE]
+    cands += statements.candidates(clean, lowered=prep.lowered, answer_lines=False)
     cands.sort(key=lambda c: (c.start, c.end))
 
     def read(start: int, end: int, cand: Candidate | None = None) -> dict[str, Any]:
