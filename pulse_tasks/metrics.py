@@ -103,7 +103,7 @@ def score_item(subset: Subset | str, doc: Mapping[str, Any], response: object) -
             gold = [g.strip() for g in _first_answer(doc).split(",") if g.strip()]
         candidates = parsing.ecgqa_candidates(prompt)
         paper = parsing.parse_ecgqa_paper(text, candidates) if text else []
-        explain = explain or strict_mode.explain_ecgqa(text, candidates)
+        explain = explain or strict_mode.explain_ecgqa(text, candidates, prompt)
         strict = list(explain["labels"])
         gold_strict = parsing.strict_candidates(gold)
         record.update(gold=gold, paper=paper, strict=strict,

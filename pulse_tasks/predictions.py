@@ -53,6 +53,7 @@ class Prediction:
     source_format: str  # LMMS_EVAL or REFERENCE
     subset: str | None = None  # the subset named by our record on an lmms-eval line
     record: Mapping[str, Any] | None = None  # our metric/judge record on an lmms-eval line, as saved
+    prompt: str | None = None  # the question a reference line carries ("prompt"), if any
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,7 +104,9 @@ def _parse(obj: object, line: int) -> Prediction:
             f"line {line}: not an lmms-eval sample (doc_id + resps) nor a reference output "
             f"(question_id + text, or id + response); keys: {', '.join(sorted(obj)[:8])}"
         )
-    return Prediction(line, str(obj[id_key]), None, obj[text_key], REFERENCE)
+    prompt = obj.get("prompt")
+    return Prediction(line, str(obj[id_key]), None, obj[text_key], REFERENCE,
+                      prompt=prompt if isinstance(prompt, str) else None)
 
 
 def _join_turns(predictions: list[Prediction]) -> list[Prediction]:

@@ -12,9 +12,12 @@ without an id: by ``doc_id``, the item's position in the data), scores them with
 invalid responses) go to stderr; unusable input exits 2 with a one-line message.
 
 ``--explain ID`` (repeatable) prints, instead of the corpus metrics, one JSON object per named
-item: its response, gold, paper and strict answers and the strict ``explain`` record (which spans
-matched which label, which were negated by what trigger, why an answer is invalid; the layout is
-in docs/interfaces.md). An id that is not in the data exits 2.
+item: its response, gold, paper and strict answers and the strict ``explain`` record (which
+statement was taken as the answer and that the rationale was not read, which spans matched which
+label, which were negated by what trigger, why an answer is invalid; the layout is in
+docs/interfaces.md). An id that is not in the data exits 2. With ``--questions-from-predictions``
+the questions come from the reference output's ``prompt`` field instead of the data (no data
+needed, the gold is not known and not shown): how strict mode reads any answer of a saved run.
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write the per-item scoring records to this JSONL file")
     parser.add_argument("--explain", action="append", default=None, metavar="ID",
                         help="print why strict mode scored item ID as it did (repeatable), instead of the metrics")
+    parser.add_argument("--questions-from-predictions", action="store_true",
+                        help="with --explain: take each question from the predictions file's 'prompt' "
+                             "(reference inference output) instead of the data; the gold is not shown")
 
 
 def _first_text(value: object) -> object:
@@ -68,6 +74,17 @@ def _first_text(value: object) -> object:
 # --------------------------------------------------------------------------------------------
 # Scoring (reading and matching: pulse_tasks.predictions)
 # --------------------------------------------------------------------------------------------
+
+
+def _auto_scored(subset_name: str) -> Subset:
+    """The subset named, which must be one scored without a judge (else InputError)."""
+    try:
+        subset = get_subset(subset_name)
+    except UnknownSubsetError as err:
+        raise InputError(str(err)) from None
+    if subset.kind in ("report", "arena"):
+        raise InputError(f"{subset.config} is judged by an LLM: use `ecgbench judge`, not `ecgbench score`")
+    return subset
 
 
 def score_predictions(subset: Subset, docs: list[Mapping[str, Any]],
@@ -87,12 +104,7 @@ def score_file(subset_name: str, data: str | None, predictions_path: str, ignore
     call time, so tests can replace it). ``responses_out``, when given, receives each item's
     response by id (what ``--explain`` shows).
     """
-    try:
-        subset = get_subset(subset_name)
-    except UnknownSubsetError as err:
-        raise InputError(str(err)) from None
-    if subset.kind in ("report", "arena"):
-        raise InputError(f"{subset.config} is judged by an LLM: use `ecgbench judge`, not `ecgbench score`")
+    subset = _auto_scored(subset_name)
     predictions = read_predictions(predictions_path)  # before the data: fail fast on a bad file
     # the scorer wants one text per item: unwrap lmms-eval's nesting (reference lines are as given)
     predictions = [replace(p, response=_first_text(p.response)) if p.source_format == LMMS_EVAL else p
@@ -146,9 +158,48 @@ def explanation(record: Mapping[str, Any], response: object) -> dict[str, Any]:
     return out
 
 
+def explain_from_predictions(subset_name: str, predictions_path: str, wanted: list[str]) -> list[dict[str, Any]]:
+    """``--explain`` without the data: each wanted item read with the question its line carries."""
+    subset = _auto_scored(subset_name)
+    by_id = {p.id: p for p in read_predictions(predictions_path) if p.id is not None}
+    unknown = [i for i in wanted if i not in by_id]
+    if unknown:
+        raise InputError(f"--explain: no prediction {listing(unknown)} in {predictions_path}")
+    no_prompt = [i for i in wanted if not by_id[i].prompt]
+    if no_prompt:
+        raise InputError(f"--questions-from-predictions: {listing(no_prompt)} carry no 'prompt' "
+                         "(only the reference inference output does): give --data instead")
+    out = []
+    for item_id in wanted:
+        prediction = by_id[item_id]
+        placeholder = subset.letters[:1] if subset.kind == "letter" else ""  # the gold is not known
+        doc = {"id": item_id, "subset": subset.config, "questions": [prediction.prompt],
+               "answers": [placeholder], "gold_options": []}
+        record = metrics.score_item(subset, doc, prediction.response)
+        shown = explanation(record, prediction.response)
+        for key in ("gold", "gold_strict", "strict_correct"):
+            shown.pop(key, None)
+        shown["question"] = prediction.prompt
+        shown["note"] = "question from the predictions file; gold not known"
+        out.append(shown)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     """Run `ecgbench score`; 0 on success, 2 on unusable input (one line on stderr)."""
     responses: dict[str, object] = {}
+    if getattr(args, "questions_from_predictions", False):
+        wanted = [str(i) for i in getattr(args, "explain", None) or []]
+        try:
+            if not wanted:
+                raise InputError("--questions-from-predictions needs --explain ID")
+            shown = explain_from_predictions(args.subset, args.predictions, wanted)
+        except InputError as err:
+            print(f"ecgbench score: error: {err}", file=sys.stderr)
+            return EXIT_INPUT_ERROR
+        for item in shown:
+            print(json.dumps(item, indent=2, ensure_ascii=False))
+        return 0
     try:
         result, records = score_file(args.subset, args.data, args.predictions, args.ignore_extra,
                                      responses_out=responses)

@@ -9,6 +9,7 @@ import pytest
 from scipy.stats import binomtest
 
 from pulse_tasks import cli, compare, runs
+from pulse_tasks.strict import STRICT_VERSION
 
 SCALE = 0.05  # ~560 items: fast, and large enough for a real skill gap to show
 
@@ -74,7 +75,7 @@ def test_verdict_directions() -> None:
 @pytest.mark.parametrize("change, expected", [
     ({"data_source": "sha256:local-copy"}, "data source differs"),
     ({"version": 2}, "task/scoring version differs"),
-    ({"strict_version": 1}, "ptb-test: strict scoring version differs (A 2, B 1+2)"),
+    ({"strict_version": 1}, f"ptb-test: strict scoring version differs (A {STRICT_VERSION}, B 1+{STRICT_VERSION})"),
     ({"edit": lambda recs: recs.__setitem__("mmmu-ecg", recs["mmmu-ecg"][:-2])}, "mmmu-ecg: item sets differ: 2 only in A"),
     ({"edit": lambda recs: [r["judge"].__setitem__("rubric_sha", "ffff") for r in recs["arena"]]},
      "arena: judge or rubric differs"),
