@@ -425,7 +425,7 @@ def served_record(model: Any, args: argparse.Namespace, image: Any, index: int, 
     return {
         "model": model.model,
         "format": "served",
-        "api_base": model.base_url,
+        "api_base": model.url,
         "template": "server",
         "turn": index,
         "question": question,

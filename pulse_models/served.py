@@ -88,11 +88,17 @@ class ServedModel:
         return f"{parts.hostname or ''}:{parts.port}" if parts.port else (parts.hostname or "")
 
     @property
+    def url(self) -> str:
+        """The base URL as shown in messages and records: without user info (``user:pass@``) or query."""
+        parts = urlsplit(self.base_url)
+        return f"{parts.scheme}://{self.host}{parts.path}"
+
+    @property
     def format(self) -> str:
         return "served"
 
     def describe(self) -> str:
-        return f"`{self.model}` served at {self.base_url}"
+        return f"`{self.model}` served at {self.url}"
 
     @property
     def sdk(self) -> Any:
@@ -159,7 +165,7 @@ class ServedModel:
         import openai
 
         status = getattr(exc, "status_code", None)
-        where = f"the model server at {self.base_url}"
+        where = f"the model server at {self.url}"
         if isinstance(exc, openai.APITimeoutError):
             text = f"{where} sent no reply within {self.timeout_s:g} s: is it overloaded? Try again or lower --max-new-tokens"
         elif isinstance(exc, openai.APIConnectionError):

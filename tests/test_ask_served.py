@@ -142,6 +142,12 @@ def test_a_refused_key_is_one_line_without_the_key(image_path, capsys, clean_env
         assert rc == 1 and "set ECGBENCH_ASK_API_KEY" in err
 
 
+def test_user_info_in_the_url_is_never_shown(image_path, capsys, clean_env):
+    url = f"http://someone:{ASK_KEY}@127.0.0.1:{_closed_port()}/v1"
+    rc, _, err = _ask(capsys, url, image_path, QUESTION)
+    assert rc == 1 and "cannot reach the model server at http://127.0.0.1:" in err and ASK_KEY not in err
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -251,3 +257,35 @@ def test_studio_cli_refuses_half_a_served_model(capsys):
     st.add_arguments(parser)
     assert st.run(parser.parse_args(["--api-model", MODEL])) == 2
     assert "needs both --api-base URL and --api-model NAME" in capsys.readouterr().err
+
+
+def test_studio_page_asks_a_served_model(browser_page, server, clean_env):
+    """The Ask tab in the browser: a served model's streamed answer, then a follow-up carrying it."""
+    pytest.importorskip("gradio")
+    from pulse_app import studio as st
+
+    parser = argparse.ArgumentParser()
+    st.add_arguments(parser)
+    state = st.Studio([], None, st.asker_from_args(parser.parse_args(["--api-base", server.url, "--api-model", MODEL])))
+    app = st.launch(state, port=0, block=False)
+    try:
+        page = browser_page
+        page.set_default_timeout(60_000)  # two shared CPU cores
+        page.goto(app.local_url)
+        page.wait_for_function("document.querySelector('#ask-status') && "
+                               "document.querySelector('#ask-status').innerText.includes('answers come from')")
+        page.set_input_files("#ask-upload input[type=file]", str(state.examples[0]))
+        page.wait_for_function("(() => { const i = document.querySelector('#ask-preview img');"
+                               " return i && i.naturalWidth > 0; })()")
+        page.fill("#ask-question textarea", QUESTION)
+        page.click("#ask-send")
+        page.wait_for_function("document.querySelector('#ask-facts').innerText.includes('served')")
+        page.fill("#ask-question textarea", FOLLOW_UP)
+        page.click("#ask-send")
+        page.wait_for_function("document.querySelector('#ask-chat').innerText.includes('turn 2, request 2')")
+        chat = page.inner_text("#ask-chat")
+        assert QUESTION in chat and FOLLOW_UP in chat and "turn 1, request 1" in chat
+    finally:
+        app.close()
+    assert [m["role"] for m in server.requests[1]["messages"]] == ["user", "assistant", "user"]
+    assert server.requests[1]["messages"][1]["content"] == "Sinus rhythm at 75 bpm, turn 1, request 1."
