@@ -9,6 +9,9 @@ later turns are plain text, and the earlier answers go back as assistant message
 layout is the server's (vLLM applies the plugin's llava_v1 chat template); decoding is the
 command's (greedy by default). No retries: a person is waiting and one line says what to do.
 
+The message layout is the one ``pulse_models.vllm_offline`` sends vLLM in `make test-vllm` (greedy
+outputs checked equal to `--model pulse`'s), so the server sees the prompts that test pins.
+
 The API key follows the judge's rule (``pulse_tasks.judge.settings.compatible_key``): the
 ECGBENCH_ASK_API_KEY variable, else OPENAI_API_KEY only when the URL is the one that key belongs
 to (OPENAI_BASE_URL, else api.openai.com), else a placeholder (vLLM without ``--api-key`` accepts
@@ -19,12 +22,10 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
-
-from pulse_tasks.judge.settings import PLACEHOLDER_KEY, compatible_key, redact
 
 KEY_VAR = "ECGBENCH_ASK_API_KEY"  # the served model's key (OPENAI_API_KEY only where it belongs)
 DEFAULT_TIMEOUT_S = 600.0  # a 1024-token report from a busy 7B server; the connect fails fast anyway
@@ -43,22 +44,25 @@ class Reply:
     completion_tokens: int | None = None
 
 
-def image_data_url(image: Any) -> str:
-    """A PIL image as a base64 PNG data URL (lossless: the server decodes the same pixels)."""
+def image_data_url(path_or_image: Any) -> str:
+    """An image (PIL, path or bytes) as a base64 PNG data URL (lossless: vLLM decodes the same
+    pixels the pulse adapter reads)."""
+    from pulse_models.image_processing import load_image
+
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
+    load_image(path_or_image).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def chat_messages(turns: list[tuple[str, str | None]], image_url: str) -> list[dict[str, Any]]:
-    """The conversation as chat messages: the image with the first question, each answer after its
-    question; the last turn is the one to answer (its answer is None)."""
+def chat_messages(turns: Sequence[Sequence[Any]], image_url: str | None) -> list[dict[str, Any]]:
+    """[(question, answer), ..., (question, None)] -> chat messages: the image (a data URL, or none)
+    before the first question, each answer after its question; the last turn is the one to answer."""
     messages: list[dict[str, Any]] = []
-    for k, (question, answer) in enumerate(turns):
-        if k == 0:
-            content: Any = [{"type": "image_url", "image_url": {"url": image_url}}, {"type": "text", "text": question}]
-        else:
-            content = question
+    for i, (question, answer) in enumerate(turns):
+        content: list[dict[str, Any]] = []
+        if i == 0 and image_url is not None:
+            content.append({"type": "image_url", "image_url": {"url": image_url}})
+        content.append({"type": "text", "text": question})
         messages.append({"role": "user", "content": content})
         if answer is not None:
             messages.append({"role": "assistant", "content": answer})
@@ -78,6 +82,8 @@ class ServedModel:
 
     @classmethod
     def from_env(cls, base_url: str, model: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> ServedModel:
+        from pulse_tasks.judge.settings import compatible_key
+
         base_url = base_url.rstrip("/")
         key, source = compatible_key(base_url, None, KEY_VAR)
         return cls(base_url, model, timeout_s, key, source)
@@ -103,6 +109,8 @@ class ServedModel:
     @property
     def sdk(self) -> Any:
         if self._sdk is None:
+            from pulse_tasks.judge.settings import PLACEHOLDER_KEY
+
             try:
                 import openai
             except ImportError as exc:  # pragma: no cover - openai is a base dependency
@@ -163,6 +171,8 @@ class ServedModel:
     def error(self, exc: BaseException) -> ServedError:
         """One redacted line saying what failed and what to do."""
         import openai
+
+        from pulse_tasks.judge.settings import PLACEHOLDER_KEY, redact
 
         status = getattr(exc, "status_code", None)
         where = f"the model server at {self.url}"

@@ -95,7 +95,7 @@ def test_chat_second_turn_carries_the_first_answer(server, image_path, capsys, c
     messages = server.requests[1]["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "user"]
     assert messages[0]["content"][0]["type"] == "image_url" and messages[0]["content"][1]["text"] == QUESTION
-    assert messages[1]["content"] == first and messages[2]["content"] == FOLLOW_UP
+    assert messages[1]["content"] == first and messages[2]["content"] == [{"type": "text", "text": FOLLOW_UP}]
     assert all(r["max_tokens"] == 64 for r in server.requests)
 
 
@@ -239,7 +239,7 @@ def test_studio_ask_streams_a_served_models_answers_over_two_turns(server, image
     assert message2 == "" and len(turns2) == 2 and facts2["turn"] == 2 and len(chat2) == 4
     messages = server.requests[1]["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "user"]
-    assert messages[1]["content"] == first and messages[2]["content"] == FOLLOW_UP
+    assert messages[1]["content"] == first and messages[2]["content"] == [{"type": "text", "text": FOLLOW_UP}]
 
 
 def test_studio_ask_shows_an_unreachable_server_as_a_message(image_path, clean_env):
