@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "until EOF or an empty line")
     mode.add_argument("--json", action="store_true",
                       help="print prompt layout, image grid, token counts and answer as one JSON object per "
-                           "turn (no streaming)")
+                           "turn (no streaming; a served model: the server's token counts and the answer)")
     add_served_arguments(parser)
     model = parser.add_argument_group("model (as lmms-eval --model pulse)")
     model.add_argument("--dtype", choices=DTYPES, default=None,
