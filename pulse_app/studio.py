@@ -6,7 +6,9 @@
   as it streams, ask a follow-up. The model is loaded once, in the background after the page is
   up, through ``pulse_models.ask.load`` (the `--model pulse` adapter's constructor); every turn is
   ``pulse_models.ask.answer`` with a streamer. The facts `ecgbench ask --json` prints (template,
-  anyres grid, token counts, truncation) are shown per turn.
+  anyres grid, token counts, truncation) are shown per turn. With --api-base/--api-model the model
+  is one served at an OpenAI-compatible URL (`vllm serve CHECKPOINT`): each turn is a streamed
+  chat-completions request (``pulse_models.served``), the earlier turns sent as messages.
 * Explore: the runs under --results (split runs merged as `ecgbench report` does), the subset's
   corpus numbers with intervals, a paged and filtered table of items and the item view (see
   ``pulse_app.views``, where all of the view logic lives).
@@ -103,15 +105,16 @@ def example_images(folder: Path | None = None) -> list[Path]:
 class Asker:
     """The Ask tab's model: loaded once in the background; its state is what the tab shows."""
 
-    def __init__(self, model: str | None, options: argparse.Namespace) -> None:
-        self.name, self.options = model, options
-        self.model: Any = None
+    def __init__(self, model: str | None, options: argparse.Namespace, served: Any = None) -> None:
+        """``served``: a ``pulse_models.served.ServedModel`` in place of a checkpoint to load."""
+        self.name, self.options, self.served = (served.model if served else model), options, served
+        self.model: Any = served
         self.error: str | None = None
         self.ready = threading.Event()
         self.lock = threading.Lock()  # one generation at a time: one model in memory
 
     def start(self) -> None:
-        if self.name is None:
+        if self.name is None or self.served is not None:  # nothing to load
             self.ready.set()
             return
         threading.Thread(target=self._load, name="studio-model-load", daemon=True).start()
@@ -133,7 +136,10 @@ class Asker:
     def status(self) -> str:
         if self.name is None:
             return ("No model loaded. Start Studio with one to ask questions: "
-                    "`ecgbench studio --model DIR_OR_HUB_ID` (a PULSE/LLaVA checkpoint or an HF image-text-to-text model).")
+                    "`ecgbench studio --model DIR_OR_HUB_ID` (a PULSE/LLaVA checkpoint or an HF image-text-to-text model), "
+                    "or `--api-base URL --api-model NAME` (a model served at an OpenAI-compatible URL, e.g. `vllm serve`).")
+        if self.served is not None:
+            return f"Model {self.served.describe()} (answers come from that server)."
         if not self.ready.is_set():
             return f"Loading model `{self.name}` ..."
         if self.error:
@@ -416,7 +422,7 @@ class Studio:
         try:
             image = _check_upload(upload)
             question = ask.check_question(question)
-            processed = model.engine.process_image(image)
+            processed = None if self.asker.served else model.engine.process_image(image)
         except ask.AskError as exc:
             yield chat, turns, None, f"**Cannot ask**: {exc}", question
             return
@@ -433,7 +439,8 @@ class Studio:
             while ahead:
                 yield chat, turns, None, f"waiting for the model: {ahead} question(s) before yours", question
                 ahead = self.turns.wait(ticket, STATUS_POLL_S)
-            yield from self._answer(model, image, processed, upload, question, turns, max_new_tokens, temperature)
+            answer = self._answer_served if self.asker.served else self._answer
+            yield from answer(model, image, processed, upload, question, turns, max_new_tokens, temperature)
         finally:
             self.turns.leave(ticket)
 
@@ -477,6 +484,28 @@ class Studio:
         opts = argparse.Namespace(model=self.asker.name, arena_history=self.asker.options.arena_history)
         facts = ask.turn_record(model, opts, ask.describe_image(model, image, Path(upload).name), len(turns), turn,
                                 settings)
+        yield _messages(turns), turns, facts, "", ""
+
+    def _answer_served(self, model: Any, image: Any, processed: Any, upload: str | None, question: str,
+                       turns: list[list[str]], max_new_tokens: float, temperature: float) -> Iterator[tuple[Any, ...]]:
+        """One turn of a served model: a streamed chat-completions request (the earlier turns as messages)."""
+        from pulse_models import ask
+        from pulse_models.served import Reply, ServedError, image_data_url
+
+        # The page's sliders bound these; a scripted client gets the same bounds.
+        settings = argparse.Namespace(max_new_tokens=max(1, min(UI_MAX_NEW_TOKENS, int(max_new_tokens))),
+                                      temperature=min(UI_MAX_TEMPERATURE, max(0.0, float(temperature))), top_p=None)
+        history = [(q, a) for q, a in turns] + [(question, None)]
+        reply = Reply("")
+        try:
+            for _ in model.stream(history, image_data_url(image), settings.max_new_tokens, settings.temperature,
+                                  reply=reply):
+                yield _messages(turns + [[question, reply.text]]), turns, None, "generating ...", ""
+        except ServedError as exc:
+            yield _messages(turns), turns, None, f"**generation failed**: {exc}", question
+            return
+        turns.append([question, reply.text])
+        facts = ask.served_record(model, settings, image, len(turns), question, reply, Path(upload).name)
         yield _messages(turns), turns, facts, "", ""
 
     def status_tick(self) -> tuple[str, Any]:
@@ -678,9 +707,10 @@ def launch(studio: Studio, host: str = DEFAULT_HOST, port: int | None = DEFAULT_
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from pulse_models.ask import CONV_TEMPLATES, DTYPES, HISTORY_MODES
+    from pulse_models.ask import CONV_TEMPLATES, DTYPES, HISTORY_MODES, add_served_arguments
 
-    parser.add_argument("--model", metavar="DIR_OR_ID", help="model for the Ask tab (as `--model pulse` loads it)")
+    parser.add_argument("--model", metavar="DIR_OR_ID",
+                        help="model for the Ask tab (as `--model pulse` loads it); or --api-base/--api-model")
     parser.add_argument("--results", nargs="+", default=[], metavar="DIR",
                         help="lmms-eval output folder(s) or results files for the Explore tab")
     parser.add_argument("--data", metavar="DIR",
@@ -700,6 +730,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resamples", type=int, default=STUDIO_RESAMPLES, help="bootstrap resamples of the corpus numbers")
     parser.add_argument("--max-new-tokens", type=int, default=UI_DEFAULT_MAX_NEW_TOKENS,
                         help=f"Ask's initial max new tokens (default {UI_DEFAULT_MAX_NEW_TOKENS}; the page has a slider)")
+    add_served_arguments(parser)
     model = parser.add_argument_group("model (as lmms-eval --model pulse)")
     model.add_argument("--dtype", choices=DTYPES, default=None)
     model.add_argument("--device-map", default=None, help="one device, e.g. cuda:0 or cpu (default: cuda if present)")
@@ -720,6 +751,15 @@ def model_options(args: argparse.Namespace) -> argparse.Namespace:
         num_beams=ask.DEFAULT_NUM_BEAMS)
 
 
+def asker_from_args(args: argparse.Namespace) -> Asker:
+    """The Ask tab's model: the served one (--api-base/--api-model), else --model (or none)."""
+    if args.api_base or args.api_model:
+        from pulse_models.served import ServedModel
+
+        return Asker(None, model_options(args), ServedModel.from_env(args.api_base, args.api_model, args.api_timeout))
+    return Asker(args.model, model_options(args))
+
+
 def folder_policy_restricted(host: str, allow_any_folder: bool = False, results_folders_only: bool = False) -> bool:
     """Whether the folder box is limited to the --results folders: served beyond loopback unless
     --allow-any-folder, or on request (--results-folders-only)."""
@@ -729,11 +769,19 @@ def folder_policy_restricted(host: str, allow_any_folder: bool = False, results_
 
 
 def run(args: argparse.Namespace) -> int:
+    from pulse_models.ask import AskError, check_served
+
     if args.resamples < 0:
         print("ecgbench studio: --resamples must be >= 0", file=sys.stderr)
         return 2
+    try:
+        if args.api_base or args.api_model:
+            check_served(args)
+    except AskError as exc:
+        print(f"ecgbench studio: {exc}", file=sys.stderr)
+        return 2
     restrict = folder_policy_restricted(args.host, args.allow_any_folder, args.results_folders_only)
-    studio = Studio(list(args.results), args.data, Asker(args.model, model_options(args)), args.resamples,
+    studio = Studio(list(args.results), args.data, asker_from_args(args), args.resamples,
                     args.max_new_tokens, restrict_folders=restrict)
     if restrict:
         print("ecgbench studio: the folder box opens folders under --results only"

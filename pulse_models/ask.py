@@ -3,6 +3,7 @@
     ecgbench ask --model PULSE-ECG/PULSE-7B --image ecg.png "What is the rhythm?"
     ecgbench ask --model DIR --image ecg.png --chat "What is the rhythm?" < more_questions.txt
     ecgbench ask --model DIR --image ecg.png --json "Axis?"
+    ecgbench ask --api-base http://HOST:8000/v1 --api-model PULSE-ECG/PULSE-7B --image ecg.png "Rhythm?"
 
 One code path with `lmms-eval --model pulse`: the model is loaded by the adapter's constructor
 (``pulse_models.adapter.Pulse``: dtype/device defaults, original-format vs HF loading, chat
@@ -10,6 +11,10 @@ template choice) and every turn goes through the adapter's engine (``engine.prep
 llava_v1 or chat-template prompt exactly as the arena's multi-round path does; ``engine.generate``
 decodes with the same ``GenSettings``). This module adds only the terminal plumbing: input
 checks, token streaming, the stdin chat loop and the ``--json`` description.
+
+With ``--api-base`` the model is one served at an OpenAI-compatible URL (`vllm serve CHECKPOINT`
+with the project's vLLM plugin): each turn is a chat-completions request (``pulse_models.served``),
+the prompt template is the server's, the image goes as a PNG data URL with the first question.
 
 Bad input (image, question, model path) is checked before torch/transformers are imported and
 reported as one line on stderr with a non-zero exit status.
@@ -24,6 +29,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 # Exit statuses: 2 for bad input (argparse's own usage status), 1 for a failure while running.
 EXIT_BAD_INPUT = 2
@@ -51,8 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `ecgbench ask` (model options as `--model pulse`'s model_args)."""
     parser.add_argument("question", nargs="?", default=None,
                         help="the question (with --chat it may be omitted: the first line of stdin is used)")
-    parser.add_argument("--model", required=True, metavar="PATH_OR_HUB_ID",
-                        help="checkpoint directory (original LLaVA/PULSE format or HF image-text-to-text) or hub id")
+    parser.add_argument("--model", default=None, metavar="PATH_OR_HUB_ID",
+                        help="checkpoint directory (original LLaVA/PULSE format or HF image-text-to-text) or hub id, "
+                             "loaded in this process; or give --api-base and --api-model")
     parser.add_argument("--image", required=True, metavar="FILE", help="the ECG image (any format Pillow reads)")
     mode = parser.add_argument_group("mode")
     mode.add_argument("--chat", action="store_true",
@@ -60,7 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "until EOF or an empty line")
     mode.add_argument("--json", action="store_true",
                       help="print prompt layout, image grid, token counts and answer as one JSON object per "
-                           "turn (no streaming)")
+                           "turn (no streaming; a served model: the server's token counts and the answer)")
+    add_served_arguments(parser)
     model = parser.add_argument_group("model (as lmms-eval --model pulse)")
     model.add_argument("--dtype", choices=DTYPES, default=None,
                        help="default: float16 for the original format, auto for HF models")
@@ -81,6 +89,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--top-p", type=float, default=None, help="nucleus sampling (with --temperature > 0)")
     gen.add_argument("--num-beams", type=int, default=DEFAULT_NUM_BEAMS,
                      help="beam search width (answers are printed whole: beams cannot stream)")
+
+
+def add_served_arguments(parser: argparse.ArgumentParser) -> None:
+    """--api-base/--api-model/--api-timeout (`ecgbench ask` and `ecgbench studio`)."""
+    from pulse_models.served import DEFAULT_TIMEOUT_S, KEY_VAR
+
+    served = parser.add_argument_group(
+        "served model (instead of --model: an OpenAI-compatible server such as `vllm serve CHECKPOINT`)",
+        f"API key: ${KEY_VAR}, else $OPENAI_API_KEY only when the URL is OpenAI's own ($OPENAI_BASE_URL, else "
+        "api.openai.com); none otherwise. The server applies its own chat template (vLLM: the plugin's llava_v1); "
+        "the in-process model options below do not apply.")
+    served.add_argument("--api-base", default=None, metavar="URL", help="the server's base URL, e.g. http://HOST:8000/v1")
+    served.add_argument("--api-model", default=None, metavar="NAME",
+                        help="the model name the server serves (vLLM: the checkpoint given to `vllm serve`, "
+                             "or its --served-model-name)")
+    served.add_argument("--api-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                        help=f"seconds to wait for one reply (default {DEFAULT_TIMEOUT_S:g})")
+
+
+def check_served(args: argparse.Namespace) -> bool:
+    """Whether the model is a served one; AskError for a missing or contradictory model choice."""
+    if args.api_base is None and args.api_model is None:
+        if not getattr(args, "model", None):
+            raise AskError("give --model (a checkpoint) or --api-base and --api-model (a served model)")
+        return False
+    if getattr(args, "model", None):
+        raise AskError("give either --model (loaded here) or --api-base/--api-model (a served model), not both")
+    if not args.api_base or not args.api_model:
+        raise AskError("a served model needs both --api-base URL and --api-model NAME")
+    if urlsplit(args.api_base).scheme not in ("http", "https") or not urlsplit(args.api_base).hostname:
+        raise AskError(f"--api-base {args.api_base!r} is not an http(s) URL (e.g. http://localhost:8000/v1)")
+    if not args.api_timeout > 0:
+        raise AskError("--api-timeout must be positive")
+    return True
 
 
 # ---------------------------------------------------------------- validation (no torch)
@@ -321,6 +363,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.question is not None or not args.chat:  # --chat may take its first question from stdin
         check_question(args.question)
     check_settings(args)
+    if check_served(args):
+        if args.num_beams != 1:
+            raise AskError("--num-beams needs a model loaded here (--model): a served model decodes greedily or samples")
+        return _run_served(args, check_image(args.image))
     image = check_image(args.image)
     path, _ = check_model(args.model, args.trust_remote_code)
     if not args.verbose:
@@ -345,3 +391,47 @@ def _run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(turn_record(model, args, image_info, index, turn), ensure_ascii=False), flush=True)
     return 0
+
+
+def _run_served(args: argparse.Namespace, image: Any) -> int:
+    """The turns of `ecgbench ask --api-base`: one chat-completions request each, streamed unless --json."""
+    from pulse_models.served import Reply, ServedError, ServedModel, image_data_url
+
+    model = ServedModel.from_env(args.api_base, args.api_model, args.api_timeout)
+    url = image_data_url(image)
+    turns: list[tuple[str, str | None]] = []
+    for index, question in enumerate(_questions(args.question, args.chat, sys.stdin), start=1):
+        turns.append((question, None))
+        try:
+            if args.json:
+                reply = model.answer(turns, url, args.max_new_tokens, args.temperature, args.top_p)
+            else:
+                reply = Reply("")
+                for piece in model.stream(turns, url, args.max_new_tokens, args.temperature, args.top_p, reply):
+                    print(piece, end="", flush=True)
+                print(flush=True)
+        except ServedError as exc:
+            raise AskError(str(exc), EXIT_FAILED) from None
+        turns[-1] = (question, reply.text)
+        if args.json:
+            print(json.dumps(served_record(model, args, image, index, question, reply), ensure_ascii=False), flush=True)
+    return 0
+
+
+def served_record(model: Any, args: argparse.Namespace, image: Any, index: int, question: str, reply: Any,
+                  image_name: str | None = None) -> dict[str, Any]:
+    """The --json object of one turn of a served model: what the client knows (the prompt layout
+    and image grid are the server's; token counts are its usage numbers)."""
+    return {
+        "model": model.model,
+        "format": "served",
+        "api_base": model.url,
+        "template": "server",
+        "turn": index,
+        "question": question,
+        "image": {"path": image_name or args.image, "width": image.size[0], "height": image.size[1]},
+        "tokens": {"prompt": reply.prompt_tokens, "answer": reply.completion_tokens},
+        "generation": {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
+                       "num_beams": 1, "do_sample": args.temperature > 0},
+        "answer": reply.text,
+    }

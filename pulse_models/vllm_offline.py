@@ -22,8 +22,6 @@ of imports.
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import os
 import sys
@@ -35,27 +33,13 @@ from typing import Any
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 
-def image_data_url(path_or_image: Any) -> str:
-    """A PNG data URL (lossless: vLLM decodes the same pixels the pulse adapter reads)."""
-    from pulse_models.image_processing import load_image
-
-    buf = io.BytesIO()
-    load_image(path_or_image).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
 def chat_messages(turns: list[list[Any]], image: Any | None) -> list[dict[str, Any]]:
-    """[(question, answer), ..., (question, None)] -> chat messages, the image on the first turn."""
-    messages: list[dict[str, Any]] = []
-    for i, (question, answer) in enumerate(turns):
-        content: list[dict[str, Any]] = []
-        if i == 0 and image is not None:
-            content.append({"type": "image_url", "image_url": {"url": image_data_url(image)}})
-        content.append({"type": "text", "text": question})
-        messages.append({"role": "user", "content": content})
-        if answer is not None:
-            messages.append({"role": "assistant", "content": answer})
-    return messages
+    """[(question, answer), ..., (question, None)] -> chat messages, the image on the first turn
+    (the layout `ecgbench ask --api-base` sends a server: ``pulse_models.served.chat_messages``)."""
+    from pulse_models.served import chat_messages as served_messages
+    from pulse_models.served import image_data_url
+
+    return served_messages(turns, image_data_url(image) if image is not None else None)
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:

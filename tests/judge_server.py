@@ -7,7 +7,8 @@ checks the API key (OpenAI ``Authorization: Bearer`` or Azure ``api-key``). A wr
 401 whose body echoes the key, as some providers do, so redaction is tested for real. Every
 chat request's credential header (``auth``; every one of them in ``credentials``), reply status (``statuses``)
 and arrival time (``times``, ``time.monotonic``) are recorded, so tests can prove which key reached which
-host and count what the server answered, and when.
+host and count what the server answered, and when. A successful reply to a request with
+``"stream": true`` goes out as the SSE chunks the SDK's ``stream=True`` reads (:func:`stream_chunks`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,20 @@ def completion(content: str, prompt_tokens: int = 120, completion_tokens: int = 
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens}}
+
+
+def stream_chunks(body: dict[str, Any], pieces: int = 3) -> list[dict[str, Any]]:
+    """A chat.completion split into ``chat.completion.chunk`` objects: the content in about
+    ``pieces`` deltas, one with the finish reason, then (as ``include_usage`` asks) the usage."""
+    content = body["choices"][0]["message"]["content"] or ""
+    step = max(1, -(-len(content) // pieces))
+    parts = [content[i:i + step] for i in range(0, len(content), step)]
+    base = {"id": body.get("id", "chatcmpl-fake"), "object": "chat.completion.chunk", "created": body.get("created", 0),
+            "model": body.get("model", "fake")}
+    chunks = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": part} if k == 0 else
+                                    {"content": part}, "finish_reason": None}]} for k, part in enumerate(parts)]
+    usage = [{**base, "choices": [], "usage": body["usage"]}] if body.get("usage") else []  # stream_options' last chunk
+    return [*chunks, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}, *usage]
 
 
 def verdict_json(keys: tuple[str, ...], scores: tuple[float, ...], nested: bool = True) -> str:
@@ -145,10 +160,19 @@ class FakeJudgeServer:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _send_stream(self, chunks: list[dict[str, Any]]) -> None:
+                data = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Content-Length", str(len(data.encode())))
+                self.end_headers()
+                self.wfile.write(data.encode())
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 arrived = time.monotonic()
+                request: Any = None
                 with srv.lock:
                     srv.count += 1
                     n = srv.count
@@ -179,7 +203,9 @@ class FakeJudgeServer:
                             srv.statuses.append(reply.status)
                             srv.times.append(arrived)
                     time.sleep(srv.latency_s + reply.delay_s)
-                    self._send(reply)
+                    streamed = (reply.status == 200 and isinstance(reply.body, dict) and "choices" in reply.body
+                                and isinstance(request, dict) and request.get("stream"))
+                    self._send_stream(stream_chunks(reply.body)) if streamed else self._send(reply)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)
                 finally:

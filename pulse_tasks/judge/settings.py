@@ -157,7 +157,7 @@ def settings_from_env(**overrides: Any) -> JudgeSettings:
     key = overrides.get("api_key")
     if base_url:
         base_url = base_url.rstrip("/")
-        key, source = _compatible_key(base_url, key)
+        key, source = compatible_key(base_url, key)
         values.update(provider="compatible", base_url=base_url, api_key=key or PLACEHOLDER_KEY, key_source=source)
     elif azure_endpoint:
         values.update(provider="azure", azure_endpoint=azure_endpoint.rstrip("/"),
@@ -205,16 +205,18 @@ def _same_endpoint(a: str, b: str) -> bool:
     return (pa.scheme, pa.hostname, pa.port) == (pb.scheme, pb.hostname, pb.port)
 
 
-def _compatible_key(base_url: str, explicit: str | None) -> tuple[str | None, str]:
-    """(key, where it came from) for an OpenAI-compatible judge at ``base_url``.
+def compatible_key(base_url: str, explicit: str | None, own_var: str = "ECGBENCH_JUDGE_API_KEY"
+                   ) -> tuple[str | None, str]:
+    """(key, where it came from) for an OpenAI-compatible server at ``base_url``: ``explicit``, else
+    the ``own_var`` variable (the judge's, or ``ecgbench ask``'s), else OPENAI_API_KEY where it belongs.
 
-    The user's OPENAI_API_KEY belongs to OPENAI_BASE_URL (else api.openai.com): a judge at any
+    The user's OPENAI_API_KEY belongs to OPENAI_BASE_URL (else api.openai.com): a server at any
     other host never sees it, so pointing the judge at a colleague's vLLM server hands over no key.
     """
     if explicit:
         return explicit, "api_key argument"
-    if (judge_key := _env("ECGBENCH_JUDGE_API_KEY")) is not None:
-        return judge_key, "ECGBENCH_JUDGE_API_KEY"
+    if (own_key := _env(own_var)) is not None:
+        return own_key, own_var
     openai_key = _env("OPENAI_API_KEY")
     if openai_key and _same_endpoint(base_url, _env("OPENAI_BASE_URL") or OPENAI_DEFAULT_BASE_URL):
         return openai_key, "OPENAI_API_KEY"
