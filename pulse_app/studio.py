@@ -677,6 +677,28 @@ def theme() -> Any:
     return gr.themes.Base(font=list(SANS_FONTS), font_mono=list(MONO_FONTS))
 
 
+LAUNCH_CHECK_S = 60.0  # how long launch() waits for the new server to answer its own first request
+
+
+def _patient_url_ok(url: str) -> bool:
+    """Gradio's start-up check (``gradio.networking.url_ok``), more patient. Gradio's gives up at the
+    first request that takes over 3 s and then refuses to start ("When localhost is not accessible, a
+    shareable link must be created"): on a machine whose cores are busy (a shared GPU box, CI
+    beside other jobs) a healthy local server fails it. Same statuses, retried until LAUNCH_CHECK_S."""
+    import httpx
+
+    deadline = time.monotonic() + LAUNCH_CHECK_S
+    while True:
+        try:
+            if httpx.head(url, timeout=10, verify=False).status_code in (200, 401, 301, 302, 303, 307, 308):
+                return True
+        except (ConnectionError, httpx.ConnectError, httpx.TimeoutException):
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+
+
 def launch(studio: Studio, host: str = DEFAULT_HOST, port: int | None = DEFAULT_PORT, block: bool = True) -> Any:
     """Start the server; returns the Gradio app (``app.local_url``). ``port`` 0 or None: a free port."""
     app = studio.build()
@@ -688,9 +710,18 @@ def launch(studio: Studio, host: str = DEFAULT_HOST, port: int | None = DEFAULT_
             s.bind((host, 0))
             port = s.getsockname()[1]
     examples = sorted({str(p.parent) for p in studio.examples})
-    app.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, share=False,
-               ssr_mode=False, theme=theme(), css=CSS, max_file_size=f"{2 * MAX_UPLOAD_MB}mb",
-               allowed_paths=examples or None, footer_links=[], show_error=False)
+    from gradio import networking
+
+    # Gradio 6 offers no option for its start-up check's patience: swap the module function that
+    # Blocks.launch calls for the duration of the launch (tests/test_studio_served.py once failed
+    # here at a load average of 12).
+    hasty, networking.url_ok = networking.url_ok, _patient_url_ok
+    try:
+        app.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, share=False,
+                   ssr_mode=False, theme=theme(), css=CSS, max_file_size=f"{2 * MAX_UPLOAD_MB}mb",
+                   allowed_paths=examples or None, footer_links=[], show_error=False)
+    finally:
+        networking.url_ok = hasty
     studio.asker.start()
     if block:
         print(f"ECGBench Studio on {app.local_url}  (Ctrl-C stops it)", flush=True)

@@ -462,3 +462,27 @@ def test_cli_bound_beyond_loopback_restricts_the_folder_box(served_root):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_start_up_check_waits_for_a_slow_server(monkeypatch):
+    """Gradio's own check gives up at the first request over 3 s and then refuses to start; Studio's
+    retries timeouts until LAUNCH_CHECK_S (a busy machine once failed the served test here)."""
+    import httpx
+
+    from pulse_app import studio as st
+
+    calls = []
+
+    def head(url, **kwargs):
+        calls.append(url)
+        if len(calls) < 3:
+            raise httpx.ReadTimeout("slow")
+        return httpx.Response(200)
+
+    monkeypatch.setattr(httpx, "head", head)
+    monkeypatch.setattr(st.time, "sleep", lambda s: None)
+    assert st._patient_url_ok("http://127.0.0.1:1/") is True and len(calls) == 3
+    monkeypatch.setattr(st, "LAUNCH_CHECK_S", 0.0)
+    calls.clear()
+    monkeypatch.setattr(httpx, "head", lambda url, **kw: (_ for _ in ()).throw(httpx.ConnectError("refused")))
+    assert st._patient_url_ok("http://127.0.0.1:1/") is False
