@@ -422,7 +422,7 @@ class Studio:
         try:
             image = _check_upload(upload)
             question = ask.check_question(question)
-            processed = None if getattr(self.asker, "served", None) else model.engine.process_image(image)
+            processed = None if self.asker.served else model.engine.process_image(image)
         except ask.AskError as exc:
             yield chat, turns, None, f"**Cannot ask**: {exc}", question
             return
@@ -439,7 +439,7 @@ class Studio:
             while ahead:
                 yield chat, turns, None, f"waiting for the model: {ahead} question(s) before yours", question
                 ahead = self.turns.wait(ticket, STATUS_POLL_S)
-            answer = self._answer_served if getattr(self.asker, "served", None) else self._answer
+            answer = self._answer_served if self.asker.served else self._answer
             yield from answer(model, image, processed, upload, question, turns, max_new_tokens, temperature)
         finally:
             self.turns.leave(ticket)

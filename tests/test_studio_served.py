@@ -413,7 +413,7 @@ def test_ask_refuses_a_second_turn_of_the_same_visitor_and_queues_others(tmp_pat
     state = st.Studio([], None, st.Asker(None, argparse_options()))
     state.asker = SimpleNamespace(name="stand-in", ready=SimpleNamespace(is_set=lambda: True, wait=lambda timeout: True),
                                   error=None, model=SimpleNamespace(engine=SimpleNamespace(process_image=lambda img: img)),
-                                  status=lambda: "ready")
+                                  status=lambda: "ready", served=None)
     image = str(_png(tmp_path / "ecg.png", "white"))
     running = state.turns.enter("visitor-a")  # visitor a's turn holds the model
     *_, last = state.ask(image, "What is the rhythm?", [], 8, 0.0, visitor="visitor-a")
