@@ -267,6 +267,14 @@ class Visitor:
 
     def __init__(self) -> None:
         self.view: ExploreView | None = None
+        # Counts this page's loads. The page sends the count it last got back with every table and
+        # item event, so an event dispatched under an earlier load (its pickers' values belong to
+        # that load) is dropped even when the server handles it after the new load.
+        self.generation = 0
+
+    def current(self, generation: float | None) -> bool:
+        """Whether an event that carries this load count belongs to the view the page shows now."""
+        return generation is None or int(generation) == self.generation
 
 
 class Studio:
@@ -331,11 +339,14 @@ class Studio:
                              failed="generation failed" in flags, judge_failed="judge failed" in flags, text=text or "")
 
     def table(self, visitor: Visitor | None, subset: str | None, run_a: str | None, run_b: str | None, mode: str,
-              flags: list[str], text: str, page: float | None) -> tuple[Any, ...]:
+              flags: list[str], text: str, page: float | None, generation: float | None = None) -> tuple[Any, ...]:
         """(corpus numbers, items table, page note, page number, item picker, message) of this
-        visitor's view for the current filters; nothing changes when the visitor loaded another
-        view meanwhile (that load's own table follows)."""
+        visitor's view for the current filters; nothing changes when the event was dispatched under
+        an earlier load (``generation``) or the visitor loaded another view meanwhile (that load's
+        own table follows)."""
         gr = _gradio()
+        if visitor is not None and not visitor.current(generation):
+            return tuple(gr.skip() for _ in range(6))
         start = visitor.view if visitor else None
         out = self._table(start or self.default, subset, run_a, run_b, mode, flags, text, page)
         if visitor is not None and visitor.view is not start:
@@ -362,9 +373,13 @@ class Studio:
         return (view.corpus(subset), views.table_html(pg, view.run_names, thumbs, mode or "strict"), note, pg.number,
                 gr.update(choices=ids, value=None), view.message())
 
-    def item(self, visitor: Visitor | None, subset: str | None, item_id: str | None) -> tuple[Any, str]:
+    def item(self, visitor: Visitor | None, subset: str | None, item_id: str | None,
+             generation: float | None = None) -> tuple[Any, str]:
         """(full-size image, item view) of one item of this visitor's view; nothing changes when
-        the visitor loaded another view meanwhile."""
+        the event was dispatched under an earlier load or the visitor loaded another view meanwhile."""
+        if visitor is not None and not visitor.current(generation):
+            gr = _gradio()
+            return gr.skip(), gr.skip()
         start = visitor.view if visitor else None
         out = self._item(start or self.default, subset, item_id)
         if visitor is not None and visitor.view is not start:
@@ -392,11 +407,13 @@ class Studio:
         shows a new message over an old run's rows, nor a previous error over new rows. A table or
         item event still running for the old view is dropped when it ends (``table``/``item``)."""
         gr = _gradio()
-        view = visitor.view = self.open([p for p in (folder or "").split() if p])
+        view = self.open([p for p in (folder or "").split() if p])
+        visitor.generation += 1
+        visitor.view = view
         names, subsets = view.run_names, views.subsets_of(view.loaded.runs)
         subset = subsets[0] if subsets else None
         run_a, run_b = (names[0], names[-1]) if names else (None, None)
-        return (view.runs_markdown(), gr.update(choices=subsets, value=subset),
+        return (visitor.generation, view.runs_markdown(), gr.update(choices=subsets, value=subset),
                 gr.update(choices=names, value=run_a), gr.update(choices=names, value=run_b),
                 *self._table(view, subset, run_a, run_b, mode, flags, text, 1))
 
@@ -556,6 +573,8 @@ class Studio:
                     runs_md = gr.Markdown(self.default.runs_markdown(), elem_id="explore-runs")
                     # This page's own Explore state (made per page): what it loads changes no other page.
                     visitor = gr.State(Visitor)
+                    # The load count this page last got (see Visitor.generation); held by the page.
+                    generation = gr.Number(0, visible=False, precision=0, elem_id="explore-generation")
                     with gr.Row():
                         subset = gr.Dropdown(subsets, value=subsets[0] if subsets else None, label="subset",
                                              elem_id="explore-subset")
@@ -594,7 +613,7 @@ class Studio:
             app.load(self.status_tick, outputs=[model_status, status_timer])
 
             # Explore events
-            table_inputs = [visitor, subset, run_a, run_b, mode, flags, search, page]
+            table_inputs = [visitor, subset, run_a, run_b, mode, flags, search, page, generation]
             table_outputs = [corpus, table, page_note, page, item_id, explore_message]
             for control in (subset, run_a, run_b, mode, flags):
                 control.change(_first_page, outputs=[page]).then(self.table, table_inputs, table_outputs)
@@ -602,9 +621,9 @@ class Studio:
             page.submit(self.table, table_inputs, table_outputs)
             prev_page.click(_step_page(-1), inputs=[page], outputs=[page]).then(self.table, table_inputs, table_outputs)
             next_page.click(_step_page(1), inputs=[page], outputs=[page]).then(self.table, table_inputs, table_outputs)
-            item_id.change(self.item, inputs=[visitor, subset, item_id], outputs=[item_image, item_view])
+            item_id.change(self.item, inputs=[visitor, subset, item_id, generation], outputs=[item_image, item_view])
             load.click(self.reload, inputs=[visitor, folder, mode, flags, search],
-                       outputs=[runs_md, subset, run_a, run_b, *table_outputs])
+                       outputs=[generation, runs_md, subset, run_a, run_b, *table_outputs])
             app.load(self.table, table_inputs, table_outputs)
         return app
 

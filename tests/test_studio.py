@@ -232,6 +232,59 @@ def test_explore_unreadable_folder_is_a_message_and_the_app_keeps_serving(page, 
     assert not mixed, f"message and table disagreed: {mixed}"
 
 
+def test_explore_events_of_an_earlier_load_change_nothing(page, studio, results_dir, tmp_path, monkeypatch):
+    """The race a busy machine showed: the table events a failed load set off (its pickers emptied)
+    reach the server only after the next good load. They carry the earlier load's count and are
+    dropped: the good load's rows stay. Here the browser holds those requests back until the good
+    load's rows are on the page, so the order is the bad one every time."""
+    from pulse_app import studio as st
+    from pulse_app import views
+
+    state, _ = studio
+    stale: list[tuple[float, int]] = []
+    current = st.Visitor.current
+
+    def seen(visitor, generation):
+        if generation is not None and int(generation) != visitor.generation:
+            stale.append((generation, visitor.generation))
+        return current(visitor, generation)
+
+    monkeypatch.setattr(st.Visitor, "current", seen)
+    held = []
+
+    def hold_tables_of_empty_pickers(route):
+        body = route.request.post_data_json if route.request.method == "POST" else None
+        data = body.get("data") if isinstance(body, dict) else None
+        if isinstance(data, list) and len(data) == 9 and data[1] is None:  # table_inputs with no subset
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/gradio_api/queue/join*", hold_tables_of_empty_pickers)
+    page.get_by_role("tab", name="Explore").click()
+    first = views.subsets_of(state.loaded.runs)[0]
+    expected = [r.id for r in views.paginate(state.rows(first), 1).rows]
+    _wait_rows(page, expected)
+    page.fill("#explore-folder textarea, #explore-folder input", str(tmp_path / "no-such-run"))
+    page.click("#explore-load")
+    _wait_text(page, "#explore-message", "Cannot read")
+    deadline = time.monotonic() + LOAD_TIMEOUT_MS / 1000
+    while not held and time.monotonic() < deadline:  # the emptied pickers' table events
+        page.wait_for_timeout(50)
+    assert held, "the failed load set off no table event"
+    page.fill("#explore-folder textarea, #explore-folder input", str(results_dir))
+    page.click("#explore-load")
+    _wait_rows(page, expected)
+    n = len(held)
+    for route in held:
+        route.continue_()
+    while len(stale) < n and time.monotonic() < deadline:  # the server has dropped each of them
+        page.wait_for_timeout(50)
+    assert len(stale) >= n, f"{n} held events, {len(stale)} seen by the server"
+    page.wait_for_timeout(200)  # a dropped event's (empty) reply reaches the page
+    assert _row_ids(page) == expected and "Cannot read" not in page.inner_text("#explore-message")
+
+
 def test_ask_streams_and_answers_a_second_turn(page, studio, tmp_path, screenshot):
     state, _ = studio
     _wait_text(page, "#ask-status", "ready")
