@@ -60,7 +60,7 @@ def write_submissions(folder: Path, n: int) -> list[Path]:
 def time_build(folder: Path, out: Path, jobs: int | None, resamples: int | None) -> tuple[float, float, str]:
     """Wall and CPU seconds (user + system, worker processes included) of `ecgbench leaderboard
     build` in a fresh process, and its first output line."""
-    cmd = [sys.executable, "-m", "pulse_tasks.cli", "leaderboard", "build", str(folder), "--out", str(out)]
+    cmd = [sys.executable, "-m", "pulse_app.cli", "leaderboard", "build", str(folder), "--out", str(out)]
     cmd += ["--jobs", str(jobs)] if jobs is not None else []
     cmd += ["--resamples", str(resamples)] if resamples is not None else []
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -173,7 +173,7 @@ def print_rhythm_table(runs: dict[str, Path]) -> dict[str, dict[str, tuple[int, 
 
 def report(out: Path, runs: dict[str, Path]) -> None:
     """Step 4: paper-layout table, HTML page and the paired comparison."""
-    from pulse_tasks.cli import main as ecgbench
+    from pulse_app.cli import main as ecgbench
 
     base, model = str(runs["random_guess"]), str(runs["pulse"])
     ecgbench(["report", base, model, "--format", "md"])

@@ -1,6 +1,6 @@
 """`ecgbench ask` on tiny random checkpoints of both layouts (CPU, no hub).
 
-The command is driven through ``pulse_tasks.cli.main`` in process and once through the
+The command is driven through ``pulse_app.cli.main`` in process and once through the
 installed console script; answers are checked against the ``pulse`` lmms-eval adapter's own
 generate_until / generate_until_multi_round on the same checkpoint (one code path).
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from pulse_app.cli import main
 from pulse_models.configuration import PulseConfig
 from pulse_models.conversation import build_prompt
 from pulse_models.image_processing import anyres_grid_shape, num_image_tokens
@@ -28,7 +29,6 @@ from pulse_models.testing import (
     make_tiny_hf_checkpoint,
     make_tiny_original_checkpoint,
 )
-from pulse_tasks.cli import main
 
 IMAGE_SIZE = (100, 60)  # (width, height): a 2x2 grid of tiny 32 px tiles
 QUESTION = "What is the rhythm?"
@@ -357,7 +357,7 @@ def test_console_script_answers_and_rejects_bad_input(ckpts, image_path, tmp_pat
                                                "q"], "hub download failed")
     script = textwrap.dedent("""
         import contextlib, io, json, sys
-        from pulse_tasks.cli import main
+        from pulse_app.cli import main
         results = {}
         for name, (argv, _) in json.loads(sys.argv[1]).items():
             err = io.StringIO()

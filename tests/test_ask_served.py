@@ -21,8 +21,8 @@ import pytest
 from judge_server import FakeJudgeServer, Reply, completion
 from PIL import Image
 
+from pulse_app.cli import main
 from pulse_models.testing import make_ecg_like_image
-from pulse_tasks.cli import main
 
 QUESTION = "What is the rhythm?"
 FOLLOW_UP = "Explain your answer."

@@ -80,7 +80,7 @@ def test_code_files_only_with_trust_remote_code(fake_hub):
 
 
 def _ask(capsys, model: str, image: Path, *extra: str) -> tuple[int, str, str]:
-    from pulse_tasks.cli import main
+    from pulse_app.cli import main
 
     capsys.readouterr()
     rc = main(["ask", "Rhythm?", "--model", model, "--image", str(image), "--dtype", "float32", "--device", "cpu",

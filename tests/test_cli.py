@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pulse_tasks.cli import SUBCOMMANDS, main
+from pulse_app.cli import SUBCOMMANDS, main
 
 
 def test_top_level_help_lists_every_command(capsys):

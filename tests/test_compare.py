@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from scipy.stats import binomtest
 
-from pulse_tasks import cli, compare, runs
+from pulse_app import cli
+from pulse_tasks import compare, runs
 from pulse_tasks.strict import STRICT_VERSION
 
 SCALE = 0.05  # ~560 items: fast, and large enough for a real skill gap to show

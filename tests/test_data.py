@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from pulse_app.cli import main
 from pulse_tasks import data
-from pulse_tasks.cli import main
 from pulse_tasks.subsets import SUBSETS, UnknownSubsetError
 
 CONFIGS = [s.config for s in SUBSETS]

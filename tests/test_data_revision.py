@@ -14,7 +14,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pulse_tasks import cli, data, registry, runs, submission
+from pulse_app import cli
+from pulse_tasks import data, registry, runs, submission
 from pulse_tasks.subsets import HUB_DATASET
 
 SHA_A = "a" * 40

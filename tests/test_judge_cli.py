@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from pulse_app.cli import main
 from pulse_tasks import judge
-from pulse_tasks.cli import main
 from pulse_tasks.judge.settings import ENV_VARS as JUDGE_ENV_VARS
 
 try:

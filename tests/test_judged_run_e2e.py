@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from pulse_app.cli import main as ecgbench
 from pulse_tasks import judge
-from pulse_tasks.cli import main as ecgbench
 from pulse_tasks.judge.attached import canonical_response
 
 try:

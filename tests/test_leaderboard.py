@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from pulse_tasks import cli, runs
+from pulse_app import cli
+from pulse_tasks import runs
 from pulse_tasks.leaderboard import site as site_module
 from pulse_tasks.report import COLUMNS
 

@@ -126,7 +126,7 @@ def test_two_turn_arena_equals_transformers(baseline):
 def test_ask_reports_the_image_token_count(baseline, tmp_path, capsys):
     from transformers import AutoConfig, AutoProcessor
 
-    from pulse_tasks.cli import main
+    from pulse_app.cli import main
 
     _arch, path, reference = baseline
     image = tmp_path / "ecg.png"

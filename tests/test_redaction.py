@@ -42,7 +42,7 @@ def test_api_key_in_model_args_reaches_no_report_page_submission_or_log(tmp_path
     import logging
 
     from pulse_tasks import runs
-    from pulse_tasks.cli import main
+    from pulse_app.cli import main
 
     secret = "sk-model-args-secret-7777777777"
     model_args = f"model_version=gpt-4o,api_key={secret},base_url=http://127.0.0.1:1/v1"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pulse_tasks import cli, metrics, report, report_cli, runs
+from pulse_app import cli
+from pulse_tasks import metrics, report, report_cli, runs
 from pulse_tasks.subsets import SUBSETS
 
 # strict CODE-15% columns: strict v2 reads a named finding as ABNORMAL too ("AF" -> ABNORMAL, AF)

@@ -11,7 +11,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from pulse_tasks import cli, html_report, report, runs
+from pulse_app import cli
+from pulse_tasks import html_report, report, runs
 
 pytest.importorskip("matplotlib")
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pulse_tasks import cli, metrics, rescore
+from pulse_app import cli
+from pulse_tasks import metrics, rescore
 
 MMMU_GOLD = "ABCDA"
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pulse_tasks import cli, metrics, negation, strict
+from pulse_app import cli
+from pulse_tasks import metrics, negation, strict
 from pulse_tasks.subsets import BY_CONFIG
 
 MIN_AGREEMENT = 0.98  # the bar: strict mode reads as a careful human on >= 98% of answers

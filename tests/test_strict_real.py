@@ -194,7 +194,7 @@ def test_explain_shows_the_statement_and_that_the_rationale_was_not_read():
 
 def test_score_explain_reads_a_reference_output_without_the_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     """`ecgbench score --explain ID --questions-from-predictions` on the real answers' file format."""
-    from pulse_tasks import cli
+    from pulse_app import cli
 
     rows = [r for r in _rows("code15_labels") if r["text"].startswith("Answer: RBBB")][:2]
     preds = tmp_path / "step-final.jsonl"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pulse_tasks import cli, runs, submission
+from pulse_app import cli
+from pulse_tasks import runs, submission
 from pulse_tasks.strict import STRICT_VERSION
 from pulse_tasks.subsets import FULL_SIZE, SUBSETS
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pulse_app.cli import main
 from pulse_tasks import data, synth
-from pulse_tasks.cli import main
 
 SMALL = (160, 120)  # tiny images: these tests check content, not looks
 

@@ -207,7 +207,7 @@ def test_lmms_eval_cli_model_pulse(layout, ckpts, synth_data_dir, tmp_path):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_ecgbench_ask(layout, ckpts, tmp_path, capsys):
-    from pulse_tasks.cli import main
+    from pulse_app.cli import main
 
     image = tmp_path / "ecg.png"
     make_ecg_like_image(300, 120, seed=5).save(image)

@@ -54,6 +54,7 @@ def test_wheel_contents(wheel):
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[lmms_eval.models]" in text and "pulse_models.registry:register" in text
+    assert "pulse_app/cli.py" in names and "ecgbench = pulse_app.cli:main" in text  # the console script
 
 
 @pytest.mark.slow

@@ -4,6 +4,10 @@ Each sub-command lives in its own module that defines
 ``add_arguments(parser: argparse.ArgumentParser) -> None`` and ``run(args) -> int``.
 Modules are imported only when their sub-command runs, so `ecgbench --help` stays fast and
 needs no torch.
+
+The dispatcher lives on the top floor because its commands come from every floor (the benchmark's
+``pulse_tasks``, the model side's ``pulse_models``, this package's demo and Studio); the floors below
+never launch one above them (``tests/test_layering.py``).
 """
 
 from __future__ import annotations
