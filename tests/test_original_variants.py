@@ -350,9 +350,9 @@ def test_lmms_eval_cli_on_llava_v15(root, synth_data_dir, tmp_path):
 @pytest.mark.parametrize("template", ["auto", "vicuna_v1"])
 def test_conv_template_vicuna_v1_through_ecgbench_ask(root, tmp_path, capsys, template):
     """auto: llava_v1 ("curious human"); vicuna_v1, LLaVA-1.5's eval conv_mode: "curious user"."""
+    from pulse_app.cli import main
     from pulse_models import adapter, ask
     from pulse_models.conversation import SYSTEM, VICUNA_V1_SYSTEM
-    from pulse_app.cli import main
 
     assert ask.CONV_TEMPLATES == adapter.CONV_TEMPLATES  # ask mirrors the adapter's list
     image = tmp_path / "ecg.png"

@@ -41,8 +41,8 @@ def test_api_key_in_model_args_reaches_no_report_page_submission_or_log(tmp_path
     """lmms-eval records model_args verbatim; nothing we write repeats a credential from them."""
     import logging
 
-    from pulse_tasks import runs
     from pulse_app.cli import main
+    from pulse_tasks import runs
 
     secret = "sk-model-args-secret-7777777777"
     model_args = f"model_version=gpt-4o,api_key={secret},base_url=http://127.0.0.1:1/v1"
