@@ -118,8 +118,8 @@ def test_run_artifacts(runs):
 @pytest.mark.slow
 @pytest.mark.parametrize("which", ["final", "checkpoint"])
 def test_saved_checkpoint_loads_with_load_pulse_and_generates(runs, which):
-    from pulse_models.loading import detect_format, load_pulse
     from pulse_models.conversation import build_prompt, tokenize_with_image
+    from pulse_models.loading import detect_format, load_pulse
 
     path = runs["full"] if which == "final" else runs["full"] / f"checkpoint-{SAVE_STEPS}"
     assert detect_format(path) == "llava_original"
@@ -272,8 +272,8 @@ def test_resume_auto_picks_the_newest_checkpoint(tmp_path):
 def test_bf16_zero2_on_cuda_trains_and_the_checkpoint_generates_in_fp16(tmp_path):
     """The recipe's GPU path: DeepSpeed ZeRO-2 on CUDA (NCCL), bf16 and tf32 on, gradient
     checkpointing; the loss falls and the checkpoint generates on the GPU in fp16, as the adapter runs it."""
-    from pulse_models.loading import load_pulse
     from pulse_models.conversation import build_prompt, tokenize_with_image
+    from pulse_models.loading import load_pulse
     from pulse_models.testing import make_tiny_original_checkpoint
 
     from pulse_training.smoke import make_smoke_data
