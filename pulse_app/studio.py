@@ -793,7 +793,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def model_options(args: argparse.Namespace) -> argparse.Namespace:
-    """The options `pulse_models.ask.load` reads (generation defaults: the protocol's)."""
+    """The options `pulse_models.ask.load` reads, and the protocol's generation defaults (Ask's
+    turns take top_p from here; the page sets max new tokens and temperature)."""
     from pulse_models import ask
 
     return argparse.Namespace(
