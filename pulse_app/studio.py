@@ -124,13 +124,10 @@ class Asker:
         from pulse_models import ask
 
         try:
-            checkpoint = ask.check_model(self.name)
             ask._quiet_transformers()
-            self.model = ask.load(self.options, checkpoint)
-        except ask.AskError as exc:
+            self.model = ask.load(self.options, self.name)
+        except ask.AskError as exc:  # not a checkpoint, or weights/tokenizer/config problems: shown in the page
             self.error = str(exc)
-        except Exception as exc:  # noqa: BLE001 - weights/tokenizer/config problems: shown in the page
-            self.error = f"cannot load model {self.name}: {type(exc).__name__}: {ask._one_line(exc)}"
         finally:
             self.ready.set()
 

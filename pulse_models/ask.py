@@ -154,18 +154,6 @@ def check_question(question: str | None) -> str:
     return text
 
 
-def check_model(model: str, trust_remote_code: bool = False) -> Any:
-    """The located checkpoint (``pulse_models.loading.Checkpoint``: folder and format) of a local
-    checkpoint or hub id (its code files too with ``trust_remote_code``); AskError otherwise."""
-    from pulse_models.checkpoint import CheckpointFormatError
-    from pulse_models.loading import locate
-
-    try:
-        return locate(model, trust_remote_code=trust_remote_code)
-    except CheckpointFormatError as exc:
-        raise AskError(f"model {model}: {_one_line(exc)}") from None
-
-
 def check_settings(args: argparse.Namespace) -> None:
     if args.max_new_tokens < 1:
         raise AskError("--max-new-tokens must be at least 1")
@@ -194,14 +182,21 @@ def _one_line(exc: BaseException) -> str:
 # ---------------------------------------------------------------- model (the adapter's loader)
 
 
-def load(args: argparse.Namespace, checkpoint: Any) -> Any:
-    """The model as `--model pulse --model_args ...` loads it (``pulse_models.loading.load_model``
-    -> LoadedModel), from ``check_model``'s located checkpoint (not resolved a second time)."""
-    from pulse_models.loading import load_model
+def load(args: argparse.Namespace, model: str) -> Any:
+    """``model`` (a checkpoint folder or hub id) as `--model pulse --model_args ...` loads it: one
+    call of the adapter's loader (``pulse_models.loading.load_model`` -> LoadedModel). AskError:
+    exit status 2 when ``model`` is no checkpoint (nothing loaded, no torch imported for a wrong
+    path), 1 when a checkpoint fails to load (weights, tokenizer, config)."""
+    from pulse_models.loading import NotACheckpoint, load_model
 
-    return load_model(checkpoint, dtype=args.dtype, attn_implementation=args.attn_implementation,
-                      device=args.device, device_map=args.device_map, conv_template=args.conv_template,
-                      arena_history=args.arena_history, trust_remote_code=args.trust_remote_code)
+    try:
+        return load_model(model, dtype=args.dtype, attn_implementation=args.attn_implementation,
+                          device=args.device, device_map=args.device_map, conv_template=args.conv_template,
+                          arena_history=args.arena_history, trust_remote_code=args.trust_remote_code)
+    except NotACheckpoint as exc:
+        raise AskError(f"model {model}: {_one_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - weights/tokenizer/config problems: one line, no traceback
+        raise AskError(f"cannot load model {model}: {type(exc).__name__}: {_one_line(exc)}", EXIT_FAILED) from None
 
 
 def gen_settings(args: argparse.Namespace) -> Any:
@@ -366,13 +361,9 @@ def _run(args: argparse.Namespace) -> int:
             raise AskError("--num-beams needs a model loaded here (--model): a served model decodes greedily or samples")
         return _run_served(args, check_image(args.image))
     image = check_image(args.image)
-    checkpoint = check_model(args.model, args.trust_remote_code)
     if not args.verbose:
         _quiet_transformers()
-    try:
-        model = load(args, checkpoint)
-    except Exception as exc:  # noqa: BLE001 - weights/tokenizer/config problems: one line, no traceback
-        raise AskError(f"cannot load model {args.model}: {type(exc).__name__}: {_one_line(exc)}", EXIT_FAILED) from None
+    model = load(args, args.model)
     image_info = describe_image(model, image, args.image) if args.json else {}
     decoding = gen_settings(args)
     try:

@@ -92,6 +92,12 @@ def _check_template_for_format(conv_template: str, fmt: str) -> None:
 
 
 # ---- where the checkpoint is and what it is ---------------------------------------------------
+class NotACheckpoint(CheckpointFormatError):
+    """``locate`` found no checkpoint to read (a wrong path, a failed download, an unknown or
+    unsupported layout): nothing was loaded, the input is what to fix. Errors while loading a
+    located checkpoint (missing weights, pickled weights) are plain CheckpointFormatErrors."""
+
+
 # What a checkpoint needs from the hub: configs, safetensors weights, tokenizer, chat templates.
 HUB_PATTERNS = ("*.json", "*.safetensors", "*.model", "*.txt", "*.jinja")
 # The repo's own modelling/processing code: fetched only with trust_remote_code (it will be run).
@@ -125,10 +131,10 @@ def resolve_checkpoint_dir(path: str | Path, trust_remote_code: bool = False, we
     if p.is_dir():
         return p
     if p.exists():
-        raise CheckpointFormatError(f"{p} is a file, not a checkpoint directory")
+        raise NotACheckpoint(f"{p} is a file, not a checkpoint directory")
     text = str(path)
     if text.count("/") != 1 or text.startswith((".", "/", "~")):
-        raise CheckpointFormatError(f"checkpoint directory {text!r} does not exist")
+        raise NotACheckpoint(f"checkpoint directory {text!r} does not exist")
     patterns = list(HUB_PATTERNS) + (list(REMOTE_CODE_PATTERNS) if trust_remote_code else [])
     if not weights:
         patterns = [p for p in patterns if p != "*.safetensors"]
@@ -141,27 +147,27 @@ def resolve_checkpoint_dir(path: str | Path, trust_remote_code: bool = False, we
             local = Path(snapshot_download(text, allow_patterns=patterns + list(PICKLE_PATTERNS)))
         return local
     except Exception as exc:
-        raise CheckpointFormatError(f"{text!r} is not a local directory and the hub download failed: {exc}") from exc
+        raise NotACheckpoint(f"{text!r} is not a local directory and the hub download failed: {exc}") from exc
 
 
 def detect_format(path: str | Path, weights: bool = True) -> str:
     """"llava_original" (LLaVA repository format) or "hf" (transformers image-text-to-text)."""
     p = Path(path)
     if not p.is_dir():
-        raise CheckpointFormatError(f"checkpoint directory {p} does not exist")
+        raise NotACheckpoint(f"checkpoint directory {p} does not exist")
     cfg_path = p / "config.json"
     found = sorted(x.name for x in p.iterdir())[:12]
     if not cfg_path.exists():
-        raise CheckpointFormatError(f"{p} has no config.json (found: {found})")
+        raise NotACheckpoint(f"{p} has no config.json (found: {found})")
     try:
         cfg = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as exc:
-        raise CheckpointFormatError(f"{cfg_path} is not valid JSON: {exc}") from exc
+        raise NotACheckpoint(f"{cfg_path} is not valid JSON: {exc}") from exc
     model_type = cfg.get("model_type")
     archs = cfg.get("architectures") or []
     if model_type == ORIGINAL_MODEL_TYPE or "mm_vision_tower" in cfg or "LlavaLlamaForCausalLM" in archs:
         if model_type not in (ORIGINAL_MODEL_TYPE, "llama", None):
-            raise CheckpointFormatError(
+            raise NotACheckpoint(
                 f"{p}: original LLaVA checkpoint with model_type {model_type!r} (architectures {archs}); "
                 f"only the Llama variant ({ORIGINAL_MODEL_TYPE}, prompts in the llava_v1 or vicuna_v1 template) is "
                 "supported: other text models (llava_mistral with its mistral_instruct template, llava_mpt, ...) "
@@ -171,14 +177,14 @@ def detect_format(path: str | Path, weights: bool = True) -> str:
         if not weights:  # configs and tokenizer only (resolve_checkpoint_dir(weights=False))
             return FORMAT_ORIGINAL
         if not list(p.glob("*.safetensors")) and (p / PROJECTOR_ONLY_FILE).is_file():
-            raise CheckpointFormatError(
+            raise NotACheckpoint(
                 f"{p}: holds {PROJECTOR_ONLY_FILE} and no language model weights, the output of LLaVA's pretrain "
                 "(projector-only) stage; the original code loads it only with --model-base <the LLM>. We do not "
                 "merge it: evaluate the finetuned checkpoint, or train from the base checkpoint instead"
             )
         if not list(p.glob("*.safetensors")):
             hint = pickled_weights_hint(p) if list(p.glob("*.bin")) else "weights are only read from safetensors"
-            raise CheckpointFormatError(
+            raise NotACheckpoint(
                 f"{p}: original LLaVA config but no *.safetensors weights (found: {found}); {hint}"
             )
         return FORMAT_ORIGINAL
@@ -190,7 +196,7 @@ def detect_format(path: str | Path, weights: bool = True) -> str:
         hf_types = {"llava", "llava_next", "llava_onevision"}
     if model_type in hf_types:
         return FORMAT_HF
-    raise CheckpointFormatError(
+    raise NotACheckpoint(
         f"{p}: unknown checkpoint format (model_type {model_type!r}, architectures {archs}, files {found}); "
         f"expected an original LLaVA checkpoint (model_type {ORIGINAL_MODEL_TYPE!r}) or a transformers "
         "image-text-to-text model"
@@ -416,11 +422,12 @@ def load_model(
     ``dtype``: None or "auto" = float16 for the original format, transformers' "auto" for HF
     models. ``conv_template``: auto = llava_v1 for the original format, the processor's chat
     template for HF models (llava_v1 forces the LLaVA layout there; vicuna_v1 is original-only).
-    ``arena_history``: the llava_v1 multi-turn layout. Options are checked before anything loads."""
+    ``arena_history``: the llava_v1 multi-turn layout. Options are checked, and a folder
+    located (NotACheckpoint otherwise), before torch is imported."""
     check_options(dtype, conv_template, arena_history, attn_implementation)
-    dev = choose_device(device, device_map)
-    found = locate(checkpoint, trust_remote_code=trust_remote_code)  # CheckpointFormatError names what was found
+    found = locate(checkpoint, trust_remote_code=trust_remote_code)  # NotACheckpoint names what was found
     _check_template_for_format(conv_template, found.format)
+    dev = choose_device(device, device_map)  # torch from here on
     from pulse_models.engine import HFEngine, OriginalEngine
 
     if found.format == FORMAT_ORIGINAL:

@@ -262,8 +262,8 @@ def test_chat_takes_the_first_question_from_stdin(ckpts, image_path, capsys, mon
 
 
 def test_defaults_are_the_reference_settings_and_reach_the_loader(monkeypatch, tmp_path):
-    """`ecgbench ask`'s options go to the loader the adapter uses (``loading.load_model``), with
-    ``check_model``'s located checkpoint; its decoding is the adapter's defaults."""
+    """`ecgbench ask`'s options go to the loader the adapter uses (``loading.load_model``), in one
+    call; its decoding is the adapter's defaults."""
     import argparse
 
     from pulse_models import ask, loading
@@ -274,9 +274,8 @@ def test_defaults_are_the_reference_settings_and_reach_the_loader(monkeypatch, t
     parser = argparse.ArgumentParser()
     ask.add_arguments(parser)
     args = parser.parse_args(["--model", "m", "--image", "i.png", "q"])
-    located = loading.Checkpoint(tmp_path, "llava_original")
-    assert ask.load(args, located) == "model"
-    assert seen == {"checkpoint": located, "dtype": None, "attn_implementation": "sdpa", "device": None,
+    assert ask.load(args, str(tmp_path)) == "model"
+    assert seen == {"checkpoint": str(tmp_path), "dtype": None, "attn_implementation": "sdpa", "device": None,
                     "device_map": None, "conv_template": "auto", "arena_history": "standard",
                     "trust_remote_code": False}
     assert ask.gen_settings(args) == GenSettings() == GenSettings(max_new_tokens=1024, temperature=0.0, top_p=None,
@@ -284,7 +283,7 @@ def test_defaults_are_the_reference_settings_and_reach_the_loader(monkeypatch, t
     args = parser.parse_args(["--model", "m", "--image", "i.png", "--trust-remote-code", "--dtype", "bfloat16",
                               "--device-map", "cuda:1", "--attn-implementation", "eager", "--max-new-tokens", "7",
                               "--temperature", "0.5", "--top-p", "0.9", "--num-beams", "2", "q"])
-    ask.load(args, located)
+    ask.load(args, str(tmp_path))
     assert seen["trust_remote_code"] is True and seen["dtype"] == "bfloat16" and seen["device_map"] == "cuda:1"
     assert seen["attn_implementation"] == "eager"
     assert ask.gen_settings(args) == GenSettings(max_new_tokens=7, temperature=0.5, top_p=0.9, num_beams=2)
