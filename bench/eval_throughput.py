@@ -4,7 +4,7 @@ What it measures (one GPU, random weights, nothing downloaded):
   * model: PulseLlavaForCausalLM with PULSE-7B's shape (Vicuna-7B Llama + CLIP ViT-L/14-336 +
     mlp2x_gelu, flat merging, anyres) built on the fly with random weights, or an existing
     original-format checkpoint (--checkpoint DIR); --write-checkpoint DIR saves the random model in
-    the original format and reloads it through pulse_models.checkpoint.load_pulse first.
+    the original format and reloads it through pulse_models.loading.load_pulse first.
   * items: synthetic 2200x1700 PNG scans (-> 2x2 anyres grid -> 2880 image tokens) with prompts of
     about 120 text tokens, decoded and preprocessed by the adapter's own code.
   * workloads: "short" (16 new tokens) and "report" (256 new tokens), greedy.
@@ -147,7 +147,8 @@ def build_model(args: argparse.Namespace, device: Any, dtype: Any, tmp: Path) ->
     import torch
     from transformers import AutoTokenizer
 
-    from pulse_models.checkpoint import load_pulse, save_original_format
+    from pulse_models.checkpoint import save_original_format
+    from pulse_models.loading import load_pulse
     from pulse_models.configuration import CLIP_L_336_VISION_CONFIG, PulseConfig
     from pulse_models.image_processing import ImageProcessor
     from pulse_models.modeling import PulseLlavaForCausalLM

@@ -4,7 +4,8 @@
 
 * Ask: upload an ECG image (or pick one of the bundled synthetic examples), ask, read the answer
   as it streams, ask a follow-up. The model is loaded once, in the background after the page is
-  up, through ``pulse_models.ask.load`` (the `--model pulse` adapter's constructor); every turn is
+  up, through ``pulse_models.ask.load`` (``pulse_models.loading.load_model``, the loader of the
+  `--model pulse` adapter); every turn is
   ``pulse_models.ask.answer`` with a streamer. The facts `ecgbench ask --json` prints (template,
   anyres grid, token counts, truncation) are shown per turn. With --api-base/--api-model the model
   is one served at an OpenAI-compatible URL (`vllm serve CHECKPOINT`): each turn is a streamed
@@ -123,13 +124,10 @@ class Asker:
         from pulse_models import ask
 
         try:
-            path, _ = ask.check_model(self.name)
             ask._quiet_transformers()
-            self.model = ask.load(self.options, path)
-        except ask.AskError as exc:
+            self.model = ask.load(self.options, self.name)
+        except ask.AskError as exc:  # not a checkpoint, or weights/tokenizer/config problems: shown in the page
             self.error = str(exc)
-        except Exception as exc:  # noqa: BLE001 - weights/tokenizer/config problems: shown in the page
-            self.error = f"cannot load model {self.name}: {type(exc).__name__}: {ask._one_line(exc)}"
         finally:
             self.ready.set()
 
@@ -472,7 +470,7 @@ class Studio:
         # The page's sliders bound these; a scripted client gets the same bounds.
         settings = GenSettings(max_new_tokens=max(1, min(UI_MAX_NEW_TOKENS, int(max_new_tokens))),
                                temperature=min(UI_MAX_TEMPERATURE, max(0.0, float(temperature))),
-                               top_p=model.defaults.top_p, num_beams=1)
+                               top_p=self.asker.options.top_p, num_beams=1)
         streamer = TextIteratorStreamer(model.tokenizer, skip_prompt=True, skip_special_tokens=True)
         history = [(q, a) for q, a in turns] + [(question, None)]
         done: dict[str, Any] = {}
@@ -757,7 +755,8 @@ def launch(studio: Studio, host: str = DEFAULT_HOST, port: int | None = DEFAULT_
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from pulse_models.ask import CONV_TEMPLATES, DTYPES, HISTORY_MODES, add_served_arguments
+    from pulse_models.ask import add_served_arguments
+    from pulse_models.loading import ATTN_IMPLEMENTATIONS, CONV_TEMPLATES, DTYPES, HISTORY_MODES
 
     parser.add_argument("--model", metavar="DIR_OR_ID",
                         help="model for the Ask tab (as `--model pulse` loads it); or --api-base/--api-model")
@@ -784,14 +783,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model (as lmms-eval --model pulse)")
     model.add_argument("--dtype", choices=DTYPES, default=None)
     model.add_argument("--device-map", default=None, help="one device, e.g. cuda:0 or cpu (default: cuda if present)")
-    model.add_argument("--attn-implementation", default="sdpa", choices=("sdpa", "eager", "flash_attention_2"))
+    model.add_argument("--attn-implementation", default="sdpa", choices=ATTN_IMPLEMENTATIONS)
     model.add_argument("--conv-template", default="auto", choices=CONV_TEMPLATES)
     model.add_argument("--arena-history", default="standard", choices=HISTORY_MODES)
     model.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (HF models)")
 
 
 def model_options(args: argparse.Namespace) -> argparse.Namespace:
-    """The options `pulse_models.ask.load` reads (generation defaults: the protocol's)."""
+    """The options `pulse_models.ask.load` reads, and the protocol's generation defaults (Ask's
+    turns take top_p from here; the page sets max new tokens and temperature)."""
     from pulse_models import ask
 
     return argparse.Namespace(

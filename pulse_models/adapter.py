@@ -20,7 +20,10 @@ Failures never stop a run: an unreadable image or a failed generation gives that
 doc id. Prompts right-truncated to tokenizer_model_max_length are logged and counted; the count
 is printed at the end of every generate call (``self.stats``).
 
-torch/transformers are imported inside ``Pulse.__init__`` only; lmms-eval itself imports torch.
+The checkpoint is loaded by ``pulse_models.loading.load_model`` (option checks, hub download,
+format detection, dtype and device rules, model, tokenizer and engine), the loader `ecgbench ask`
+and Studio use too; this module adds only lmms-eval's interface (model args, data parallelism,
+request batching, logging). torch/transformers are imported by the loader, inside ``Pulse.__init__``.
 """
 
 from __future__ import annotations
@@ -45,10 +48,6 @@ from pulse_models.engine import (
 logger = logging.getLogger("pulse_models.adapter")
 
 __all__ = ["Pulse", "FAILED_PREFIX", "failed_text"]
-
-# Accepted dtype names.
-DTYPES = ("float16", "bfloat16", "float32", "auto")
-CONV_TEMPLATES = ("auto", "llava_v1", "vicuna_v1", "chat_template")
 
 
 def _as_bool(value: Any) -> bool:
@@ -85,28 +84,14 @@ class Pulse(lmms):
         super().__init__()
         if kwargs:
             raise TypeError(f"pulse: unknown model args {sorted(kwargs)}")
-        import torch
         from accelerate import Accelerator
 
-        from pulse_models.checkpoint import FORMAT_ORIGINAL, detect_format, resolve_checkpoint_dir
+        from pulse_models.loading import load_model
 
-        if dtype is not None and dtype not in DTYPES:
-            raise ValueError(f"pulse: dtype {dtype!r} not in {DTYPES}")
-        if conv_template not in CONV_TEMPLATES:
-            raise ValueError(f"pulse: conv_template {conv_template!r} not in {CONV_TEMPLATES}")
-        if arena_history not in ("standard", "reference"):
-            raise ValueError(f"pulse: arena_history must be standard or reference, not {arena_history!r}")
-        if attn_implementation == "flash_attention_2":
-            import importlib.util
-
-            if importlib.util.find_spec("flash_attn") is None:
-                raise ImportError("pulse: attn_implementation=flash_attention_2 needs flash-attn "
-                                  "(pip install 'ecgbench-lmms[flash]'); use sdpa otherwise")
         if not str(batch_size).isdigit():
             raise ValueError(f"pulse: batch_size must be a positive integer, not {batch_size!r}")
         self.batch_size_per_gpu = max(1, int(batch_size))
         self.prefetch_workers = max(0, int(prefetch_workers))
-        self.arena_history = arena_history
         self.pretrained = pretrained
         self.defaults = GenSettings(
             max_new_tokens=int(max_new_tokens), temperature=float(temperature),
@@ -116,66 +101,24 @@ class Pulse(lmms):
 
         accelerator = Accelerator()
         self.accelerator = accelerator
-        if accelerator.num_processes > 1:
-            self._device = accelerator.device  # one replica per process: cuda:LOCAL_RANK or cpu
+        if accelerator.num_processes > 1:  # one replica per process: cuda:LOCAL_RANK or cpu
+            device, device_map = accelerator.device, None
             self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
         else:
-            choice = device_map or device
-            if choice in (None, "", "auto"):
-                choice = "cuda" if torch.cuda.is_available() else "cpu"
-            self._device = torch.device(choice)
             self._rank, self._world_size = 0, 1
-
-        path = resolve_checkpoint_dir(pretrained, trust_remote_code=_as_bool(trust_remote_code))
-        self.format = detect_format(path)  # CheckpointFormatError names what was found
-        if self.format == FORMAT_ORIGINAL:
-            from pulse_models.checkpoint import load_pulse
-            from pulse_models.engine import OriginalEngine
-
-            if conv_template == "chat_template":
-                raise ValueError("pulse: the original LLaVA format has no chat template; use conv_template=llava_v1")
-            model, tokenizer, image_processor, config = load_pulse(
-                path, dtype=dtype if dtype not in (None, "auto") else "float16", device=self._device,
-                attn_implementation=attn_implementation,
-            )
-            self._model, self._tokenizer, self._config = model, tokenizer, config
-            self.engine: Any = OriginalEngine(model, tokenizer, image_processor, history_mode=arena_history,
-                                              conv_template="llava_v1" if conv_template == "auto" else conv_template)
-            self.max_length = config.tokenizer_model_max_length
-        else:
-            import pickle
-
-            if conv_template == "vicuna_v1":
-                raise ValueError("pulse: conv_template=vicuna_v1 is for original LLaVA checkpoints; HF models take "
-                                 "auto, chat_template or llava_v1")
-
-            try:
-                self._load_hf(path, dtype or "auto", attn_implementation, _as_bool(trust_remote_code), conv_template)
-            except pickle.UnpicklingError as exc:  # *.bin weights: transformers' weights_only load refused them
-                from pulse_models.checkpoint import pickled_weights_error
-
-                raise pickled_weights_error(path, exc) from exc
+        # Option checks, checkpoint resolution and format, dtype/device rules, model and engine:
+        # the one loader (pulse_models.loading), as `ecgbench ask` and Studio use it.
+        loaded = load_model(pretrained, dtype=dtype, attn_implementation=attn_implementation, device=device,
+                            device_map=device_map, conv_template=conv_template, arena_history=arena_history,
+                            trust_remote_code=_as_bool(trust_remote_code))
+        self._device, self.format = loaded.device, loaded.format
+        self._model, self._tokenizer, self._config = loaded.model, loaded.tokenizer, loaded.config
+        self.engine: Any = loaded.engine
+        self.max_length = loaded.max_length
         self.stats = {"items": 0, "failed": 0, "truncated": 0, "seconds": 0.0}
         if self.rank == 0:
             logger.info("pulse: loaded %s (%s) on %s, batch size %d, world size %d", pretrained, self.format,
                         self._device, self.batch_size_per_gpu, self.world_size)
-
-    def _load_hf(self, path: Any, dtype: str, attn: str, trust_remote_code: bool, conv_template: str) -> None:
-        import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-
-        from pulse_models.engine import HFEngine
-
-        torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-        model = AutoModelForImageTextToText.from_pretrained(
-            path, dtype=torch_dtype, attn_implementation=attn, trust_remote_code=trust_remote_code
-        ).to(self._device).eval()
-        processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
-        if conv_template == "llava_v1":
-            processor.chat_template = None  # HFEngine then uses the llava_v1 layout
-        self._model, self._tokenizer, self._config = model, processor.tokenizer, model.config
-        self.engine = HFEngine(model, processor, history_mode=self.arena_history)
-        self.max_length = getattr(processor.tokenizer, "model_max_length", None)
 
     # ---- lmms-eval properties -----------------------------------------------------------------
     @property

@@ -5,12 +5,12 @@
     ecgbench ask --model DIR --image ecg.png --json "Axis?"
     ecgbench ask --api-base http://HOST:8000/v1 --api-model PULSE-ECG/PULSE-7B --image ecg.png "Rhythm?"
 
-One code path with `lmms-eval --model pulse`: the model is loaded by the adapter's constructor
-(``pulse_models.adapter.Pulse``: dtype/device defaults, original-format vs HF loading, chat
-template choice) and every turn goes through the adapter's engine (``engine.prepare`` builds the
-llava_v1 or chat-template prompt exactly as the arena's multi-round path does; ``engine.generate``
-decodes with the same ``GenSettings``). This module adds only the terminal plumbing: input
-checks, token streaming, the stdin chat loop and the ``--json`` description.
+One code path with `lmms-eval --model pulse`: the model is loaded by the loader the adapter uses
+(``pulse_models.loading.load_model``: dtype/device defaults, original-format vs HF loading, chat
+template choice) and every turn goes through its engine (``engine.prepare`` builds the llava_v1
+or chat-template prompt exactly as the arena's multi-round path does; ``engine.generate`` decodes
+with the same ``GenSettings``). This module adds only the terminal plumbing: input checks, token
+streaming, the stdin chat loop and the ``--json`` description.
 
 With ``--api-base`` the model is one served at an OpenAI-compatible URL (`vllm serve CHECKPOINT`
 with the project's vLLM plugin): each turn is a chat-completions request (``pulse_models.served``),
@@ -31,14 +31,12 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+# The loader's option names (pulse_models.loading imports neither torch nor transformers).
+from pulse_models.loading import ATTN_IMPLEMENTATIONS, CONV_TEMPLATES, DTYPES, HISTORY_MODES
+
 # Exit statuses: 2 for bad input (argparse's own usage status), 1 for a failure while running.
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
-# Mirrors pulse_models.adapter.DTYPES/CONV_TEMPLATES (not imported: the adapter imports lmms-eval
-# and torch, which must wait until the arguments are validated).
-DTYPES = ("float16", "bfloat16", "float32", "auto")
-CONV_TEMPLATES = ("auto", "llava_v1", "vicuna_v1", "chat_template")
-HISTORY_MODES = ("standard", "reference")
 # The reference decoding (greedy, 1024 new tokens, one beam): pulse_models.engine.GenSettings' defaults.
 DEFAULT_MAX_NEW_TOKENS = 1024
 DEFAULT_TEMPERATURE = 0.0
@@ -74,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="default: float16 for the original format, auto for HF models")
     model.add_argument("--device-map", default=None, help="one device, e.g. cuda:0 or cpu (default: cuda if present)")
     model.add_argument("--device", default=None, help="same as --device-map")
-    model.add_argument("--attn-implementation", default="sdpa", choices=("sdpa", "eager", "flash_attention_2"))
+    model.add_argument("--attn-implementation", default="sdpa", choices=ATTN_IMPLEMENTATIONS)
     model.add_argument("--conv-template", default="auto", choices=CONV_TEMPLATES,
                        help="auto: llava_v1 for the original format, the processor's chat template otherwise; "
                             "vicuna_v1 (original format): LLaVA-1.5's eval template")
@@ -156,22 +154,6 @@ def check_question(question: str | None) -> str:
     return text
 
 
-def check_model(model: str, trust_remote_code: bool = False) -> tuple[Path, str]:
-    """(checkpoint directory, format) for a local checkpoint or hub id (its code files too with
-    ``trust_remote_code``); AskError otherwise."""
-    from pulse_models.checkpoint import (
-        CheckpointFormatError,
-        detect_format,
-        resolve_checkpoint_dir,
-    )
-
-    try:
-        path = resolve_checkpoint_dir(model, trust_remote_code=trust_remote_code)
-        return path, detect_format(path)
-    except CheckpointFormatError as exc:
-        raise AskError(f"model {model}: {_one_line(exc)}") from None
-
-
 def check_settings(args: argparse.Namespace) -> None:
     if args.max_new_tokens < 1:
         raise AskError("--max-new-tokens must be at least 1")
@@ -197,20 +179,32 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-# ---------------------------------------------------------------- model (the adapter's code)
+# ---------------------------------------------------------------- model (the adapter's loader)
 
 
-def load(args: argparse.Namespace, path: Path) -> Any:
-    """The `pulse` lmms-eval adapter, constructed as `--model pulse --model_args ...` would."""
-    from pulse_models.adapter import Pulse
+def load(args: argparse.Namespace, model: str) -> Any:
+    """``model`` (a checkpoint folder or hub id) as `--model pulse --model_args ...` loads it: one
+    call of the adapter's loader (``pulse_models.loading.load_model`` -> LoadedModel). AskError:
+    exit status 2 when ``model`` is no checkpoint (nothing loaded, no torch imported for a wrong
+    path), 1 when a checkpoint fails to load (weights, tokenizer, config)."""
+    from pulse_models.loading import NotACheckpoint, load_model
 
-    return Pulse(
-        pretrained=str(path), dtype=args.dtype, attn_implementation=args.attn_implementation,
-        device=args.device, device_map=args.device_map, conv_template=args.conv_template,
-        arena_history=args.arena_history, trust_remote_code=args.trust_remote_code,
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-        num_beams=args.num_beams,
-    )
+    try:
+        return load_model(model, dtype=args.dtype, attn_implementation=args.attn_implementation,
+                          device=args.device, device_map=args.device_map, conv_template=args.conv_template,
+                          arena_history=args.arena_history, trust_remote_code=args.trust_remote_code)
+    except NotACheckpoint as exc:
+        raise AskError(f"model {model}: {_one_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - weights/tokenizer/config problems: one line, no traceback
+        raise AskError(f"cannot load model {model}: {type(exc).__name__}: {_one_line(exc)}", EXIT_FAILED) from None
+
+
+def gen_settings(args: argparse.Namespace) -> Any:
+    """The command line's decoding (``pulse_models.engine.GenSettings``), as the adapter's defaults."""
+    from pulse_models.engine import GenSettings
+
+    return GenSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                       num_beams=args.num_beams)
 
 
 @dataclass
@@ -227,16 +221,15 @@ class Turn:
     answer_tokens: int
 
 
-def answer(model: Any, turns: list[tuple[str, str | None]], processed: Any, stream: bool,
-           settings: Any = None, streamer: Any = None) -> Turn:
+def answer(model: Any, turns: list[tuple[str, str | None]], processed: Any, stream: bool, settings: Any,
+           streamer: Any = None) -> Turn:
     """Answer the last turn of ``turns`` about the image (``engine.process_image`` output, reused
-    across turns as the adapter's multi-round loop does) with the adapter's engine.
+    across turns as the adapter's multi-round loop does) with the loaded model's engine (``load``).
 
-    ``settings``: a ``GenSettings`` (default: the model's, i.e. the command line's); ``streamer``:
+    ``settings``: a ``GenSettings`` (`ecgbench ask`: ``gen_settings(args)``); ``streamer``:
     a transformers streamer to feed instead of printing (ECGBench Studio streams into the page)."""
     engine = model.engine
     item = engine.prepare(turns, processed)  # the adapter's prompt building (arena multi-turn included)
-    settings = settings or model.defaults
     if streamer is not None and settings.num_beams == 1:
         out = engine.generate([item], settings, streamer=streamer)[0]
     elif stream and settings.num_beams == 1:
@@ -298,11 +291,11 @@ def describe_image(model: Any, image: Any, path: str) -> dict[str, Any]:
 
 
 def turn_record(model: Any, args: argparse.Namespace, image_info: dict, index: int, turn: Turn,
-                settings: Any = None) -> dict[str, Any]:
-    """The --json object of one turn (``settings``: the GenSettings used, default the model's)."""
+                settings: Any) -> dict[str, Any]:
+    """The --json object of one turn (``settings``: the GenSettings it was answered with)."""
     template = model.engine.conv_template if model.format == "llava_original" else (
         "chat_template" if getattr(model.engine.processor, "chat_template", None) else "llava_v1")
-    s = settings or model.defaults
+    s = settings
     return {
         "model": args.model,
         "format": model.format,
@@ -368,14 +361,11 @@ def _run(args: argparse.Namespace) -> int:
             raise AskError("--num-beams needs a model loaded here (--model): a served model decodes greedily or samples")
         return _run_served(args, check_image(args.image))
     image = check_image(args.image)
-    path, _ = check_model(args.model, args.trust_remote_code)
     if not args.verbose:
         _quiet_transformers()
-    try:
-        model = load(args, path)
-    except Exception as exc:  # noqa: BLE001 - weights/tokenizer/config problems: one line, no traceback
-        raise AskError(f"cannot load model {args.model}: {type(exc).__name__}: {_one_line(exc)}", EXIT_FAILED) from None
+    model = load(args, args.model)
     image_info = describe_image(model, image, args.image) if args.json else {}
+    decoding = gen_settings(args)
     try:
         processed = model.engine.process_image(image)
     except Exception as exc:  # noqa: BLE001
@@ -384,12 +374,12 @@ def _run(args: argparse.Namespace) -> int:
     for index, question in enumerate(_questions(args.question, args.chat, sys.stdin), start=1):
         turns.append((question, None))
         try:
-            turn = answer(model, turns, processed, stream=not args.json)
+            turn = answer(model, turns, processed, not args.json, decoding)
         except Exception as exc:  # noqa: BLE001
             raise AskError(f"generation failed: {type(exc).__name__}: {_one_line(exc)}", EXIT_FAILED) from None
         turns[-1] = (question, turn.answer)
         if args.json:
-            print(json.dumps(turn_record(model, args, image_info, index, turn), ensure_ascii=False), flush=True)
+            print(json.dumps(turn_record(model, args, image_info, index, turn, decoding), ensure_ascii=False), flush=True)
     return 0
 
 

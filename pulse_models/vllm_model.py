@@ -38,13 +38,8 @@ from vllm.multimodal.processing import (
 )
 from vllm.tokenizers.protocol import TokenizerLike
 
-from pulse_models.checkpoint import (
-    _weight_files,
-    load_original_tokenizer,
-    original_to_module_key,
-    resolve_checkpoint_dir,
-)
-from pulse_models.configuration import PulseConfig, local_tower_dir
+from pulse_models.checkpoint import original_to_module_key, weight_files
+from pulse_models.configuration import PulseConfig
 from pulse_models.conversation import (
     IMAGE_TOKEN,
     IMAGE_TOKEN_INDEX,
@@ -52,6 +47,7 @@ from pulse_models.conversation import (
     tokenize_with_image,
 )
 from pulse_models.image_processing import ImageProcessor, num_image_tokens
+from pulse_models.loading import load_original_tokenizer, resolve_checkpoint_dir, tower_source
 from pulse_models.modeling import merge_tile_features
 from pulse_models.vllm_config import PulseLlavaVllmConfig
 
@@ -198,10 +194,9 @@ class PulseLlavaForVllm(LlavaNextForConditionalGeneration):
         code loads them when the checkpoint does not hold the tower."""
         from safetensors import safe_open
 
-        name = self.pulse_config.mm_vision_tower
-        ckpt = resolve_checkpoint_dir(self.checkpoint)
-        folder = local_tower_dir(name, ckpt) or resolve_checkpoint_dir(name)
-        for f in _weight_files(Path(folder)):
+        # The loader's rule for where the tower lies (a local folder, else the hub id, downloaded).
+        folder = resolve_checkpoint_dir(tower_source(self.pulse_config, resolve_checkpoint_dir(self.checkpoint)))
+        for f in weight_files(folder):
             with safe_open(str(f), framework="pt", device="cpu") as sf:
                 for key in sf.keys():  # noqa: SIM118 - safe_open handles have keys(), no __iter__
                     # CLIPVisionModel / CLIPModel files: vision_model.* (text_model.* etc. not used)

@@ -258,31 +258,49 @@ def test_chat_takes_the_first_question_from_stdin(ckpts, image_path, capsys, mon
     assert rec["question"] == QUESTION
 
 
-# ---------------------------------------------------------------- options reach the adapter
+# ---------------------------------------------------------------- options reach the loader
 
 
-def test_defaults_are_the_reference_settings_and_reach_the_adapter(monkeypatch, tmp_path):
+def test_defaults_are_the_reference_settings_and_reach_the_loader(monkeypatch, tmp_path):
+    """`ecgbench ask`'s options go to the loader the adapter uses (``loading.load_model``), in one
+    call; its decoding is the adapter's defaults."""
     import argparse
 
-    from pulse_models import adapter, ask
+    from pulse_models import ask, loading
+    from pulse_models.engine import GenSettings
 
     seen: dict = {}
-    monkeypatch.setattr(adapter, "Pulse", lambda **kw: seen.update(kw) or "model")
+    monkeypatch.setattr(loading, "load_model", lambda checkpoint, **kw: seen.update(kw, checkpoint=checkpoint) or "model")
     parser = argparse.ArgumentParser()
     ask.add_arguments(parser)
     args = parser.parse_args(["--model", "m", "--image", "i.png", "q"])
-    assert ask.load(args, tmp_path) == "model"
-    assert seen == {"pretrained": str(tmp_path), "dtype": None, "attn_implementation": "sdpa", "device": None,
+    assert ask.load(args, str(tmp_path)) == "model"
+    assert seen == {"checkpoint": str(tmp_path), "dtype": None, "attn_implementation": "sdpa", "device": None,
                     "device_map": None, "conv_template": "auto", "arena_history": "standard",
-                    "trust_remote_code": False, "max_new_tokens": 1024, "temperature": 0.0, "top_p": None,
-                    "num_beams": 1}
+                    "trust_remote_code": False}
+    assert ask.gen_settings(args) == GenSettings() == GenSettings(max_new_tokens=1024, temperature=0.0, top_p=None,
+                                                                   num_beams=1)
     args = parser.parse_args(["--model", "m", "--image", "i.png", "--trust-remote-code", "--dtype", "bfloat16",
                               "--device-map", "cuda:1", "--attn-implementation", "eager", "--max-new-tokens", "7",
                               "--temperature", "0.5", "--top-p", "0.9", "--num-beams", "2", "q"])
-    ask.load(args, tmp_path)
+    ask.load(args, str(tmp_path))
     assert seen["trust_remote_code"] is True and seen["dtype"] == "bfloat16" and seen["device_map"] == "cuda:1"
-    assert (seen["attn_implementation"], seen["max_new_tokens"], seen["temperature"], seen["top_p"],
-            seen["num_beams"]) == ("eager", 7, 0.5, 0.9, 2)
+    assert seen["attn_implementation"] == "eager"
+    assert ask.gen_settings(args) == GenSettings(max_new_tokens=7, temperature=0.5, top_p=0.9, num_beams=2)
+
+
+def test_ask_loads_without_the_lmms_eval_adapter(ckpts, image_path, capsys, monkeypatch):
+    """One question needs no lmms-eval model (nor its Accelerator): the loader alone."""
+    from pulse_models import adapter
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("ecgbench ask built the lmms-eval adapter")
+
+    monkeypatch.setattr(adapter.Pulse, "__init__", refuse)
+    rc, out, err = _ask(capsys, "--model", str(ckpts["original"]), "--image", str(image_path), *FAST, "--json",
+                        QUESTION)
+    assert rc == 0, err
+    assert _json_lines(out)[0]["answer"]
 
 
 # ---------------------------------------------------------------- bad input

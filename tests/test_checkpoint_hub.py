@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pulse_models.checkpoint import CheckpointFormatError, detect_format, resolve_checkpoint_dir
+from pulse_models.checkpoint import CheckpointFormatError
+from pulse_models.loading import detect_format, resolve_checkpoint_dir
 from pulse_models.testing import make_ecg_like_image, make_tiny_hf_checkpoint, make_tiny_original_checkpoint
 
 CODE_FILE = "modeling_custom.py"  # a repo's remote code (never imported here)

@@ -10,8 +10,8 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    from pulse_models.checkpoint import load_pulse
     from pulse_models.engine import OriginalEngine
+    from pulse_models.loading import load_pulse
     from pulse_models.testing import make_tiny_original_checkpoint
 
     path = make_tiny_original_checkpoint(tmp_path_factory.mktemp("gpu"), merge_type="spatial_unpad")

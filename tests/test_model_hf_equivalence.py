@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pulse_models.checkpoint import load_pulse
+from pulse_models.loading import load_pulse
 from pulse_models.conversation import IMAGE_TOKEN_INDEX, build_prompt, tokenize_with_image
 from pulse_models.testing import TINY_PINPOINTS, make_ecg_like_image, make_tiny_original_checkpoint
 

@@ -10,13 +10,12 @@ from safetensors import safe_open
 
 from pulse_models.checkpoint import (
     CheckpointFormatError,
-    detect_format,
-    load_pulse,
     module_to_original_key,
     original_to_module_key,
     save_original_format,
 )
 from pulse_models.conversation import IGNORE_INDEX, IMAGE_TOKEN_INDEX, build_prompt, tokenize_conversation, tokenize_with_image
+from pulse_models.loading import detect_format, load_pulse
 from pulse_models.testing import make_ecg_like_image, make_tiny_hf_checkpoint, make_tiny_original_checkpoint
 
 SIZES = [(100, 60), (40, 90), (20, 20), (64, 64)]  # landscape, portrait, tiny, square (tiny 32 px tiles)

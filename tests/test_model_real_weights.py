@@ -20,8 +20,8 @@ pytestmark = [
 
 
 def test_pulse_7b_loads_flat_and_answers():
-    from pulse_models.checkpoint import detect_format, load_pulse
     from pulse_models.engine import GenSettings, OriginalEngine, WorkItem, run_batches
+    from pulse_models.loading import detect_format, load_pulse
     from pulse_models.testing import make_ecg_like_image
 
     assert detect_format(PULSE_DIR) == "llava_original"

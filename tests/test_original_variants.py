@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pulse_models.checkpoint import CheckpointFormatError, load_pulse, save_original_format
+from pulse_models.checkpoint import CheckpointFormatError, save_original_format
+from pulse_models.loading import load_pulse
 from pulse_models.configuration import ConfigError, PulseConfig
 from pulse_models.conversation import IMAGE_TOKEN_INDEX, build_prompt, tokenize_with_image
 from pulse_models.testing import (
@@ -239,7 +240,7 @@ def test_variant_loads_and_matches_the_original_computation(root, name):
 def test_tokenizer_json_only_equals_sentencepiece(root):
     """tokenizer.json alone (no tokenizer.model) tokenises the llava_v1 prompt as tokenizer.model
     does; both tokenizer_config.json files were written by save_original_format (our export)."""
-    from pulse_models.checkpoint import load_original_tokenizer
+    from pulse_models.loading import load_original_tokenizer
 
     prompt = build_prompt([("<image>\nWhich leads show ST elevation?", "V1-V4"), ("And the rhythm?", None)])
     by_json = load_original_tokenizer(_build(root, "llava-v1.6-vicuna-7b"))
@@ -254,7 +255,7 @@ def test_tokenizer_json_only_equals_sentencepiece(root):
 def test_tokenizer_config_silent_on_a_switch_reads_as_the_original_llama_tokenizer(root, tmp_path, missing):
     """The original code's slow LlamaTokenizer adds BOS and uses legacy=True when
     tokenizer_config.json does not say; transformers 5 alone would add no BOS / use legacy=False."""
-    from pulse_models.checkpoint import load_original_tokenizer
+    from pulse_models.loading import load_original_tokenizer
 
     ckpt = tmp_path / "ckpt"
     shutil.copytree(_build(root, "PULSE-7B"), ckpt)
@@ -351,10 +352,10 @@ def test_lmms_eval_cli_on_llava_v15(root, synth_data_dir, tmp_path):
 def test_conv_template_vicuna_v1_through_ecgbench_ask(root, tmp_path, capsys, template):
     """auto: llava_v1 ("curious human"); vicuna_v1, LLaVA-1.5's eval conv_mode: "curious user"."""
     from pulse_app.cli import main
-    from pulse_models import adapter, ask
+    from pulse_models import ask, loading
     from pulse_models.conversation import SYSTEM, VICUNA_V1_SYSTEM
 
-    assert ask.CONV_TEMPLATES == adapter.CONV_TEMPLATES  # ask mirrors the adapter's list
+    assert ask.CONV_TEMPLATES is loading.CONV_TEMPLATES  # one list: the loader's, which the adapter checks
     image = tmp_path / "ecg.png"
     make_ecg_like_image(*IMAGE_WH, seed=5).save(image)
     rc = main(["ask", "Rhythm?", "--model", str(_build(root, "llava-v1.5-7b")), "--image", str(image),

@@ -68,7 +68,7 @@ def test_global_batch_is_kept_at_any_world_size(world, inputs, tmp_path):
     saved = json.loads((out / "config.json").read_text())
     assert saved["vision_config"]["image_size"] == 224 and saved["image_preprocess"]["image_mean"] == TOWER_MEAN
     if world == 1:
-        from pulse_models.checkpoint import load_pulse
+        from pulse_models.loading import load_pulse
 
         _model, _tok, processor, _cfg = load_pulse(out, dtype="float32", device="cpu")
         assert processor.tile == 224 and processor.mean == tuple(TOWER_MEAN)

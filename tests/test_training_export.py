@@ -13,7 +13,7 @@ SIZES = [(128, 64), (100, 60), (64, 96)]  # (w, h): exact 2x1 grid, padded grid,
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from pulse_models.checkpoint import load_pulse
+    from pulse_models.loading import load_pulse
     from pulse_models.testing import make_tiny_original_checkpoint
 
     root = tmp_path_factory.mktemp("export")

@@ -1,7 +1,7 @@
 """The real entry point (`ecgbench-train --config tiny.yaml`) on a tiny model and synthetic
 ECGInstruct data, through DeepSpeed ZeRO-2 on the CPU accelerator (gloo, world size 1, torch
 AdamW): the loss falls, a resumed run continues from the saved step with the same losses, and the
-saved checkpoint loads with pulse_models.checkpoint.load_pulse and generates.
+saved checkpoint loads with pulse_models.loading.load_pulse and generates.
 
 The first run on a fresh machine also builds DeepSpeed's CPU shared-memory comm op (about 2
 minutes, cached in ~/.cache/torch_extensions), hence `slow`.
@@ -118,8 +118,8 @@ def test_run_artifacts(runs):
 @pytest.mark.slow
 @pytest.mark.parametrize("which", ["final", "checkpoint"])
 def test_saved_checkpoint_loads_with_load_pulse_and_generates(runs, which):
-    from pulse_models.checkpoint import detect_format, load_pulse
     from pulse_models.conversation import build_prompt, tokenize_with_image
+    from pulse_models.loading import detect_format, load_pulse
 
     path = runs["full"] if which == "final" else runs["full"] / f"checkpoint-{SAVE_STEPS}"
     assert detect_format(path) == "llava_original"
@@ -144,7 +144,7 @@ def test_zero3_run_saves_whole_weights(runs, tmp_path):
     """ZeRO-3 partitions parameters: the checkpoint must come from the gathered 16-bit state dict."""
     from importlib import resources
 
-    from pulse_models.checkpoint import load_pulse
+    from pulse_models.loading import load_pulse
 
     ds = json.loads((resources.files("pulse_training") / "configs" / "zero3.json").read_text())
     ds.pop("optimizer")  # torch AdamW on CPU (DeepSpeed's fused Adam would compile C++)
@@ -272,8 +272,8 @@ def test_resume_auto_picks_the_newest_checkpoint(tmp_path):
 def test_bf16_zero2_on_cuda_trains_and_the_checkpoint_generates_in_fp16(tmp_path):
     """The recipe's GPU path: DeepSpeed ZeRO-2 on CUDA (NCCL), bf16 and tf32 on, gradient
     checkpointing; the loss falls and the checkpoint generates on the GPU in fp16, as the adapter runs it."""
-    from pulse_models.checkpoint import load_pulse
     from pulse_models.conversation import build_prompt, tokenize_with_image
+    from pulse_models.loading import load_pulse
     from pulse_models.testing import make_tiny_original_checkpoint
 
     from pulse_training.smoke import make_smoke_data

@@ -173,7 +173,7 @@ def test_224_tower_is_preprocessed_at_224_as_clip_image_processor(towers, aspect
 def test_load_pulse_takes_the_tower_from_the_checkpoint(ckpts, towers, layout):
     from transformers import CLIPVisionModel
 
-    from pulse_models.checkpoint import load_pulse
+    from pulse_models.loading import load_pulse
 
     model, _tok, processor, cfg = load_pulse(ckpts[layout], dtype="float32", device="cpu")
     assert model.load_report.vision_tower_from == "checkpoint" and processor.tile == 224
@@ -182,7 +182,7 @@ def test_load_pulse_takes_the_tower_from_the_checkpoint(ckpts, towers, layout):
 
 
 def test_tower_weights_from_the_folder_when_the_checkpoint_lacks_them(ckpts, towers):
-    from pulse_models.checkpoint import load_pulse
+    from pulse_models.loading import load_pulse
 
     model, *_ = load_pulse(ckpts["no_tower_weights"], dtype="float32", device="cpu")
     assert model.load_report.vision_tower_from == str(towers["vision32"])

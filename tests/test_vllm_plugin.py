@@ -97,7 +97,7 @@ _LOADED: dict[str, tuple] = {}
 
 
 def _load(ckpt: Path) -> tuple:
-    from pulse_models.checkpoint import load_pulse
+    from pulse_models.loading import load_pulse
 
     if str(ckpt) not in _LOADED:
         _LOADED[str(ckpt)] = load_pulse(ckpt, dtype="float32", device="cpu")

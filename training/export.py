@@ -157,7 +157,7 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, dtype: str | torch.dt
     """Original-format checkpoint -> HF llava_next model + processor in out_dir."""
     from transformers import LlavaNextForConditionalGeneration, LlavaNextImageProcessor, LlavaNextProcessor
 
-    from pulse_models.checkpoint import load_pulse
+    from pulse_models.loading import load_pulse
     from pulse_models.testing import HF_VICUNA_CHAT_TEMPLATE
 
     model, tokenizer, _processor, config = load_pulse(checkpoint, dtype=dtype, device="cpu")

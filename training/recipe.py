@@ -7,7 +7,8 @@ this file adds only what the Trainer cannot know:
 - the model is the project's one LLaVA-1.6 definition (`pulse_models`), not a `PreTrainedModel`,
   so the loss is read from its output (its LM head run only where a supervised token is
   predicted: ``logits="supervised"``) and checkpoints are written in the ORIGINAL LLaVA format
-  (`pulse_models.checkpoint.save_original_format`), which the `pulse` adapter loads as is;
+  (`pulse_models.checkpoint.save_original_format`), which the `pulse` adapter loads as is (the
+  model is built by the same loader, `pulse_models.loading`);
 - batches carry throughput counters that are popped before the forward pass and turned into
   samples/s, tokens/s and MFU by `throughput.ThroughputCallback` (never in the step loop);
 - length grouping uses the merged (text + image) lengths the start-up data scan computed;
@@ -43,7 +44,6 @@ from .config import (
 logger = logging.getLogger("pulse_training")
 
 DEEPSPEED_HINT = "DeepSpeed is needed for deepspeed=...: pip install 'ecgbench-lmms[train]' (or set deepspeed=null)"
-FLASH_ATTN_HINT = "flash-attn is not installed (pip install 'ecgbench-lmms[flash]'): using sdpa"
 
 
 # --------------------------------------------------------------------------- command line
@@ -103,32 +103,32 @@ def _is_main_process() -> bool:
 
 
 def choose_attn_implementation(requested: str) -> str:
-    """auto -> flash_attention_2 when flash-attn imports and CUDA is there, else sdpa."""
+    """auto -> flash_attention_2 when flash-attn is installed and CUDA is there, else sdpa
+    (the flash-attn check and its install hint are the loader's, ``pulse_models.loading``)."""
+    from pulse_models.loading import FLASH_ATTN_INSTALL, flash_attn_installed
+
     if requested != "auto":
         return requested
     if torch.cuda.is_available():
-        try:
-            import flash_attn  # noqa: F401
-
+        if flash_attn_installed():
             return "flash_attention_2"
-        except ImportError:
-            logger.warning(FLASH_ATTN_HINT)
+        logger.warning("flash-attn is not installed (%s): using sdpa", FLASH_ATTN_INSTALL)
     return "sdpa"
 
 
-def _checkpoint_dir(config: TrainConfig, weights: bool = True) -> tuple[Path, str]:
-    """(local folder, "llava_original" | "hf") of model_name_or_path (a hub id is downloaded,
-    without its weights when `weights` is False)."""
-    from pulse_models.checkpoint import detect_format, resolve_checkpoint_dir
+def _checkpoint_dir(config: TrainConfig, weights: bool = True) -> Any:
+    """``pulse_models.loading.Checkpoint`` (local folder, "llava_original" | "hf") of
+    model_name_or_path (a hub id is downloaded, without its weights when `weights` is False)."""
+    from pulse_models.loading import locate
 
-    path = resolve_checkpoint_dir(config.model_name_or_path, weights=weights)
-    return path, detect_format(path, weights=weights)
+    return locate(config.model_name_or_path, weights=weights)
 
 
 def setup_tokenizer_and_model_config(config: TrainConfig) -> tuple[Any, Any]:
     """Tokenizer and PulseConfig (merge type and max length as configured) without loading weights."""
-    from pulse_models.checkpoint import FORMAT_HF, load_original_tokenizer
+    from pulse_models.checkpoint import FORMAT_HF
     from pulse_models.configuration import PulseConfig
+    from pulse_models.loading import load_original_tokenizer
     from transformers import AutoTokenizer
 
     path, fmt = _checkpoint_dir(config, weights=False)
@@ -179,17 +179,21 @@ def _read_tensor(checkpoint_dir: Path, name: str) -> torch.Tensor | None:
 
 def setup_model(config: TrainConfig, dtype: torch.dtype) -> tuple[Any, Any]:
     """The shared model definition from an original- or HF-format checkpoint; CLIP frozen by default."""
-    from pulse_models.checkpoint import FORMAT_HF, load_pulse
+    from pulse_models.checkpoint import FORMAT_HF
+    from pulse_models.loading import load_pulse
 
     attn = choose_attn_implementation(config.attn_implementation)
-    path, fmt = _checkpoint_dir(config)
+    checkpoint = _checkpoint_dir(config)
+    path, fmt = checkpoint
     if fmt == FORMAT_HF:
         from .export import load_hf_as_pulse
 
         model, tokenizer = load_hf_as_pulse(path, dtype=dtype, attn_implementation=attn)
     else:
         # On CPU: the Trainer / DeepSpeed moves it; every rank's GPU peak stays low until then.
-        model, tokenizer, _processor, _cfg = load_pulse(path, dtype=dtype, device="cpu", attn_implementation=attn)
+        # The located checkpoint goes on as is: the loader does not resolve or detect it again.
+        model, tokenizer, _processor, _cfg = load_pulse(checkpoint, dtype=dtype, device="cpu",
+                                                        attn_implementation=attn)
     apply_merge_type(model, config.mm_patch_merge_type, path)
     model.config.tokenizer_model_max_length = config.model_max_length
     model.freeze_vision_tower(not config.unfreeze_mm_vision_tower)
