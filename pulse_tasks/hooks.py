@@ -23,6 +23,9 @@ import sys
 from functools import partial
 from typing import Any
 
+# Per-item record key set by process_results (the item's generation failed or was empty) and the
+# judge record lmms-eval accepts: pulse_tasks.records.
+from pulse_tasks.records import GENERATION_FAILED_KEY, lmms_eval_safe
 from pulse_tasks.subsets import BY_CONFIG, SUBSETS, Subset, get_subset
 
 log = logging.getLogger("ecgbench")
@@ -40,8 +43,6 @@ LOWER_IS_BETTER = frozenset({"hamming_loss_paper", "hamming_loss_strict", "unpar
 # Counts of a judged task: items the judge failed on, items left unjudged (budget cap or deferred),
 # and all items (the score is over the judged ones).
 JUDGE_COUNT_METRICS = ("judge_failed", "judge_skipped", "judge_items")
-# Per-item record key set by process_results: the item's generation failed or was empty.
-GENERATION_FAILED_KEY = "generation_failed"
 
 # Environment switch for runs that only generate (lmms-eval's --predict_only is applied after the
 # tasks are built, so the judge check at task load cannot see it through the API).
@@ -217,14 +218,6 @@ def process_results(doc: dict, results: list) -> dict[str, dict]:
         record = metrics.score_item(spec, doc, answer)
     record = {**record, "subset": spec.config, "id": doc["id"], GENERATION_FAILED_KEY: response_failed(answer)}
     return {name: record for name in metric_names(spec)}
-
-
-def lmms_eval_safe(record: dict) -> dict:
-    """A judge record lmms-eval's aggregation accepts: ``score`` only when the item was judged
-    (its CLT standard error takes every ``score`` key; a None there crashes the run)."""
-    if record.get("status") == "ok" and isinstance(record.get("score"), (int, float)):
-        return record
-    return {k: v for k, v in record.items() if k != "score"}
 
 
 def aggregate_metric(records: list[dict], metric: str, task: str | None = None) -> float:

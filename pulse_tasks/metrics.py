@@ -36,6 +36,7 @@ import numpy as np
 
 from pulse_tasks import parsing
 from pulse_tasks import strict as strict_mode
+from pulse_tasks.records import STATUS_FAILED, STATUS_MISSING, ScoreRecord
 from pulse_tasks.subsets import Subset, get_subset
 
 SCALE = 100.0  # the paper reports every metric x100
@@ -75,28 +76,22 @@ def score_item(subset: Subset | str, doc: Mapping[str, Any], response: object) -
     """
     sub = _resolve(subset)
     text, status = parsing.coerce_response(response)
-    record: dict[str, Any] = {
-        "id": str(doc.get("id", "")),
-        "subset": sub.config,
-        "kind": sub.kind,
-        "status": status,
-        "failed": status == parsing.STATUS_FAILED,
-        "missing": status == parsing.STATUS_MISSING,
-        "strict_version": strict_mode.STRICT_VERSION,
-    }
+    record = ScoreRecord(id=str(doc.get("id", "")), subset=sub.config, kind=sub.kind, status=status,
+                         failed=status == STATUS_FAILED, missing=status == STATUS_MISSING,
+                         strict_version=strict_mode.STRICT_VERSION)
     prompt = (doc.get("questions") or [""])[0]
     prompt = prompt if isinstance(prompt, str) else str(prompt)
     explain = strict_mode.not_answered(status) if not text else None
     if sub.kind == "letter":
         gold = parsing.gold_letter(_first_answer(doc))
         if gold is None:
-            raise ValueError(f"{sub.config} item {record['id']!r}: gold answer has no letter A-H")
+            raise ValueError(f"{sub.config} item {record.id!r}: gold answer has no letter A-H")
         paper = parsing.parse_letter_paper(text) if text else None
         explain = explain or strict_mode.explain_letter(text, sub.letters, prompt)
         strict = explain["labels"][0] if explain["labels"] else None
-        credit = 1.0 / len(sub.letters) if paper is None else float(paper == gold)
-        record.update(gold=gold, paper=paper, strict=strict, paper_credit=credit,
-                      strict_correct=strict == gold, unparsed=paper is None, invalid=strict is None)
+        record.paper_credit = 1.0 / len(sub.letters) if paper is None else float(paper == gold)
+        record.strict_correct = strict == gold
+        record.unparsed, record.invalid = paper is None, strict is None
     elif sub.kind == "ecgqa":
         gold = list(doc.get("gold_options") or [])
         if not gold:  # fall back to the joined answer string
@@ -105,22 +100,20 @@ def score_item(subset: Subset | str, doc: Mapping[str, Any], response: object) -
         paper = parsing.parse_ecgqa_paper(text, candidates) if text else []
         explain = explain or strict_mode.explain_ecgqa(text, candidates, prompt)
         strict = list(explain["labels"])
-        gold_strict = parsing.strict_candidates(gold)
-        record.update(gold=gold, paper=paper, strict=strict,
-                      paper_credit=float(set(paper) == set(gold)),
-                      strict_correct=bool(strict) and set(strict) == set(gold_strict),
-                      unparsed=not paper, invalid=not strict)
+        record.paper_credit = float(set(paper) == set(gold))
+        record.strict_correct = bool(strict) and set(strict) == set(parsing.strict_candidates(gold))
+        record.unparsed, record.invalid = not paper, not strict
     else:
         code15 = sub.config == "code15-test"
         gold_text = _first_answer(doc)
         paper = parsing.parse_labels_paper(text, sub.labels, code15=code15) if text else []
         explain = explain or strict_mode.explain_labels(text, sub.labels, prompt)
         strict = list(explain["labels"])
-        record.update(gold=parsing.gold_labels_paper(gold_text, sub.labels, code15=code15),
-                      gold_strict=parsing.gold_labels_strict(gold_text, sub.labels),
-                      paper=paper, strict=strict, unparsed=not paper, invalid=not strict)
-    record["explain"] = explain
-    return record
+        gold = parsing.gold_labels_paper(gold_text, sub.labels, code15=code15)
+        record.gold_strict = parsing.gold_labels_strict(gold_text, sub.labels)
+        record.unparsed, record.invalid = not paper, not strict
+    record.gold, record.paper, record.strict, record.explain = gold, paper, strict, explain
+    return record.to_dict()
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from importlib import resources
 from typing import Any, Sequence
 
 from pulse_tasks import bootstrap
+from pulse_tasks.records import MISSING
 from pulse_tasks.runs import Run, SubsetRun
 from pulse_tasks.subsets import BY_CONFIG
 
@@ -35,7 +36,7 @@ REPORT_SCHEMA = "ecgbench-report-v1"  # bumped whenever the JSON layout below ch
 FORMATS = ("md", "csv", "json", "html")
 SYNTHETIC_LABEL = "SYNTHETIC DATA"  # printed wherever a synthetic run appears: its numbers mean nothing
 GENERATION_FAILURES_LABEL = "GENERATION FAILURES"  # banner on subsets over pulse_tasks.failures.FAILURE_THRESHOLD
-MISSING = "missing"  # the run has no such subset
+# MISSING ("missing", pulse_tasks.records): the run has no such subset
 UNDEFINED = "undefined"  # the subset ran but the metric is undefined on its items (e.g. no gold positives)
 NO_INTERVAL_MARK = "†"  # a number without interval: the run kept no samples file (no --log_samples)
 DECIMALS = 1  # the paper prints one decimal

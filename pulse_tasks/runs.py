@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from pulse_tasks.records import FAILED_PREFIXES, JUDGE_FAILED, JUDGE_OK
 from pulse_tasks.subsets import BY_TASK, SUBSETS, Subset
 
 RESULTS_SUFFIX = "_results.json"  # lmms-eval: <date_id>_results.json
@@ -94,10 +95,9 @@ class Run:
 def strict_versions_of(metadata: Mapping[str, Any] | None, records: Sequence[Mapping[str, Any]] | None) -> set[int]:
     """Strict scoring versions named by task metadata and per-item records; a run that names
     none was scored before versions were recorded (``LEGACY_STRICT_VERSION``)."""
-    from pulse_tasks.strict import LEGACY_STRICT_VERSION
+    from pulse_tasks.records import LEGACY_STRICT_VERSION, strict_version_of
 
-    versions = {int(r["strict_version"]) for r in records or () if r.get("strict_version") is not None
-                and r.get("kind") not in ("report", "arena")}
+    versions = {v for r in records or () if (v := strict_version_of(r, default=None)) is not None}
     if (metadata or {}).get("strict_version") is not None:
         versions.add(int(metadata["strict_version"]))
     return versions or {LEGACY_STRICT_VERSION}
@@ -449,9 +449,9 @@ def _judge_record(spec: Subset, i: int, rng: random.Random, skill: float) -> dic
     base = {"id": f"{spec.config}-{i:05d}", "subset": spec.config, "judge": dict(JUDGE_IDENTITY),
             "explanations": {}, "raw": None, "error": None, "cached": False}
     if rng.random() < 0.04:
-        return {**base, "status": "failed", "score": None, "criteria": {}, "error": "synthetic judge failure"}
+        return {**base, "status": JUDGE_FAILED, "score": None, "criteria": {}, "error": "synthetic judge failure"}
     scores = {c: float(min(10, max(0, round(rng.gauss(10 * skill, 2.5))))) for c in criteria}
-    return {**base, "status": "ok", "criteria": scores, "score": sum(scores.values()) / len(scores) * 10.0}
+    return {**base, "status": JUDGE_OK, "criteria": scores, "score": sum(scores.values()) / len(scores) * 10.0}
 
 
 def synthetic_run(seed: int = 0, skill: float = 0.7, scale: float = 1.0,
@@ -489,7 +489,7 @@ def _answer_for(spec: Subset, doc: Mapping[str, Any], rng: random.Random, skill:
     """A response to ``doc``: right with probability ``skill``, else a plausible wrong answer."""
     right = rng.random() < skill
     if rng.random() < 0.01:
-        return "[ECGBENCH_GENERATION_FAILED: synthetic failure]"
+        return f"{FAILED_PREFIXES[0]}: synthetic failure]"
     if spec.kind == "letter":
         gold = doc["answers"][0][0]
         if rng.random() < 0.03:

@@ -39,15 +39,17 @@ from pulse_tasks.judge.settings import (
     redact,
     settings_from_env,
 )
+from pulse_tasks.records import JUDGE_DEFERRED as STATUS_DEFERRED
+from pulse_tasks.records import JUDGE_FAILED as STATUS_FAILED
+from pulse_tasks.records import JUDGE_OK as STATUS_OK
+from pulse_tasks.records import JUDGE_SKIPPED as STATUS_SKIPPED
+from pulse_tasks.records import JUDGE_STATUSES as STATUSES  # noqa: F401 -- the judge states, defined in records
+from pulse_tasks.records import is_failure_marker, judge_record, judged_record
 from pulse_tasks.subsets import Subset
 
 log = logging.getLogger(__name__)
 
-STATUS_OK, STATUS_FAILED, STATUS_SKIPPED, STATUS_DEFERRED = "ok", "failed", "skipped", "deferred"
-STATUSES = (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED, STATUS_DEFERRED)
 RESPONSE_FORMAT = {"type": "json_object"}  # JSON mode, as the paper's judge
-# Generation-failure markers (our adapter, lmms-eval's API adapters); such items are not judged.
-FAILED_PREFIXES = ("[ECGBENCH_GENERATION_FAILED", "[LMMS_EVAL_REQUEST_FAILED")
 N_ERROR_EXAMPLES = 5  # distinct error messages shown in an aggregate
 # A judge that hangs or goes down mid-run trips the circuit breaker (pulse_tasks.judge.breaker): the
 # rest of that task or batch fails at once (answers kept, judge later) instead of spending every
@@ -158,12 +160,7 @@ def _doc_fields(kind: JudgeKind, doc: dict[str, Any]) -> tuple[list[str], list[s
     return [str(q) for q in questions[:expected]], [str(a) for a in answers[:expected]]
 
 
-def _record(doc_id: Any, subset: str, status: str, judge: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    rec = {"id": None if doc_id is None else str(doc_id), "subset": subset, "status": status, "score": None,
-           "criteria": {}, "explanations": {}, "judge": judge, "raw": None, "prompt_sha": None,
-           "usage": {"prompt_tokens": 0, "completion_tokens": 0, "api_calls": 0}, "cached": False, "error": None}
-    rec.update(fields)
-    return rec
+_record = judge_record  # one judge record's JSON (pulse_tasks.records.JudgeRecord)
 
 
 def deferred_record(subset: Subset | str, doc_id: Any) -> dict[str, Any]:
@@ -195,7 +192,7 @@ def score_item(subset: Subset | str, doc: dict[str, Any], responses: str | Seque
         turns = _turns(kind, responses)
     except (ValueError, AttributeError, TypeError) as exc:
         return _record(doc_id, config, STATUS_FAILED, judge, error=f"invalid input: {exc}")
-    if any(t.lstrip().startswith(FAILED_PREFIXES) for t in turns):
+    if any(is_failure_marker(t) for t in turns):
         return _record(doc_id, config, STATUS_FAILED, judge, error="generation failed; response not judged")
 
     rt = runtime(settings)
@@ -314,30 +311,28 @@ def _mean_se(values: list[float]) -> tuple[float | None, float | None]:
 
 def aggregate(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Subset score (0-100) over the ``ok`` records; failed and skipped ones counted and flagged."""
-    records = [r for r in records if isinstance(r, dict)]
-    ok = [r for r in records if r.get("status") == STATUS_OK and r.get("score") is not None]
-    n_failed = sum(1 for r in records if r.get("status") == STATUS_FAILED)
-    n_skipped = sum(1 for r in records if r.get("status") == STATUS_SKIPPED)
-    n_deferred = sum(1 for r in records if r.get("status") == STATUS_DEFERRED)
-    score, stderr = _mean_se([float(r["score"]) for r in ok])
+    records = [judged_record(r) for r in records if isinstance(r, dict)]
+    ok = [r for r in records if r.ok]
+    states = Counter(r.status for r in records)
+    n_failed, n_skipped, n_deferred = states[STATUS_FAILED], states[STATUS_SKIPPED], states[STATUS_DEFERRED]
+    score, stderr = _mean_se([float(r.score) for r in ok])  # type: ignore[arg-type]
     names: list[str] = []
     for r in ok:
-        names += [c for c in r.get("criteria", {}) if c not in names]
+        names += [c for c in r.criteria if c not in names]
     criteria = {}
     for name in names:
-        vals = [float(r["criteria"][name]) * 10 for r in ok if name in r.get("criteria", {})]
+        vals = [float(r.criteria[name]) * 10 for r in ok if name in r.criteria]
         criteria[name] = round(sum(vals) / len(vals), 4) if vals else None
     identities = []
     for r in records:
-        if r.get("judge") and r["judge"] not in identities:
-            identities.append(r["judge"])
+        if r.judge and r.judge not in identities:
+            identities.append(r.judge)
     judge: dict[str, Any] = dict(identities[0]) if identities else {}
     if len(identities) > 1:
         judge["mixed"] = identities  # records from different judges/rubrics: the mean mixes them
-    usage = {k: sum(int(r.get("usage", {}).get(k, 0)) for r in records)
-             for k in ("prompt_tokens", "completion_tokens", "api_calls")}
-    usage["cached"] = sum(1 for r in records if r.get("cached"))
-    errors = Counter(r.get("error") for r in records if r.get("status") != STATUS_OK and r.get("error"))
+    usage = {k: sum(int(r.usage.get(k, 0)) for r in records) for k in ("prompt_tokens", "completion_tokens", "api_calls")}
+    usage["cached"] = sum(1 for r in records if r.cached)
+    errors = Counter(r.error for r in records if r.status != STATUS_OK and r.error)
     return {
         "n": len(records), "n_judged": len(ok), "n_failed": n_failed, "n_skipped": n_skipped,
         "n_deferred": n_deferred,
