@@ -29,8 +29,6 @@ DEFAULT_RESAMPLES = 1000  # the usual bootstrap size for 95% percentile interval
 DEFAULT_SEED = 0  # reports are reproducible unless the user asks for another seed
 CONFIDENCE = 0.95  # two-sided interval level everywhere in the report
 MODES = ("paper", "strict")
-MULTILABEL_KEYS = ("auc", "f1", "hamming_loss")
-ACCURACY_KEYS = ("accuracy",)
 PER_CLASS_PREFIX = "f1:"  # per-class F1 keys ("f1:NORM") beside the corpus metrics
 JUDGE_KEY = "score"  # judged subsets have one score (0-100) and no paper/strict distinction
 # Hamming loss is an error rate: lower is better (everything else: higher is better).
@@ -222,20 +220,31 @@ def weighted_metrics(cols: ItemColumns, w: np.ndarray) -> dict[str, dict[str, np
 # Intervals for one run, differences for two
 
 
+def point_and_draws(cols: ItemColumns, subset: str, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
+                    weights: np.ndarray | None = None) -> tuple[dict[str, dict[str, np.ndarray]],
+                                                                dict[str, dict[str, np.ndarray]] | None]:
+    """The full-sample metrics (one row of ones) and their values on the resamples (``weights``,
+    else ``resamples`` drawn from the subset's seeded stream; None without items or resamples)."""
+    n = len(cols.ids)
+    point = weighted_metrics(cols, np.ones((1, n)))
+    if weights is None and n and resamples > 0:
+        weights = resample_weights(n, resamples, np.random.default_rng(subset_seed(seed, subset)))
+    return point, (weighted_metrics(cols, weights) if weights is not None and n else None)
+
+
+def estimate(point: np.ndarray, draws: np.ndarray | None, confidence: float = CONFIDENCE) -> Estimate:
+    """One metric's Estimate from its full-sample value (shape (1,) or (0,)) and its draws."""
+    lo, hi = percentile_interval(draws, confidence) if draws is not None else (None, None)
+    return Estimate(_none(float(point[0])) if point.size else None, lo, hi)
+
+
 def bootstrap_columns(cols: ItemColumns, subset: str, resamples: int = DEFAULT_RESAMPLES,
                       seed: int = DEFAULT_SEED, confidence: float = CONFIDENCE) -> dict[str, dict[str, Estimate]]:
     """{mode: {metric: Estimate}}: the full-sample value and its percentile bootstrap interval."""
+    point, draws = point_and_draws(cols, subset, resamples, seed)
     n = len(cols.ids)
-    point = weighted_metrics(cols, np.ones((1, n)))
-    rng = np.random.default_rng(subset_seed(seed, subset))
-    draws = weighted_metrics(cols, resample_weights(n, resamples, rng)) if n and resamples > 0 else None
-    out: dict[str, dict[str, Estimate]] = {}
-    for mode, values in point.items():
-        out[mode] = {}
-        for metric, value in values.items():
-            lo, hi = percentile_interval(draws[mode][metric], confidence) if draws is not None else (None, None)
-            out[mode][metric] = Estimate(_none(float(value[0])) if n else None, lo, hi)
-    return out
+    return {mode: {metric: estimate(value if n else value[:0], draws[mode][metric] if draws else None, confidence)
+                   for metric, value in values.items()} for mode, values in point.items()}
 
 
 def bootstrap_subset(subset: Subset | str, records: Sequence[Mapping[str, Any]],

@@ -38,11 +38,9 @@ import numpy as np
 from pulse_tasks import bootstrap, parsing
 from pulse_tasks import strict as strict_mode
 from pulse_tasks.records import STATUS_FAILED, STATUS_MISSING, ScoreRecord, score_record
-from pulse_tasks.subsets import KINDS, Subset, get_subset
+from pulse_tasks.subsets import Subset, get_subset
 
 SCALE = bootstrap.SCALE  # the paper reports every metric x100
-
-MULTILABEL_METRICS = KINDS["multilabel"].metrics  # the paper's keys for ptb, code15, cpsc
 
 
 def _resolve(subset: Subset | str) -> Subset:
