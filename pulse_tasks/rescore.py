@@ -83,7 +83,7 @@ def _auto_scored(subset_name: str) -> Subset:
         subset = get_subset(subset_name)
     except UnknownSubsetError as err:
         raise InputError(str(err)) from None
-    if subset.kind in ("report", "arena"):
+    if subset.judged:
         raise InputError(f"{subset.config} is judged by an LLM: use `ecgbench judge`, not `ecgbench score`")
     return subset
 

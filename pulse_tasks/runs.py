@@ -256,7 +256,7 @@ def load_run(results_file: str | Path, name: str | None = None) -> Run:
         samples = path.with_name(f"{date_id}{SAMPLES_INFIX}{task}.jsonl")
         records, responses = read_samples(samples, spec) if samples.exists() else (None, None)
         added, judge_file = 0, None
-        if records is not None and spec.kind in ("report", "arena"):
+        if records is not None and spec.judged:
             records, added, judge_file = _with_added_judge_records(samples, records, responses or [])
         run.subsets[spec.config] = SubsetRun(
             subset=spec, task=task, version=versions.get(task, meta.get("version")),
@@ -401,7 +401,7 @@ def write_answered_run(out_dir: str | Path, model: str, data: str | Path, answer
     from pulse_tasks.hooks import process_results
     from pulse_tasks.subsets import get_subset
 
-    names = list(subsets) if subsets is not None else [s.config for s in SUBSETS if s.kind not in ("report", "arena")]
+    names = list(subsets) if subsets is not None else [s.config for s in SUBSETS if not s.judged]
     records: dict[str, list[dict[str, Any]]] = {}
     responses: dict[str, list[Any]] = {}
     for name in names:
@@ -472,9 +472,9 @@ def synthetic_run(seed: int = 0, skill: float = 0.7, scale: float = 1.0,
         answer_rng = random.Random(f"answers:{seed}:{spec.config}")
         recs, resps = [], []
         for i in range(n):
-            if spec.kind in ("report", "arena"):
+            if spec.judged:
                 rec = _judge_record(spec, i, answer_rng, skill)
-                resp: Any = "Sinus rhythm, normal axis." if spec.kind == "report" else ["First answer.", "Second answer."]
+                resp: Any = "Sinus rhythm, normal axis." if spec.rule.turns == 1 else ["First answer.", "Second answer."]
             else:
                 doc = _synthetic_doc(spec, i, item_rng)
                 resp = _answer_for(spec, doc, answer_rng, skill)

@@ -31,9 +31,14 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from pulse_tasks import bootstrap
-from pulse_tasks.records import JUDGE_DEFERRED, judged_record
+from pulse_tasks.records import (
+    JUDGE_DEFERRED,
+    LEGACY_STRICT_VERSION,
+    judged_record,
+    strict_version_of,
+)
 from pulse_tasks.runs import Run, RunError, load_runs
-from pulse_tasks.subsets import BY_CONFIG, SUBSETS
+from pulse_tasks.subsets import BY_CONFIG, JUDGED, SUBSETS, Subset
 from pulse_tasks.summary import summarize_subset
 
 SCHEMA_VERSION = "ecgbench-submission-v1"  # bump with a new schemas/submission-vN.json when the layout changes
@@ -179,15 +184,15 @@ def _package_version() -> str | None:
         return None
 
 
-def _strict_version_entry(kind: str, versions: set[int]) -> dict[str, int]:
-    return {} if kind in ("report", "arena") else {"strict_version": min(versions)}
+def _strict_version_entry(spec: Subset, versions: set[int]) -> dict[str, int]:
+    return {} if spec.judged else {"strict_version": min(versions)}
 
 
 def _run_strict_version(run: Run) -> int:
     """The one strict scoring version of a run; RunError when its subsets mix versions."""
     from pulse_tasks.strict import STRICT_VERSION
 
-    by_subset = {name: sr.strict_versions for name, sr in run.subsets.items() if sr.subset.kind not in ("report", "arena")}
+    by_subset = {name: sr.strict_versions for name, sr in run.subsets.items() if not sr.subset.judged}
     found = set().union(*by_subset.values()) if by_subset else {STRICT_VERSION}
     if len(found) > 1:
         detail = "; ".join(f"{n}: {'+'.join(map(str, sorted(v)))}" for n, v in by_subset.items())
@@ -197,18 +202,15 @@ def _run_strict_version(run: Run) -> int:
 
 def strict_version_problems(doc: Mapping[str, Any]) -> list[str]:
     """Why a submission mixes strict scoring versions (tasks, scoring, attached records)."""
-    from pulse_tasks.strict import LEGACY_STRICT_VERSION
-
     declared = (doc.get("scoring") or {}).get("strict_version", LEGACY_STRICT_VERSION)
     problems = [f"{name}: strict scoring version {entry.get('strict_version', LEGACY_STRICT_VERSION)}, "
                 f"the submission's is {declared}"
                 for name, entry in (doc.get("tasks") or {}).items()
-                if BY_CONFIG[name].kind not in ("report", "arena")
+                if not BY_CONFIG[name].judged
                 and entry.get("strict_version", LEGACY_STRICT_VERSION) != declared]
-    mixed = sorted({(item.get("subset"), item["record"].get("strict_version", LEGACY_STRICT_VERSION))
-                    for item in doc.get("predictions") or ()
-                    if item.get("record", {}).get("kind") not in ("report", "arena", None)
-                    and item["record"].get("strict_version", LEGACY_STRICT_VERSION) != declared}, key=str)
+    mixed = sorted({(item.get("subset"), version) for item in doc.get("predictions") or ()
+                    if (item.get("record") or {}).get("kind") is not None  # judge records carry no kind
+                    and (version := strict_version_of(item["record"])) not in (None, declared)}, key=str)
     problems += [f"{subset}: attached records scored with strict version {v}, the submission's is {declared}"
                  for subset, v in mixed]
     return problems
@@ -232,7 +234,7 @@ def build_submission(run: Run, model_name: str | None = None, attach_predictions
     subsets = {s.config: subset_entry(s.config, run.subsets[s.config].records or [], resamples, seed)
                for s in SUBSETS if s.config in run.subsets}
     judges = {}
-    for name in ("ptb-test-report", "arena"):
+    for name in (s.config for s in JUDGED):
         if name in run.subsets:
             from pulse_tasks import judge
 
@@ -246,7 +248,7 @@ def build_submission(run: Run, model_name: str | None = None, attach_predictions
                   "settings": {k: run.config.get(k) for k in SETTINGS_KEYS if k in run.config}},
         "data": {"sources": sorted(run.data_sources), "synthetic": run.synthetic},
         "tasks": {name: {"task": sr.task, "version": sr.version, "data_source": sr.data_source,
-                         **_strict_version_entry(sr.subset.kind, sr.strict_versions)}
+                         **_strict_version_entry(sr.subset, sr.strict_versions)}
                   for name, sr in run.subsets.items()},
         "scoring": {"package": PACKAGE, "package_version": _package_version(), "modes": list(bootstrap.MODES),
                     "strict_version": _run_strict_version(run)},

@@ -100,12 +100,12 @@ def judge_file(args: argparse.Namespace, loader: Any = load_docs) -> tuple[dict[
 
     try:
         subset = get_subset(args.subset)
-        kind = judge_kind(subset)
+        judge_kind(subset)  # ValueError for a subset scored without the judge
         settings = _settings(args)
     except (UnknownSubsetError, ValueError, TypeError) as err:
         raise InputError(str(err)) from None
     # before the data: fail fast on a bad file; the reference output writes one line per arena turn
-    predictions = read_predictions(args.predictions, join_turns=kind == "arena")
+    predictions = read_predictions(args.predictions, join_turns=subset.rule.turns > 1)
     foreign = sorted({p.subset for p in predictions if p.subset and p.subset != subset.config})
     if GOLD_HISTORY_TURNS in foreign:
         raise InputError(f"{args.predictions} is a samples file of ecgbench_arena_gold_history (one line per turn): "

@@ -45,7 +45,7 @@ from pulse_tasks.records import JUDGE_OK as STATUS_OK
 from pulse_tasks.records import JUDGE_SKIPPED as STATUS_SKIPPED
 from pulse_tasks.records import JUDGE_STATUSES as STATUSES  # noqa: F401 -- the judge states, defined in records
 from pulse_tasks.records import is_failure_marker, judge_record, judged_record
-from pulse_tasks.subsets import Subset
+from pulse_tasks.subsets import JUDGED, KINDS, Subset
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ N_ERROR_EXAMPLES = 5  # distinct error messages shown in an aggregate
 # rest of that task or batch fails at once (answers kept, judge later) instead of spending every
 # item's attempts and backoff; the next task or batch probes the judge with one call first.
 _BATCHES = itertools.count(1)  # each judge_items call is its own breaker scope
+CONFIG_OF = {s.kind: s.config for s in JUDGED}  # judge kind -> its subset ("report" -> "ptb-test-report")
 
 
 def decoding(settings: JudgeSettings) -> dict[str, Any]:
@@ -144,7 +145,7 @@ def _turns(kind: JudgeKind, responses: str | Sequence[Any]) -> list[str]:
     while isinstance(value, (list, tuple)) and len(value) == 1 and isinstance(value[0], (list, tuple)):
         value = value[0]
     turns = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else None
-    expected = 1 if kind == "report" else 2
+    expected = KINDS[kind].turns
     if turns is None or len(turns) != expected or not all(isinstance(t, str) for t in turns):
         raise ValueError(f"{kind} needs {expected} response text(s), got {type(responses).__name__} "
                          f"{str(responses)[:80]!r}")
@@ -153,8 +154,8 @@ def _turns(kind: JudgeKind, responses: str | Sequence[Any]) -> list[str]:
 
 def _doc_fields(kind: JudgeKind, doc: dict[str, Any]) -> tuple[list[str], list[str]]:
     questions, answers = list(doc.get("questions") or []), list(doc.get("answers") or [])
-    expected = 1 if kind == "report" else 2
-    if len(answers) < expected or (kind == "arena" and len(questions) < expected):
+    expected = KINDS[kind].turns  # the arena's later turns are questions of their own
+    if len(answers) < expected or (expected > 1 and len(questions) < expected):
         raise ValueError(f"doc {doc.get('id')!r} has {len(questions)} question(s) and {len(answers)} answer(s); "
                          f"{kind} needs {expected}")
     return [str(q) for q in questions[:expected]], [str(a) for a in answers[:expected]]
@@ -165,8 +166,7 @@ _record = judge_record  # one judge record's JSON (pulse_tasks.records.JudgeReco
 
 def deferred_record(subset: Subset | str, doc_id: Any) -> dict[str, Any]:
     """The record of an item left for ``ecgbench judge`` (no judge call, no score)."""
-    config = "ptb-test-report" if judge_kind(subset) == "report" else "arena"
-    return _record(doc_id, config, STATUS_DEFERRED, {},
+    return _record(doc_id, CONFIG_OF[judge_kind(subset)], STATUS_DEFERRED, {},
                    error="not judged in this run (judge later: ecgbench judge on the samples file)")
 
 
@@ -178,7 +178,7 @@ def score_item(subset: Subset | str, doc: dict[str, Any], responses: str | Seque
     ``scope``: the task or batch the item belongs to, the circuit breaker's unit (default: the
     subset, i.e. the lmms-eval task): a breaker that tripped in one scope probes before the next."""
     kind = judge_kind(subset)
-    config = "ptb-test-report" if kind == "report" else "arena"
+    config = CONFIG_OF[kind]
     doc_id = doc.get("id") if isinstance(doc, dict) else None
     try:
         settings = settings or settings_from_env()
@@ -372,7 +372,7 @@ def estimate(subset: Subset | str, docs: Sequence[dict[str, Any]], responses: Se
         if cache is not None:
             cache.close()
     budgeted = calls if settings.max_calls is None else min(calls, settings.max_calls)
-    out = {"subset": "ptb-test-report" if kind == "report" else "arena", "n": len(docs), "invalid_inputs": invalid}
+    out = {"subset": CONFIG_OF[kind], "n": len(docs), "invalid_inputs": invalid}
     out.update(summarize_estimate(settings.model, budgeted, cached, int(tokens * budgeted / calls) if calls else 0))
     if budgeted < calls:
         out["skipped_by_budget"] = calls - budgeted
