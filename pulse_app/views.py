@@ -13,27 +13,35 @@ from __future__ import annotations
 import base64
 import html
 import io
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pulse_tasks.records import (  # noqa: F401 -- the outcome words and record questions, defined once there
+    ABSENT,
+    CORRECT,
+    FAILED,
+    INVALID,
+    MISSING,
+    MODES,
+    WRONG,
+    is_correct,
+    is_judged,
+    judge_failed,
+    judge_score,
+    judged_record,
+    kind_of,
+    outcome,
+    score_record,
+)
 from pulse_tasks.redaction import redact_model_args
 from pulse_tasks.runs import Run, RunError, load_runs
-from pulse_tasks.subsets import BY_CONFIG
 
 PAGE_SIZE = 20  # table rows per page: a screenful with thumbnails
 THUMB_WIDTH = 120  # px: enough to tell a 12-lead printout from a rhythm strip
 THUMB_QUALITY = 70  # JPEG quality of thumbnails: ~4-8 kB each, a page of them stays light
 QUESTION_CHARS = 160  # table cells show the question's start; the item view shows all of it
-JUDGED_KINDS = frozenset({"report", "arena"})  # scored by the LLM judge, not right/wrong
-MODES = ("paper", "strict")
-
-# Outcomes of one run on one item (the table's status column and the filters read these).
-CORRECT, WRONG, INVALID, FAILED, MISSING = "correct", "wrong", "invalid", "gen. failed", "missing"
-JUDGE_OK_STATUS = "ok"  # judge record status with a score; failed/skipped/deferred carry none
-ABSENT = "absent"  # the run has no record of this item
 
 
 # ----------------------------------------------------------------------------------------------
@@ -82,71 +90,8 @@ def run_facts(run: Run) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------
-# One record
-
-
-def kind_of(record: Mapping[str, Any]) -> str:
-    """The subset kind of a record (judge records carry no ``kind``: their subset says it)."""
-    kind = record.get("kind")
-    if kind:
-        return str(kind)
-    spec = BY_CONFIG.get(str(record.get("subset", "")))
-    return spec.kind if spec else "unknown"
-
-
-def is_correct(record: Mapping[str, Any] | None, mode: str = "strict") -> bool | None:
-    """Whether the answer is right in ``mode``; None for judged items and absent records.
-
-    Letter and ECG-QA: full paper credit (an unparsed letter's 1/k credit is not "right") or
-    strict correctness. Multi-label: the predicted label set equals the gold set of that mode.
-    """
-    if record is None or mode not in MODES:
-        return None
-    kind = kind_of(record)
-    if kind in JUDGED_KINDS or kind == "unknown":
-        return None
-    if kind == "multilabel":
-        gold = record.get("gold" if mode == "paper" else "gold_strict") or []
-        return sorted(record.get(mode) or []) == sorted(gold)
-    if mode == "paper":
-        return record.get("paper_credit") == 1.0
-    return bool(record.get("strict_correct"))
-
-
-def outcome(record: Mapping[str, Any] | None, mode: str = "strict") -> str:
-    """One word for the table: correct / wrong / invalid / gen. failed / missing, or the judge's
-    status (``ok`` with its score, failed, skipped, deferred) for judged items."""
-    if record is None:
-        return ABSENT
-    if kind_of(record) in JUDGED_KINDS:
-        status = str(record.get("status") or ("ok" if record.get("score") is not None else "unknown"))
-        score = record.get("score")
-        return f"judge {status}" + (f" {score:.1f}" if status == JUDGE_OK_STATUS and _finite(score) else "")
-    if record.get("missing"):
-        return MISSING
-    if record.get("failed"):
-        return FAILED
-    if mode == "strict" and record.get("invalid"):
-        return INVALID
-    return CORRECT if is_correct(record, mode) else WRONG
-
-
-def judge_failed(record: Mapping[str, Any] | None) -> bool:
-    """A judged item whose judge call failed (no score); #12's ``status`` when present."""
-    if record is None or kind_of(record) not in JUDGED_KINDS:
-        return False
-    status = record.get("status")
-    return status == "failed" if status else record.get("score") is None and bool(record.get("error"))
-
-
-def judge_score(record: Mapping[str, Any] | None) -> float | None:
-    """The judge's score, only when its status is ok (#12: failed/skipped/deferred have none)."""
-    if record is None or kind_of(record) not in JUDGED_KINDS:
-        return None
-    if record.get("status", JUDGE_OK_STATUS) != JUDGE_OK_STATUS:
-        return None
-    score = record.get("score")
-    return float(score) if _finite(score) else None
+# One record (the record questions, is_correct / outcome / judge_score / judge_failed, are
+# pulse_tasks.records')
 
 
 def label_text(value: Any) -> str:
@@ -165,10 +110,6 @@ def response_turns(response: Any) -> list[str]:
     if isinstance(response, (list, tuple)):
         return [str(r) for r in response]
     return [str(response)]
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -240,8 +181,8 @@ def _searchable(row: ItemRow) -> str:
     parts = [row.id, *row.questions, *row.answers]
     for cell in row.cells.values():
         parts += response_turns(cell.response)
-        if cell.record:
-            parts.append(label_text(cell.record.get("gold")))
+        if cell.record and not is_judged(cell.record):
+            parts.append(label_text(score_record(cell.record).gold))
     return "\n".join(parts).lower()
 
 
@@ -252,11 +193,12 @@ def matches(row: ItemRow, f: Filters) -> bool:
     if f.right_in and is_correct(row.record(f.right_in), f.mode) is not True:
         return False
     records = [c.record for c in row.cells.values() if c.record is not None]
-    if f.unparsed and not any(r.get("unparsed") for r in records):
+    scored = [score_record(r) for r in records if not is_judged(r)]
+    if f.unparsed and not any(r.unparsed for r in scored):
         return False
-    if f.invalid and not any(r.get("invalid") for r in records):
+    if f.invalid and not any(r.invalid for r in scored):
         return False
-    if f.failed and not any(r.get("failed") for r in records):
+    if f.failed and not any(r.failed for r in scored):
         return False
     if f.judge_failed and not any(judge_failed(r) for r in records):
         return False
@@ -344,7 +286,7 @@ def explain_html(explain: Mapping[str, Any] | None) -> str:
 
 def judge_html(record: Mapping[str, Any]) -> str:
     """Judge status, score, per-criterion scores and explanations, and the error when it failed."""
-    status = str(record.get("status") or "unknown")
+    status = judged_record(record).status
     score = judge_score(record)
     out = [f'<p>Judge: <b>{html.escape(status)}</b>' + (f", score <b>{score:.1f}</b>" if score is not None else "")
            + "</p>"]
@@ -393,7 +335,7 @@ def table_html(page: Page, runs: Sequence[str], thumbnails: Mapping[str, str] | 
         if len(question) > QUESTION_CHARS:
             question = question[:QUESTION_CHARS] + "..."
         first = next((c.record for c in row.cells.values() if c.record), None) or {}
-        gold = row.answers[0] if row.answers and kind_of(first) in JUDGED_KINDS else label_text(first.get("gold"))
+        gold = row.answers[0] if row.answers and is_judged(first) else label_text(score_record(first).gold if first else None)
         cells = []
         for name in runs:
             cell = row.cells.get(name)
@@ -402,12 +344,12 @@ def table_html(page: Page, runs: Sequence[str], thumbnails: Mapping[str, str] | 
             if rec is None:
                 cells.append(f'<td colspan="4" class="muted">{ABSENT}</td>')
                 continue
-            judged = kind_of(rec) in JUDGED_KINDS
+            scored = None if is_judged(rec) else score_record(rec)
             res = outcome(rec, mode)
             cls = {CORRECT: "good", WRONG: "bad", INVALID: "bad", FAILED: "bad", MISSING: "bad"}.get(res, "")
             cells.append(f"<td>{html.escape(answer[:QUESTION_CHARS])}</td>"
-                         f"<td>{'' if judged else html.escape(label_text(rec.get('paper')))}</td>"
-                         f"<td>{'' if judged else html.escape(label_text(rec.get('strict')))}</td>"
+                         f"<td>{'' if scored is None else html.escape(label_text(scored.paper))}</td>"
+                         f"<td>{'' if scored is None else html.escape(label_text(scored.strict))}</td>"
                          f'<td class="{cls}">{html.escape(res)}</td>')
         out.append(f'<tr data-id="{html.escape(row.id)}"><td>{img}</td><td>{html.escape(row.id)}</td>'
                    f"<td>{html.escape(question)}</td><td>{html.escape(gold)}</td>{''.join(cells)}</tr>")
@@ -440,16 +382,17 @@ def item_html(row: ItemRow, runs: Sequence[str]) -> str:
         for i, turn in enumerate(response_turns(cell.response), start=1):
             out.append(f'<p><b>Answer{f" (turn {i})" if len(response_turns(cell.response)) > 1 else ""}</b></p>'
                        f'<pre class="answer">{html.escape(turn)}</pre>')
-        if kind_of(rec) in JUDGED_KINDS:
+        if is_judged(rec):
             out.append(judge_html(rec))
         else:
-            out.append(f"<p>gold: <b>{html.escape(label_text(rec.get('gold')))}</b>"
-                       + (f" (strict gold: {html.escape(label_text(rec.get('gold_strict')))})"
+            sr = score_record(rec)
+            out.append(f"<p>gold: <b>{html.escape(label_text(sr.gold))}</b>"
+                       + (f" (strict gold: {html.escape(label_text(sr.gold_strict))})"
                           if "gold_strict" in rec else "") + "</p>")
-            out.append(f"<p>paper: <b>{html.escape(label_text(rec.get('paper')))}</b> ({outcome(rec, 'paper')})"
-                       f"{' unparsed' if rec.get('unparsed') else ''}; strict: "
-                       f"<b>{html.escape(label_text(rec.get('strict')))}</b> ({outcome(rec, 'strict')})</p>")
-            out.append(explain_html(rec.get("explain")))
+            out.append(f"<p>paper: <b>{html.escape(label_text(sr.paper))}</b> ({outcome(rec, 'paper')})"
+                       f"{' unparsed' if sr.unparsed else ''}; strict: "
+                       f"<b>{html.escape(label_text(sr.strict))}</b> ({outcome(rec, 'strict')})</p>")
+            out.append(explain_html(sr.explain))
         out.append("</div>")
     return "".join(out)
 

@@ -29,25 +29,25 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
-from pulse_models.conversation import IMAGE_TOKEN, SYSTEMS, build_prompt, tokenize_with_image
+from pulse_models.conversation import (
+    IMAGE_TOKEN,
+    SYSTEMS,
+    build_prompt,
+    tokenize_with_image,
+)
+from pulse_tasks.records import FAILED_MARKER as FAILED_PREFIX  # noqa: F401 -- a failed item's response (re-exported)
+from pulse_tasks.records import failed_text
 
 logger = logging.getLogger(__name__)
 
 # The reference protocol: greedy decoding, one beam, up to 1024 new tokens.
 REFERENCE_MAX_NEW_TOKENS = 1024
-# Prefix of a failed item's response; pulse_tasks.parsing.is_failed_response detects it.
-FAILED_PREFIX = "[ECGBENCH_GENERATION_FAILED]"
 # With a static KV cache, prompts are left-padded to a multiple of this: the cache and the
 # compiled decode graph then keep one shape across batches instead of recompiling per length.
 STATIC_CACHE_BUCKET = 64
 # Threads preparing the next batch: PIL resampling and numpy release the GIL, and anyres
 # preprocessing of a 2200x1700 scan costs ~50-130 ms of CPU, more than a GPU item at batch 16.
 DEFAULT_PREFETCH_WORKERS = 8
-
-
-def failed_text(reason: str) -> str:
-    """The response recorded for an item that could not be generated."""
-    return f"{FAILED_PREFIX} {' '.join(str(reason).split())[:500]}"
 
 
 @dataclass(frozen=True)

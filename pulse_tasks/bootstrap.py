@@ -7,9 +7,10 @@ often item i was drawn); every metric below is a function of ``W @ per_item_colu
 resamples of a 2,000-item subset cost a few small matrix products instead of 1000 calls to
 ``metrics.aggregate`` (~5 ms each, 35 s for a full run).
 
-The vectorised metrics reproduce ``pulse_tasks.metrics.aggregate`` exactly on every resample
-(tests pin them against it), including paper mode's rule that the classes are the ones seen in
-the (resampled) gold labels.
+These vectorised metrics are the only implementation of the corpus metrics: ``pulse_tasks.metrics.aggregate``
+computes its numbers with them on a single row of ones (every item once), including paper mode's
+rule that the classes are the ones seen in the (resampled) gold labels; the tests check them
+against scikit-learn.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from pulse_tasks.records import judged_record, score_record
 from pulse_tasks.subsets import Subset, get_subset
 
 SCALE = 100.0  # every ECGBench metric is reported x100, as in the paper
@@ -27,8 +29,6 @@ DEFAULT_RESAMPLES = 1000  # the usual bootstrap size for 95% percentile interval
 DEFAULT_SEED = 0  # reports are reproducible unless the user asks for another seed
 CONFIDENCE = 0.95  # two-sided interval level everywhere in the report
 MODES = ("paper", "strict")
-MULTILABEL_KEYS = ("auc", "f1", "hamming_loss")
-ACCURACY_KEYS = ("accuracy",)
 PER_CLASS_PREFIX = "f1:"  # per-class F1 keys ("f1:NORM") beside the corpus metrics
 JUDGE_KEY = "score"  # judged subsets have one score (0-100) and no paper/strict distinction
 # Hamming loss is an error rate: lower is better (everything else: higher is better).
@@ -111,32 +111,36 @@ def item_columns(subset: Subset | str, records: Sequence[Mapping[str, Any]]) -> 
     ``score`` (0-100) and one column per criterion (0-100).
     """
     sub = get_subset(subset) if isinstance(subset, str) else subset
-    ids = tuple(str(r.get("id")) for r in records)
     n = len(records)
-    if sub.kind in ("letter", "ecgqa"):
-        cols = {"paper": np.fromiter((float(r["paper_credit"]) for r in records), float, n),
-                "strict": np.fromiter((float(bool(r["strict_correct"])) for r in records), float, n)}
-        return ItemColumns("accuracy", ids, cols)
-    if sub.kind == "multilabel":
+    ids = tuple(str(r.get("id")) for r in records)
+    family = sub.rule.family
+    if family == "accuracy":
+        typed = [score_record(r) for r in records]
+        cols = {"paper": np.fromiter((float(r.paper_credit) for r in typed), float, n),  # type: ignore[arg-type]
+                "strict": np.fromiter((float(bool(r.strict_correct)) for r in typed), float, n)}
+        return ItemColumns(family, ids, cols)
+    if family == "multilabel":
+        typed = [score_record(r) for r in records]
         classes = list(sub.labels)
         cols = {"classes": classes,
-                "paper_gold": _labels_matrix([r["gold"] for r in records], classes),
-                "paper_pred": _labels_matrix([r["paper"] for r in records], classes),
-                "strict_gold": _labels_matrix([r["gold_strict"] for r in records], classes),
-                "strict_pred": _labels_matrix([r["strict"] for r in records], classes)}
-        return ItemColumns("multilabel", ids, cols)
-    ok = np.fromiter((r.get("status") == "ok" and r.get("score") is not None for r in records), bool, n)
-    score = np.array([float(r["score"]) if k else 0.0 for r, k in zip(records, ok)])
+                "paper_gold": _labels_matrix([r.gold for r in typed], classes),
+                "paper_pred": _labels_matrix([r.paper for r in typed], classes),
+                "strict_gold": _labels_matrix([r.gold_strict for r in typed], classes),
+                "strict_pred": _labels_matrix([r.strict for r in typed], classes)}
+        return ItemColumns(family, ids, cols)
+    judged = [judged_record(r) for r in records]
+    ok = np.fromiter((r.ok for r in judged), bool, n)
+    score = np.array([float(r.score) if r.ok else 0.0 for r in judged])  # type: ignore[arg-type]
     names: list[str] = []
-    for r, k in zip(records, ok):
-        if k:
-            names += [c for c in (r.get("criteria") or {}) if c not in names]
+    for r in judged:
+        if r.ok:
+            names += [c for c in r.criteria if c not in names]
     criteria = {}
     for name in names:
-        has = np.array([bool(k) and name in (r.get("criteria") or {}) for r, k in zip(records, ok)], bool)
-        vals = np.array([float(r["criteria"][name]) * 10.0 if h else 0.0 for r, h in zip(records, has)])
+        has = np.array([r.ok and name in r.criteria for r in judged], bool)
+        vals = np.array([float(r.criteria[name]) * 10.0 if h else 0.0 for r, h in zip(judged, has)])
         criteria[name] = (has, vals)  # criterion 0-10 -> 0-100, as judge.aggregate reports it
-    return ItemColumns("judge", ids, {"ok": ok, "score": score, "criteria": criteria})
+    return ItemColumns(family, ids, {"ok": ok, "score": score, "criteria": criteria})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -149,14 +153,17 @@ def _weighted_mean(w: np.ndarray, mask: np.ndarray, values: np.ndarray) -> np.nd
         return np.where(denom > 0, (w @ (values * mask)) / denom, np.nan)
 
 
-def multilabel_metrics(w: np.ndarray, gold: np.ndarray, pred: np.ndarray, paper: bool,
-                       classes: Sequence[str] = ()) -> dict[str, np.ndarray]:
-    """AUC, F1, HL (x100) per row of ``w``, as ``metrics.aggregate`` computes them, and the
-    per-class F1 of each of ``classes`` (the matrix columns' names) under ``f1:<class>``.
+def multilabel_per_class(w: np.ndarray, gold: np.ndarray, pred: np.ndarray, paper: bool) -> dict[str, np.ndarray]:
+    """Per-class F1 and binary-prediction ROC-AUC (B, C), the Hamming loss (B,) and the classes
+    kept (B, C) for each row of ``w``; not scaled.
 
-    ``w``: (B, n) item counts; ``gold``/``pred``: (n, C) bool. Paper mode keeps only the classes
-    with a gold positive in the sample (the reference binarises with the gold classes and drops
-    other predictions); strict mode keeps the whole vocabulary.
+    ``w``: (B, n) item counts; ``gold``/``pred``: (n, C) bool. Per class, with TP/FP/FN/TN the
+    weighted counts over items: F1 = 2TP / (2TP + FP + FN) (NaN when the class is absent from both
+    gold and predictions); ROC-AUC of a 0/1 prediction = (TPR + TNR) / 2 (NaN when the gold column
+    is constant, where ``roc_auc_score`` raises); Hamming loss = (FP + FN) over the kept classes /
+    (n_items * n_kept_classes). Paper mode keeps only the classes with a gold positive in the
+    sample (the reference binarises with the gold classes and drops other predictions); strict
+    mode keeps the whole vocabulary; a class not kept is NaN.
     """
     n_items = w.sum(axis=1)  # (B,)
     # One product for the four count matrices: w is read once, not four times (it is the large
@@ -170,7 +177,18 @@ def multilabel_metrics(w: np.ndarray, gold: np.ndarray, pred: np.ndarray, paper:
         auc = np.where(keep & (pos > 0) & (neg > 0), (tp / pos + (neg - fp) / neg) / 2, np.nan)
         n_classes = keep.sum(axis=1)
         hl = np.where(n_classes > 0, ((fp + fn) * keep).sum(axis=1) / (n_items * n_classes), np.nan)
-    out = {"auc": SCALE * _nanmean_rows(auc), "f1": SCALE * _nanmean_rows(f1), "hamming_loss": SCALE * hl}
+    return {"f1": f1, "auc": auc, "hamming_loss": hl, "keep": keep}
+
+
+def multilabel_metrics(w: np.ndarray, gold: np.ndarray, pred: np.ndarray, paper: bool,
+                       classes: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """AUC, F1, HL (x100) per row of ``w`` (``multilabel_per_class``: the macro means over the
+    classes where they are defined), and the per-class F1 of each of ``classes`` (the matrix
+    columns' names) under ``f1:<class>``."""
+    per_class = multilabel_per_class(w, gold, pred, paper)
+    f1 = per_class["f1"]
+    out = {"auc": SCALE * _nanmean_rows(per_class["auc"]), "f1": SCALE * _nanmean_rows(f1),
+           "hamming_loss": SCALE * per_class["hamming_loss"]}
     for j, name in enumerate(classes):  # per-class F1, for the report's per-class plots and tables
         out[f"{PER_CLASS_PREFIX}{name}"] = SCALE * f1[:, j]
     return out
@@ -202,20 +220,31 @@ def weighted_metrics(cols: ItemColumns, w: np.ndarray) -> dict[str, dict[str, np
 # Intervals for one run, differences for two
 
 
+def point_and_draws(cols: ItemColumns, subset: str, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
+                    weights: np.ndarray | None = None) -> tuple[dict[str, dict[str, np.ndarray]],
+                                                                dict[str, dict[str, np.ndarray]] | None]:
+    """The full-sample metrics (one row of ones) and their values on the resamples (``weights``,
+    else ``resamples`` drawn from the subset's seeded stream; None without items or resamples)."""
+    n = len(cols.ids)
+    point = weighted_metrics(cols, np.ones((1, n)))
+    if weights is None and n and resamples > 0:
+        weights = resample_weights(n, resamples, np.random.default_rng(subset_seed(seed, subset)))
+    return point, (weighted_metrics(cols, weights) if weights is not None and n else None)
+
+
+def estimate(point: np.ndarray, draws: np.ndarray | None, confidence: float = CONFIDENCE) -> Estimate:
+    """One metric's Estimate from its full-sample value (shape (1,) or (0,)) and its draws."""
+    lo, hi = percentile_interval(draws, confidence) if draws is not None else (None, None)
+    return Estimate(_none(float(point[0])) if point.size else None, lo, hi)
+
+
 def bootstrap_columns(cols: ItemColumns, subset: str, resamples: int = DEFAULT_RESAMPLES,
                       seed: int = DEFAULT_SEED, confidence: float = CONFIDENCE) -> dict[str, dict[str, Estimate]]:
     """{mode: {metric: Estimate}}: the full-sample value and its percentile bootstrap interval."""
+    point, draws = point_and_draws(cols, subset, resamples, seed)
     n = len(cols.ids)
-    point = weighted_metrics(cols, np.ones((1, n)))
-    rng = np.random.default_rng(subset_seed(seed, subset))
-    draws = weighted_metrics(cols, resample_weights(n, resamples, rng)) if n and resamples > 0 else None
-    out: dict[str, dict[str, Estimate]] = {}
-    for mode, values in point.items():
-        out[mode] = {}
-        for metric, value in values.items():
-            lo, hi = percentile_interval(draws[mode][metric], confidence) if draws is not None else (None, None)
-            out[mode][metric] = Estimate(_none(float(value[0])) if n else None, lo, hi)
-    return out
+    return {mode: {metric: estimate(value if n else value[:0], draws[mode][metric] if draws else None, confidence)
+                   for metric, value in values.items()} for mode, values in point.items()}
 
 
 def bootstrap_subset(subset: Subset | str, records: Sequence[Mapping[str, Any]],

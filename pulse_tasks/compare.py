@@ -49,7 +49,7 @@ def judge_identity(ident: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _judge_identity(sr: SubsetRun) -> dict[str, Any] | None:
-    if sr.subset.kind not in ("report", "arena") or not sr.records:
+    if not sr.subset.judged or not sr.records:
         return None
     from pulse_tasks import judge
 
@@ -99,7 +99,7 @@ def compatibility_problems(a: Run, b: Run, allow_revision_mismatch: bool = False
                                 f"{REVISION_FLAG} compares them anyway")
         if str(sa.version) != str(sb.version):
             problems.append(f"{name}: task/scoring version differs (A {sa.version!r}, B {sb.version!r})")
-        if sa.subset.kind not in ("report", "arena") and sa.strict_versions != sb.strict_versions:
+        if not sa.subset.judged and sa.strict_versions != sb.strict_versions:
             problems.append(f"{name}: strict scoring version differs (A {_versions(sa)}, B {_versions(sb)}); "
                             "score both with the same ecgbench-lmms release")
         for side, sr in (("A", sa), ("B", sb)):

@@ -709,7 +709,7 @@ def check_subset(subset: str, source: DataSource, *, decode: bool = True) -> Sub
         result.problems.append(str(exc))
         return result
     result.n = len(ds)
-    expected_turns = 2 if sub.kind == "arena" else 1
+    expected_turns = sub.rule.turns
     seen: set[str] = set()
     for item_id, questions, options in zip(ds["id"], ds["questions"], ds["gold_options"]):
         if not item_id:

@@ -23,25 +23,22 @@ import sys
 from functools import partial
 from typing import Any
 
+# Per-item record key set by process_results (the item's generation failed or was empty) and the
+# judge record lmms-eval accepts: pulse_tasks.records.
+from pulse_tasks.records import GENERATION_FAILED_KEY, lmms_eval_safe
 from pulse_tasks.subsets import BY_CONFIG, SUBSETS, Subset, get_subset
 
 log = logging.getLogger("ecgbench")
 
-# Metric names per kind, in the order lmms-eval prints them. Paper mode first (the published
-# protocol), strict mode next to it, then the counts that qualify both.
-MULTILABEL_METRICS = ("auc", "f1", "hamming_loss")
-ACCURACY_METRICS = ("accuracy",)
+# Metric names per kind (subsets.KINDS), in the order lmms-eval prints them. Paper mode first (the
+# published protocol), strict mode next to it, then the counts that qualify both.
 COUNT_METRICS = ("unparsed", "invalid_rate")
-REPORT_CRITERIA = ("diagnosis", "waveform", "rhythm")
-ARENA_CRITERIA = ("accuracy", "completeness", "instruction_adherence")
 # Lower is better only for Hamming loss and the failure counts.
 LOWER_IS_BETTER = frozenset({"hamming_loss_paper", "hamming_loss_strict", "unparsed", "invalid_rate", "judge_failed",
                              "judge_skipped"})
-# Counts of a judged task: items the judge failed on, items left unjudged (budget cap or deferred),
-# and all items (the score is over the judged ones).
+# Counts of a judged task: items the judge failed on, items left unjudged (budget cap or deferred:
+# pulse_tasks.summary.subset_counts), and all items (the score is over the judged ones).
 JUDGE_COUNT_METRICS = ("judge_failed", "judge_skipped", "judge_items")
-# Per-item record key set by process_results: the item's generation failed or was empty.
-GENERATION_FAILED_KEY = "generation_failed"
 
 # Environment switch for runs that only generate (lmms-eval's --predict_only is applied after the
 # tasks are built, so the judge check at task load cannot see it through the API).
@@ -50,14 +47,10 @@ SKIP_JUDGE_CHECK_ENV = "ECGBENCH_SKIP_JUDGE_CHECK"
 
 def metric_names(subset: Subset) -> tuple[str, ...]:
     """The lmms-eval metric names reported for one subset."""
-    if subset.kind == "multilabel":
-        base = MULTILABEL_METRICS
-    elif subset.kind in ("letter", "ecgqa"):
-        base = ACCURACY_METRICS
-    else:
-        criteria = REPORT_CRITERIA if subset.kind == "report" else ARENA_CRITERIA
-        return ("judge_score", *criteria, *JUDGE_COUNT_METRICS)
-    return (*(f"{m}_paper" for m in base), *(f"{m}_strict" for m in base), *COUNT_METRICS)
+    rule = subset.rule
+    if rule.judged:
+        return ("judge_score", *rule.criteria, *JUDGE_COUNT_METRICS)
+    return (*(f"{m}_paper" for m in rule.metrics), *(f"{m}_strict" for m in rule.metrics), *COUNT_METRICS)
 
 
 # ---------------------------------------------------------------- documents
@@ -72,7 +65,7 @@ def process_docs(dataset: Any, subset: str) -> Any:
     from pulse_tasks.data import normalize
 
     spec = get_subset(subset)
-    if spec.kind in ("report", "arena"):
+    if spec.judged:
         _check_judge_configured(spec)
     return normalize(dataset, spec.config)
 
@@ -201,10 +194,10 @@ def process_results(doc: dict, results: list) -> dict[str, dict]:
 
     spec = BY_CONFIG[doc["subset"]]
     responses = _responses(results)
-    if spec.kind in ("report", "arena"):
+    if spec.judged:
         from pulse_tasks import judge
 
-        answer: Any = (responses[0] if responses else None) if spec.kind == "report" else responses
+        answer: Any = (responses[0] if responses else None) if spec.rule.turns == 1 else responses
         if _predict_only_requested():
             record = judge.deferred_record(spec.config, doc["id"])
         else:
@@ -219,43 +212,22 @@ def process_results(doc: dict, results: list) -> dict[str, dict]:
     return {name: record for name in metric_names(spec)}
 
 
-def lmms_eval_safe(record: dict) -> dict:
-    """A judge record lmms-eval's aggregation accepts: ``score`` only when the item was judged
-    (its CLT standard error takes every ``score`` key; a None there crashes the run)."""
-    if record.get("status") == "ok" and isinstance(record.get("score"), (int, float)):
-        return record
-    return {k: v for k, v in record.items() if k != "score"}
-
-
 def aggregate_metric(records: list[dict], metric: str, task: str | None = None) -> float:
     """Corpus value of one metric name (e.g. "auc_paper", "unparsed", "judge_score"); ``task``
     names the lmms-eval task in log lines when it is not the subset's own (the gold-history arena)."""
     if not records:
         return float("nan")
+    from pulse_tasks.summary import subset_aggregate, subset_counts
+
     spec = BY_CONFIG[records[0]["subset"]]
-    if spec.kind in ("report", "arena"):
-        from pulse_tasks import judge
-
-        agg = judge.aggregate(records)
-        if metric == metric_names(spec)[0]:
-            _log_generation_failures(spec, records, task or spec.task)
-        if metric == "judge_score":
-            value = agg.get("score")
-        elif metric == "judge_failed":
-            value = agg.get("n_failed", 0)
-        elif metric == "judge_skipped":
-            value = agg.get("n_skipped", 0) + agg.get("n_deferred", 0)
-        elif metric == "judge_items":
-            value = agg.get("n", 0)
-        else:
-            value = _criterion(agg.get("criteria") or {}, metric)
-        return float("nan") if value is None else float(value)
-    from pulse_tasks import metrics
-
     if metric == metric_names(spec)[0]:
         _log_generation_failures(spec, records, task or spec.task)
-    agg = metrics.aggregate(spec, records)
-    if metric in COUNT_METRICS:
+    agg = subset_aggregate(spec, records)
+    if spec.judged:
+        counts = {**subset_counts(spec, agg), "judge_items": agg.get("n", 0)}
+        value = agg.get("score") if metric == "judge_score" else counts[metric] if metric in counts else \
+            _criterion(agg.get("criteria") or {}, metric)
+    elif metric in COUNT_METRICS:
         value = agg[metric]
     else:
         name, _, mode = metric.rpartition("_")

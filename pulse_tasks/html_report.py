@@ -14,6 +14,7 @@ import io
 from typing import Any, Sequence
 
 from pulse_tasks import report as rp
+from pulse_tasks.subsets import BY_CONFIG, JUDGED
 
 DPI = 110  # sharp enough on screen, small enough to embed (~50-150 kB per plot)
 PANEL_COLUMNS = 5  # score panels per row: the 15 paper columns make a 3 x 5 grid
@@ -133,12 +134,10 @@ def _bars(ax: Any, labels: list[str], series: list[tuple[str, list[dict[str, Any
 
 def per_class_plots(rep: dict[str, Any]) -> list[str]:
     """Per multi-label subset: per-class F1 (paper and strict) with intervals, one bar per run."""
-    from pulse_tasks.subsets import BY_CONFIG
-
     images = []
     for name in rp.SUBSET_ORDER:
         spec = BY_CONFIG[name]
-        if spec.kind != "multilabel" or not any(name in r["subsets"] for r in rep["runs"]):
+        if spec.rule.family != "multilabel" or not any(name in r["subsets"] for r in rep["runs"]):
             continue
         fig = _pyplot_figure(figsize=(10, 3))
         axes = fig.subplots(1, 2, squeeze=False)[0]
@@ -160,7 +159,7 @@ def judge_plots(rep: dict[str, Any]) -> list[str]:
     """Per judged subset: criterion scores with intervals per run (and the published breakdown)."""
     breakdown = (rep.get("published") or {}).get("judge_breakdown", {})
     images = []
-    for name in ("ptb-test-report", "arena"):
+    for name in (s.config for s in JUDGED):
         present = [r for r in rep["runs"] if r["subsets"].get(name, {}).get("criteria")]
         if not present:
             continue

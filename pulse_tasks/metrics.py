@@ -30,22 +30,22 @@ whole 2 s scoring budget for a full run. The tests check every number against sc
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any, Mapping
 
 import numpy as np
 
-from pulse_tasks import parsing
+from pulse_tasks import bootstrap, parsing
 from pulse_tasks import strict as strict_mode
+from pulse_tasks.records import STATUS_FAILED, STATUS_MISSING, ScoreRecord, score_record
 from pulse_tasks.subsets import Subset, get_subset
 
-SCALE = 100.0  # the paper reports every metric x100
-
-MULTILABEL_METRICS = ("auc", "f1", "hamming_loss")  # the paper's keys for ptb, code15, cpsc
+SCALE = bootstrap.SCALE  # the paper reports every metric x100
 
 
 def _resolve(subset: Subset | str) -> Subset:
     resolved = get_subset(subset) if isinstance(subset, str) else subset
-    if resolved.kind not in ("multilabel", "letter", "ecgqa"):
+    if resolved.judged:
         raise ValueError(
             f"{resolved.config} is scored by the LLM judge (pulse_tasks.judge), not by metrics"
         )
@@ -75,28 +75,22 @@ def score_item(subset: Subset | str, doc: Mapping[str, Any], response: object) -
     """
     sub = _resolve(subset)
     text, status = parsing.coerce_response(response)
-    record: dict[str, Any] = {
-        "id": str(doc.get("id", "")),
-        "subset": sub.config,
-        "kind": sub.kind,
-        "status": status,
-        "failed": status == parsing.STATUS_FAILED,
-        "missing": status == parsing.STATUS_MISSING,
-        "strict_version": strict_mode.STRICT_VERSION,
-    }
+    record = ScoreRecord(id=str(doc.get("id", "")), subset=sub.config, kind=sub.kind, status=status,
+                         failed=status == STATUS_FAILED, missing=status == STATUS_MISSING,
+                         strict_version=strict_mode.STRICT_VERSION)
     prompt = (doc.get("questions") or [""])[0]
     prompt = prompt if isinstance(prompt, str) else str(prompt)
     explain = strict_mode.not_answered(status) if not text else None
     if sub.kind == "letter":
         gold = parsing.gold_letter(_first_answer(doc))
         if gold is None:
-            raise ValueError(f"{sub.config} item {record['id']!r}: gold answer has no letter A-H")
+            raise ValueError(f"{sub.config} item {record.id!r}: gold answer has no letter A-H")
         paper = parsing.parse_letter_paper(text) if text else None
         explain = explain or strict_mode.explain_letter(text, sub.letters, prompt)
         strict = explain["labels"][0] if explain["labels"] else None
-        credit = 1.0 / len(sub.letters) if paper is None else float(paper == gold)
-        record.update(gold=gold, paper=paper, strict=strict, paper_credit=credit,
-                      strict_correct=strict == gold, unparsed=paper is None, invalid=strict is None)
+        record.paper_credit = 1.0 / len(sub.letters) if paper is None else float(paper == gold)
+        record.strict_correct = strict == gold
+        record.unparsed, record.invalid = paper is None, strict is None
     elif sub.kind == "ecgqa":
         gold = list(doc.get("gold_options") or [])
         if not gold:  # fall back to the joined answer string
@@ -105,26 +99,24 @@ def score_item(subset: Subset | str, doc: Mapping[str, Any], response: object) -
         paper = parsing.parse_ecgqa_paper(text, candidates) if text else []
         explain = explain or strict_mode.explain_ecgqa(text, candidates, prompt)
         strict = list(explain["labels"])
-        gold_strict = parsing.strict_candidates(gold)
-        record.update(gold=gold, paper=paper, strict=strict,
-                      paper_credit=float(set(paper) == set(gold)),
-                      strict_correct=bool(strict) and set(strict) == set(gold_strict),
-                      unparsed=not paper, invalid=not strict)
+        record.paper_credit = float(set(paper) == set(gold))
+        record.strict_correct = bool(strict) and set(strict) == set(parsing.strict_candidates(gold))
+        record.unparsed, record.invalid = not paper, not strict
     else:
         code15 = sub.config == "code15-test"
         gold_text = _first_answer(doc)
         paper = parsing.parse_labels_paper(text, sub.labels, code15=code15) if text else []
         explain = explain or strict_mode.explain_labels(text, sub.labels, prompt)
         strict = list(explain["labels"])
-        record.update(gold=parsing.gold_labels_paper(gold_text, sub.labels, code15=code15),
-                      gold_strict=parsing.gold_labels_strict(gold_text, sub.labels),
-                      paper=paper, strict=strict, unparsed=not paper, invalid=not strict)
-    record["explain"] = explain
-    return record
+        gold = parsing.gold_labels_paper(gold_text, sub.labels, code15=code15)
+        record.gold_strict = parsing.gold_labels_strict(gold_text, sub.labels)
+        record.unparsed, record.invalid = not paper, not strict
+    record.gold, record.paper, record.strict, record.explain = gold, paper, strict, explain
+    return record.to_dict()
 
 
 # --------------------------------------------------------------------------------------------
-# Corpus metrics
+# Corpus metrics (computed by pulse_tasks.bootstrap's vectorised code on one row of ones)
 # --------------------------------------------------------------------------------------------
 
 
@@ -132,73 +124,42 @@ def _nan_to_none(value: float) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
-def _binarize(label_lists: list[list[str]], classes: list[str]) -> np.ndarray:
-    """(n_items, n_classes) bool matrix; labels outside ``classes`` are dropped."""
-    index = {label: i for i, label in enumerate(classes)}
-    rows, cols = [], []
-    for row, labels in enumerate(label_lists):
-        for label in labels:
-            col = index.get(label)
-            if col is not None:
-                rows.append(row)
-                cols.append(col)
-    matrix = np.zeros((len(label_lists), len(classes)), bool)
-    matrix[rows, cols] = True
-    return matrix
-
-
 def multilabel_scores(gold: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict:
     """Per-class F1 and binary-prediction ROC-AUC, and the Hamming loss, from 0/1 matrices.
 
-    ``gold``/``pred``: (n_items, n_classes) bool. Per class, with TP/FP/FN/TN counted over items:
-    F1 = 2TP / (2TP + FP + FN) (NaN when the class is absent from both gold and predictions);
-    ROC-AUC of a 0/1 prediction = (TPR + TNR) / 2 (NaN when the gold column is constant, where
-    ``roc_auc_score`` raises); Hamming loss = (FP + FN) / (n_items * n_classes). Not scaled.
+    ``gold``/``pred``: (n_items, n_classes) bool; every class kept (strict mode's rule). The
+    definitions are ``bootstrap.multilabel_per_class``'s (NaN where undefined). Not scaled.
     """
-    n_items, n_classes = gold.shape
-    tp = np.count_nonzero(gold & pred, axis=0).astype(float)
-    fp = np.count_nonzero(~gold & pred, axis=0).astype(float)
-    fn = np.count_nonzero(gold & ~pred, axis=0).astype(float)
-    positives, negatives = tp + fn, n_items - (tp + fn)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
-        tpr, tnr = tp / positives, (negatives - fp) / negatives
-        auc = np.where((positives > 0) & (negatives > 0), (tpr + tnr) / 2, np.nan)
-    hamming = float((fp + fn).sum() / (n_items * n_classes)) if n_items and n_classes else math.nan
-    return {"classes": classes, "f1": f1, "auc": auc, "hamming_loss": hamming}
+    scores = bootstrap.multilabel_per_class(np.ones((1, gold.shape[0])), gold, pred, paper=False)
+    hamming = float(scores["hamming_loss"][0]) if gold.shape[0] and gold.shape[1] else math.nan
+    return {"classes": classes, "f1": scores["f1"][0], "auc": scores["auc"][0], "hamming_loss": hamming}
 
 
-def _multilabel_mode(gold_lists: list[list[str]], pred_lists: list[list[str]],
-                     classes: list[str]) -> tuple[dict, dict, dict]:
-    """(metrics x100, per-class F1 x100, undefined-class lists) for one mode."""
-    if not gold_lists or not classes:
-        nothing = {name: None for name in MULTILABEL_METRICS}
-        return nothing, {}, {"auc_nan_classes": list(classes), "f1_undefined_classes": list(classes)}
-    scores = multilabel_scores(_binarize(gold_lists, classes), _binarize(pred_lists, classes), classes)
-    f1, auc = scores["f1"], scores["auc"]
-    metrics = {
-        "auc": _nan_to_none(SCALE * np.nanmean(auc)) if not np.isnan(auc).all() else None,
-        "f1": _nan_to_none(SCALE * np.nanmean(f1)) if not np.isnan(f1).all() else None,
-        "hamming_loss": _nan_to_none(SCALE * scores["hamming_loss"]),
-    }
-    per_class = {c: _nan_to_none(SCALE * v) for c, v in zip(classes, f1, strict=True)}
-    undefined = {
-        "auc_nan_classes": [c for c, v in zip(classes, auc, strict=True) if np.isnan(v)],
-        "f1_undefined_classes": [c for c, v in zip(classes, f1, strict=True) if np.isnan(v)],
-    }
-    return metrics, per_class, undefined
-
-
-def _mean_and_se(values: np.ndarray) -> tuple[float | None, float | None]:
-    """Mean x100 and its standard error x100 (sample std / sqrt(n))."""
+def _standard_error(values: np.ndarray) -> float | None:
+    """Standard error x100 of a mean over items (sample std / sqrt(n)); None below two items."""
     n = values.size
-    if n == 0:
-        return None, None
-    se = float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else None
-    return SCALE * float(values.mean()), (SCALE * se if se is not None else None)
+    return SCALE * float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else None
 
 
-def aggregate(subset: Subset | str, records: list[Mapping[str, Any]]) -> dict:
+def _multilabel_modes(cols: bootstrap.ItemColumns) -> dict[str, Any]:
+    """Per mode: the classes scored, per-class F1 x100 and the classes whose AUC or F1 is undefined."""
+    out: dict[str, Any] = {"per_class_f1": {}, "classes": {}, "auc_nan_classes": {}, "f1_undefined_classes": {}}
+    vocabulary = cols.columns["classes"]
+    ones = np.ones((1, len(cols.ids)))
+    for mode in bootstrap.MODES:
+        scores = bootstrap.multilabel_per_class(ones, cols.columns[f"{mode}_gold"], cols.columns[f"{mode}_pred"],
+                                                paper=mode == "paper")
+        f1, auc, keep = scores["f1"][0], scores["auc"][0], scores["keep"][0]
+        kept = [j for j in range(len(vocabulary)) if keep[j]]  # paper: the gold classes only, as the reference
+        out["classes"][mode] = [vocabulary[j] for j in kept]
+        out["per_class_f1"][mode] = ({vocabulary[j]: _nan_to_none(SCALE * f1[j]) for j in kept} if cols.ids else {})
+        out["auc_nan_classes"][mode] = [vocabulary[j] for j in kept if np.isnan(auc[j])]
+        out["f1_undefined_classes"][mode] = [vocabulary[j] for j in kept if np.isnan(f1[j])]
+    return out
+
+
+def aggregate(subset: Subset | str, records: list[Mapping[str, Any]],
+              columns: bootstrap.ItemColumns | None = None) -> dict:
     """Corpus metrics of one subset from ``score_item`` records (see the module docstring).
 
     Returns ``{"subset", "n", "paper": {...}, "strict": {...}, "unparsed", "invalid",
@@ -208,58 +169,42 @@ def aggregate(subset: Subset | str, records: list[Mapping[str, Any]]) -> dict:
     x100) items where strict mode found none -- failed, empty, non-text and missing responses
     included; ``statuses`` counts the raw response states. NaN never appears: undefined numbers
     are ``None``. Records scored by different strict versions raise ValueError (never mixed).
+    ``columns``: the records' ``bootstrap.item_columns`` when the caller has them already.
     """
     sub = _resolve(subset)
     records = list(records)
-    versions = {r.get("strict_version", strict_mode.LEGACY_STRICT_VERSION) for r in records}
+    typed = [score_record(r) for r in records]
+    versions = {r.version for r in typed}
     if len(versions) > 1:
         raise ValueError(f"{sub.config}: records scored by strict versions {sorted(versions)} cannot be "
                          "aggregated together; rescore them with `ecgbench score`")
-    for record in records:
+    for record, r in zip(records, typed):
         if record.get("kind") != sub.kind or record.get("subset", sub.config) != sub.config:
             raise ValueError(
-                f"record {record.get('id')!r} of subset {record.get('subset')!r} cannot be "
-                f"aggregated as {sub.config}"
+                f"record {r.id!r} of subset {record.get('subset')!r} cannot be aggregated as {sub.config}"
             )
-    n = len(records)
-    statuses: dict[str, int] = {}
-    for record in records:
-        statuses[record["status"]] = statuses.get(record["status"], 0) + 1
-    invalid = sum(1 for r in records if r["invalid"])
+    n = len(typed)
+    statuses = dict(Counter(r.status for r in typed))
+    invalid = sum(1 for r in typed if r.invalid)
     result: dict[str, Any] = {
         "subset": sub.config,
         "n": n,
         "paper": {},
         "strict": {},
-        "unparsed": sum(1 for r in records if r["unparsed"]),
+        "unparsed": sum(1 for r in typed if r.unparsed),
         "invalid": invalid,
         "invalid_rate": SCALE * invalid / n if n else None,
-        "failed": statuses.get(parsing.STATUS_FAILED, 0),
-        "missing": statuses.get(parsing.STATUS_MISSING, 0),
+        "failed": statuses.get(STATUS_FAILED, 0),
+        "missing": statuses.get(STATUS_MISSING, 0),
         "statuses": statuses,
         "strict_version": versions.pop() if versions else strict_mode.STRICT_VERSION,
     }
-    if sub.kind in ("letter", "ecgqa"):
-        paper, paper_se = _mean_and_se(np.fromiter((r["paper_credit"] for r in records), float, n))
-        strict, strict_se = _mean_and_se(np.fromiter((r["strict_correct"] for r in records), float, n))
-        result["paper"] = {"accuracy": paper}
-        result["strict"] = {"accuracy": strict}
-        result["se"] = {"paper": {"accuracy": paper_se}, "strict": {"accuracy": strict_se}}
+    cols = columns if columns is not None else bootstrap.item_columns(sub, records)
+    point = bootstrap.weighted_metrics(cols, np.ones((1, n)))
+    for mode in bootstrap.MODES:
+        result[mode] = {name: _nan_to_none(float(point[mode][name][0])) if n else None for name in sub.rule.metrics}
+    if sub.rule.family == "accuracy":
+        result["se"] = {mode: {"accuracy": _standard_error(cols.columns[mode])} for mode in bootstrap.MODES}
         return result
-
-    gold = [r["gold"] for r in records]
-    seen = {label for labels in gold for label in labels}
-    paper_classes = [label for label in sub.labels if label in seen]  # reference: gold classes only
-    strict_classes = list(sub.labels)  # strict: the full vocabulary
-    paper, paper_f1, paper_undefined = _multilabel_mode(gold, [r["paper"] for r in records], paper_classes)
-    strict, strict_f1, strict_undefined = _multilabel_mode(
-        [r["gold_strict"] for r in records], [r["strict"] for r in records], strict_classes
-    )
-    result["paper"], result["strict"] = paper, strict
-    result["per_class_f1"] = {"paper": paper_f1, "strict": strict_f1}
-    result["classes"] = {"paper": paper_classes, "strict": strict_classes}
-    result["auc_nan_classes"] = {"paper": paper_undefined["auc_nan_classes"],
-                                 "strict": strict_undefined["auc_nan_classes"]}
-    result["f1_undefined_classes"] = {"paper": paper_undefined["f1_undefined_classes"],
-                                      "strict": strict_undefined["f1_undefined_classes"]}
+    result.update(_multilabel_modes(cols))
     return result

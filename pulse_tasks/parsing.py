@@ -43,22 +43,24 @@ from functools import lru_cache
 from typing import Iterable
 
 from pulse_tasks import strict
+from pulse_tasks.records import (  # noqa: F401 -- state words, defined once there
+    FAILED_PREFIXES,
+    INVALID_STATUSES,
+    STATUS_EMPTY,
+    STATUS_FAILED,
+    STATUS_MISSING,
+    STATUS_NOT_TEXT,
+    STATUS_NOT_UTF8,
+    STATUS_OK,
+    is_failure_marker,
+)
 from pulse_tasks.strict import normalize_option, strict_candidates  # noqa: F401 -- re-exported
 
 # --------------------------------------------------------------------------------------------
 # Response states
 # --------------------------------------------------------------------------------------------
 
-# Our adapter and lmms-eval's API adapters return these markers instead of raising.
-FAILED_PREFIXES = ("[ECGBENCH_GENERATION_FAILED", "[LMMS_EVAL_REQUEST_FAILED")
-
-STATUS_OK = "ok"
-STATUS_FAILED = "failed"  # generation failure marker
-STATUS_EMPTY = "empty"  # "" or whitespace only
-STATUS_NOT_TEXT = "not_text"  # not a str/bytes at all
-STATUS_NOT_UTF8 = "not_utf8"  # undecodable bytes
-STATUS_MISSING = "missing"  # None: the item has no prediction
-INVALID_STATUSES = (STATUS_EMPTY, STATUS_NOT_TEXT, STATUS_NOT_UTF8)
+# The state words and failure markers are defined once, in pulse_tasks.records (re-exported above).
 
 
 def response_status(response: object) -> str:
@@ -85,10 +87,9 @@ def coerce_response(response: object) -> tuple[str, str]:
         response.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates: the file held bytes that are not UTF-8
         return "", STATUS_NOT_UTF8
-    stripped = response.lstrip()
-    if stripped.startswith(FAILED_PREFIXES):
+    if is_failure_marker(response):
         return "", STATUS_FAILED
-    if not stripped:
+    if not response.strip():
         return "", STATUS_EMPTY
     return response, STATUS_OK
 

@@ -28,14 +28,16 @@ from importlib import resources
 from typing import Any, Sequence
 
 from pulse_tasks import bootstrap
+from pulse_tasks.records import MISSING
 from pulse_tasks.runs import Run, SubsetRun
 from pulse_tasks.subsets import BY_CONFIG
+from pulse_tasks.summary import summarize_subset
 
 REPORT_SCHEMA = "ecgbench-report-v1"  # bumped whenever the JSON layout below changes
 FORMATS = ("md", "csv", "json", "html")
 SYNTHETIC_LABEL = "SYNTHETIC DATA"  # printed wherever a synthetic run appears: its numbers mean nothing
 GENERATION_FAILURES_LABEL = "GENERATION FAILURES"  # banner on subsets over pulse_tasks.failures.FAILURE_THRESHOLD
-MISSING = "missing"  # the run has no such subset
+# MISSING ("missing", pulse_tasks.records): the run has no such subset
 UNDEFINED = "undefined"  # the subset ran but the metric is undefined on its items (e.g. no gold positives)
 NO_INTERVAL_MARK = "†"  # a number without interval: the run kept no samples file (no --log_samples)
 DECIMALS = 1  # the paper prints one decimal
@@ -105,48 +107,31 @@ def _from_aggregated(sr: SubsetRun) -> dict[str, Any]:
     """A subset without a samples file: lmms-eval's aggregated numbers, no intervals."""
     agg = sr.aggregated
     out: dict[str, Any] = {"intervals": False}
-    if sr.subset.kind in ("report", "arena"):
+    if sr.subset.judged:
         score = _est(agg.get("judge_score"))
         out["modes"] = {"paper": {"score": score}, "strict": {"score": score}}
         out["criteria"] = {k: _est(v) for k, v in agg.items() if k != "judge_score" and not k.startswith("judge_")}
         out["counts"] = {"judge_failed": agg.get("judge_failed"), "judge_skipped": agg.get("judge_skipped")}
     else:
-        keys = bootstrap.MULTILABEL_KEYS if sr.subset.kind == "multilabel" else bootstrap.ACCURACY_KEYS
-        out["modes"] = {m: {k: _est(agg.get(f"{k}_{m}")) for k in keys} for m in bootstrap.MODES}
+        out["modes"] = {m: {k: _est(agg.get(f"{k}_{m}")) for k in sr.subset.rule.metrics} for m in bootstrap.MODES}
         out["counts"] = {"unparsed": agg.get("unparsed"), "invalid_rate": agg.get("invalid_rate")}
     return out
 
 
 def _from_records(sr: SubsetRun, resamples: int, seed: int) -> dict[str, Any]:
-    records = sr.records or []
-    est = bootstrap.bootstrap_subset(sr.subset, records, resamples, seed)
-    out: dict[str, Any] = {"intervals": resamples > 0}
-    if sr.subset.kind in ("report", "arena"):
-        from pulse_tasks import judge
-
-        agg = judge.aggregate(records)
-        judged = {k: v.to_dict() for k, v in est["judge"].items()}
-        score = judged.pop(bootstrap.JUDGE_KEY)
-        out["modes"] = {"paper": {"score": score}, "strict": {"score": score}}  # the judge has no modes
-        out["criteria"] = judged
-        out["counts"] = {"judge_ok": agg["n_judged"], "judge_failed": agg["n_failed"],
-                         "judge_skipped": agg["n_skipped"] + agg.get("n_deferred", 0)}
-        out["judge"] = agg.get("judge") or {}
+    s = summarize_subset(sr.subset, sr.records or [], resamples, seed)
+    out: dict[str, Any] = {"intervals": resamples > 0, "modes": s.table()}
+    if sr.subset.judged:
+        out["criteria"] = {k: v.to_dict() for k, v in s.criteria.items()}
+        out["counts"] = s.counts
+        out["judge"] = s.aggregate.get("judge") or {}
         out["judge_added"] = {"n": sr.judge_added, "file": str(sr.judge_file) if sr.judge_file else None}
         return out
-    from pulse_tasks import metrics
-
-    agg = metrics.aggregate(sr.subset, records)
-    out["modes"] = {m: {k: v.to_dict() for k, v in est[m].items() if not k.startswith(bootstrap.PER_CLASS_PREFIX)}
-                    for m in bootstrap.MODES}
-    out["counts"] = {k: agg[k] for k in ("unparsed", "invalid", "failed", "missing")}
-    out["counts"]["invalid_rate"] = agg["invalid_rate"]
-    if sr.subset.kind == "multilabel":
-        prefix = bootstrap.PER_CLASS_PREFIX
-        out["per_class_f1"] = {m: {k[len(prefix):]: v.to_dict() for k, v in est[m].items() if k.startswith(prefix)
-                                   and k[len(prefix):] in agg["classes"][m]} for m in bootstrap.MODES}
-        out["auc_nan_classes"] = agg["auc_nan_classes"]
-        out["f1_undefined_classes"] = agg["f1_undefined_classes"]
+    out["counts"] = {**s.counts, "invalid_rate": s.aggregate["invalid_rate"]}
+    if s.per_class:
+        out["per_class_f1"] = {m: {c: e.to_dict() for c, e in classes.items()} for m, classes in s.per_class.items()}
+        out["auc_nan_classes"] = s.aggregate["auc_nan_classes"]
+        out["f1_undefined_classes"] = s.aggregate["f1_undefined_classes"]
     return out
 
 

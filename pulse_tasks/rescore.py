@@ -41,6 +41,7 @@ from pulse_tasks.predictions import (
     read_predictions,
     write_records,
 )
+from pulse_tasks.records import STATUS_MISSING, STATUS_OK, ScoreRecord
 from pulse_tasks.subsets import Subset, UnknownSubsetError, get_subset
 
 
@@ -82,7 +83,7 @@ def _auto_scored(subset_name: str) -> Subset:
         subset = get_subset(subset_name)
     except UnknownSubsetError as err:
         raise InputError(str(err)) from None
-    if subset.kind in ("report", "arena"):
+    if subset.judged:
         raise InputError(f"{subset.config} is judged by an LLM: use `ecgbench judge`, not `ecgbench score`")
     return subset
 
@@ -130,14 +131,15 @@ def score_file(subset_name: str, data: str | None, predictions_path: str, ignore
     result, records = score_predictions(subset, docs, matched.responses)
     if responses_out is not None:
         responses_out.update(matched.responses)
-    bad = {status: k for status, k in result["statuses"].items() if status not in ("ok", "missing")}
+    bad = {status: k for status, k in result["statuses"].items() if status not in (STATUS_OK, STATUS_MISSING)}
     if bad:
         warn("warning: responses that are not answers: "
              + ", ".join(f"{k} {status}" for status, k in sorted(bad.items())))
-    unanswered = sum(1 for r in records if r["status"] == "ok" and r["invalid"])
+    scored = [ScoreRecord.from_dict(r) for r in records]
+    unanswered = sum(1 for r in scored if r.status == STATUS_OK and r.invalid)
     if unanswered:
         warn(f"warning: {unanswered} responses hold no answer that strict mode accepts "
-             f"(paper mode: {sum(1 for r in records if r['status'] == 'ok' and r['unparsed'])} unparsed)")
+             f"(paper mode: {sum(1 for r in scored if r.status == STATUS_OK and r.unparsed)} unparsed)")
     formats = sorted({p.source_format for p in predictions})
     result["missing_ids"] = matched.missing[:MAX_LISTED_IDS]
     result["ignored_extra"] = len(matched.extra)

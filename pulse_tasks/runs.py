@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from pulse_tasks.records import FAILED_PREFIXES, JUDGE_FAILED, JUDGE_OK
 from pulse_tasks.subsets import BY_TASK, SUBSETS, Subset
 
 RESULTS_SUFFIX = "_results.json"  # lmms-eval: <date_id>_results.json
@@ -94,10 +95,9 @@ class Run:
 def strict_versions_of(metadata: Mapping[str, Any] | None, records: Sequence[Mapping[str, Any]] | None) -> set[int]:
     """Strict scoring versions named by task metadata and per-item records; a run that names
     none was scored before versions were recorded (``LEGACY_STRICT_VERSION``)."""
-    from pulse_tasks.strict import LEGACY_STRICT_VERSION
+    from pulse_tasks.records import LEGACY_STRICT_VERSION, strict_version_of
 
-    versions = {int(r["strict_version"]) for r in records or () if r.get("strict_version") is not None
-                and r.get("kind") not in ("report", "arena")}
+    versions = {v for r in records or () if (v := strict_version_of(r, default=None)) is not None}
     if (metadata or {}).get("strict_version") is not None:
         versions.add(int(metadata["strict_version"]))
     return versions or {LEGACY_STRICT_VERSION}
@@ -256,7 +256,7 @@ def load_run(results_file: str | Path, name: str | None = None) -> Run:
         samples = path.with_name(f"{date_id}{SAMPLES_INFIX}{task}.jsonl")
         records, responses = read_samples(samples, spec) if samples.exists() else (None, None)
         added, judge_file = 0, None
-        if records is not None and spec.kind in ("report", "arena"):
+        if records is not None and spec.judged:
             records, added, judge_file = _with_added_judge_records(samples, records, responses or [])
         run.subsets[spec.config] = SubsetRun(
             subset=spec, task=task, version=versions.get(task, meta.get("version")),
@@ -401,7 +401,7 @@ def write_answered_run(out_dir: str | Path, model: str, data: str | Path, answer
     from pulse_tasks.hooks import process_results
     from pulse_tasks.subsets import get_subset
 
-    names = list(subsets) if subsets is not None else [s.config for s in SUBSETS if s.kind not in ("report", "arena")]
+    names = list(subsets) if subsets is not None else [s.config for s in SUBSETS if not s.judged]
     records: dict[str, list[dict[str, Any]]] = {}
     responses: dict[str, list[Any]] = {}
     for name in names:
@@ -449,9 +449,9 @@ def _judge_record(spec: Subset, i: int, rng: random.Random, skill: float) -> dic
     base = {"id": f"{spec.config}-{i:05d}", "subset": spec.config, "judge": dict(JUDGE_IDENTITY),
             "explanations": {}, "raw": None, "error": None, "cached": False}
     if rng.random() < 0.04:
-        return {**base, "status": "failed", "score": None, "criteria": {}, "error": "synthetic judge failure"}
+        return {**base, "status": JUDGE_FAILED, "score": None, "criteria": {}, "error": "synthetic judge failure"}
     scores = {c: float(min(10, max(0, round(rng.gauss(10 * skill, 2.5))))) for c in criteria}
-    return {**base, "status": "ok", "criteria": scores, "score": sum(scores.values()) / len(scores) * 10.0}
+    return {**base, "status": JUDGE_OK, "criteria": scores, "score": sum(scores.values()) / len(scores) * 10.0}
 
 
 def synthetic_run(seed: int = 0, skill: float = 0.7, scale: float = 1.0,
@@ -472,9 +472,9 @@ def synthetic_run(seed: int = 0, skill: float = 0.7, scale: float = 1.0,
         answer_rng = random.Random(f"answers:{seed}:{spec.config}")
         recs, resps = [], []
         for i in range(n):
-            if spec.kind in ("report", "arena"):
+            if spec.judged:
                 rec = _judge_record(spec, i, answer_rng, skill)
-                resp: Any = "Sinus rhythm, normal axis." if spec.kind == "report" else ["First answer.", "Second answer."]
+                resp: Any = "Sinus rhythm, normal axis." if spec.rule.turns == 1 else ["First answer.", "Second answer."]
             else:
                 doc = _synthetic_doc(spec, i, item_rng)
                 resp = _answer_for(spec, doc, answer_rng, skill)
@@ -489,7 +489,7 @@ def _answer_for(spec: Subset, doc: Mapping[str, Any], rng: random.Random, skill:
     """A response to ``doc``: right with probability ``skill``, else a plausible wrong answer."""
     right = rng.random() < skill
     if rng.random() < 0.01:
-        return "[ECGBENCH_GENERATION_FAILED: synthetic failure]"
+        return f"{FAILED_PREFIXES[0]}: synthetic failure]"
     if spec.kind == "letter":
         gold = doc["answers"][0][0]
         if rng.random() < 0.03:

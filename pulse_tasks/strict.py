@@ -105,12 +105,12 @@ from typing import Any
 
 from pulse_tasks import statements
 from pulse_tasks.negation import LazyScope, NegationScope, _sentence_scope
+from pulse_tasks.records import LEGACY_STRICT_VERSION  # noqa: F401 -- what a run that records no strict version was scored with
 from pulse_tasks.statements import Candidate, Prepared
 from pulse_tasks.subsets import BY_CONFIG
 
 STRICT_VERSION = 3  # 1: whole-token codes only; 2: prompt vocabulary, synonyms, negation, explain;
 # 3: the answer statement first, noise/loops/echoes unread, list negation, hypothetical mentions
-LEGACY_STRICT_VERSION = 1  # what a run that records no strict version was scored with
 
 # Span sources (the explain record's "source" values).
 SOURCE_CODE, SOURCE_DESCRIPTION, SOURCE_SYNONYM = "code", "description", "synonym"

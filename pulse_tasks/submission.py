@@ -31,8 +31,15 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from pulse_tasks import bootstrap
+from pulse_tasks.records import (
+    JUDGE_DEFERRED,
+    LEGACY_STRICT_VERSION,
+    judged_record,
+    strict_version_of,
+)
 from pulse_tasks.runs import Run, RunError, load_runs
-from pulse_tasks.subsets import BY_CONFIG, SUBSETS
+from pulse_tasks.subsets import BY_CONFIG, JUDGED, SUBSETS, Subset
+from pulse_tasks.summary import summarize_subset
 
 SCHEMA_VERSION = "ecgbench-submission-v1"  # bump with a new schemas/submission-vN.json when the layout changes
 SCHEMA_FILE = "submission-v1.json"
@@ -157,23 +164,14 @@ def predictions_sha256(items: Sequence[Mapping[str, Any]]) -> str:
 def subset_entry(config: str, records: list[dict[str, Any]], resamples: int, seed: int) -> dict[str, Any]:
     """n, expected size, metrics with intervals, judge criteria and counts of one subset."""
     spec = BY_CONFIG[config]
-    est = bootstrap.bootstrap_subset(spec, records, resamples, seed)
-    entry: dict[str, Any] = {"n": len(records), "expected_n": spec.n_items, "complete": len(records) == spec.n_items}
-    if spec.kind in ("report", "arena"):
-        from pulse_tasks import judge
-
-        agg = judge.aggregate(records)
-        judged = {k: v.to_dict() for k, v in est["judge"].items()}
-        entry["metrics"] = {"judge": {bootstrap.JUDGE_KEY: judged.pop(bootstrap.JUDGE_KEY)}}
-        entry["criteria"] = judged
-        entry["counts"] = {"judge_ok": agg["n_judged"], "judge_failed": agg["n_failed"], "judge_skipped": agg["n_skipped"]}
-        return entry
-    from pulse_tasks import metrics
-
-    agg = metrics.aggregate(spec, records)
-    entry["metrics"] = {m: {k: v.to_dict() for k, v in est[m].items() if not k.startswith(bootstrap.PER_CLASS_PREFIX)}
-                        for m in bootstrap.MODES}
-    entry["counts"] = {k: agg[k] for k in ("unparsed", "invalid", "failed", "missing")}
+    s = summarize_subset(spec, records, resamples, seed)
+    entry: dict[str, Any] = {"n": s.n, "expected_n": spec.n_items, "complete": s.complete}
+    if spec.judged:  # one score: the judge has no paper/strict modes
+        entry["metrics"] = {"judge": s.table()[bootstrap.MODES[0]]}
+        entry["criteria"] = {k: v.to_dict() for k, v in s.criteria.items()}
+    else:
+        entry["metrics"] = s.table()
+    entry["counts"] = s.counts
     return entry
 
 
@@ -186,15 +184,15 @@ def _package_version() -> str | None:
         return None
 
 
-def _strict_version_entry(kind: str, versions: set[int]) -> dict[str, int]:
-    return {} if kind in ("report", "arena") else {"strict_version": min(versions)}
+def _strict_version_entry(spec: Subset, versions: set[int]) -> dict[str, int]:
+    return {} if spec.judged else {"strict_version": min(versions)}
 
 
 def _run_strict_version(run: Run) -> int:
     """The one strict scoring version of a run; RunError when its subsets mix versions."""
     from pulse_tasks.strict import STRICT_VERSION
 
-    by_subset = {name: sr.strict_versions for name, sr in run.subsets.items() if sr.subset.kind not in ("report", "arena")}
+    by_subset = {name: sr.strict_versions for name, sr in run.subsets.items() if not sr.subset.judged}
     found = set().union(*by_subset.values()) if by_subset else {STRICT_VERSION}
     if len(found) > 1:
         detail = "; ".join(f"{n}: {'+'.join(map(str, sorted(v)))}" for n, v in by_subset.items())
@@ -204,18 +202,15 @@ def _run_strict_version(run: Run) -> int:
 
 def strict_version_problems(doc: Mapping[str, Any]) -> list[str]:
     """Why a submission mixes strict scoring versions (tasks, scoring, attached records)."""
-    from pulse_tasks.strict import LEGACY_STRICT_VERSION
-
     declared = (doc.get("scoring") or {}).get("strict_version", LEGACY_STRICT_VERSION)
     problems = [f"{name}: strict scoring version {entry.get('strict_version', LEGACY_STRICT_VERSION)}, "
                 f"the submission's is {declared}"
                 for name, entry in (doc.get("tasks") or {}).items()
-                if BY_CONFIG[name].kind not in ("report", "arena")
+                if not BY_CONFIG[name].judged
                 and entry.get("strict_version", LEGACY_STRICT_VERSION) != declared]
-    mixed = sorted({(item.get("subset"), item["record"].get("strict_version", LEGACY_STRICT_VERSION))
-                    for item in doc.get("predictions") or ()
-                    if item.get("record", {}).get("kind") not in ("report", "arena", None)
-                    and item["record"].get("strict_version", LEGACY_STRICT_VERSION) != declared}, key=str)
+    mixed = sorted({(item.get("subset"), version) for item in doc.get("predictions") or ()
+                    if (item.get("record") or {}).get("kind") is not None  # judge records carry no kind
+                    and (version := strict_version_of(item["record"])) not in (None, declared)}, key=str)
     problems += [f"{subset}: attached records scored with strict version {v}, the submission's is {declared}"
                  for subset, v in mixed]
     return problems
@@ -239,7 +234,7 @@ def build_submission(run: Run, model_name: str | None = None, attach_predictions
     subsets = {s.config: subset_entry(s.config, run.subsets[s.config].records or [], resamples, seed)
                for s in SUBSETS if s.config in run.subsets}
     judges = {}
-    for name in ("ptb-test-report", "arena"):
+    for name in (s.config for s in JUDGED):
         if name in run.subsets:
             from pulse_tasks import judge
 
@@ -253,7 +248,7 @@ def build_submission(run: Run, model_name: str | None = None, attach_predictions
                   "settings": {k: run.config.get(k) for k in SETTINGS_KEYS if k in run.config}},
         "data": {"sources": sorted(run.data_sources), "synthetic": run.synthetic},
         "tasks": {name: {"task": sr.task, "version": sr.version, "data_source": sr.data_source,
-                         **_strict_version_entry(sr.subset.kind, sr.strict_versions)}
+                         **_strict_version_entry(sr.subset, sr.strict_versions)}
                   for name, sr in run.subsets.items()},
         "scoring": {"package": PACKAGE, "package_version": _package_version(), "modes": list(bootstrap.MODES),
                     "strict_version": _run_strict_version(run)},
@@ -396,7 +391,9 @@ def validate_submission(doc: Any, allow_revision_mismatch: bool = False) -> tupl
             errors.append(f"{name}: predictions attached but no metrics submitted")
             continue
         recomputed = _recompute(name, by_subset.get(name, []))
-        errors += _metric_mismatches(name, subsets[name], recomputed)
+        submitted, note = _legacy_counts(name, subsets[name], recomputed)
+        notes += [note] if note else []
+        errors += _metric_mismatches(name, submitted, recomputed)
     if not errors:
         notes.append(f"predictions verified: hash matches; metrics and counts of {len(subsets)} subset(s) recomputed")
     return errors, notes
@@ -405,9 +402,26 @@ def validate_submission(doc: Any, allow_revision_mismatch: bool = False) -> tupl
 def _recompute(name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
     """Point metrics and counts from records (no resampling: intervals are not re-derived)."""
     try:
-        return subset_entry(name, records, resamples=0, seed=0)
+        entry = subset_entry(name, records, resamples=0, seed=0)
     except (KeyError, TypeError, ValueError) as exc:
         return {"n": len(records), "metrics": {}, "counts": {}, "error": str(exc)}
+    if BY_CONFIG[name].judged:
+        entry["deferred"] = sum(1 for r in records if judged_record(r).status == JUDGE_DEFERRED)
+    return entry
+
+
+def _legacy_counts(name: str, submitted: Mapping[str, Any], recomputed: dict[str, Any]
+                   ) -> tuple[Mapping[str, Any], str | None]:
+    """Submissions written before ``judge_skipped`` counted deferred items (pulse_tasks.summary)
+    submitted the budget-skipped items alone: accepted, with a note."""
+    deferred = recomputed.pop("deferred", 0)
+    counts = submitted.get("counts") or {}
+    skipped = (recomputed.get("counts") or {}).get("judge_skipped")
+    if not deferred or skipped is None or not _close(counts.get("judge_skipped"), skipped - deferred):
+        return submitted, None
+    return ({**submitted, "counts": {**counts, "judge_skipped": skipped}},
+            f"{name}: judge_skipped {counts['judge_skipped']} leaves out the {deferred} deferred item(s) "
+            "(written before deferred items were counted as skipped): accepted")
 
 
 # ----------------------------------------------------------------------------------------------

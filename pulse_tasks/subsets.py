@@ -11,6 +11,37 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Kind = Literal["multilabel", "letter", "ecgqa", "report", "arena"]
+Family = Literal["accuracy", "multilabel", "judge"]
+
+
+@dataclass(frozen=True)
+class KindRule:
+    """How the subsets of one kind are scored, aggregated and tabled: every branch on a subset's
+    kind reads this table instead of listing kinds.
+
+    ``judged``: scored by the LLM judge (``pulse_tasks.judge``: one score, no paper/strict modes,
+    judge records) rather than by parsing (``pulse_tasks.metrics``: scoring records in both modes);
+    ``family``: how the corpus metrics are computed from the per-item records (``pulse_tasks.bootstrap``:
+    mean credit, multi-label F1/AUC/HL, mean judge score over judged items); ``metrics``: the
+    corpus metrics (the report's and the board's columns, per mode); ``criteria``: the judge's
+    criteria as lmms-eval metric names; ``turns``: questions per item.
+    """
+
+    kind: str
+    judged: bool
+    family: Family
+    metrics: tuple[str, ...]
+    criteria: tuple[str, ...] = ()
+    turns: int = 1
+
+
+KINDS: dict[str, KindRule] = {rule.kind: rule for rule in (
+    KindRule("multilabel", False, "multilabel", ("auc", "f1", "hamming_loss")),
+    KindRule("letter", False, "accuracy", ("accuracy",)),
+    KindRule("ecgqa", False, "accuracy", ("accuracy",)),
+    KindRule("report", True, "judge", ("score",), ("diagnosis", "waveform", "rhythm")),
+    KindRule("arena", True, "judge", ("score",), ("accuracy", "completeness", "instruction_adherence"), turns=2),
+)}
 
 HUB_DATASET = "PULSE-ECG/ECGBench"  # the public home of the benchmark (parquet, one config a subset)
 
@@ -32,6 +63,16 @@ class Subset:
     letters: str = ""  # letter subsets: the option letters
     title: str = ""  # column title in the paper's tables
 
+    @property
+    def rule(self) -> KindRule:
+        """How this subset's kind is scored (``KINDS``)."""
+        return KINDS[self.kind]
+
+    @property
+    def judged(self) -> bool:
+        """Scored by the LLM judge (report, arena), not by parsing."""
+        return KINDS[self.kind].judged
+
 
 SUBSETS: tuple[Subset, ...] = (
     Subset("ptb-test", "ecgbench_ptb", "multilabel", 2082, "in",
@@ -51,8 +92,8 @@ SUBSETS: tuple[Subset, ...] = (
 
 BY_CONFIG: dict[str, Subset] = {s.config: s for s in SUBSETS}
 BY_TASK: dict[str, Subset] = {s.task: s for s in SUBSETS}
-JUDGED = tuple(s for s in SUBSETS if s.kind in ("report", "arena"))
-AUTO_SCORED = tuple(s for s in SUBSETS if s.kind not in ("report", "arena"))
+JUDGED = tuple(s for s in SUBSETS if s.judged)
+AUTO_SCORED = tuple(s for s in SUBSETS if not s.judged)
 FULL_SIZE = sum(s.n_items for s in SUBSETS)  # 11,247 items
 
 

@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pulse_tasks.records import JUDGE_OK
+
 log = logging.getLogger(__name__)
 
 SAMPLES_INFIX = "_samples_"  # lmms-eval: <date_id>_samples_<task>.jsonl
@@ -89,7 +91,7 @@ def apply_attached(records: Sequence[dict[str, Any]], responses: Sequence[Any],
     out, added, mismatched = [], 0, []
     for rec, response in zip(records, responses):
         extra = attached.get(str(rec.get("id")))
-        if extra is None or rec.get("status") == "ok":
+        if extra is None or rec.get("status") == JUDGE_OK:
             out.append(rec)
             continue
         if extra.get(RESPONSE_SHA_KEY) != response_sha(response):

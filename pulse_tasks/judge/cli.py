@@ -47,6 +47,7 @@ from pulse_tasks.predictions import (
     read_predictions,
     write_records,
 )
+from pulse_tasks.records import JUDGE_FAILED, JUDGE_OK, judge_ok
 
 EXIT_INCOMPLETE = 1  # judged, but some items failed or were skipped: the score is flagged
 ACTIONS = ("run", "estimate")
@@ -99,12 +100,12 @@ def judge_file(args: argparse.Namespace, loader: Any = load_docs) -> tuple[dict[
 
     try:
         subset = get_subset(args.subset)
-        kind = judge_kind(subset)
+        judge_kind(subset)  # ValueError for a subset scored without the judge
         settings = _settings(args)
     except (UnknownSubsetError, ValueError, TypeError) as err:
         raise InputError(str(err)) from None
     # before the data: fail fast on a bad file; the reference output writes one line per arena turn
-    predictions = read_predictions(args.predictions, join_turns=kind == "arena")
+    predictions = read_predictions(args.predictions, join_turns=subset.rule.turns > 1)
     foreign = sorted({p.subset for p in predictions if p.subset and p.subset != subset.config})
     if GOLD_HISTORY_TURNS in foreign:
         raise InputError(f"{args.predictions} is a samples file of ecgbench_arena_gold_history (one line per turn): "
@@ -155,14 +156,14 @@ def judge_file(args: argparse.Namespace, loader: Any = load_docs) -> tuple[dict[
     by_id = {**kept, **{str(r["id"]): r for r in new}}
     records = [by_id[str(d["id"])] for d in docs if str(d["id"]) in by_id]
     judge = new[0]["judge"] if new else (records[0].get("judge", {}) if records else {})
-    records += [{"id": i, "subset": subset.config, "status": "failed", "score": None, "criteria": {}, "judge": judge,
+    records += [{"id": i, "subset": subset.config, "status": JUDGE_FAILED, "score": None, "criteria": {}, "judge": judge,
                  "usage": {}, "error": "no prediction"} for i in missing]
     agg = aggregate(records)
     result = {"subset": subset.config, "n": agg["n"], "n_judged": agg["n_judged"], "score": agg["score"],
               "criteria": agg["criteria"], "judge": agg["judge"], "stderr": agg["stderr"],
               "n_failed": agg["n_failed"], "n_skipped": agg["n_skipped"], "flagged": agg["flagged"],
               "usage": agg["usage"], "cost_usd": agg["cost_usd"], "errors": agg["errors"],
-              "already_judged": len(kept), "newly_judged": sum(1 for r in new if r.get("status") == "ok"),
+              "already_judged": len(kept), "newly_judged": sum(1 for r in new if judge_ok(r)),
               "attached": str(attach) if attach is not None else None}
     return result, records
 
@@ -172,11 +173,11 @@ def _already_judged(predictions: list[Any], responses: dict[str, Any], attach: P
     kept: dict[str, dict[str, Any]] = {}
     for p in predictions:
         rec = p.record
-        if p.id is not None and rec is not None and rec.get("status") == "ok" and isinstance(rec.get("score"), (int, float)):
+        if p.id is not None and rec is not None and judge_ok(rec):
             kept[str(p.id)] = dict(rec)
     if attach is not None and attach.exists():
         for item_id, rec in read_attached(attach).items():
-            if item_id in responses and rec.get("status") == "ok" \
+            if item_id in responses and rec.get("status") == JUDGE_OK \
                     and rec.get(RESPONSE_SHA_KEY) == response_sha(responses[item_id]):
                 kept.setdefault(item_id, rec)
     return kept

@@ -49,7 +49,7 @@ ITEM_SCALE = 10.0  # item score = mean criterion score x 10 -> 0-100, as in the 
 def judge_kind(subset: Subset | str) -> JudgeKind:
     """"report" or "arena"; ValueError for subsets that are not judged."""
     sub = subset if isinstance(subset, Subset) else get_subset(subset)
-    if sub.kind not in ("report", "arena"):
+    if not sub.judged:
         raise ValueError(f"subset {sub.config!r} is scored automatically, not by the LLM judge")
     return sub.kind  # type: ignore[return-value]
 

@@ -39,20 +39,23 @@ from pulse_tasks.judge.settings import (
     redact,
     settings_from_env,
 )
-from pulse_tasks.subsets import Subset
+from pulse_tasks.records import JUDGE_DEFERRED as STATUS_DEFERRED
+from pulse_tasks.records import JUDGE_FAILED as STATUS_FAILED
+from pulse_tasks.records import JUDGE_OK as STATUS_OK
+from pulse_tasks.records import JUDGE_SKIPPED as STATUS_SKIPPED
+from pulse_tasks.records import JUDGE_STATUSES as STATUSES  # noqa: F401 -- the judge states, defined in records
+from pulse_tasks.records import is_failure_marker, judge_record, judged_record
+from pulse_tasks.subsets import JUDGED, KINDS, Subset
 
 log = logging.getLogger(__name__)
 
-STATUS_OK, STATUS_FAILED, STATUS_SKIPPED, STATUS_DEFERRED = "ok", "failed", "skipped", "deferred"
-STATUSES = (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED, STATUS_DEFERRED)
 RESPONSE_FORMAT = {"type": "json_object"}  # JSON mode, as the paper's judge
-# Generation-failure markers (our adapter, lmms-eval's API adapters); such items are not judged.
-FAILED_PREFIXES = ("[ECGBENCH_GENERATION_FAILED", "[LMMS_EVAL_REQUEST_FAILED")
 N_ERROR_EXAMPLES = 5  # distinct error messages shown in an aggregate
 # A judge that hangs or goes down mid-run trips the circuit breaker (pulse_tasks.judge.breaker): the
 # rest of that task or batch fails at once (answers kept, judge later) instead of spending every
 # item's attempts and backoff; the next task or batch probes the judge with one call first.
 _BATCHES = itertools.count(1)  # each judge_items call is its own breaker scope
+CONFIG_OF = {s.kind: s.config for s in JUDGED}  # judge kind -> its subset ("report" -> "ptb-test-report")
 
 
 def decoding(settings: JudgeSettings) -> dict[str, Any]:
@@ -142,7 +145,7 @@ def _turns(kind: JudgeKind, responses: str | Sequence[Any]) -> list[str]:
     while isinstance(value, (list, tuple)) and len(value) == 1 and isinstance(value[0], (list, tuple)):
         value = value[0]
     turns = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else None
-    expected = 1 if kind == "report" else 2
+    expected = KINDS[kind].turns
     if turns is None or len(turns) != expected or not all(isinstance(t, str) for t in turns):
         raise ValueError(f"{kind} needs {expected} response text(s), got {type(responses).__name__} "
                          f"{str(responses)[:80]!r}")
@@ -151,25 +154,19 @@ def _turns(kind: JudgeKind, responses: str | Sequence[Any]) -> list[str]:
 
 def _doc_fields(kind: JudgeKind, doc: dict[str, Any]) -> tuple[list[str], list[str]]:
     questions, answers = list(doc.get("questions") or []), list(doc.get("answers") or [])
-    expected = 1 if kind == "report" else 2
-    if len(answers) < expected or (kind == "arena" and len(questions) < expected):
+    expected = KINDS[kind].turns  # the arena's later turns are questions of their own
+    if len(answers) < expected or (expected > 1 and len(questions) < expected):
         raise ValueError(f"doc {doc.get('id')!r} has {len(questions)} question(s) and {len(answers)} answer(s); "
                          f"{kind} needs {expected}")
     return [str(q) for q in questions[:expected]], [str(a) for a in answers[:expected]]
 
 
-def _record(doc_id: Any, subset: str, status: str, judge: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    rec = {"id": None if doc_id is None else str(doc_id), "subset": subset, "status": status, "score": None,
-           "criteria": {}, "explanations": {}, "judge": judge, "raw": None, "prompt_sha": None,
-           "usage": {"prompt_tokens": 0, "completion_tokens": 0, "api_calls": 0}, "cached": False, "error": None}
-    rec.update(fields)
-    return rec
+_record = judge_record  # one judge record's JSON (pulse_tasks.records.JudgeRecord)
 
 
 def deferred_record(subset: Subset | str, doc_id: Any) -> dict[str, Any]:
     """The record of an item left for ``ecgbench judge`` (no judge call, no score)."""
-    config = "ptb-test-report" if judge_kind(subset) == "report" else "arena"
-    return _record(doc_id, config, STATUS_DEFERRED, {},
+    return _record(doc_id, CONFIG_OF[judge_kind(subset)], STATUS_DEFERRED, {},
                    error="not judged in this run (judge later: ecgbench judge on the samples file)")
 
 
@@ -181,7 +178,7 @@ def score_item(subset: Subset | str, doc: dict[str, Any], responses: str | Seque
     ``scope``: the task or batch the item belongs to, the circuit breaker's unit (default: the
     subset, i.e. the lmms-eval task): a breaker that tripped in one scope probes before the next."""
     kind = judge_kind(subset)
-    config = "ptb-test-report" if kind == "report" else "arena"
+    config = CONFIG_OF[kind]
     doc_id = doc.get("id") if isinstance(doc, dict) else None
     try:
         settings = settings or settings_from_env()
@@ -195,7 +192,7 @@ def score_item(subset: Subset | str, doc: dict[str, Any], responses: str | Seque
         turns = _turns(kind, responses)
     except (ValueError, AttributeError, TypeError) as exc:
         return _record(doc_id, config, STATUS_FAILED, judge, error=f"invalid input: {exc}")
-    if any(t.lstrip().startswith(FAILED_PREFIXES) for t in turns):
+    if any(is_failure_marker(t) for t in turns):
         return _record(doc_id, config, STATUS_FAILED, judge, error="generation failed; response not judged")
 
     rt = runtime(settings)
@@ -314,30 +311,28 @@ def _mean_se(values: list[float]) -> tuple[float | None, float | None]:
 
 def aggregate(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Subset score (0-100) over the ``ok`` records; failed and skipped ones counted and flagged."""
-    records = [r for r in records if isinstance(r, dict)]
-    ok = [r for r in records if r.get("status") == STATUS_OK and r.get("score") is not None]
-    n_failed = sum(1 for r in records if r.get("status") == STATUS_FAILED)
-    n_skipped = sum(1 for r in records if r.get("status") == STATUS_SKIPPED)
-    n_deferred = sum(1 for r in records if r.get("status") == STATUS_DEFERRED)
-    score, stderr = _mean_se([float(r["score"]) for r in ok])
+    records = [judged_record(r) for r in records if isinstance(r, dict)]
+    ok = [r for r in records if r.ok]
+    states = Counter(r.status for r in records)
+    n_failed, n_skipped, n_deferred = states[STATUS_FAILED], states[STATUS_SKIPPED], states[STATUS_DEFERRED]
+    score, stderr = _mean_se([float(r.score) for r in ok])  # type: ignore[arg-type]
     names: list[str] = []
     for r in ok:
-        names += [c for c in r.get("criteria", {}) if c not in names]
+        names += [c for c in r.criteria if c not in names]
     criteria = {}
     for name in names:
-        vals = [float(r["criteria"][name]) * 10 for r in ok if name in r.get("criteria", {})]
+        vals = [float(r.criteria[name]) * 10 for r in ok if name in r.criteria]
         criteria[name] = round(sum(vals) / len(vals), 4) if vals else None
     identities = []
     for r in records:
-        if r.get("judge") and r["judge"] not in identities:
-            identities.append(r["judge"])
+        if r.judge and r.judge not in identities:
+            identities.append(r.judge)
     judge: dict[str, Any] = dict(identities[0]) if identities else {}
     if len(identities) > 1:
         judge["mixed"] = identities  # records from different judges/rubrics: the mean mixes them
-    usage = {k: sum(int(r.get("usage", {}).get(k, 0)) for r in records)
-             for k in ("prompt_tokens", "completion_tokens", "api_calls")}
-    usage["cached"] = sum(1 for r in records if r.get("cached"))
-    errors = Counter(r.get("error") for r in records if r.get("status") != STATUS_OK and r.get("error"))
+    usage = {k: sum(int(r.usage.get(k, 0)) for r in records) for k in ("prompt_tokens", "completion_tokens", "api_calls")}
+    usage["cached"] = sum(1 for r in records if r.cached)
+    errors = Counter(r.error for r in records if r.status != STATUS_OK and r.error)
     return {
         "n": len(records), "n_judged": len(ok), "n_failed": n_failed, "n_skipped": n_skipped,
         "n_deferred": n_deferred,
@@ -377,7 +372,7 @@ def estimate(subset: Subset | str, docs: Sequence[dict[str, Any]], responses: Se
         if cache is not None:
             cache.close()
     budgeted = calls if settings.max_calls is None else min(calls, settings.max_calls)
-    out = {"subset": "ptb-test-report" if kind == "report" else "arena", "n": len(docs), "invalid_inputs": invalid}
+    out = {"subset": CONFIG_OF[kind], "n": len(docs), "invalid_inputs": invalid}
     out.update(summarize_estimate(settings.model, budgeted, cached, int(tokens * budgeted / calls) if calls else 0))
     if budgeted < calls:
         out["skipped_by_budget"] = calls - budgeted

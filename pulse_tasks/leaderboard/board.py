@@ -40,6 +40,7 @@ from pulse_tasks.redaction import redact_model_args
 from pulse_tasks.report import COLUMNS, SUBSET_ORDER, Column, published
 from pulse_tasks.runs import is_synthetic_source
 from pulse_tasks.subsets import BY_CONFIG, JUDGED
+from pulse_tasks.summary import summarize_subset
 
 BOARD_SCHEMA = "ecgbench-leaderboard-v1"  # bump when the layout of leaderboard.json changes
 # Strict mode ranks: paper mode gives unparsed letters chance credit and matches labels as
@@ -124,21 +125,13 @@ def subset_draws(subset: str, records: Sequence[Mapping[str, Any]], resamples: i
     """Full-sample values and bootstrap draws of the subset's table columns, in both modes."""
     recs = sorted(records, key=lambda r: str(r.get("id")))
     ids = [str(r.get("id")) for r in recs]
-    cols = bootstrap.item_columns(BY_CONFIG[subset], recs)
-    point = bootstrap.weighted_metrics(cols, np.ones((1, len(recs))))
-    draws = bootstrap.weighted_metrics(cols, _weights(len(recs), resamples, seed, subset))
-    out = SubsetDraws(hashlib.sha256("\n".join(ids).encode()).hexdigest(), {}, {})
-    for mode in bootstrap.MODES:
-        src = "judge" if subset in JUDGED_NAMES else mode  # the judge has no modes: one score for both
-        out.point[mode] = {m: _finite(float(point[src][m][0])) for m in _column_metrics(subset)}
-        out.draws[mode] = {m: draws[src][m] for m in _column_metrics(subset)}
-        if cols.kind == "accuracy":
-            out.outcomes[mode] = cols.columns[mode]
-    return out
-
-
-def _finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None  # undefined (NaN) is never shown as a number
+    s = summarize_subset(BY_CONFIG[subset], recs, resamples, seed, weights=_weights(len(recs), resamples, seed, subset),
+                         keep_draws=True)
+    draws = s.draws or {}
+    return SubsetDraws(hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+                       {mode: {m: e.value for m, e in metrics.items()} for mode, metrics in s.modes.items()},
+                       {mode: {m: draws[mode][m] for m in metrics} for mode, metrics in s.modes.items()},
+                       s.outcomes)
 
 
 def _synthetic_reasons(doc: Mapping[str, Any], items: Sequence[Mapping[str, Any]] | None) -> list[str]:
