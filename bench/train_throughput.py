@@ -56,6 +56,7 @@ import torch
 
 from pulse_models.configuration import CLIP_L_336_VISION_CONFIG, PulseConfig
 from pulse_models.conversation import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from pulse_models.loading import choose_attn
 from pulse_models.modeling import PulseLlavaForCausalLM
 from pulse_training.throughput import FlopModel, detect_peak_tflops
 
@@ -125,24 +126,11 @@ def make_batch(config: PulseConfig, micro_batch: int, text_tokens: int, image_si
     }
 
 
-def _attn(requested: str, device: torch.device) -> str:
-    if requested != "auto":
-        return requested
-    if device.type == "cuda":
-        try:
-            import flash_attn  # noqa: F401
-
-            return "flash_attention_2"
-        except ImportError:
-            pass
-    return "sdpa"
-
-
 def measure(setting: Setting, args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     torch.manual_seed(0)
     config = build_config(args.layers, args.tiny)
-    attn = _attn(setting.attn, device)
+    attn = choose_attn(setting.attn, cuda=device.type == "cuda")  # the recipe's rule for auto
     with torch.device(device):  # initialise on the GPU: seconds instead of a minute of CPU init at 2B
         model = PulseLlavaForCausalLM(config, attn_implementation=attn)
     model.freeze_vision_tower(True)  # the recipe's default
@@ -341,7 +329,7 @@ def measure_recipe(args: argparse.Namespace, started: float) -> dict[str, Any]:
     """Train ``--warmup + --steps`` optimizer steps through pulse_training.recipe.train and time
     the last --steps of them from the recipe's throughput log."""
     from pulse_training.config import load_config, plan_batch, resolve_config_path
-    from pulse_training.recipe import choose_attn_implementation, resolve_deepspeed, train
+    from pulse_training.recipe import resolve_deepspeed, train
     from transformers import AutoTokenizer
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
@@ -411,7 +399,7 @@ def measure_recipe(args: argparse.Namespace, started: float) -> dict[str, Any]:
             "ckpt_every": config.gradient_checkpointing_every,
             "compile": config.compile_layers,
             "bf16": config.bf16,
-            "attn": choose_attn_implementation(config.attn_implementation),
+            "attn": choose_attn(config.attn_implementation),
             "dataloader_num_workers": config.dataloader_num_workers,
             "layers": len(trainer.model.language_model.model.layers),
             "params_b": round(sum(p.numel() for p in trainer.model.parameters()) / 1e9, 3),

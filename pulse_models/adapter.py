@@ -78,6 +78,8 @@ class Pulse(lmms):
         num_beams: int | str = 1,
         cache_implementation: str | None = None,
         prefetch_workers: int | str = DEFAULT_PREFETCH_WORKERS,
+        # Accepted and ignored: lmms-eval's evaluator passes max_batch_size (its --max_batch_size flag,
+        # for batch_size=auto, which pulse does not offer) to every model whenever it is set.
         max_batch_size: int | None = None,
         **kwargs: Any,
     ) -> None:

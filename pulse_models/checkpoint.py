@@ -4,6 +4,8 @@ Reading a checkpoint (hub download, format detection, building the model) is
 ``pulse_models.loading``; this module holds what both reading and writing need:
     FORMAT_ORIGINAL / FORMAT_HF, CheckpointFormatError (the message names what was found)
     original_to_module_key(name) / module_to_original_key(name)   weight-name mapping
+    ours_to_hf_key(name) / hf_to_ours_key(name)   the same for transformers' llava_next (HF) layout;
+        SELECT_TO_HF: mm_vision_select_feature <-> vision_feature_select_strategy
     weight_files(folder) -> [safetensors file]   (the index's shards, else every *.safetensors)
     original_tokenizer_defaults(tokenizer_config)   the original LlamaTokenizer's add_bos_token,
         add_eos_token, legacy for what tokenizer_config.json leaves out
@@ -39,8 +41,6 @@ _NEWLINE = "model.image_newline"
 ORIGINAL_TOKENIZER_DEFAULTS = {"add_bos_token": True, "add_eos_token": False, "legacy": True}
 # Written by LLaVA's pretrain stage (projector only, no language model): a torch pickle.
 PROJECTOR_ONLY_FILE = "mm_projector.bin"
-# Files from a checkpoint worth copying when re-saving (the tokenizer's SentencePiece model etc.).
-_TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
 
 
 class CheckpointFormatError(ValueError):
@@ -82,6 +82,35 @@ def module_to_original_key(name: str) -> str:
     if name.startswith("language_model."):
         return name[len("language_model."):]
     raise KeyError(f"parameter {name!r} has no original-format name")
+
+
+# Parameter renames, ours (PulseLlavaForCausalLM) -> transformers 5 LlavaNextForConditionalGeneration.
+OURS_TO_HF: tuple[tuple[str, str], ...] = (
+    ("language_model.model.", "model.language_model."),
+    ("language_model.lm_head.", "lm_head."),
+    ("vision_tower.", "model.vision_tower."),
+    ("mm_projector.0.", "model.multi_modal_projector.linear_1."),
+    ("mm_projector.2.", "model.multi_modal_projector.linear_2."),
+    ("image_newline", "model.image_newline"),
+)
+# LLaVA's mm_vision_select_feature <-> HF's vision_feature_select_strategy.
+SELECT_TO_HF: dict[str, str] = {"patch": "default", "cls_patch": "full"}
+
+
+def ours_to_hf_key(name: str) -> str:
+    """PulseLlavaForCausalLM parameter name -> llava_next (HF) parameter name."""
+    for ours, hf in OURS_TO_HF:
+        if name.startswith(ours):
+            return hf + name[len(ours):]
+    raise KeyError(f"parameter {name!r} has no llava_next name")
+
+
+def hf_to_ours_key(name: str) -> str | None:
+    """llava_next (HF) parameter name -> PulseLlavaForCausalLM parameter name (None: not ours)."""
+    for ours, hf in OURS_TO_HF:
+        if name.startswith(hf):
+            return ours + name[len(hf):]
+    return None
 
 
 # ---- files -----------------------------------------------------------------------------------

@@ -6,12 +6,14 @@
 
 Every reader of a checkpoint comes here: the lmms-eval adapter (``pulse_models.adapter``, which
 adds only lmms-eval's interface), `ecgbench ask` and Studio's Ask tab (``pulse_models.ask``), the
-training recipe and export (``load_pulse`` on CPU, ``locate``, ``load_original_tokenizer``) and the
-vLLM plugin (``resolve_checkpoint_dir``, ``load_original_tokenizer``, ``tower_source``). Each rule
-is written once, here, in the order a load takes them:
+training recipe (``load_trainable``, ``load_tokenizer_and_config``, ``choose_attn``), export
+(``load_pulse`` on CPU, ``load_hf_as_pulse``) and the vLLM plugin (``resolve_checkpoint_dir``,
+``load_original_tokenizer``, ``tower_source``). Each rule is written once, here, in the order a
+load takes them:
 
     check_options      dtype / conv_template / arena_history / attn_implementation names and the
-                       flash-attn check (``require_attn``; no torch imported)
+                       flash-attn check (``require_attn``; no torch imported); ``choose_attn``
+                       turns the recipe's "auto" into flash_attention_2 or sdpa
     locate             resolve_checkpoint_dir (a hub id is downloaded: configs, safetensors,
                        tokenizer; the repo's *.py only with trust_remote_code; *.bin only for repos
                        without safetensors) + detect_format -> Checkpoint(path, format)
@@ -20,6 +22,8 @@ is written once, here, in the order a load takes them:
     _load_hf           transformers image-text-to-text -> model and processor (safetensors; *.bin
                        weights only through transformers' weights_only load)
     load_model         all of the above, plus the engine (llava_v1 / vicuna_v1 / chat template)
+    load_trainable     either format -> PulseLlavaForCausalLM on CPU (the recipe's model: an HF
+                       llava_next folder through ``load_hf_as_pulse``), tokenizer, Checkpoint
 
 torch and transformers are imported inside the functions that need them: ``check_options`` and
 ``locate`` of a local folder run without them (`ecgbench ask` checks its input before importing
@@ -39,12 +43,20 @@ from pulse_models.checkpoint import (
     FORMAT_HF,
     FORMAT_ORIGINAL,
     PROJECTOR_ONLY_FILE,
+    SELECT_TO_HF,
     CheckpointFormatError,
+    hf_to_ours_key,
     original_to_module_key,
     original_tokenizer_defaults,
     weight_files,
 )
-from pulse_models.configuration import ORIGINAL_MODEL_TYPE, PulseConfig, local_tower_dir
+from pulse_models.configuration import (
+    ORIGINAL_MODEL_TYPE,
+    TOWER_PREPROCESSOR_FILE,
+    PulseConfig,
+    local_tower_dir,
+    preprocess_from_processor_dict,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +81,23 @@ def require_attn(attn_implementation: str) -> None:
     if attn_implementation == "flash_attention_2" and not flash_attn_installed():
         raise ImportError(f"pulse: attn_implementation=flash_attention_2 needs flash-attn ({FLASH_ATTN_INSTALL}); "
                           "use sdpa otherwise")
+
+
+def choose_attn(requested: str, cuda: bool | None = None) -> str:
+    """The attention a training run uses: "auto" -> flash_attention_2 where the model runs on CUDA
+    (``cuda``; None: whether CUDA is available) and flash-attn is installed, else sdpa (with a
+    warning naming the install when CUDA is there); any other name as given."""
+    if requested != "auto":
+        return requested
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    if cuda:
+        if flash_attn_installed():
+            return "flash_attention_2"
+        logger.warning("flash-attn is not installed (%s): using sdpa", FLASH_ATTN_INSTALL)
+    return "sdpa"
 
 
 def check_options(dtype: str | None = None, conv_template: str = "auto", arena_history: str = "standard",
@@ -363,6 +392,112 @@ def load_original_tokenizer(path: str | Path, config: PulseConfig | None = None)
     # config= keeps AutoTokenizer from parsing our llava_llama config.json (a misleading warning).
     llama = (config or PulseConfig.from_json_file(p / "config.json")).llama_config()
     return AutoTokenizer.from_pretrained(p, config=llama, **defaults)
+
+
+# ---- transformers llava_next onto our model (the recipe's start from an HF checkpoint) ----------
+# HF conventions that differ from LLaVA's: grid pinpoints are (height, width); the projector is
+# multi_modal_projector.linear_1/linear_2 (the name mapping is pulse_models.checkpoint's).
+_HF_TEXT_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                 "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "hidden_act", "bos_token_id",
+                 "eos_token_id", "pad_token_id", "tie_word_embeddings", "rope_theta", "rope_parameters")
+_HF_VISION_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size",
+                   "patch_size", "projection_dim", "hidden_act", "layer_norm_eps", "num_channels")
+
+
+def pulse_config_from_hf(path_or_config: Any) -> PulseConfig:
+    """PulseConfig of an HF llava_next checkpoint folder (or LlavaNextConfig); CheckpointFormatError
+    for another model type. A folder's preprocessor_config.json gives the image resize/crop/mean/std."""
+    from transformers import AutoConfig
+
+    hf = path_or_config
+    preprocess = None
+    if isinstance(path_or_config, (str, Path)):
+        hf = AutoConfig.from_pretrained(path_or_config)
+        processor_file = Path(path_or_config) / TOWER_PREPROCESSOR_FILE
+        if processor_file.is_file():  # the exported resize/crop/mean/std (training reads images with them)
+            preprocess = preprocess_from_processor_dict(json.loads(processor_file.read_text()))
+    if hf.model_type != "llava_next":
+        raise CheckpointFormatError(
+            f"model_type {hf.model_type!r}: only llava_next (LLaVA-1.6) HF checkpoints are supported")
+    select = {v: k for k, v in SELECT_TO_HF.items()}[hf.vision_feature_select_strategy]
+    text = hf.text_config.to_dict()
+    vision = hf.vision_config.to_dict()
+    return PulseConfig(
+        text_config={k: text[k] for k in _HF_TEXT_KEYS if text.get(k) is not None},
+        vision_config={k: vision[k] for k in _HF_VISION_KEYS if k in vision},
+        mm_projector_type="mlp2x_gelu",
+        mm_vision_select_layer=int(hf.vision_feature_layer),
+        mm_vision_select_feature=select,
+        image_aspect_ratio="anyres",
+        image_grid_pinpoints=[[w, h] for h, w in hf.image_grid_pinpoints],  # back to (width, height)
+        mm_patch_merge_type="spatial_unpad",
+        image_preprocess=preprocess,
+    )
+
+
+def load_hf_as_pulse(path: str | Path | Checkpoint, dtype: Any = "float32",
+                     attn_implementation: str = "sdpa") -> tuple[Any, Any]:
+    """(PulseLlavaForCausalLM on CPU, vision tower frozen; tokenizer) from an HF llava_next
+    checkpoint (a folder, hub id or ``locate``'s Checkpoint): transformers reads the files (any of
+    its key layouts), then the parameters are renamed onto the shared definition."""
+    from transformers import AutoTokenizer, LlavaNextForConditionalGeneration
+
+    from pulse_models.modeling import PulseLlavaForCausalLM
+
+    p, fmt = locate(path)
+    if fmt != FORMAT_HF:
+        raise CheckpointFormatError(f"{p} is a {fmt!r} checkpoint; load_hf_as_pulse reads HF llava_next")
+    require_attn(attn_implementation)
+    weights_dtype = torch_dtype(dtype)
+    hf_model = LlavaNextForConditionalGeneration.from_pretrained(p, dtype=weights_dtype)
+    config = pulse_config_from_hf(hf_model.config)
+    model = PulseLlavaForCausalLM(config, attn_implementation=attn_implementation).to(weights_dtype)
+    state = {}
+    for name, tensor in hf_model.state_dict().items():
+        ours = hf_to_ours_key(name)
+        if ours is not None:
+            state[ours] = tensor
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise CheckpointFormatError(f"{p}: HF weights do not map onto the model (missing {missing[:5]}, "
+                                    f"unexpected {unexpected[:5]})")
+    model.freeze_vision_tower(True)
+    return model, AutoTokenizer.from_pretrained(p)
+
+
+class Trainable(NamedTuple):
+    """A checkpoint loaded for training: PulseLlavaForCausalLM on CPU and its tokenizer."""
+
+    checkpoint: Checkpoint
+    model: Any
+    tokenizer: Any
+
+
+def load_trainable(path: str | Path | Checkpoint, dtype: Any = "float32",
+                   attn_implementation: str = "sdpa") -> Trainable:
+    """The recipe's model from either format, located once: the original LLaVA format through
+    ``load_pulse``, an HF llava_next folder through ``load_hf_as_pulse``. On CPU: the Trainer /
+    DeepSpeed moves it, so every rank's GPU peak stays low until then."""
+    found = locate(path)
+    if found.format == FORMAT_HF:
+        model, tokenizer = load_hf_as_pulse(found, dtype=dtype, attn_implementation=attn_implementation)
+    else:
+        model, tokenizer, _processor, _config = load_pulse(found, dtype=dtype, device="cpu",
+                                                           attn_implementation=attn_implementation)
+    return Trainable(found, model, tokenizer)
+
+
+def load_tokenizer_and_config(path: str | Path | Checkpoint) -> tuple[Any, PulseConfig, Checkpoint]:
+    """(tokenizer, PulseConfig, Checkpoint) of either format without its weights (a hub id is
+    fetched without them): what the recipe's data scan needs before the model loads."""
+    from transformers import AutoTokenizer
+
+    found = locate(path, weights=False)
+    if found.format == FORMAT_HF:
+        return AutoTokenizer.from_pretrained(found.path), pulse_config_from_hf(found.path), found
+    config = PulseConfig.from_json_file(found.path / "config.json")
+    return load_original_tokenizer(found.path, config), config, found
 
 
 # ---- transformers image-text-to-text ---------------------------------------------------------

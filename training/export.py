@@ -7,55 +7,37 @@ Export writes a `LlavaNextForConditionalGeneration` + `LlavaNextProcessor` folde
 `spatial_unpad` merge, so a `flat` checkpoint (PULSE-7B's setting) cannot be exported faithfully
 and is refused; train with `mm_patch_merge_type=spatial_unpad` to get an exportable model.
 
-The other direction (`load_hf_as_pulse`) lets the recipe start from an HF-format LLaVA-1.6
-(e.g. llava-hf/llava-v1.6-vicuna-7b-hf): transformers reads the files (any of its key layouts),
-then parameters are renamed onto the shared definition.
+The other direction (`load_hf_as_pulse`, `pulse_config_from_hf`) lets the recipe start from an
+HF-format LLaVA-1.6 (e.g. llava-hf/llava-v1.6-vicuna-7b-hf); it is the loader's
+(`pulse_models.loading`, through which the recipe reads every checkpoint) and is re-exported here.
 
 HF conventions that differ from LLaVA's: grid pinpoints are (height, width); the image is a
 real `<image>` token in the vocabulary (added here, its embedding row set to the mean so the
-new logit is unremarkable); the projector is `multi_modal_projector.linear_1/linear_2`.
+new logit is unremarkable); the projector is `multi_modal_projector.linear_1/linear_2` (the
+name mapping, both ways, is `pulse_models.checkpoint`'s).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from pulse_models.checkpoint import SELECT_TO_HF, hf_to_ours_key, ours_to_hf_key
+from pulse_models.loading import load_hf_as_pulse, pulse_config_from_hf
+
+# The HF -> ours direction and the name mapping, kept importable from here.
+__all__ = ["ExportError", "export_hf", "hf_config_from_pulse", "hf_to_ours_key", "load_hf_as_pulse", "main",
+           "ours_to_hf_key", "pulse_config_from_hf"]
+
 IMAGE_TOKEN = "<image>"
-# Parameter renames, ours (PulseLlavaForCausalLM) -> transformers 5 LlavaNextForConditionalGeneration.
-_OURS_TO_HF: tuple[tuple[str, str], ...] = (
-    ("language_model.model.", "model.language_model."),
-    ("language_model.lm_head.", "lm_head."),
-    ("vision_tower.", "model.vision_tower."),
-    ("mm_projector.0.", "model.multi_modal_projector.linear_1."),
-    ("mm_projector.2.", "model.multi_modal_projector.linear_2."),
-    ("image_newline", "model.image_newline"),
-)
-# LLaVA's mm_vision_select_feature <-> HF's vision_feature_select_strategy.
-_SELECT_TO_HF: dict[str, str] = {"patch": "default", "cls_patch": "full"}
 
 
 class ExportError(ValueError):
     """A checkpoint whose architecture transformers' llava_next cannot express."""
-
-
-def ours_to_hf_key(name: str) -> str:
-    for ours, hf in _OURS_TO_HF:
-        if name.startswith(ours):
-            return hf + name[len(ours):]
-    raise KeyError(f"parameter {name!r} has no llava_next name")
-
-
-def hf_to_ours_key(name: str) -> str | None:
-    for ours, hf in _OURS_TO_HF:
-        if name.startswith(hf):
-            return ours + name[len(hf):]
-    return None
 
 
 def _check_exportable(config: Any) -> None:
@@ -84,73 +66,11 @@ def hf_config_from_pulse(config: Any, image_token_index: int, vocab_size: int) -
         image_token_index=image_token_index,
         image_grid_pinpoints=[[h, w] for w, h in config.image_grid_pinpoints],  # HF: (height, width)
         vision_feature_layer=config.mm_vision_select_layer,
-        vision_feature_select_strategy=_SELECT_TO_HF[config.mm_vision_select_feature],
+        vision_feature_select_strategy=SELECT_TO_HF[config.mm_vision_select_feature],
         projector_hidden_act="gelu",
         image_seq_length=config.tokens_per_tile,
         tie_word_embeddings=bool(config.text_config.get("tie_word_embeddings", False)),
     )
-
-
-def pulse_config_from_hf(path_or_config: Any) -> Any:
-    """PulseConfig of an HF llava_next checkpoint folder (or LlavaNextConfig)."""
-    from transformers import AutoConfig
-
-    from pulse_models.configuration import PulseConfig
-
-    from pulse_models.configuration import TOWER_PREPROCESSOR_FILE, preprocess_from_processor_dict
-
-    hf = path_or_config
-    preprocess = None
-    if isinstance(path_or_config, (str, Path)):
-        hf = AutoConfig.from_pretrained(path_or_config)
-        processor_file = Path(path_or_config) / TOWER_PREPROCESSOR_FILE
-        if processor_file.is_file():  # the exported resize/crop/mean/std (training reads images with them)
-            preprocess = preprocess_from_processor_dict(json.loads(processor_file.read_text()))
-    if hf.model_type != "llava_next":
-        raise ExportError(f"model_type {hf.model_type!r}: only llava_next (LLaVA-1.6) HF checkpoints are supported")
-    select = {v: k for k, v in _SELECT_TO_HF.items()}[hf.vision_feature_select_strategy]
-    text = hf.text_config.to_dict()
-    vision = hf.vision_config.to_dict()
-    keep_text = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                 "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "hidden_act", "bos_token_id",
-                 "eos_token_id", "pad_token_id", "tie_word_embeddings", "rope_theta", "rope_parameters")
-    keep_vision = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size",
-                   "patch_size", "projection_dim", "hidden_act", "layer_norm_eps", "num_channels")
-    return PulseConfig(
-        text_config={k: text[k] for k in keep_text if text.get(k) is not None},
-        vision_config={k: vision[k] for k in keep_vision if k in vision},
-        mm_projector_type="mlp2x_gelu",
-        mm_vision_select_layer=int(hf.vision_feature_layer),
-        mm_vision_select_feature=select,
-        image_aspect_ratio="anyres",
-        image_grid_pinpoints=[[w, h] for h, w in hf.image_grid_pinpoints],  # back to (width, height)
-        mm_patch_merge_type="spatial_unpad",
-        image_preprocess=preprocess,
-    )
-
-
-def load_hf_as_pulse(path: str | Path, dtype: torch.dtype = torch.float32,
-                     attn_implementation: str = "sdpa") -> tuple[Any, Any]:
-    """(PulseLlavaForCausalLM, tokenizer) from an HF llava_next folder."""
-    from transformers import AutoTokenizer, LlavaNextForConditionalGeneration
-
-    from pulse_models.modeling import PulseLlavaForCausalLM
-
-    hf_model = LlavaNextForConditionalGeneration.from_pretrained(path, dtype=dtype)
-    config = pulse_config_from_hf(hf_model.config)
-    model = PulseLlavaForCausalLM(config, attn_implementation=attn_implementation).to(dtype)
-    state = {}
-    for name, tensor in hf_model.state_dict().items():
-        ours = hf_to_ours_key(name)
-        if ours is not None:
-            state[ours] = tensor
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("position_ids")]
-    if missing or unexpected:
-        raise ExportError(f"{path}: HF weights do not map onto the model (missing {missing[:5]}, "
-                          f"unexpected {unexpected[:5]})")
-    model.freeze_vision_tower(True)
-    return model, AutoTokenizer.from_pretrained(path)
 
 
 def export_hf(checkpoint: str | Path, out_dir: str | Path, dtype: str | torch.dtype = "bfloat16") -> Path:

@@ -102,49 +102,17 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def choose_attn_implementation(requested: str) -> str:
-    """auto -> flash_attention_2 when flash-attn is installed and CUDA is there, else sdpa
-    (the flash-attn check and its install hint are the loader's, ``pulse_models.loading``)."""
-    from pulse_models.loading import FLASH_ATTN_INSTALL, flash_attn_installed
-
-    if requested != "auto":
-        return requested
-    if torch.cuda.is_available():
-        if flash_attn_installed():
-            return "flash_attention_2"
-        logger.warning("flash-attn is not installed (%s): using sdpa", FLASH_ATTN_INSTALL)
-    return "sdpa"
-
-
-def _checkpoint_dir(config: TrainConfig, weights: bool = True) -> Any:
-    """``pulse_models.loading.Checkpoint`` (local folder, "llava_original" | "hf") of
-    model_name_or_path (a hub id is downloaded, without its weights when `weights` is False)."""
-    from pulse_models.loading import locate
-
-    return locate(config.model_name_or_path, weights=weights)
-
-
 def setup_tokenizer_and_model_config(config: TrainConfig) -> tuple[Any, Any]:
-    """Tokenizer and PulseConfig (merge type and max length as configured) without loading weights."""
-    from pulse_models.checkpoint import FORMAT_HF
-    from pulse_models.configuration import PulseConfig
-    from pulse_models.loading import load_original_tokenizer
-    from transformers import AutoTokenizer
+    """Tokenizer and PulseConfig (merge type and max length as configured) without loading weights
+    (either checkpoint format: ``pulse_models.loading.load_tokenizer_and_config``)."""
+    from pulse_models.loading import load_tokenizer_and_config
 
-    path, fmt = _checkpoint_dir(config, weights=False)
-    if fmt == FORMAT_HF:
-        from .export import pulse_config_from_hf
-
-        pulse_config = pulse_config_from_hf(path)
-    else:
-        pulse_config = PulseConfig.from_json_file(path / "config.json")
+    tokenizer, pulse_config, _checkpoint = load_tokenizer_and_config(config.model_name_or_path)
     if config.mm_patch_merge_type is not None:
         pulse_config.mm_patch_merge_type = config.mm_patch_merge_type
     pulse_config.tokenizer_model_max_length = config.model_max_length
     pulse_config.validate()
-    if fmt == FORMAT_HF:
-        return AutoTokenizer.from_pretrained(path), pulse_config
-    return load_original_tokenizer(path, pulse_config), pulse_config
+    return tokenizer, pulse_config
 
 
 def apply_merge_type(model: Any, merge_type: str | None, checkpoint_dir: Path) -> None:
@@ -178,22 +146,12 @@ def _read_tensor(checkpoint_dir: Path, name: str) -> torch.Tensor | None:
 
 
 def setup_model(config: TrainConfig, dtype: torch.dtype) -> tuple[Any, Any]:
-    """The shared model definition from an original- or HF-format checkpoint; CLIP frozen by default."""
-    from pulse_models.checkpoint import FORMAT_HF
-    from pulse_models.loading import load_pulse
+    """The shared model definition from an original- or HF-format checkpoint, on CPU (the loader's
+    ``load_trainable``: located and built in one call); CLIP frozen by default."""
+    from pulse_models.loading import choose_attn, load_trainable
 
-    attn = choose_attn_implementation(config.attn_implementation)
-    checkpoint = _checkpoint_dir(config)
-    path, fmt = checkpoint
-    if fmt == FORMAT_HF:
-        from .export import load_hf_as_pulse
-
-        model, tokenizer = load_hf_as_pulse(path, dtype=dtype, attn_implementation=attn)
-    else:
-        # On CPU: the Trainer / DeepSpeed moves it; every rank's GPU peak stays low until then.
-        # The located checkpoint goes on as is: the loader does not resolve or detect it again.
-        model, tokenizer, _processor, _cfg = load_pulse(checkpoint, dtype=dtype, device="cpu",
-                                                        attn_implementation=attn)
+    attn = choose_attn(config.attn_implementation)
+    (path, fmt), model, tokenizer = load_trainable(config.model_name_or_path, dtype=dtype, attn_implementation=attn)
     apply_merge_type(model, config.mm_patch_merge_type, path)
     model.config.tokenizer_model_max_length = config.model_max_length
     model.freeze_vision_tower(not config.unfreeze_mm_vision_tower)
