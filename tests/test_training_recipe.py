@@ -226,6 +226,38 @@ def test_compile_layers_compiles_each_decoder_layer_and_keeps_the_loss(tmp_path)
     assert torch.allclose(losses[0], losses[1], atol=1e-5) and torch.allclose(grads[0], grads[1], atol=1e-5)
 
 
+def test_setup_model_locates_the_checkpoint_once(tmp_path, monkeypatch):
+    """The recipe reads its checkpoint in one call of the loader: the folder is resolved and its
+    format detected once, and load_pulse takes the located checkpoint on."""
+    from pulse_models import loading
+    from pulse_models.testing import make_tiny_original_checkpoint
+
+    from pulse_training.config import load_config
+    from pulse_training.recipe import setup_model
+
+    detected = []
+    detect = loading.detect_format
+    monkeypatch.setattr(loading, "detect_format", lambda path, **kw: detected.append(path) or detect(path, **kw))
+    ckpt = make_tiny_original_checkpoint(tmp_path / "model")
+    config = load_config("tiny.yaml", {"model_name_or_path": str(ckpt), "data_path": "x.json",
+                                       "output_dir": str(tmp_path / "out")})
+    model, _tokenizer = setup_model(config, torch.float32)
+    assert detected == [ckpt] and model.device.type == "cpu"
+
+
+def test_auto_attention_is_flash_only_on_cuda_with_flash_attn(monkeypatch, caplog):
+    from pulse_models import loading
+
+    monkeypatch.setattr(loading, "flash_attn_installed", lambda: True)
+    assert loading.choose_attn("auto", cuda=True) == "flash_attention_2"
+    assert loading.choose_attn("auto", cuda=False) == "sdpa"
+    assert loading.choose_attn("eager", cuda=True) == "eager"
+    monkeypatch.setattr(loading, "flash_attn_installed", lambda: False)
+    with caplog.at_level("WARNING"):
+        assert loading.choose_attn("auto", cuda=True) == "sdpa"
+    assert loading.FLASH_ATTN_INSTALL in caplog.text
+
+
 def test_vision_lr_with_a_deepspeed_optimizer_block_is_refused():
     from pulse_training.config import load_config
     from pulse_training.recipe import resolve_deepspeed
