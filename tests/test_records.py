@@ -1,4 +1,4 @@
-"""pulse_tasks.records: typed records write today's JSON and read every earlier version's."""
+"""pulse_tasks.scoring.records: typed records write today's JSON and read every earlier version's."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pulse_tasks import judge, metrics, records
-from pulse_tasks.runs import synthetic_run
+from pulse_tasks.results.runs import synthetic_run
+from pulse_tasks.scoring import judge, metrics, records
 
 ROOT = Path(__file__).resolve().parents[1]
 
