@@ -24,6 +24,7 @@ from functools import partial
 from typing import Any
 
 from pulse_tasks.data.subsets import BY_CONFIG, SUBSETS, Subset, get_subset
+from pulse_tasks.results.summary import metric_names, metric_value
 
 # Per-item record key set by process_results (the item's generation failed or was empty) and the
 # judge record lmms-eval accepts: pulse_tasks.scoring.records.
@@ -31,27 +32,13 @@ from pulse_tasks.scoring.records import GENERATION_FAILED_KEY, lmms_eval_safe
 
 log = logging.getLogger("ecgbench")
 
-# Metric names per kind (subsets.KINDS), in the order lmms-eval prints them. Paper mode first (the
-# published protocol), strict mode next to it, then the counts that qualify both.
-COUNT_METRICS = ("unparsed", "invalid_rate")
-# Lower is better only for Hamming loss and the failure counts.
+# Lower is better only for Hamming loss and the failure counts (the metric names: summary.metric_names).
 LOWER_IS_BETTER = frozenset({"hamming_loss_paper", "hamming_loss_strict", "unparsed", "invalid_rate", "judge_failed",
                              "judge_skipped"})
-# Counts of a judged task: items the judge failed on, items left unjudged (budget cap or deferred:
-# pulse_tasks.results.summary.subset_counts), and all items (the score is over the judged ones).
-JUDGE_COUNT_METRICS = ("judge_failed", "judge_skipped", "judge_items")
 
 # Environment switch for runs that only generate (lmms-eval's --predict_only is applied after the
 # tasks are built, so the judge check at task load cannot see it through the API).
 SKIP_JUDGE_CHECK_ENV = "ECGBENCH_SKIP_JUDGE_CHECK"
-
-
-def metric_names(subset: Subset) -> tuple[str, ...]:
-    """The lmms-eval metric names reported for one subset."""
-    rule = subset.rule
-    if rule.judged:
-        return ("judge_score", *rule.criteria, *JUDGE_COUNT_METRICS)
-    return (*(f"{m}_paper" for m in rule.metrics), *(f"{m}_strict" for m in rule.metrics), *COUNT_METRICS)
 
 
 # ---------------------------------------------------------------- documents
@@ -214,27 +201,14 @@ def process_results(doc: dict, results: list) -> dict[str, dict]:
 
 
 def aggregate_metric(records: list[dict], metric: str, task: str | None = None) -> float:
-    """Corpus value of one metric name (e.g. "auc_paper", "unparsed", "judge_score"); ``task``
-    names the lmms-eval task in log lines when it is not the subset's own (the gold-history arena)."""
-    if not records:
-        return float("nan")
-    from pulse_tasks.results.summary import subset_aggregate, subset_counts
-
-    spec = BY_CONFIG[records[0]["subset"]]
-    if metric == metric_names(spec)[0]:
-        _log_generation_failures(spec, records, task or spec.task)
-    agg = subset_aggregate(spec, records)
-    if spec.judged:
-        counts = {**subset_counts(spec, agg), "judge_items": agg.get("n", 0)}
-        value = agg.get("score") if metric == "judge_score" else counts[metric] if metric in counts else \
-            _criterion(agg.get("criteria") or {}, metric)
-    elif metric in COUNT_METRICS:
-        value = agg[metric]
-    else:
-        name, _, mode = metric.rpartition("_")
-        value = agg[mode][name]
-    # Undefined metrics (e.g. AUC when every gold class is constant) are None: report NaN, not 0.
-    return float("nan") if value is None else float(value)
+    """Corpus value of one metric name (``summary.metric_value``); at a task's first metric, an
+    ERROR when too many generations failed. ``task`` names the lmms-eval task in that line when it
+    is not the subset's own (the gold-history arena)."""
+    if records:
+        spec = BY_CONFIG[records[0]["subset"]]
+        if metric == metric_names(spec)[0]:
+            _log_generation_failures(spec, records, task or spec.task)
+    return metric_value(records, metric)
 
 
 def _log_generation_failures(spec: Subset, records: list[dict], task: str) -> None:
@@ -244,14 +218,6 @@ def _log_generation_failures(spec: Subset, records: list[dict], task: str) -> No
     summary = summarize(spec.config, [r.get("id") for r in records], [bool(r.get(GENERATION_FAILED_KEY)) for r in records])
     if summary.over_threshold:
         log.error("ECGBench %s (%s)", summary.message(), task)
-
-
-def _criterion(criteria: dict, metric: str) -> float | None:
-    # Judge criteria keep their rubric spelling ("Instruction Adherence"); metric names are snake_case.
-    for key, value in criteria.items():
-        if key.lower().replace(" ", "_") == metric:
-            return value
-    return None
 
 
 AGGREGATIONS = {

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from pulse_tasks.scoring.records import FAILED_PREFIXES, JUDGE_FAILED, JUDGE_OK
 from pulse_tasks.data.subsets import BY_TASK, SUBSETS, Subset
+from pulse_tasks.results.summary import metric_names, metric_value
+from pulse_tasks.scoring.records import FAILED_PREFIXES, JUDGE_FAILED, JUDGE_OK
 
 RESULTS_SUFFIX = "_results.json"  # lmms-eval: <date_id>_results.json
 SAMPLES_INFIX = "_samples_"  # lmms-eval: <date_id>_samples_<task>.jsonl
@@ -150,8 +151,6 @@ def _date_id(results_file: Path) -> str:
 
 
 def _record_of(line: Mapping[str, Any], spec: Subset) -> dict[str, Any] | None:
-    from pulse_tasks.glue.hooks import metric_names
-
     for name in metric_names(spec):
         value = line.get(name)
         if isinstance(value, dict) and "id" in value:
@@ -354,11 +353,12 @@ def write_run(out_dir: str | Path, model: str, records: Mapping[str, list[dict[s
               strict_version: int | None = None,
               lmms_eval_version: str = "main@00000000", model_args: str | None = None) -> Path:
     """Write ``OUT/<model>/<date_id>_results.json`` and one samples file per subset, as lmms-eval
-    0.7.3 does with --log_samples; aggregated numbers come from the task hooks. Returns the
-    results file. ``strict_version`` (default: the current one) goes into every task's metadata."""
-    from pulse_tasks.glue.hooks import aggregate_metric, metric_names
-    from pulse_tasks.scoring.strict import STRICT_VERSION
+    0.7.3 does with --log_samples; aggregated numbers are the ones the task hooks report
+    (``summary.metric_value``). Returns the results file. ``strict_version`` (default: the current
+    one) goes into every task's metadata. ``pulse_tasks.glue.answered.write_answered_run`` writes
+    one from a function that answers the items of a local copy, scored by the task hooks."""
     from pulse_tasks.data.subsets import get_subset
+    from pulse_tasks.scoring.strict import STRICT_VERSION
 
     folder = Path(out_dir) / model.replace("/", "__")
     folder.mkdir(parents=True, exist_ok=True)
@@ -366,7 +366,7 @@ def write_run(out_dir: str | Path, model: str, records: Mapping[str, list[dict[s
     for name, recs in records.items():
         spec = get_subset(name)
         names = metric_names(spec)
-        results[spec.task] = {"alias": spec.task, **{f"{m}{METRIC_FILTER}": aggregate_metric(recs, m) for m in names},
+        results[spec.task] = {"alias": spec.task, **{f"{m}{METRIC_FILTER}": metric_value(recs, m) for m in names},
                               **{f"{m}_stderr{METRIC_FILTER}": "N/A" for m in names}}
         meta = {"version": version, "data_source": data_source,
                 "strict_version": STRICT_VERSION if strict_version is None else strict_version}
@@ -390,28 +390,6 @@ def write_run(out_dir: str | Path, model: str, records: Mapping[str, list[dict[s
     path = folder / f"{date_id}{RESULTS_SUFFIX}"
     path.write_text(json.dumps(data, indent=2), encoding="utf-8")
     return path
-
-
-def write_answered_run(out_dir: str | Path, model: str, data: str | Path, answer: Any,
-                       subsets: Iterable[str] | None = None, **write_kwargs: Any) -> Path:
-    """An lmms-eval-shaped run of ``answer(spec, doc) -> response`` over the auto-scored subsets of
-    a local ECGBench copy, every item scored by the task hook lmms-eval calls
-    (``hooks.process_results``); ``write_kwargs`` go to write_run. Returns the results file."""
-    from pulse_tasks.data import sources as ecg_data
-    from pulse_tasks.glue.hooks import process_results
-    from pulse_tasks.data.subsets import get_subset
-
-    names = list(subsets) if subsets is not None else [s.config for s in SUBSETS if not s.judged]
-    records: dict[str, list[dict[str, Any]]] = {}
-    responses: dict[str, list[Any]] = {}
-    for name in names:
-        spec = get_subset(name)
-        docs = ecg_data.load_records(name, data)
-        resps = [answer(spec, doc) for doc in docs]
-        records[name] = [next(iter(process_results(doc, [r]).values())) for doc, r in zip(docs, resps)]
-        responses[name] = resps
-    write_kwargs.setdefault("data_source", f"local:{Path(data).name}")
-    return write_run(out_dir, model, records, responses, **write_kwargs)
 
 
 # Synthetic items ------------------------------------------------------------------------------

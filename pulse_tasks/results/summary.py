@@ -5,7 +5,9 @@ scoring or judge records into its corpus metrics with bootstrap intervals (per m
 subset's one score stands in both modes), its counts, its per-class F1 (multi-label) or judge
 criteria, and, on request, the bootstrap draws the paired tests need. ``ecgbench report`` (and
 Studio, which shows the report's numbers), ``ecgbench submit``/``validate`` and the leaderboard
-build on it; lmms-eval's aggregation hooks take their counts from :func:`subset_counts`.
+build on it; lmms-eval's aggregation hooks take their values from :func:`metric_value`, and
+:func:`metric_names` names them (the keys of a run's results and samples lines, which
+``pulse_tasks.results.runs`` reads back).
 
 Counts (:func:`subset_counts`): auto-scored subsets ``unparsed`` (paper mode found no answer),
 ``invalid`` (strict mode found none), ``failed`` (generation failures) and ``missing`` (no
@@ -24,12 +26,28 @@ from typing import Any
 
 import numpy as np
 
+from pulse_tasks.data.subsets import BY_CONFIG, Subset
 from pulse_tasks.scoring import bootstrap
 from pulse_tasks.scoring.bootstrap import Estimate
-from pulse_tasks.data.subsets import Subset
 
 SCORE_COUNTS = ("unparsed", "invalid", "failed", "missing")  # auto-scored subsets (metrics.aggregate's keys)
 JUDGE_COUNTS = ("judge_ok", "judge_failed", "judge_skipped")  # judged subsets
+
+# lmms-eval's metric names per kind (subsets.KINDS), in the order lmms-eval prints them. Paper mode first (the
+# published protocol), strict mode next to it, then the counts that qualify both.
+COUNT_METRICS = ("unparsed", "invalid_rate")
+# Counts of a judged task: items the judge failed on, items left unjudged (budget cap or deferred:
+# subset_counts), and all items (the score is over the judged ones).
+JUDGE_COUNT_METRICS = ("judge_failed", "judge_skipped", "judge_items")
+
+
+def metric_names(subset: Subset) -> tuple[str, ...]:
+    """The lmms-eval metric names reported for one subset (each samples line carries the item's
+    record under every one of them)."""
+    rule = subset.rule
+    if rule.judged:
+        return ("judge_score", *rule.criteria, *JUDGE_COUNT_METRICS)
+    return (*(f"{m}_paper" for m in rule.metrics), *(f"{m}_strict" for m in rule.metrics), *COUNT_METRICS)
 
 
 def subset_aggregate(spec: Subset, records: Sequence[Mapping[str, Any]],
@@ -50,6 +68,34 @@ def subset_counts(spec: Subset, agg: Mapping[str, Any]) -> dict[str, int]:
         return {"judge_ok": agg["n_judged"], "judge_failed": agg["n_failed"],
                 "judge_skipped": agg["n_skipped"] + agg.get("n_deferred", 0)}
     return {key: agg[key] for key in SCORE_COUNTS}
+
+
+def metric_value(records: Sequence[Mapping[str, Any]], metric: str) -> float:
+    """Corpus value of one lmms-eval metric name (e.g. "auc_paper", "unparsed", "judge_score") over
+    one subset's records: what lmms-eval's results report (NaN for no records or an undefined metric)."""
+    if not records:
+        return float("nan")
+    spec = BY_CONFIG[records[0]["subset"]]
+    agg = subset_aggregate(spec, records)
+    if spec.judged:
+        counts = {**subset_counts(spec, agg), "judge_items": agg.get("n", 0)}
+        value = agg.get("score") if metric == "judge_score" else counts[metric] if metric in counts else \
+            _criterion(agg.get("criteria") or {}, metric)
+    elif metric in COUNT_METRICS:
+        value = agg[metric]
+    else:
+        name, _, mode = metric.rpartition("_")
+        value = agg[mode][name]
+    # Undefined metrics (e.g. AUC when every gold class is constant) are None: report NaN, not 0.
+    return float("nan") if value is None else float(value)
+
+
+def _criterion(criteria: Mapping[str, Any], metric: str) -> float | None:
+    # Judge criteria keep their rubric spelling ("Instruction Adherence"); metric names are snake_case.
+    for key, value in criteria.items():
+        if key.lower().replace(" ", "_") == metric:
+            return value
+    return None
 
 
 @dataclass
