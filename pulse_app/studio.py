@@ -83,7 +83,7 @@ def example_images(folder: Path | None = None) -> list[Path]:
     import numpy as np
 
     from pulse_app.demo import DEMO_IMAGE_SIZE, DEMO_INK_WIDTH
-    from pulse_tasks.data.sources import synth
+    from pulse_tasks.data import synth
 
     out = folder or (synth.cache_dir() / "studio_examples")
     out.mkdir(parents=True, exist_ok=True)

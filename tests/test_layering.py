@@ -130,10 +130,10 @@ def test_the_layer_scan_passes_imports_down_the_path(source, package):
     "__import__('pulse_app')",
     "TABLE = {'ask': ('pulse_models.ask', 'ask a model')}",
     "TARGET = 'pulse_app.cli:main'",
-    "from ... import pulse_models",
+    "from .... import pulse_models",
 ])
 def test_the_scan_finds_each_way_in(source):
-    assert upper_floor_uses(source, "pulse_tasks.judge"), source
+    assert upper_floor_uses(source, "pulse_tasks.scoring.judge"), source
 
 
 @pytest.mark.parametrize("source", [
@@ -142,7 +142,7 @@ def test_the_scan_finds_each_way_in(source):
     "MODE = 'training data'\nimport trainer_utils",
 ])
 def test_the_scan_passes_the_benchmarks_own_imports_and_prose(source):
-    assert upper_floor_uses(source, "pulse_tasks.judge") == []
+    assert upper_floor_uses(source, "pulse_tasks.scoring.judge") == []
 
 
 def test_console_script_is_the_top_floor_dispatcher():

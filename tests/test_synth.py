@@ -12,7 +12,7 @@ import pytest
 
 from pulse_app.cli import main
 from pulse_tasks.data import sources as data
-from pulse_tasks.data.sources import synth
+from pulse_tasks.data import synth
 
 SMALL = (160, 120)  # tiny images: these tests check content, not looks
 
