@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the fake server lives with the tests
 
 from judge_server import FakeJudgeServer
 
-from pulse_tasks import judge
+from pulse_tasks.scoring import judge
 
 LATENCY_S = 0.2  # a typical GPT-4o time-to-full-reply for ~150 output tokens is higher; 200 ms isolates our overhead
 BOUND_S = 15.0  # the acceptance bound for the full-size run

@@ -27,8 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pulse_tasks import runs, submission
-from pulse_tasks.subsets import FULL_SIZE
+from pulse_tasks.data.subsets import FULL_SIZE
+from pulse_tasks.results import runs, submission
 
 BUDGET_S = 30.0  # issue 17: a board of 50 full-size submissions builds in under 30 s on the dev machine
 N_SUBMISSIONS = 50

@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pulse_tasks import report, report_cli, runs
-from pulse_tasks.subsets import FULL_SIZE
+from pulse_tasks.data.subsets import FULL_SIZE
+from pulse_tasks.results import report, report_cli, runs
 
 BUDGET_S = 10.0  # a full report with intervals must stay interactive (issue: < 10 s on one core)
 RESAMPLES = 1000  # the report's default

@@ -31,8 +31,8 @@ import sys
 import time
 from pathlib import Path
 
-from pulse_tasks import metrics, strict
-from pulse_tasks.subsets import AUTO_SCORED, Subset
+from pulse_tasks.data.subsets import AUTO_SCORED, Subset
+from pulse_tasks.scoring import metrics, strict
 
 BUDGET_S = 2.0  # the scoring of a full run must stay interactive (brief: < 2 s on one core)
 SEED = 0  # fixed synthetic set, so timings compare across runs

@@ -30,8 +30,8 @@ TIMEOUT_S = 120.0  # give up (and fail) after this long
 
 def synthetic_folder(root: Path) -> tuple[Path, Path]:
     """(results folder, data folder): two synthetic answerers over a 4-items-per-subset copy."""
-    from pulse_tasks.runs import write_answered_run
-    from pulse_tasks.synth import make_ecgbench
+    from pulse_tasks.data.synth import make_ecgbench
+    from pulse_tasks.glue.answered import write_answered_run
 
     data = make_ecgbench(root / "data", per_subset=4, layout="hub", seed=0, image_size=(320, 240))
     rng = random.Random(0)

@@ -18,16 +18,16 @@ import sys
 
 # name -> (module, one-line help). Order is the order shown in --help.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "data": ("pulse_tasks.data_cli", "fetch, check, synthesize or materialize ECGBench data (fetch | check | synth | instruct | materialize)"),
-    "score": ("pulse_tasks.rescore", "rescore saved predictions of one subset (paper and strict modes)"),
-    "judge": ("pulse_tasks.judge.cli", "LLM-judge saved report/arena predictions, or estimate the cost"),
-    "report": ("pulse_tasks.report_cli", "paper-layout table of one or more lmms-eval runs, with intervals"),
-    "compare": ("pulse_tasks.compare", "paired comparison of two runs: which differences are real"),
-    "submit": ("pulse_tasks.submission", "write a leaderboard submission JSON from a run"),
-    "validate": ("pulse_tasks.submission", "validate a leaderboard submission JSON"),
-    "leaderboard": ("pulse_tasks.leaderboard.cli", "build the static leaderboard site from submissions, or check where one lands (build | check)"),
+    "data": ("pulse_tasks.data.cli", "fetch, check, synthesize or materialize ECGBench data (fetch | check | synth | instruct | materialize)"),
+    "score": ("pulse_tasks.scoring.rescore", "rescore saved predictions of one subset (paper and strict modes)"),
+    "judge": ("pulse_tasks.scoring.judge.cli", "LLM-judge saved report/arena predictions, or estimate the cost"),
+    "report": ("pulse_tasks.results.report_cli", "paper-layout table of one or more lmms-eval runs, with intervals"),
+    "compare": ("pulse_tasks.results.compare", "paired comparison of two runs: which differences are real"),
+    "submit": ("pulse_tasks.results.submission", "write a leaderboard submission JSON from a run"),
+    "validate": ("pulse_tasks.results.submission", "validate a leaderboard submission JSON"),
+    "leaderboard": ("pulse_tasks.results.leaderboard.cli", "build the static leaderboard site from submissions, or check where one lands (build | check)"),
     "ask": ("pulse_models.ask", "ask a model about one ECG image"),
-    "tasks": ("pulse_tasks.registry", "print the lmms-eval task folder (for --include_path) and the task names"),
+    "tasks": ("pulse_tasks.glue.registry", "print the lmms-eval task folder (for --include_path) and the task names"),
     "demo": ("pulse_app.demo", "run the whole pipeline offline on synthetic data"),
     "studio": ("pulse_app.studio", "web app: ask a model about an ECG, browse and compare runs item by item"),
 }

@@ -1,7 +1,7 @@
 """`ecgbench demo`: the whole pipeline, offline, on synthetic data (or the real thing with overrides).
 
 Steps, each a real command of this project:
-  1. synthesize ECGBench and ECGInstruct (pulse_tasks.synth);
+  1. synthesize ECGBench and ECGInstruct (pulse_tasks.data.synth);
   2. train a tiny PULSE-architecture model with the recipe (`ecgbench-train`, tiny.yaml, DeepSpeed
      ZeRO-2 on the CPU) from a tiny random LLaVA-1.6 checkpoint;
   3. evaluate it with the real `lmms-eval` CLI (`--model pulse`), and the `random_guess` floor;
@@ -80,7 +80,7 @@ def _bin(name: str) -> str:
 
 def judge_configured() -> tuple[bool, str]:
     """Whether a judge is configured, and the reason when it is not."""
-    from pulse_tasks import judge
+    from pulse_tasks.scoring import judge
 
     try:
         judge.check_configured(judge.settings_from_env())
@@ -90,7 +90,7 @@ def judge_configured() -> tuple[bool, str]:
 
 
 def _results_file(out: Path) -> Path:
-    from pulse_tasks.runs import RunError, find_results
+    from pulse_tasks.results.runs import RunError, find_results
 
     try:
         return find_results(out)[-1]
@@ -100,7 +100,7 @@ def _results_file(out: Path) -> Path:
 
 def synthesize(out: Path, per_subset: int, n_instruct: int) -> tuple[Path, Path]:
     """Step 1: synthetic ECGBench and ECGInstruct."""
-    from pulse_tasks.synth import make_ecgbench, make_instruct
+    from pulse_tasks.data.synth import make_ecgbench, make_instruct
 
     bench = make_ecgbench(out / "data" / "ecgbench", per_subset=per_subset, layout="hub", seed=0,
                           image_size=DEMO_IMAGE_SIZE, ink_width=DEMO_INK_WIDTH)
@@ -145,7 +145,7 @@ def evaluate(out: Path, model: str, data: Path | None, tasks: str, on_gpu: bool)
 def rhythm_accuracy(results_file: Path) -> dict[str, tuple[int, int]]:
     """(strictly correct, n) per subset over the synthetic rhythm questions of one run."""
     from pulse_app.views import is_correct
-    from pulse_tasks.runs import load_run
+    from pulse_tasks.results.runs import load_run
 
     out = {}
     for config, sub in load_run(results_file).subsets.items():

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from pulse_app import access, views
-from pulse_tasks.data import IMAGE_DIR
+from pulse_tasks.data.sources import IMAGE_DIR
 
 DEFAULT_HOST = "127.0.0.1"  # local only: the app shows clinical images and has no login
 DEFAULT_PORT = 7860  # Gradio's usual port; --port 0 picks a free one
@@ -83,7 +83,7 @@ def example_images(folder: Path | None = None) -> list[Path]:
     import numpy as np
 
     from pulse_app.demo import DEMO_IMAGE_SIZE, DEMO_INK_WIDTH
-    from pulse_tasks import synth
+    from pulse_tasks.data import synth
 
     out = folder or (synth.cache_dir() / "studio_examples")
     out.mkdir(parents=True, exist_ok=True)
@@ -242,7 +242,7 @@ class ExploreView:
     def _sample_media(self, subset: str) -> dict[str, tuple[Path, list[str]]]:
         """Item id -> (the samples file's folder, the image references it logged), first run first."""
         if subset not in self._media:
-            from pulse_tasks.runs import read_sample_media
+            from pulse_tasks.results.runs import read_sample_media
 
             found: dict[str, tuple[Path, list[str]]] = {}
             for run in self.loaded.runs:

@@ -1,7 +1,7 @@
 """What ECGBench Studio shows, as plain functions (no Gradio, no browser): tested on their own.
 
 Explore joins the per-item scoring records of several runs (lmms-eval output folders read with
-``pulse_tasks.runs.load_runs``, so split evaluations merge as in ``ecgbench report``) by item id,
+``pulse_tasks.results.runs.load_runs``, so split evaluations merge as in ``ecgbench report``) by item id,
 filters and pages them, and builds the item view: question turns, gold, each run's answer, its
 paper and strict labels, the strict explanation (``record["explain"]``, when the scorer wrote one),
 the judge's status, score, criteria and explanations. Everything model-written is HTML-escaped
@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pulse_tasks.records import (  # noqa: F401 -- the outcome words and record questions, defined once there
+from pulse_tasks.results.redaction import redact_model_args
+from pulse_tasks.results.runs import Run, RunError, load_runs
+from pulse_tasks.scoring.records import (  # noqa: F401 -- the outcome words and record questions, defined once there
     ABSENT,
     CORRECT,
     FAILED,
@@ -35,8 +37,6 @@ from pulse_tasks.records import (  # noqa: F401 -- the outcome words and record 
     outcome,
     score_record,
 )
-from pulse_tasks.redaction import redact_model_args
-from pulse_tasks.runs import Run, RunError, load_runs
 
 PAGE_SIZE = 20  # table rows per page: a screenful with thumbnails
 THUMB_WIDTH = 120  # px: enough to tell a 12-lead printout from a rhythm strip
@@ -75,7 +75,7 @@ def load_results(paths: Iterable[str | Path]) -> LoadedRuns:
 
 def subsets_of(runs: Sequence[Run]) -> list[str]:
     """Subsets present in at least one run, in the paper's table order."""
-    from pulse_tasks.report import SUBSET_ORDER
+    from pulse_tasks.results.report import SUBSET_ORDER
 
     have = {name for run in runs for name in run.subsets}
     return [name for name in SUBSET_ORDER if name in have]
@@ -91,7 +91,7 @@ def run_facts(run: Run) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------
 # One record (the record questions, is_correct / outcome / judge_score / judge_failed, are
-# pulse_tasks.records')
+# pulse_tasks.scoring.records')
 
 
 def label_text(value: Any) -> str:
@@ -399,7 +399,7 @@ def item_html(row: ItemRow, runs: Sequence[str]) -> str:
 
 def corpus_html(runs: Sequence[Run], subset: str, resamples: int, seed: int = 0) -> str:
     """The subset's corpus numbers per run and mode with 95% bootstrap intervals (as the report)."""
-    from pulse_tasks import report
+    from pulse_tasks.results import report
 
     out = ["<table class=\"corpus\"><tr><th>run</th><th>mode</th><th>n</th>"]
     results = [(run, report.subset_result(run.subsets[subset], resamples, seed)) for run in runs if subset in run.subsets]
@@ -428,7 +428,7 @@ def data_source_for(data: str | None, runs: Sequence[Run]) -> tuple[Any | None, 
     hub; a run on a local copy without --data has no images here, and the note says so."""
     import os
 
-    from pulse_tasks import data as ecg_data
+    from pulse_tasks.data import sources as ecg_data
 
     try:
         if data or os.environ.get(ecg_data.ENV_VAR):
@@ -459,7 +459,7 @@ class ItemData:
         if self.source is None:
             return {}
         if subset not in self._docs:
-            from pulse_tasks import data as ecg_data
+            from pulse_tasks.data import sources as ecg_data
 
             try:
                 self._docs[subset] = {d["id"]: d for d in ecg_data.load_records(subset, self.source)}
@@ -473,7 +473,7 @@ class ItemData:
         if self.source is None:
             return None
         if subset not in self._images:
-            from pulse_tasks import data as ecg_data
+            from pulse_tasks.data import sources as ecg_data
 
             try:
                 ds = ecg_data.load_subset(subset, self.source, check_images=False)

@@ -234,7 +234,7 @@ class Pulse(lmms):
         Round 0 uses the request context; later rounds ask the task's doc_to_text(doc,
         previous_output=..., round_idx=r, previous_round_info=...) for (visuals, text, terminal,
         outputs, info). The next question is ``info["question"]`` when the task provides it
-        (pulse_tasks.hooks does), else ``text``. The round-0 image stays attached to the first turn
+        (pulse_tasks.glue.hooks does), else ``text``. The round-0 image stays attached to the first turn
         (preprocessed once). Returns one list of answers (one per round) per request; a failed
         round ends that item's conversation with a FAILED_PREFIX text.
         """

@@ -35,8 +35,8 @@ from pulse_models.conversation import (
     build_prompt,
     tokenize_with_image,
 )
-from pulse_tasks.records import FAILED_MARKER as FAILED_PREFIX  # noqa: F401 -- a failed item's response (re-exported)
-from pulse_tasks.records import failed_text
+from pulse_tasks.scoring.records import FAILED_MARKER as FAILED_PREFIX  # noqa: F401 -- a failed item's response (re-exported)
+from pulse_tasks.scoring.records import failed_text
 
 logger = logging.getLogger(__name__)
 

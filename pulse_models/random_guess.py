@@ -14,8 +14,8 @@ from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
-from pulse_tasks.parsing import ecgqa_candidates
-from pulse_tasks.subsets import BY_CONFIG, Subset
+from pulse_tasks.data.subsets import BY_CONFIG, Subset
+from pulse_tasks.scoring.parsing import ecgqa_candidates
 
 # Letter options offered in a question ("A. ...", "B) ..."), so guesses stay among real options.
 OPTION_LETTER = re.compile(r"(?m)^\s*\(?([A-H])[.)]\s")

@@ -28,7 +28,7 @@ def manifests() -> list:
 def register() -> list:
     """Entry point: register the task folder hook, return the model manifests."""
     try:
-        from pulse_tasks.registry import install_task_hook
+        from pulse_tasks.glue.registry import install_task_hook
 
         install_task_hook()
     except Exception as exc:  # never take lmms-eval's other plugins down with us

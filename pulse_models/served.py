@@ -12,7 +12,7 @@ command's (greedy by default). No retries: a person is waiting and one line says
 The message layout is the one ``pulse_models.vllm_offline`` sends vLLM in `make test-vllm` (greedy
 outputs checked equal to `--model pulse`'s), so the server sees the prompts that test pins.
 
-The API key follows the judge's rule (``pulse_tasks.judge.settings.compatible_key``): the
+The API key follows the judge's rule (``pulse_tasks.scoring.judge.settings.compatible_key``): the
 ECGBENCH_ASK_API_KEY variable, else OPENAI_API_KEY only when the URL is the one that key belongs
 to (OPENAI_BASE_URL, else api.openai.com), else a placeholder (vLLM without ``--api-key`` accepts
 any). The key stays in memory: never printed, and scrubbed from every error text.
@@ -82,7 +82,7 @@ class ServedModel:
 
     @classmethod
     def from_env(cls, base_url: str, model: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> ServedModel:
-        from pulse_tasks.judge.settings import compatible_key
+        from pulse_tasks.scoring.judge.settings import compatible_key
 
         base_url = base_url.rstrip("/")
         key, source = compatible_key(base_url, None, KEY_VAR)
@@ -109,7 +109,7 @@ class ServedModel:
     @property
     def sdk(self) -> Any:
         if self._sdk is None:
-            from pulse_tasks.judge.settings import PLACEHOLDER_KEY
+            from pulse_tasks.scoring.judge.settings import PLACEHOLDER_KEY
 
             try:
                 import openai
@@ -172,7 +172,7 @@ class ServedModel:
         """One redacted line saying what failed and what to do."""
         import openai
 
-        from pulse_tasks.judge.settings import PLACEHOLDER_KEY, redact
+        from pulse_tasks.scoring.judge.settings import PLACEHOLDER_KEY, redact
 
         status = getattr(exc, "status_code", None)
         where = f"the model server at {self.url}"

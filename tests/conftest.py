@@ -16,7 +16,7 @@ SYNTH_SEED = 0
 @pytest.fixture(scope="session")
 def synth_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A synthetic ECGBench in hub layout (`<config>/test-00000-of-00001.parquet`), read-only by convention."""
-    from pulse_tasks.synth import make_ecgbench
+    from pulse_tasks.data.synth import make_ecgbench
 
     return make_ecgbench(tmp_path_factory.mktemp("ecgbench-hub"), per_subset=SYNTH_PER_SUBSET, layout="hub",
                          seed=SYNTH_SEED, image_size=SYNTH_IMAGE_SIZE)
@@ -25,7 +25,7 @@ def synth_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def synth_json_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same synthetic ECGBench in JSON layout (`<config>.json` + `images/`), read-only by convention."""
-    from pulse_tasks.synth import make_ecgbench
+    from pulse_tasks.data.synth import make_ecgbench
 
     return make_ecgbench(tmp_path_factory.mktemp("ecgbench-json"), per_subset=SYNTH_PER_SUBSET, layout="json",
                          seed=SYNTH_SEED, image_size=SYNTH_IMAGE_SIZE)

@@ -33,7 +33,7 @@ def doc_to_visual(doc: dict) -> list:
 
 
 def doc_to_text(doc, lmms_eval_specific_kwargs=None, previous_output=None, round_idx=None, previous_round_info=None):
-    """The multi-round contract of pulse_tasks.hooks.doc_to_text (5-tuple for round >= 1)."""
+    """The multi-round contract of pulse_tasks.glue.hooks.doc_to_text (5-tuple for round >= 1)."""
     if not round_idx:
         return doc["questions"][0]
     if round_idx >= len(doc["questions"]):

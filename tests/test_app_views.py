@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from pulse_app import views
-from pulse_tasks import runs
-from pulse_tasks.redaction import REDACTED
+from pulse_tasks.glue.answered import write_answered_run
+from pulse_tasks.results import runs
+from pulse_tasks.results.redaction import REDACTED
 
 
 def _letter(item_id: str, gold: str, strict: str | None, paper: str | None = "same", **extra) -> dict:
@@ -164,7 +165,7 @@ def test_table_and_corpus_fragments(two_runs):
 
 
 def test_item_data_reads_questions_and_images_once(synth_data_dir):
-    from pulse_tasks import data as ecg_data
+    from pulse_tasks.data import sources as ecg_data
 
     items = views.ItemData(ecg_data.resolve_source(str(synth_data_dir)))
     docs = items.docs("csn-test-no-cot")
@@ -201,7 +202,7 @@ def test_demo_prints_a_studio_command_that_parses(tmp_path):
 def test_demo_rhythm_accuracy_counts_strictly_correct_items(tmp_path, synth_data_dir):
     from pulse_app import demo
 
-    path = runs.write_answered_run(tmp_path, "oracle", synth_data_dir, lambda spec, doc: doc["answers"][0],
-                                   ["csn-test-no-cot"], synthetic=True)
+    path = write_answered_run(tmp_path, "oracle", synth_data_dir, lambda spec, doc: doc["answers"][0],
+                              ["csn-test-no-cot"], synthetic=True)
     ok, n = demo.rhythm_accuracy(path)["csn-test-no-cot"]
     assert ok == n > 0

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy.stats import binom, binomtest, norm
 
-from pulse_tasks import bootstrap, judge, metrics
-from pulse_tasks.runs import synthetic_run
-from pulse_tasks.subsets import get_subset
+from pulse_tasks.data.subsets import get_subset
+from pulse_tasks.results.runs import synthetic_run
+from pulse_tasks.scoring import bootstrap, judge, metrics
 
 
 def _accuracy_cols(outcomes: np.ndarray, ids: tuple[str, ...] | None = None) -> bootstrap.ItemColumns:

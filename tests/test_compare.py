@@ -9,8 +9,8 @@ import pytest
 from scipy.stats import binomtest
 
 from pulse_app import cli
-from pulse_tasks import compare, runs
-from pulse_tasks.strict import STRICT_VERSION
+from pulse_tasks.results import compare, runs
+from pulse_tasks.scoring.strict import STRICT_VERSION
 
 SCALE = 0.05  # ~560 items: fast, and large enough for a real skill gap to show
 

@@ -1,4 +1,4 @@
-"""pulse_tasks.data: both layouts, normalization, fingerprints, offline errors, `ecgbench data check`."""
+"""pulse_tasks.data.sources: both layouts, normalization, fingerprints, offline errors, `ecgbench data check`."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pulse_app.cli import main
-from pulse_tasks import data
-from pulse_tasks.subsets import SUBSETS, UnknownSubsetError
+from pulse_tasks.data import sources as data
+from pulse_tasks.data.subsets import SUBSETS, UnknownSubsetError
 
 CONFIGS = [s.config for s in SUBSETS]
 

@@ -15,8 +15,10 @@ from types import SimpleNamespace
 import pytest
 
 from pulse_app import cli
-from pulse_tasks import data, registry, runs, submission
-from pulse_tasks.subsets import HUB_DATASET
+from pulse_tasks.data import sources as data
+from pulse_tasks.data.subsets import HUB_DATASET
+from pulse_tasks.glue import registry
+from pulse_tasks.results import runs, submission
 
 SHA_A = "a" * 40
 SHA_B = "0123456789abcdef0123456789abcdef01234567"

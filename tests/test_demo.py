@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from pulse_tasks.judge.settings import ENV_VARS as JUDGE_VARS
+from pulse_tasks.scoring.judge.settings import ENV_VARS as JUDGE_VARS
 
 pytestmark = pytest.mark.slow
 
 SMALL = {"per_subset": 4, "instruct": 64, "train_steps": 20}  # the pipeline, not the learning
-RHYTHM_SUBSETS = 5  # subsets whose every synthetic item is a rhythm question (pulse_tasks.synth)
+RHYTHM_SUBSETS = 5  # subsets whose every synthetic item is a rhythm question (pulse_tasks.data.synth)
 
 
 def _demo(tmp_path: Path, *args: str, timeout: int) -> tuple[Path, str]:

@@ -11,17 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from pulse_tasks import judge
-from pulse_tasks.judge.cache import JudgeCache, cache_key
-from pulse_tasks.judge.costs import cost_usd
-from pulse_tasks.judge.rubrics import (
+from pulse_tasks.scoring import judge
+from pulse_tasks.scoring.judge.cache import JudgeCache, cache_key
+from pulse_tasks.scoring.judge.costs import cost_usd
+from pulse_tasks.scoring.judge.rubrics import (
     CRITERIA,
     InvalidReply,
     build_messages,
     builtin_rubric,
     parse_reply,
 )
-from pulse_tasks.judge.settings import ENV_VARS as JUDGE_ENV_VARS
+from pulse_tasks.scoring.judge.settings import ENV_VARS as JUDGE_ENV_VARS
 
 
 @pytest.fixture(autouse=True)
@@ -183,7 +183,7 @@ def test_cache_roundtrip_threads_and_key(tmp_path: Path) -> None:
 
 def test_cache_concurrent_processes(tmp_path: Path) -> None:
     path = tmp_path / "shared.sqlite"
-    code = ("import sys; from pulse_tasks.judge.cache import JudgeCache; c = JudgeCache(sys.argv[1]); "
+    code = ("import sys; from pulse_tasks.scoring.judge.cache import JudgeCache; c = JudgeCache(sys.argv[1]); "
             "[c.put(f'{sys.argv[2]}-{i}', 'm', 'r', {}) or sys.exit(1) for i in range(100)]")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(path), str(p)]) for p in range(2)]
     assert [p.wait(timeout=60) for p in procs] == [0, 0]
@@ -254,7 +254,7 @@ def test_env_vars_lists_every_variable_settings_reads() -> None:
     import inspect
     import re
 
-    from pulse_tasks.judge import settings
+    from pulse_tasks.scoring.judge import settings
 
     source = inspect.getsource(settings)
     read = set(re.findall(r'_env\("([A-Z_]+)"\)|environ\.get\("(ECGBENCH_[A-Z_]+)"\)', source))
@@ -290,7 +290,7 @@ def test_lmms_eval_safe_records_survive_clt_aggregation() -> None:
     """lmms-eval 0.7.3 takes every per-item `score` into a CLT standard error: unjudged items carry none."""
     import numpy as np
 
-    from pulse_tasks.hooks import lmms_eval_safe
+    from pulse_tasks.glue.hooks import lmms_eval_safe
 
     ok = {"id": "a", "status": "ok", "score": 70.0}
     others = [{"id": s, "status": s, "score": None} for s in ("failed", "skipped", "deferred")]

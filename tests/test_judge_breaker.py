@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from pulse_tasks.judge.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+from pulse_tasks.scoring.judge.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 
 
 class Clock:

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from pulse_app.cli import main
-from pulse_tasks import judge
-from pulse_tasks.judge.settings import ENV_VARS as JUDGE_ENV_VARS
+from pulse_tasks.scoring import judge
+from pulse_tasks.scoring.judge.settings import ENV_VARS as JUDGE_ENV_VARS
 
 try:
     from judge_server import (
@@ -153,7 +153,7 @@ def _samples_line(i: int, subset: str, status: str, response: str) -> dict[str, 
 def test_judge_later_judges_only_unjudged_items_and_attaches_them(data_dir: Path, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from pulse_tasks.judge.attached import apply_attached, read_attached
+    from pulse_tasks.scoring.judge.attached import apply_attached, read_attached
 
     folder = tmp_path / "out" / "model"
     folder.mkdir(parents=True)
@@ -261,7 +261,7 @@ def test_judge_trouble_is_named_answers_kept_and_a_rerun_judges_only_the_rest(
     """`ecgbench judge` on a run's samples file while the judge misbehaves: a clear message, exit 1,
     the samples file untouched, what was judged is attached; a rerun against a healthy judge sends
     only the items still unjudged."""
-    from pulse_tasks.judge.attached import read_attached
+    from pulse_tasks.scoring.judge.attached import read_attached
 
     responder, server_options, options, message, judged_first = TROUBLE[case]
     samples = _samples_file(tmp_path / "out" / "model", ["ok", "ok", "failed", "skipped", "deferred", "deferred"])

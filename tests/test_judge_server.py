@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from pulse_tasks import judge
-from pulse_tasks.judge.settings import ENV_VARS as JUDGE_ENV_VARS
+from pulse_tasks.scoring import judge
+from pulse_tasks.scoring.judge.settings import ENV_VARS as JUDGE_ENV_VARS
 
 try:
     from judge_server import (

@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 
 from pulse_app.cli import main as ecgbench
-from pulse_tasks import judge
-from pulse_tasks.judge.attached import canonical_response
+from pulse_tasks.scoring import judge
+from pulse_tasks.scoring.judge.attached import canonical_response
 
 try:
     from judge_server import (
@@ -73,7 +73,7 @@ def _closed_port_url() -> str:
 
 
 def _env(base_url: str, tmp_path: Path, data: Path, **extra: str) -> dict[str, str]:
-    from pulse_tasks.judge.settings import ENV_VARS
+    from pulse_tasks.scoring.judge.settings import ENV_VARS
 
     env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
     env.update({"OPENAI_API_KEY": USER_KEY, "ECGBENCH_JUDGE_BASE_URL": base_url, "ECGBENCH_JUDGE_API_KEY": JUDGE_KEY,
@@ -198,7 +198,7 @@ def test_judged_run_keeps_answers_and_judge_later_completes_it(case, judged_runs
         assert "unreachable" in proc.stderr
 
     # judge later against a healthy server: only what was left is judged, then the report is complete
-    from pulse_tasks.judge.settings import ENV_VARS
+    from pulse_tasks.scoring.judge.settings import ENV_VARS
 
     judge.reset_runtimes()
     for name in ENV_VARS:
@@ -331,7 +331,7 @@ BREAKER_CASES = {"third-1": (1, {}), "third-16": (16, {}),
 
 @pytest.fixture(scope="module")
 def breaker_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pulse_tasks.synth import make_ecgbench
+    from pulse_tasks.data.synth import make_ecgbench
 
     return make_ecgbench(tmp_path_factory.mktemp("ecgbench-breaker"), per_subset=N_BREAKER, layout="hub", seed=0,
                          image_size=(320, 240))
@@ -339,7 +339,7 @@ def breaker_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _gold(data: Path, subset: str) -> dict[str, str]:
     """Item id -> its (first) gold answer, in dataset order."""
-    from pulse_tasks.data import load_subset
+    from pulse_tasks.data.sources import load_subset
 
     ds = load_subset(subset, data, check_images=False).remove_columns("image")
     return {row["id"]: row["answers"][0] for row in ds}
@@ -442,7 +442,7 @@ def test_judge_concurrency_does_not_change_the_states(breaker_runs):
 
 def _judge_later(samples: dict[str, Path], data: Path, tmp_path: Path, monkeypatch, capsys) -> int:
     """`ecgbench judge` on both samples files against a healthy judge; the requests it needed."""
-    from pulse_tasks.judge.settings import ENV_VARS
+    from pulse_tasks.scoring.judge.settings import ENV_VARS
 
     judge.reset_runtimes()
     for name in ENV_VARS:

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from pulse_app import cli
-from pulse_tasks import runs
-from pulse_tasks.leaderboard import site as site_module
-from pulse_tasks.report import COLUMNS
+from pulse_tasks.results import runs
+from pulse_tasks.results.leaderboard import site as site_module
+from pulse_tasks.results.report import COLUMNS
 
 SUBMIT_RESAMPLES = "50"  # the submitted intervals are not what is tested; the board computes its own
 BOARD_RESAMPLES = 200  # paired tests and intervals of the board (the CLI default is 1000)

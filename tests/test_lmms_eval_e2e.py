@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from lmms_eval.api.model import lmms
 
-from pulse_tasks.hooks import metric_names
-from pulse_tasks.strict import STRICT_VERSION
-from pulse_tasks.subsets import BY_CONFIG, BY_TASK, SUBSETS
+from pulse_tasks.glue.hooks import metric_names
+from pulse_tasks.scoring.strict import STRICT_VERSION
+from pulse_tasks.data.subsets import BY_CONFIG, BY_TASK, SUBSETS
 from judge_server import FakeJudgeServer, Reply, completion, marker_responder
 
 pytestmark = pytest.mark.slow
@@ -95,7 +95,7 @@ def test_in_process_simple_model_all_nine(synth_data_dir, judge_env, tmp_path):
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
 
-    from pulse_tasks.registry import task_root
+    from pulse_tasks.glue.registry import task_root
 
     manager = TaskManager(include_path=str(task_root(synth_data_dir)))
     out = simple_evaluate(model="random_guess", model_args="seed=0", tasks=ALL_TASKS, task_manager=manager,
@@ -168,7 +168,7 @@ def test_in_process_chat_model_scores_gold_answers_perfectly(synth_data_dir, jud
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
 
-    from pulse_tasks.registry import task_root
+    from pulse_tasks.glue.registry import task_root
 
     manager = TaskManager(include_path=str(task_root(synth_data_dir)))
     model = OracleChat()

@@ -1,4 +1,4 @@
-"""pulse_tasks.metrics against hand-computed values and against the reference's scikit-learn calls."""
+"""pulse_tasks.scoring.metrics against hand-computed values and against the reference's scikit-learn calls."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import warnings
 import numpy as np
 import pytest
 
-from pulse_tasks import metrics, parsing
-from pulse_tasks.subsets import BY_CONFIG
+from pulse_tasks.data.subsets import BY_CONFIG
+from pulse_tasks.scoring import metrics, parsing
 
 ONLY = parsing.ONLY_ANSWER_SENTENCE
 FAILED = "[ECGBENCH_GENERATION_FAILED: CUDA out of memory]"

@@ -40,7 +40,7 @@ def _doc_to_visual(doc: dict) -> list:
 
 
 def _doc_to_text(doc, lmms_eval_specific_kwargs=None, previous_output=None, round_idx=None, previous_round_info=None):
-    """pulse_tasks.hooks' multi-round contract: the next question in info["question"]."""
+    """pulse_tasks.glue.hooks' multi-round contract: the next question in info["question"]."""
     if round_idx >= len(doc["questions"]):
         return None, None, True, previous_output, previous_round_info
     question = doc["questions"][round_idx]
@@ -158,8 +158,8 @@ def test_lmms_eval_cli_runs_a_baseline_family(synth_data_dir, tmp_path):
 
     from judge_server import FakeJudgeServer, marker_responder
 
-    from pulse_tasks.data import load_subset
-    from pulse_tasks.hooks import doc_to_visual
+    from pulse_tasks.data.sources import load_subset
+    from pulse_tasks.glue.hooks import doc_to_visual
 
     path = make_tiny_baseline("idefics3", tmp_path / "idefics3", seed=1)
     out = tmp_path / "results"

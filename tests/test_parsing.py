@@ -1,11 +1,11 @@
-"""Every parsing rule of pulse_tasks.parsing, paper mode quirk by quirk and its strict counterpart."""
+"""Every parsing rule of pulse_tasks.scoring.parsing, paper mode quirk by quirk and its strict counterpart."""
 
 from __future__ import annotations
 
 import pytest
 
-from pulse_tasks import parsing
-from pulse_tasks.subsets import BY_CONFIG
+from pulse_tasks.data.subsets import BY_CONFIG
+from pulse_tasks.scoring import parsing
 
 PTB = BY_CONFIG["ptb-test"].labels
 CODE15 = BY_CONFIG["code15-test"].labels

@@ -1,4 +1,4 @@
-"""The shared predictions reader/matcher (pulse_tasks.predictions) behind `ecgbench score` and `judge`."""
+"""The shared predictions reader/matcher (pulse_tasks.scoring.predictions) behind `ecgbench score` and `judge`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pulse_tasks.predictions import (
+from pulse_tasks.scoring.predictions import (
     InputError,
     match_predictions,
     read_predictions,

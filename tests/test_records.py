@@ -1,4 +1,4 @@
-"""pulse_tasks.records: typed records write today's JSON and read every earlier version's."""
+"""pulse_tasks.scoring.records: typed records write today's JSON and read every earlier version's."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pulse_tasks import judge, metrics, records
-from pulse_tasks.runs import synthetic_run
+from pulse_tasks.results.runs import synthetic_run
+from pulse_tasks.scoring import judge, metrics, records
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,4 +92,4 @@ def test_no_module_but_records_defines_a_state_word_or_failure_marker() -> None:
             if path.name != "records.py" and (constant.search(text) or marker.search(text)):
                 offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
-    assert marker.search((ROOT / "pulse_tasks" / "records.py").read_text(encoding="utf-8"))  # the test can fail
+    assert marker.search((ROOT / "pulse_tasks" / "scoring" / "records.py").read_text(encoding="utf-8"))  # the test can fail

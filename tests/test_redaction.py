@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pulse_tasks.redaction import REDACTED, is_credential_key, redact_model_args
+from pulse_tasks.results.redaction import REDACTED, is_credential_key, redact_model_args
 
 
 @pytest.mark.parametrize("key", ["api_key", "OPENAI_API_KEY", "key", "token", "hf_token", "hf-token", "client_secret",
@@ -42,7 +42,7 @@ def test_api_key_in_model_args_reaches_no_report_page_submission_or_log(tmp_path
     import logging
 
     from pulse_app.cli import main
-    from pulse_tasks import runs
+    from pulse_tasks.results import runs
 
     secret = "sk-model-args-secret-7777777777"
     model_args = f"model_version=gpt-4o,api_key={secret},base_url=http://127.0.0.1:1/v1"

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from pulse_app import cli
-from pulse_tasks import metrics, report, report_cli, runs
-from pulse_tasks.subsets import SUBSETS
+from pulse_tasks.data.subsets import SUBSETS
+from pulse_tasks.results import report, report_cli, runs
+from pulse_tasks.scoring import metrics
 
 # strict CODE-15% columns: strict v2 reads a named finding as ABNORMAL too ("AF" -> ABNORMAL, AF)
 GOLDEN_TABLE = """\
@@ -219,7 +220,7 @@ def test_a_split_evaluation_reads_as_one_run(tmp_path: Path, caplog: pytest.LogC
     runs.write_run(other, "m", {"mmmu-ecg": recs["mmmu-ecg"]}, resps, date_id="20260102T000000")
     runs.write_run(other, "m", {"csn-test-no-cot": recs["csn-test-no-cot"]}, resps, date_id="20260100T000000",
                    data_source="hub:PULSE-ECG/ECGBench@other-revision")
-    with caplog.at_level("INFO", logger="pulse_tasks.runs"):
+    with caplog.at_level("INFO", logger="pulse_tasks.results.runs"):
         (run,) = runs.load_runs([other])
     assert set(run.subsets) == {"mmmu-ecg"} and len(run.parts) == 1
     assert "ran other settings" in caplog.text and "read other data" in caplog.text

@@ -12,7 +12,7 @@ from html.parser import HTMLParser
 import pytest
 
 from pulse_app import cli
-from pulse_tasks import html_report, report, runs
+from pulse_tasks.results import html_report, report, runs
 
 pytest.importorskip("matplotlib")
 

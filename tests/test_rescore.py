@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pulse_app import cli
-from pulse_tasks import metrics, rescore
+from pulse_tasks.scoring import metrics, rescore
 
 MMMU_GOLD = "ABCDA"
 
@@ -203,7 +203,7 @@ def test_score_file_with_injected_loader(tmp_path):
 # ------------------------------------------------------------------------ the real data loader
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pulse_tasks.data") is None, reason="pulse_tasks.data not written yet")
+@pytest.mark.skipif(importlib.util.find_spec("pulse_tasks.data.sources") is None, reason="pulse_tasks.data.sources not written yet")
 def test_real_loader_json_layout(tmp_path, capsys):
     rows = [{"id": f"mm{i}", "image": f"mmmu/{i}.png",
              "conversations": [{"from": "human", "value": "<image>\nWhich rhythm? A. x B. y C. z D. w"},
@@ -219,7 +219,7 @@ def test_real_loader_json_layout(tmp_path, capsys):
     assert result["paper"]["accuracy"] == pytest.approx(100 * 2.25 / 4)  # "USA." -> A (wrong), 1/4 credit
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pulse_tasks.data") is None, reason="pulse_tasks.data not written yet")
+@pytest.mark.skipif(importlib.util.find_spec("pulse_tasks.data.sources") is None, reason="pulse_tasks.data.sources not written yet")
 def test_real_loader_bad_folder_exit_2(tmp_path, capsys):
     preds = write_jsonl(tmp_path / "preds.jsonl", [{"id": "x", "response": "A"}])
     code, _, err = score_cli(capsys, "--subset", "mmmu-ecg", "--data", str(tmp_path / "absent"),

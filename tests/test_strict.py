@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from pulse_app import cli
-from pulse_tasks import metrics, negation, strict
-from pulse_tasks.subsets import BY_CONFIG
+from pulse_tasks.data.subsets import BY_CONFIG
+from pulse_tasks.scoring import metrics, negation, strict
 
 MIN_AGREEMENT = 0.98  # the bar: strict mode reads as a careful human on >= 98% of answers
 ONLY = "Only answer based on the given Options without any explanation."
@@ -330,7 +330,7 @@ def strict_reading(key: str, answer: str) -> list[str]:
     if spec.kind == "letter":
         return strict.explain_letter(answer, spec.letters, PROMPTS[key])["labels"]
     if spec.kind == "ecgqa":
-        from pulse_tasks import parsing
+        from pulse_tasks.scoring import parsing
 
         return strict.explain_ecgqa(answer, parsing.ecgqa_candidates(PROMPTS[key]))["labels"]
     return strict.explain_labels(answer, spec.labels, PROMPTS[key])["labels"]
@@ -389,7 +389,7 @@ def test_invalid_answers_say_why(key, answer, reason):
     if spec.kind == "letter":
         exp = strict.explain_letter(answer, spec.letters, PROMPTS[key])
     elif spec.kind == "ecgqa":
-        from pulse_tasks import parsing
+        from pulse_tasks.scoring import parsing
 
         exp = strict.explain_ecgqa(answer, parsing.ecgqa_candidates(PROMPTS[key]))
     else:

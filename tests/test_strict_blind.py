@@ -1,7 +1,7 @@
 """A blind table test of strict mode: answers its author never saw, labelled by a careful reader.
 
-Written before reading ``pulse_tasks/strict.py`` or ``tests/test_strict.py``; the prompts follow
-the ECGBench wording (docs: ecgbench-protocol.md, pulse_tasks/synth.py) and every item is scored
+Written before reading ``pulse_tasks/scoring/strict.py`` or ``tests/test_strict.py``; the prompts follow
+the ECGBench wording (docs: ecgbench-protocol.md, pulse_tasks/data/synth.py) and every item is scored
 the way users reach it, through ``metrics.score_item`` (the record lmms-eval keeps).
 
 How a careful reader labels an answer (the conventions, applied to every row):
@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import pytest
 
-from pulse_tasks import metrics
-from pulse_tasks.strict import strict_candidates
+from pulse_tasks.scoring import metrics
+from pulse_tasks.scoring.strict import strict_candidates
 
 MIN_AGREEMENT = 0.98  # the issue's bar for strict mode against a careful human reading
 

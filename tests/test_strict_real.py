@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from pulse_tasks import metrics
-from pulse_tasks.strict import strict_candidates
-from pulse_tasks.subsets import BY_CONFIG
+from pulse_tasks.data.subsets import BY_CONFIG
+from pulse_tasks.scoring import metrics
+from pulse_tasks.scoring.strict import strict_candidates
 
 DATA = Path(__file__).parent / "data" / "strict_real"
 MIN_REAL = 0.97  # real code15 answers, real ECG-QA answers (each)
@@ -222,7 +222,7 @@ def test_score_explain_reads_a_reference_output_without_the_data(tmp_path: Path,
     ("Sinus tachycardia is a type of tachycardia", "Sinus tachycardia", "is a type of"),
 ])
 def test_negation_covers_lists_and_hypothetical_mentions(text: str, target: str, trigger: str | None):
-    from pulse_tasks.negation import LazyScope, NegationScope
+    from pulse_tasks.scoring.negation import LazyScope, NegationScope
 
     start = text.index(target)
     assert NegationScope.of(text).trigger_for(start, start + len(target)) == trigger

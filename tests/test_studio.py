@@ -74,8 +74,8 @@ def _add_explanations(results_file: Path) -> None:
 
 @pytest.fixture(scope="module")
 def results_dir(tmp_path_factory, synth_data_dir) -> Path:
-    from pulse_tasks.runs import write_answered_run
-    from pulse_tasks.subsets import SUBSETS
+    from pulse_tasks.data.subsets import SUBSETS
+    from pulse_tasks.glue.answered import write_answered_run
 
     out = tmp_path_factory.mktemp("studio-results")
     auto = [s.config for s in SUBSETS if s.kind not in ("report", "arena")]

@@ -65,7 +65,7 @@ def _name_media(results_file: Path, media: dict[int, list[str]]) -> list[str]:
 def served_root(tmp_path_factory, synth_data_dir) -> dict:
     """ROOT/{guesser,oracle}: the --results runs; ROOT/extra/carol: another folder under the root;
     ROOT/crafted/mallory: a run naming images in and out of the root; an image outside the root."""
-    from pulse_tasks.runs import write_answered_run
+    from pulse_tasks.glue.answered import write_answered_run
 
     root = tmp_path_factory.mktemp("served") / "root"
     auto = [FIRST_SUBSET, SUBSET]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from pulse_app import cli
-from pulse_tasks import runs, submission
-from pulse_tasks.strict import STRICT_VERSION
-from pulse_tasks.subsets import FULL_SIZE, SUBSETS
+from pulse_tasks.data.subsets import FULL_SIZE, SUBSETS
+from pulse_tasks.results import runs, submission
+from pulse_tasks.scoring.strict import STRICT_VERSION
 
 RESAMPLES = 30  # intervals are not what these tests check; keep them cheap
 

@@ -1,4 +1,4 @@
-"""pulse_tasks.summary: one subset summary behind the report, submissions, the board and lmms-eval's counts."""
+"""pulse_tasks.results.summary: one subset summary behind the report, submissions, the board and lmms-eval's counts."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import copy
 
 import pytest
 
-from pulse_tasks import hooks, metrics, report, submission
-from pulse_tasks.records import JUDGE_DEFERRED, JUDGE_SKIPPED
-from pulse_tasks.runs import load_runs, synthetic_run, write_run
-from pulse_tasks.subsets import BY_CONFIG
-from pulse_tasks.summary import subset_counts, summarize_subset
+from pulse_tasks.data.subsets import BY_CONFIG
+from pulse_tasks.glue import hooks
+from pulse_tasks.results import report, submission
+from pulse_tasks.results.runs import load_runs, synthetic_run, write_run
+from pulse_tasks.results.summary import subset_counts, summarize_subset
+from pulse_tasks.scoring import metrics
+from pulse_tasks.scoring.records import JUDGE_DEFERRED, JUDGE_SKIPPED
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,7 @@ def test_submissions_from_before_the_decision_still_validate(run_with_unjudged) 
 
 
 def test_report_submission_and_board_read_one_summary(run_with_unjudged) -> None:
-    from pulse_tasks.leaderboard import board
+    from pulse_tasks.results.leaderboard import board
 
     for name, sr in run_with_unjudged.subsets.items():
         spec = BY_CONFIG[name]

@@ -1,4 +1,4 @@
-"""pulse_tasks.synth: determinism, rhythm answers that follow the simulated rate, synthetic markers."""
+"""pulse_tasks.data.synth: determinism, rhythm answers that follow the simulated rate, synthetic markers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from pulse_app.cli import main
-from pulse_tasks import data, synth
+from pulse_tasks.data import sources as data
+from pulse_tasks.data import synth
 
 SMALL = (160, 120)  # tiny images: these tests check content, not looks
 

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from pulse_tasks import hooks
-from pulse_tasks.registry import TASK_FOLDER, is_our_task_root, packaged_task_root, task_root
-from pulse_tasks.subsets import BY_CONFIG, SUBSETS
+from pulse_tasks.glue import hooks
+from pulse_tasks.glue.registry import TASK_FOLDER, is_our_task_root, packaged_task_root, task_root
+from pulse_tasks.data.subsets import BY_CONFIG, SUBSETS
 
 YAML_DIR = packaged_task_root() / TASK_FOLDER
 
@@ -155,9 +155,9 @@ def test_hub_default_is_the_packaged_folder(monkeypatch):
 
 
 def test_judge_tasks_fail_fast_without_judge(monkeypatch):
-    from pulse_tasks import judge
+    from pulse_tasks.scoring import judge
 
-    from pulse_tasks.judge.settings import ENV_VARS
+    from pulse_tasks.scoring.judge.settings import ENV_VARS
 
     for var in (*ENV_VARS, hooks.SKIP_JUDGE_CHECK_ENV):
         monkeypatch.delenv(var, raising=False)
@@ -168,7 +168,7 @@ def test_judge_tasks_fail_fast_without_judge(monkeypatch):
 
 
 def test_offline_hint_names_the_setting_when_the_hub_is_switched_off(monkeypatch, caplog):
-    from pulse_tasks.registry import warn_if_hub_unreachable
+    from pulse_tasks.glue.registry import warn_if_hub_unreachable
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with caplog.at_level("WARNING", logger="ecgbench"):
@@ -183,7 +183,7 @@ def test_offline_hint_when_the_hub_does_not_answer(monkeypatch, caplog):
     or a proxy we cannot see past, gets none."""
     import socket
 
-    from pulse_tasks.registry import PROXY_ENV_VARS, hub_unreachable_reason, warn_if_hub_unreachable
+    from pulse_tasks.glue.registry import PROXY_ENV_VARS, hub_unreachable_reason, warn_if_hub_unreachable
 
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", *PROXY_ENV_VARS):
         monkeypatch.delenv(var, raising=False)

@@ -25,7 +25,7 @@ from pulse_models.testing import (
     make_tiny_clip_dir,
     make_tiny_original_checkpoint,
 )
-from pulse_tasks.hooks import SKIP_JUDGE_CHECK_ENV
+from pulse_tasks.glue.hooks import SKIP_JUDGE_CHECK_ENV
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 

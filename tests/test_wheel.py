@@ -48,9 +48,16 @@ def test_wheel_contents(wheel):
     for task in ("ecgbench_ptb", "ecgbench_arena", "ecgbench_arena_gold_history", "ecgbench", "ecgbench_auto"):
         assert f"pulse_yaml_tasks/ecgbench/{task}.yaml" in names
     assert any(n.startswith("pulse_training/configs/") and n.endswith(".yaml") for n in names)
-    assert any(n.startswith("pulse_tasks/judge/rubrics/") for n in names)
+    assert any(n.startswith("pulse_tasks/scoring/judge/rubrics/") for n in names)
     for template in ("base.html.j2", "index.html.j2", "subset.html.j2", "entry.html.j2", "site.css", "site.js"):
-        assert f"pulse_tasks/leaderboard/templates/{template}" in names  # the leaderboard site's templates
+        assert f"pulse_tasks/results/leaderboard/templates/{template}" in names  # the leaderboard site's templates
+    # Every file of the benchmark's layers ships: each sub-package (data, scoring, results, glue and
+    # those below them) must be listed in pyproject.toml, and its data files (published.json,
+    # schemas/, rubrics, templates) in package-data.
+    tracked = subprocess.run(["git", "ls-files", "pulse_tasks"], cwd=ROOT, check=True, capture_output=True,
+                             text=True).stdout.split()
+    assert "pulse_tasks/results/published.json" in tracked and "pulse_tasks/results/schemas/submission-v1.json" in tracked
+    assert sorted(set(tracked) - set(names)) == []
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[lmms_eval.models]" in text and "pulse_models.registry:register" in text

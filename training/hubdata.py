@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 # The ECGBench loader's offline switches (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE), read the same way.
-from pulse_tasks.data import hub_offline
+from pulse_tasks.data.sources import hub_offline
 
 HUB_REPO = "PULSE-ECG/ECGInstruct"
 SHARD_PATTERN = "shard_*.tar.gz"

@@ -5,7 +5,7 @@
 The data are LLaVA JSON records with small synthetic ECG-like images (pulse_models.testing),
 single- and two-turn, with answers drawn from a few templates so a tiny model's loss falls
 within a few dozen steps. `bad_records=True` adds one record per skip reason the recipe counts.
-(pulse_tasks.synth.make_instruct renders real-looking ECGs but takes seconds per image on a
+(pulse_tasks.data.synth.make_instruct renders real-looking ECGs but takes seconds per image on a
 shared CPU, too slow for a test that must train in under a minute.)
 """
 

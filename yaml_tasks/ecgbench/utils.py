@@ -1,6 +1,6 @@
-"""Re-exports of pulse_tasks.hooks for lmms-eval, which loads this file by path (keep it thin)."""
+"""Re-exports of pulse_tasks.glue.hooks for lmms-eval, which loads this file by path (keep it thin)."""
 
-from pulse_tasks.hooks import (  # noqa: F401
+from pulse_tasks.glue.hooks import (  # noqa: F401
     AGGREGATIONS,
     AGGREGATIONS_GOLD_HISTORY,
     PROCESS_DOCS,
