@@ -28,6 +28,11 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# DeepSpeed compiles its CPU shared-memory op (deepspeed_shm_comm, ~1 CPU-minute) the first time a
+	# process group starts on a machine without a GPU; build it once here (cached in
+	# ~/.cache/torch_extensions), so no training run or test timeout pays for it: under load it took
+	# past a test's 900 s. The same call DeepSpeed makes; it does nothing where a GPU is the accelerator.
+	$(BIN)/python -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -278,13 +278,13 @@ def _bench_module():
 
 
 def test_full_size_scoring_within_budget():
-    # short synthetic answers; strict v3: ~0.55 s quiet, ~1.2 s under load (docs/performance.md); budget 2 s.
-    # The real-length set is timed by the bench itself: about 2.0-2.15 s on one lightly loaded core, at the
-    # budget without margin, so not asserted here (docs/performance.md).
+    # short synthetic answers; strict v3: ~0.55 s quiet (docs/performance.md); budget 2 s on one core,
+    # held to the CPU seconds of the scoring thread: two CI runs at once (load 12-20) took 2.8-4.1 s of
+    # wall time for it. The real-length set is timed by the bench itself (docs/performance.md).
     bench = _bench_module()
-    n_items, seconds = bench.run_benchmark(repeat=3)
+    n_items, seconds, wall = bench.run_benchmark(repeat=3)
     assert n_items == sum(s.n_items for s in bench.AUTO_SCORED) == 10_697
-    assert seconds < bench.BUDGET_S
+    assert 0 < seconds < bench.BUDGET_S, f"{seconds:.2f} CPU seconds ({wall:.2f} s wall)"
 
 
 def test_benchmark_script_fails_over_budget(capsys):
@@ -300,5 +300,5 @@ def test_real_length_set_is_built_from_the_committed_answers():
     assert len(items) == 10_697 and {sub.config for sub, _, _ in items} == {s.config for s in bench.AUTO_SCORED}
     texts = [response for _, _, response in items]
     assert sum(map(len, texts)) / len(texts) > 900  # real length, about 1,100 characters
-    seconds, results = bench.time_scoring(items[::50])  # it scores (the full set's timing: docs/performance.md)
+    seconds, _, results = bench.time_scoring(items[::50])  # it scores (the full set's timing: docs/performance.md)
     assert seconds > 0 and all(r["strict_version"] == 3 for r in results.values())
