@@ -343,11 +343,9 @@ class Studio:
         an earlier load (``generation``) or the visitor loaded another view meanwhile (that load's
         own table follows)."""
         gr = _gradio()
-        if visitor is not None and not visitor.current(generation):
-            return tuple(gr.skip() for _ in range(6))
         start = visitor.view if visitor else None
         out = self._table(start or self.default, subset, run_a, run_b, mode, flags, text, page)
-        if visitor is not None and visitor.view is not start:
+        if visitor is not None and (visitor.view is not start or not visitor.current(generation)):
             return tuple(gr.skip() for _ in out)
         return out
 
@@ -375,12 +373,9 @@ class Studio:
              generation: float | None = None) -> tuple[Any, str]:
         """(full-size image, item view) of one item of this visitor's view; nothing changes when
         the event was dispatched under an earlier load or the visitor loaded another view meanwhile."""
-        if visitor is not None and not visitor.current(generation):
-            gr = _gradio()
-            return gr.skip(), gr.skip()
         start = visitor.view if visitor else None
         out = self._item(start or self.default, subset, item_id)
-        if visitor is not None and visitor.view is not start:
+        if visitor is not None and (visitor.view is not start or not visitor.current(generation)):
             gr = _gradio()
             return gr.skip(), gr.skip()
         return out

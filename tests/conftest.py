@@ -1,8 +1,9 @@
 """Shared pytest fixtures: a small synthetic ECGBench, built once per test session; the page tests'
-browser and screenshot folder."""
+browser and screenshot folder; the bench/ scripts as modules."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -11,6 +12,22 @@ import pytest
 SYNTH_PER_SUBSET = 4  # items per subset: every rhythm class appears, a session builds it in seconds
 SYNTH_IMAGE_SIZE = (320, 240)  # small images keep parquet files and model inputs tiny
 SYNTH_SEED = 0
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture(scope="session")
+def bench_script():
+    """``bench_script("score_speed")``: that bench/ script loaded as a module (bench/ holds scripts,
+    not a package, so tests load them by path)."""
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, BENCH_DIR / f"{name}.py")
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture(scope="session")

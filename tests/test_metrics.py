@@ -266,36 +266,25 @@ def test_multilabel_scores_match_sklearn_per_class():
 # ------------------------------------------------------------------------ speed (bench/score_speed.py)
 
 
-def _bench_module():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "bench" / "score_speed.py"
-    spec = importlib.util.spec_from_file_location("score_speed", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_full_size_scoring_within_budget():
+def test_full_size_scoring_within_budget(bench_script):
     # short synthetic answers; strict v3: ~0.55 s quiet (docs/performance.md); budget 2 s on one core,
     # held to the CPU seconds of the scoring thread: two CI runs at once (load 12-20) took 2.8-4.1 s of
     # wall time for it. The real-length set is timed by the bench itself (docs/performance.md).
-    bench = _bench_module()
+    bench = bench_script("score_speed")
     n_items, seconds, wall = bench.run_benchmark(repeat=3)
     assert n_items == sum(s.n_items for s in bench.AUTO_SCORED) == 10_697
     assert 0 < seconds < bench.BUDGET_S, f"{seconds:.2f} CPU seconds ({wall:.2f} s wall)"
 
 
-def test_benchmark_script_fails_over_budget(capsys):
-    bench = _bench_module()
+def test_benchmark_script_fails_over_budget(capsys, bench_script):
+    bench = bench_script("score_speed")
     assert bench.main(["--repeat", "1", "--budget", "0", "--set", "synthetic"]) == 1
     assert "OVER BUDGET" in capsys.readouterr().out
 
 
-def test_real_length_set_is_built_from_the_committed_answers():
+def test_real_length_set_is_built_from_the_committed_answers(bench_script):
     """The real-length set needs no shared folder: the bench's gzip copies, resampled to full size."""
-    bench = _bench_module()
+    bench = bench_script("score_speed")
     items = bench.build_real_items()
     assert len(items) == 10_697 and {sub.config for sub, _, _ in items} == {s.config for s in bench.AUTO_SCORED}
     texts = [response for _, _, response in items]
