@@ -147,7 +147,7 @@ def measure(setting: Setting, args: argparse.Namespace) -> dict[str, Any]:
     else:
         optimizer = torch.optim.AdamW(params, lr=2e-5, weight_decay=0.0, fused=device.type == "cuda")
 
-        def step_fn(batch: dict[str, Any]) -> torch.Tensor:
+        def step_fn(batch: dict[str, Any], model: torch.nn.Module = model) -> torch.Tensor:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss = model(**batch, logits="supervised").loss  # as the recipe's PulseTrainer
             loss.backward()
@@ -192,7 +192,7 @@ def measure(setting: Setting, args: argparse.Namespace) -> dict[str, Any]:
         "max_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 1) if device.type == "cuda" else None,
         "loss": round(float(loss.detach()), 4),
     }
-    del model, batch
+    del model, batch, step_fn  # step_fn holds the model too: all three go before the next setting
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()

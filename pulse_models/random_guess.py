@@ -8,45 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
-from pulse_tasks.data.subsets import BY_CONFIG, Subset
-from pulse_tasks.scoring.parsing import ecgqa_candidates
-
-# Letter options offered in a question ("A. ...", "B) ..."), so guesses stay among real options.
-OPTION_LETTER = re.compile(r"(?m)^\s*\(?([A-H])[.)]\s")
-# A free-text guess for the judged subsets: no content, like the paper's Random row (score 0).
-FREE_TEXT_GUESS = "No answer (random baseline)."
+from pulse_tasks.data.subsets import BY_CONFIG
+from pulse_tasks.scoring.answers import guess
 
 
 def item_rng(seed: int, task: str, item_id: str) -> random.Random:
     """A generator seeded by (seed, task, id) alone."""
     digest = hashlib.sha256(f"{seed}|{task}|{item_id}".encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
-
-
-def guess(subset: Subset, question: str, rng: random.Random) -> str:
-    """One uniform guess inside the subset's answer space for this question."""
-    if subset.kind == "letter":
-        offered = [c for c in OPTION_LETTER.findall(question) if c in subset.letters]
-        return rng.choice(sorted(set(offered)) or list(subset.letters))
-    if subset.kind == "multilabel":
-        if subset.config == "code15-test":
-            # code15 answers are NORM, or ABNORMAL with any of the six specific labels.
-            if rng.random() < 0.5:
-                return "NORM"
-            specific = [label for label in subset.labels[2:] if rng.random() < 0.5]
-            return ", ".join(["ABNORMAL", *specific])
-        chosen = [label for label in subset.labels if rng.random() < 0.5]
-        return ", ".join(chosen or [rng.choice(subset.labels)])
-    if subset.kind == "ecgqa":
-        candidates = ecgqa_candidates(question)
-        return rng.choice(candidates) if candidates else ""
-    return FREE_TEXT_GUESS
 
 
 class RandomGuess(lmms):

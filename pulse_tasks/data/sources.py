@@ -291,7 +291,7 @@ def normalize_row(row: Mapping[str, Any], subset: str | Subset) -> dict[str, Any
             if turn["from"] == "human":
                 questions.append(strip_image_token(_as_text(turn["value"])))
             elif turn["from"] == "gpt":
-                if sub.kind == "ecgqa":
+                if sub.rule.gold_options:
                     gold_options = _as_options(turn["value"])
                     answers.append(", ".join(gold_options))
                 else:
@@ -719,7 +719,7 @@ def check_subset(subset: str, source: DataSource, *, decode: bool = True) -> Sub
         seen.add(item_id)
         if len(questions) != expected_turns:
             result.problems.append(f"{sub.config} id {item_id!r}: {len(questions)} turns, expected {expected_turns}")
-        if sub.kind == "ecgqa" and not options:
+        if sub.rule.gold_options and not options:
             result.problems.append(f"{sub.config} id {item_id!r}: empty gold option set")
     result.problems.extend(image_problems(ds, sub, source, decode=decode, limit=MAX_PROBLEMS_PER_SUBSET))
     return result

@@ -24,7 +24,11 @@ class KindRule:
     ``family``: how the corpus metrics are computed from the per-item records (``pulse_tasks.scoring.bootstrap``:
     mean credit, multi-label F1/AUC/HL, mean judge score over judged items); ``metrics``: the
     corpus metrics (the report's and the board's columns, per mode); ``criteria``: the judge's
-    criteria as lmms-eval metric names; ``turns``: questions per item.
+    criteria as lmms-eval metric names; ``turns``: questions per item; ``gold_options``: the gold
+    answer is a set of the options the question lists (its conversation's answer is a list);
+    ``qa_turns``: the conversation is a list of {question, answer} turns (not LLaVA's from/value).
+    The behaviour of each kind (scoring, guessing, synthetic answers) is the table
+    ``pulse_tasks.scoring.answers.ANSWER_SPACES``, keyed by the same kinds.
     """
 
     kind: str
@@ -33,17 +37,23 @@ class KindRule:
     metrics: tuple[str, ...]
     criteria: tuple[str, ...] = ()
     turns: int = 1
+    gold_options: bool = False
+    qa_turns: bool = False
 
 
 KINDS: dict[str, KindRule] = {rule.kind: rule for rule in (
     KindRule("multilabel", False, "multilabel", ("auc", "f1", "hamming_loss")),
     KindRule("letter", False, "accuracy", ("accuracy",)),
-    KindRule("ecgqa", False, "accuracy", ("accuracy",)),
+    KindRule("ecgqa", False, "accuracy", ("accuracy",), gold_options=True),
     KindRule("report", True, "judge", ("score",), ("diagnosis", "waveform", "rhythm")),
-    KindRule("arena", True, "judge", ("score",), ("accuracy", "completeness", "instruction_adherence"), turns=2),
+    KindRule("arena", True, "judge", ("score",), ("accuracy", "completeness", "instruction_adherence"), turns=2,
+             qa_turns=True),
 )}
 
 HUB_DATASET = "PULSE-ECG/ECGBench"  # the public home of the benchmark (parquet, one config a subset)
+
+# The sentence that closes every ECG-QA question of the reference data (the options come before it).
+ECGQA_TAIL = "Only answer based on the given Options without any explanation."
 
 # Letter answer spaces: csn/g12 offer up to eight options, MMMU-ECG four (reference scripts).
 LETTERS_8 = "ABCDEFGH"

@@ -28,7 +28,7 @@ from pulse_tasks.data.sources import (
     cache_dir,
     is_synthetic,
 )
-from pulse_tasks.data.subsets import BY_CONFIG, SUBSETS, Subset
+from pulse_tasks.data.subsets import BY_CONFIG, ECGQA_TAIL, SUBSETS, Subset
 
 __all__ = [
     "RHYTHMS",
@@ -77,7 +77,6 @@ starting with "synth-rhythm-") have gold answers that follow from the simulated 
 answers are random. Scores on this data say nothing about a model's ECG skills.
 """
 
-ECGQA_TAIL = "Only answer based on the given Options without any explanation."  # the reference's sentence
 DISTRACTORS = (
     "Atrial fibrillation", "Atrial flutter", "First degree AV block", "Left bundle branch block",
     "Right bundle branch block", "Premature ventricular contractions", "ST-segment elevation",
@@ -344,9 +343,9 @@ def _write_markers(out: Path, what: str, meta: dict[str, Any]) -> None:
 def _conversation_features(sub: Subset) -> Any:
     from datasets import List, Value
 
-    if sub.kind == "arena":
+    if sub.rule.qa_turns:
         return List({"question": Value("string"), "answer": Value("string")})
-    value = List(Value("string")) if sub.kind == "ecgqa" else Value("string")
+    value = List(Value("string")) if sub.rule.gold_options else Value("string")
     return List({"from": Value("string"), "value": value})
 
 
@@ -372,7 +371,7 @@ def _write_json(out: Path, sub: Subset, items: list[SynthItem]) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(item.png)
         conversations = [dict(t) for t in item.conversations]
-        if sub.kind != "arena":  # older JSON copies keep LLaVA's placeholder in the first question
+        if not sub.rule.qa_turns:  # older JSON copies keep LLaVA's placeholder in the first question
             first = conversations[0]["value"]
             conversations[0]["value"] = ([f"{IMAGE_TOKEN}\n{first[0]}", *first[1:]] if isinstance(first, list)
                                          else f"{IMAGE_TOKEN}\n{first}")

@@ -20,13 +20,13 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from pulse_tasks.data.subsets import BY_TASK, SUBSETS, Subset
 from pulse_tasks.results.summary import metric_names, metric_value
+from pulse_tasks.scoring.answers import answer_space
 from pulse_tasks.scoring.records import FAILED_PREFIXES, JUDGE_FAILED, JUDGE_OK
 
 RESULTS_SUFFIX = "_results.json"  # lmms-eval: <date_id>_results.json
@@ -394,8 +394,6 @@ def write_run(out_dir: str | Path, model: str, records: Mapping[str, list[dict[s
 
 # Synthetic items ------------------------------------------------------------------------------
 
-ECGQA_OPTIONS = ("yes", "no", "sinus rhythm", "atrial fibrillation", "left bundle branch block", "t wave inversion")
-ECGQA_TAIL = "Only answer based on the given Options without any explanation."
 JUDGE_IDENTITY = {"model": "gpt-4o-2024-08-06", "provider": "openai", "host": "api.openai.com",
                   "rubric_version": "ecgbench-judge-v1", "rubric_sha": "0123456789abcdef",
                   "temperature": 0.0, "response_format": "json_object"}  # a fixed, plausible judge for fixtures
@@ -405,21 +403,9 @@ JUDGE_CRITERIA = {"ptb-test-report": ("Diagnosis", "Waveform", "Rhythm"),
 
 def _synthetic_doc(spec: Subset, i: int, rng: random.Random) -> dict[str, Any]:
     """One synthetic normalized doc (no image: scoring never reads it)."""
-    doc: dict[str, Any] = {"id": f"{spec.config}-{i:05d}", "subset": spec.config, "gold_options": []}
-    if spec.kind == "letter":
-        doc.update(questions=["Which diagnosis fits this ECG?"], answers=[f"{rng.choice(spec.letters)}. Diagnosis"])
-    elif spec.kind == "ecgqa":
-        options = rng.sample(ECGQA_OPTIONS, 4)
-        gold_options = options[: rng.randint(1, 2)]
-        doc.update(questions=[f"Which findings are present? Options: {', '.join(options)}. {ECGQA_TAIL}"],
-                   answers=[", ".join(gold_options)], gold_options=gold_options)
-    elif spec.config == "code15-test":
-        gold = ["NORM"] if rng.random() < 0.4 else ["ABNORMAL", *rng.sample(spec.labels[2:], rng.randint(0, 2))]
-        doc.update(questions=["What are the diagnostic labels?"], answers=["; ".join(gold)])
-    else:
-        doc.update(questions=["What are the diagnostic labels?"],
-                   answers=["; ".join(rng.sample(spec.labels, rng.randint(1, 2)))])
-    return doc
+    example = answer_space(spec).example
+    assert example is not None, f"{spec.config} is judged: its synthetic items are judge records"
+    return {"id": f"{spec.config}-{i:05d}", "subset": spec.config, "gold_options": [], **example(spec, rng)}
 
 
 def _judge_record(spec: Subset, i: int, rng: random.Random, skill: float) -> dict[str, Any]:
@@ -452,7 +438,7 @@ def synthetic_run(seed: int = 0, skill: float = 0.7, scale: float = 1.0,
         for i in range(n):
             if spec.judged:
                 rec = _judge_record(spec, i, answer_rng, skill)
-                resp: Any = "Sinus rhythm, normal axis." if spec.rule.turns == 1 else ["First answer.", "Second answer."]
+                resp: Any = answer_space(spec).respond(spec, {}, answer_rng, True)
             else:
                 doc = _synthetic_doc(spec, i, item_rng)
                 resp = _answer_for(spec, doc, answer_rng, skill)
@@ -468,13 +454,4 @@ def _answer_for(spec: Subset, doc: Mapping[str, Any], rng: random.Random, skill:
     right = rng.random() < skill
     if rng.random() < 0.01:
         return f"{FAILED_PREFIXES[0]}: synthetic failure]"
-    if spec.kind == "letter":
-        gold = doc["answers"][0][0]
-        if rng.random() < 0.03:
-            return "I cannot tell from this image."
-        letter = gold if right else rng.choice(spec.letters)
-        return rng.choice([letter, f"{letter}. Diagnosis", f"Reasoning first.\nAnswer: {letter}"])
-    if spec.kind == "ecgqa":
-        return doc["answers"][0] if right else rng.choice(["yes", "no", "sinus rhythm"])
-    gold = re.split(r";\s*", doc["answers"][0])
-    return "; ".join(gold if right else rng.sample(spec.labels, rng.randint(1, 2)))
+    return answer_space(spec).respond(spec, doc, rng, right)

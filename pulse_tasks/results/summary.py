@@ -127,7 +127,7 @@ class SubsetSummary:
     def per_class(self) -> dict[str, dict[str, Estimate]]:
         """Multi-label subsets: mode -> class -> F1 estimate, over the classes the aggregate scores
         in that mode (paper: those seen in the gold labels); {} for other kinds."""
-        if self.columns.kind != "multilabel":
+        if self.columns.family != "multilabel":
             return {}
         classes = self.aggregate["classes"]
         return {mode: {c: self.estimate(mode, bootstrap.PER_CLASS_PREFIX + c) for c in classes[mode]}
@@ -140,7 +140,7 @@ class SubsetSummary:
     @property
     def outcomes(self) -> dict[str, np.ndarray]:
         """Accuracy subsets: each item's credit per mode (paired tests use McNemar's on 0/1 ones)."""
-        return {m: self.columns.columns[m] for m in bootstrap.MODES} if self.columns.kind == "accuracy" else {}
+        return {m: self.columns.columns[m] for m in bootstrap.MODES} if self.columns.family == "accuracy" else {}
 
     def table(self) -> dict[str, dict[str, dict[str, float | None]]]:
         """{mode: {metric: estimate dict}}, the layout of reports and boards."""

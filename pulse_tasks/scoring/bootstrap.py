@@ -87,7 +87,7 @@ def percentile_interval(samples: np.ndarray, confidence: float = CONFIDENCE) -> 
 class ItemColumns:
     """The per-item numbers a subset's corpus metrics are built from, in record order."""
 
-    kind: str  # "accuracy", "multilabel" or "judge"
+    family: str  # subsets.KindRule.family: "accuracy", "multilabel" or "judge"
     ids: tuple[str, ...]
     columns: dict[str, Any]  # name -> ndarray, see ``item_columns``
 
@@ -204,11 +204,11 @@ def _nanmean_rows(x: np.ndarray) -> np.ndarray:
 def weighted_metrics(cols: ItemColumns, w: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
     """{mode: {metric: (B,) values}} for the rows of ``w``; judged subsets use mode "judge"."""
     c = cols.columns
-    if cols.kind == "accuracy":
+    if cols.family == "accuracy":
         n = w.sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             return {m: {"accuracy": SCALE * (w @ c[m]) / n} for m in MODES}
-    if cols.kind == "multilabel":
+    if cols.family == "multilabel":
         return {m: multilabel_metrics(w, c[f"{m}_gold"], c[f"{m}_pred"], m == "paper", c["classes"]) for m in MODES}
     out = {JUDGE_KEY: _weighted_mean(w, c["ok"], c["score"])}
     for name, (has, vals) in c["criteria"].items():
@@ -341,7 +341,7 @@ def paired_differences(cols_a: ItemColumns, cols_b: ItemColumns, subset: str,
         for metric in point_a[mode]:
             if metric not in point_b.get(mode, {}):
                 continue
-            outcomes = (cols_a.columns[mode], cols_b.columns[mode]) if cols_a.kind == "accuracy" else None
+            outcomes = (cols_a.columns[mode], cols_b.columns[mode]) if cols_a.family == "accuracy" else None
             out[mode][metric] = paired_difference(float(point_a[mode][metric][0]), float(point_b[mode][metric][0]),
                                                   draws_a[mode][metric], draws_b[mode][metric], outcomes, confidence)
     return out

@@ -37,6 +37,7 @@ import numpy as np
 
 from pulse_tasks.data.subsets import Subset, get_subset
 from pulse_tasks.scoring import bootstrap, parsing
+from pulse_tasks.scoring.answers import answer_space
 from pulse_tasks.scoring import strict as strict_mode
 from pulse_tasks.scoring.records import (
     STATUS_FAILED,
@@ -62,12 +63,6 @@ def _resolve(subset: Subset | str) -> Subset:
 # --------------------------------------------------------------------------------------------
 
 
-def _first_answer(doc: Mapping[str, Any]) -> str:
-    answers = doc.get("answers") or [""]
-    answer = answers[0]
-    return answer if isinstance(answer, str) else str(answer)
-
-
 def score_item(subset: Subset | str, doc: Mapping[str, Any], response: object) -> dict:
     """Score one response to one normalized doc in paper and strict mode.
 
@@ -86,37 +81,7 @@ def score_item(subset: Subset | str, doc: Mapping[str, Any], response: object) -
     prompt = (doc.get("questions") or [""])[0]
     prompt = prompt if isinstance(prompt, str) else str(prompt)
     explain = strict_mode.not_answered(status) if not text else None
-    if sub.kind == "letter":
-        gold = parsing.gold_letter(_first_answer(doc))
-        if gold is None:
-            raise ValueError(f"{sub.config} item {record.id!r}: gold answer has no letter A-H")
-        paper = parsing.parse_letter_paper(text) if text else None
-        explain = explain or strict_mode.explain_letter(text, sub.letters, prompt)
-        strict = explain["labels"][0] if explain["labels"] else None
-        record.paper_credit = 1.0 / len(sub.letters) if paper is None else float(paper == gold)
-        record.strict_correct = strict == gold
-        record.unparsed, record.invalid = paper is None, strict is None
-    elif sub.kind == "ecgqa":
-        gold = list(doc.get("gold_options") or [])
-        if not gold:  # fall back to the joined answer string
-            gold = [g.strip() for g in _first_answer(doc).split(",") if g.strip()]
-        candidates = parsing.ecgqa_candidates(prompt)
-        paper = parsing.parse_ecgqa_paper(text, candidates) if text else []
-        explain = explain or strict_mode.explain_ecgqa(text, candidates, prompt)
-        strict = list(explain["labels"])
-        record.paper_credit = float(set(paper) == set(gold))
-        record.strict_correct = bool(strict) and set(strict) == set(parsing.strict_candidates(gold))
-        record.unparsed, record.invalid = not paper, not strict
-    else:
-        code15 = sub.config == "code15-test"
-        gold_text = _first_answer(doc)
-        paper = parsing.parse_labels_paper(text, sub.labels, code15=code15) if text else []
-        explain = explain or strict_mode.explain_labels(text, sub.labels, prompt)
-        strict = list(explain["labels"])
-        gold = parsing.gold_labels_paper(gold_text, sub.labels, code15=code15)
-        record.gold_strict = parsing.gold_labels_strict(gold_text, sub.labels)
-        record.unparsed, record.invalid = not paper, not strict
-    record.gold, record.paper, record.strict, record.explain = gold, paper, strict, explain
+    answer_space(sub).score(sub, doc, text, prompt, record, explain)  # type: ignore[misc]  # parsed kinds have one
     return record.to_dict()
 
 

@@ -122,7 +122,7 @@ class ScoreRecord:
     def to_dict(self) -> dict[str, Any]:
         """The record's JSON, key for key and in the order the scorer has always written it."""
         head = ("id", "subset", "kind", "status", "failed", "missing", "strict_version")
-        if self.kind == "multilabel":
+        if self.multilabel:
             body: tuple[str, ...] = ("gold", "gold_strict", "paper", "strict", "unparsed", "invalid")
         else:
             body = ("gold", "paper", "strict", "paper_credit", "strict_correct", "unparsed", "invalid")
@@ -143,6 +143,14 @@ class ScoreRecord:
         return cls(**values, extra=_extra(data, names), keys=tuple(data))
 
     @property
+    def multilabel(self) -> bool:
+        """A multi-label record (label lists in both modes), by its kind's family in ``subsets.KINDS``."""
+        from pulse_tasks.data.subsets import KINDS
+
+        rule = KINDS.get(self.kind)
+        return rule is not None and rule.family == "multilabel"
+
+    @property
     def version(self) -> int:
         """The strict scoring version (records from before it was recorded: the legacy version)."""
         return LEGACY_STRICT_VERSION if self.strict_version is None else int(self.strict_version)
@@ -150,7 +158,7 @@ class ScoreRecord:
     def correct(self, mode: str) -> bool:
         """Right in ``mode``: full paper credit (an unparsed letter's 1/k is not right) or strict
         correctness; multi-label: the predicted label set equals that mode's gold set."""
-        if self.kind == "multilabel":
+        if self.multilabel:
             gold = self.gold if mode == "paper" else self.gold_strict
             return sorted(getattr(self, mode) or []) == sorted(gold or [])
         if mode == "paper":

@@ -174,7 +174,7 @@ def explain_from_predictions(subset_name: str, predictions_path: str, wanted: li
     out = []
     for item_id in wanted:
         prediction = by_id[item_id]
-        placeholder = subset.letters[:1] if subset.kind == "letter" else ""  # the gold is not known
+        placeholder = subset.letters[:1]  # the gold is not known: any letter of a letter subset, else nothing
         doc = {"id": item_id, "subset": subset.config, "questions": [prediction.prompt],
                "answers": [placeholder], "gold_options": []}
         record = metrics.score_item(subset, doc, prediction.response)

@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pulse_tasks.data.subsets import Subset, get_subset
+from pulse_tasks.data.subsets import KINDS, Subset, get_subset
 
 JudgeKind = Literal["report", "arena"]
 
@@ -91,8 +91,8 @@ REPLY_INSTRUCTION = "Reply with the JSON object only."
 
 
 def user_message(kind: JudgeKind, questions: list[str], answers: list[str], responses: list[str]) -> str:
-    """The item to grade: ground truth and candidate, one block per turn for arena."""
-    if kind == "report":
+    """The item to grade: ground truth and candidate; one block per turn for multi-turn kinds (arena)."""
+    if KINDS[kind].turns == 1:
         parts = [_block("Ground-truth report", answers[0]), _block("Generated report", responses[0])]
     else:
         parts = []
