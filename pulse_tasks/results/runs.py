@@ -27,6 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from pulse_tasks.data.subsets import BY_TASK, SUBSETS, Subset
 from pulse_tasks.results.summary import metric_names, metric_value
 from pulse_tasks.scoring.answers import answer_space
+from pulse_tasks.scoring.judge.rubrics import CRITERIA
 from pulse_tasks.scoring.records import FAILED_PREFIXES, JUDGE_FAILED, JUDGE_OK
 
 RESULTS_SUFFIX = "_results.json"  # lmms-eval: <date_id>_results.json
@@ -397,8 +398,6 @@ def write_run(out_dir: str | Path, model: str, records: Mapping[str, list[dict[s
 JUDGE_IDENTITY = {"model": "gpt-4o-2024-08-06", "provider": "openai", "host": "api.openai.com",
                   "rubric_version": "ecgbench-judge-v1", "rubric_sha": "0123456789abcdef",
                   "temperature": 0.0, "response_format": "json_object"}  # a fixed, plausible judge for fixtures
-JUDGE_CRITERIA = {"ptb-test-report": ("Diagnosis", "Waveform", "Rhythm"),
-                  "arena": ("Accuracy", "Completeness", "Instruction Adherence")}
 
 
 def _synthetic_doc(spec: Subset, i: int, rng: random.Random) -> dict[str, Any]:
@@ -409,7 +408,7 @@ def _synthetic_doc(spec: Subset, i: int, rng: random.Random) -> dict[str, Any]:
 
 
 def _judge_record(spec: Subset, i: int, rng: random.Random, skill: float) -> dict[str, Any]:
-    criteria = JUDGE_CRITERIA[spec.config]
+    criteria = CRITERIA[spec.kind]  # type: ignore[index]  # judged kinds only
     base = {"id": f"{spec.config}-{i:05d}", "subset": spec.config, "judge": dict(JUDGE_IDENTITY),
             "explanations": {}, "raw": None, "error": None, "cached": False}
     if rng.random() < 0.04:

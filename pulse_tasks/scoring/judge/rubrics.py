@@ -27,10 +27,11 @@ JudgeKind = Literal["report", "arena"]
 # verdict as it was, and keeps the version: judge-later records then do not look like another judge).
 RUBRIC_VERSION = "ecgbench-judge-v1"
 
-# Criteria in report order, as the JSON keys the judge is asked for.
+# Criteria in report order, as the JSON keys the judge is asked for: the lmms-eval metric names of
+# subsets.KINDS in title case ("instruction_adherence" -> "Instruction Adherence").
 CRITERIA: dict[JudgeKind, tuple[str, ...]] = {
-    "report": ("Diagnosis", "Waveform", "Rhythm"),
-    "arena": ("Accuracy", "Completeness", "Instruction Adherence"),
+    kind: tuple(c.replace("_", " ").title() for c in rule.criteria)  # type: ignore[misc]
+    for kind, rule in KINDS.items() if rule.judged
 }
 
 # Key spellings seen in reference judge outputs, normalised (lower case, letters only) -> criterion.
