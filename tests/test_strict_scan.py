@@ -1,6 +1,6 @@
-"""Strict mode's vocabulary scan (``strict._Pass``) runs only the term groups whose mandatory
-literals a text holds and merges their matches; it must find exactly what the one alternation of
-all terms finds with ``finditer``: the same spans and, where terms compete, the same term.
+"""Strict mode's vocabulary scan (``strict._Pass``) runs an alternation of only the terms whose
+mandatory literals a text holds; it must find exactly what the one alternation of all terms finds
+with ``finditer``: the same spans and, where terms compete, the same term.
 
 Checked on every real answer the benchmark ships (bench/data: a fine-tuned model's code15
 answers, large models' ECG-QA reasoning), each with every label vocabulary, and on hand-made texts
@@ -43,7 +43,7 @@ VOCABULARIES = sorted({s.labels for s in AUTO_SCORED if s.labels})
 
 
 @pytest.mark.parametrize("labels", VOCABULARIES, ids=lambda labels: labels[1])
-def test_the_grouped_scan_finds_what_one_alternation_finds_on_real_answers(labels) -> None:
+def test_the_narrowed_scan_finds_what_one_alternation_finds_on_real_answers(labels) -> None:
     passes = strict._vocabulary(labels, ())
     texts = _real_texts()
     assert len(texts) > 1000
@@ -58,15 +58,14 @@ def test_the_grouped_scan_finds_what_one_alternation_finds_on_real_answers(label
 
 
 def test_competing_terms_resolve_as_in_the_alternation() -> None:
-    # two groups (literals "bundle" and "block") whose terms overlap and start together: the earlier
-    # term wins at the same start, and the next match starts after the chosen one
+    # terms of different literals ("bundle", "block", "degree") that overlap and start together: the
+    # earlier term wins at the same start, and the next match starts after the chosen one
     terms = [("RBBB", "synonym", r"right\s+bundle\s+branch\s+block"),
              ("CD", "synonym", r"right\s+bundle"),
              ("AVB", "synonym", r"(?:first|1st)[\s-]+degree\s+(?:av\s+)?block"),
              ("X", "synonym", r"block"),
              ("Y", "synonym", r"degree")]
     scan = strict._Pass(terms)
-    assert len(scan.groups) >= 3
     for text in ("right bundle branch block and right bundle; first degree av block, block",
                  "degree block right bundle", "right bundle branch blocks", "no finding at all",
                  "1st-degree block right  bundle branch  block"):

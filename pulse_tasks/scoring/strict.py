@@ -324,29 +324,22 @@ class _Pass:
 
     The scan tries every alternative at every word start, so a long answer costs about the number
     of alternatives; a term whose mandatory literal ("bundle", "ischemi") is not in the text cannot
-    match. So the terms are compiled once, in groups of the same mandatory literals (in term
-    order), and a scan runs only the groups whose literals the text holds, merging their matches as
-    the one alternation of all terms would: leftmost first, and at the same start the earliest term;
-    the next match starts where the last one ended. (Compiling an alternation of the possible terms
-    per text instead cost a compilation for most new sets of literals: about a sixth of a full run's
-    scoring time on real answers; this costs no compilation after the vocabulary's own.)
+    match, so the scan uses an alternation of the terms that can (compiled once per such set).
     """
 
     def __init__(self, terms: list[tuple[str | None, str, str]]) -> None:
         self.terms = terms
-        literals = [None if lits is None else frozenset(lits)
-                    for lits in (_mandatory_literals(p) for _, _, p in terms)]
-        self.unique = frozenset(x for lits in literals if lits for x in lits)
-        groups: dict[frozenset[str] | None, list[int]] = {}
-        for i, lits in enumerate(literals):
-            groups.setdefault(lits, []).append(i)
-        # (literals or None for "always", term indices, pattern), one per set of literals
-        self.groups = [(lits, tuple(indices), self._compile(tuple(indices))) for lits, indices in groups.items()]
+        self.literals = [None if lits is None else frozenset(lits)
+                         for lits in (_mandatory_literals(p) for _, _, p in terms)]
+        self.unique = frozenset(x for lits in self.literals if lits for x in lits)
+        self.full = self._compile(tuple(range(len(terms))))
+        self._patterns: dict[tuple[int, ...], re.Pattern[str]] = {}  # compiled once per term subset
+        self._subsets: dict[frozenset[str], tuple[tuple[int, ...], re.Pattern[str]]] = {}
 
     def _compile(self, indices: tuple[int, ...]) -> re.Pattern[str]:
         # one word-start check for all alternatives (the scan's hot path), then the term;
         # case-sensitive on lower-cased text: sre skips to possible first characters (IGNORECASE cannot)
-        alternatives = "|".join(f"({self.terms[i][2]})" for i in indices)
+        alternatives = "|".join(f"({self.terms[i][2]})" for i in indices) or "(?!)"
         # "\\b" rather than a look-behind: sre scans about twice as fast (every term starts with a
         # letter or digit, so both say "not inside a word")
         return re.compile(rf"\b(?:{alternatives}){_PLURAL}(?![{_WORD}])")
@@ -354,29 +347,23 @@ class _Pass:
     def scan(self, masked: str):
         """(match, (label, source, term)) for every match in ``masked``."""
         present = frozenset(filter(masked.__contains__, self.unique))
-        active = [(indices, pattern) for lits, indices, pattern in self.groups
-                  if lits is None or not present.isdisjoint(lits)]
-        if len(active) == 1:
-            indices, pattern = active[0]
-            for m in pattern.finditer(masked):
-                yield m, self.terms[indices[m.lastindex - 1]]
-            return
-        # each group's next match; the earliest start wins, then the earliest term
-        ahead = [pattern.search(masked) for _, pattern in active]
-        while True:
-            best, best_term = None, -1
-            for (indices, _), m in zip(active, ahead):
-                if m is not None:
-                    term = indices[m.lastindex - 1]
-                    if best is None or m.start() < best.start() or (m.start() == best.start() and term < best_term):
-                        best, best_term = m, term
-            if best is None:
-                return
-            yield best, self.terms[best_term]
-            end = best.end()
-            for k, m in enumerate(ahead):
-                if m is not None and m.start() < end:  # overlaps the match: look again after it
-                    ahead[k] = active[k][1].search(masked, end)
+        chosen = self._subsets.get(present)  # (indices, pattern) per set of literals present
+        if chosen is None:
+            indices = tuple(i for i, lits in enumerate(self.literals) if lits is None or not present.isdisjoint(lits))
+            pattern = self.full if len(indices) == len(self.terms) else self._patterns.get(indices)
+            if pattern is None:
+                if len(self._patterns) >= SUBSET_PATTERNS_MAX:
+                    self._patterns.clear()
+                pattern = self._patterns[indices] = self._compile(indices)
+            if len(self._subsets) >= SUBSET_PATTERNS_MAX:
+                self._subsets.clear()
+            chosen = self._subsets[present] = (indices, pattern)
+        indices, pattern = chosen
+        for m in pattern.finditer(masked):
+            yield m, self.terms[indices[m.lastindex - 1]]
+
+
+SUBSET_PATTERNS_MAX = 2048  # compiled term subsets kept per pass
 
 
 _HYPHENS = str.maketrans("\u2010\u2011\u2012\u2212\u2019\u2018", "----''")  # "t\u2011waves" is "t-waves"
