@@ -17,7 +17,8 @@ their shape:
   :func:`judge_ok`, :func:`judge_score`, :func:`judge_failed`, :func:`strict_version_of`.
 
 Records travel as plain dicts (JSON); consumers ask these functions instead of reading keys.
-Pure Python, no third-party import: the model side (``pulse_models.engine``) imports it too.
+Pure Python, no third-party import (of this package only ``data.subsets``, pure too): the model side
+(``pulse_models.engine``) imports it too.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+from pulse_tasks.data.subsets import BY_CONFIG, KINDS
 
 # --------------------------------------------------------------------------------------------
 # State words
@@ -145,8 +148,6 @@ class ScoreRecord:
     @property
     def multilabel(self) -> bool:
         """A multi-label record (label lists in both modes), by its kind's family in ``subsets.KINDS``."""
-        from pulse_tasks.data.subsets import KINDS
-
         rule = KINDS.get(self.kind)
         return rule is not None and rule.family == "multilabel"
 
@@ -239,16 +240,12 @@ def kind_of(record: Mapping[str, Any]) -> str:
     kind = record.get("kind")
     if kind:
         return str(kind)
-    from pulse_tasks.data.subsets import BY_CONFIG
-
     spec = BY_CONFIG.get(str(record.get("subset", "")))
     return spec.kind if spec else UNKNOWN
 
 
 def is_judged(record: Mapping[str, Any]) -> bool:
     """A judge record (report or arena)."""
-    from pulse_tasks.data.subsets import KINDS
-
     rule = KINDS.get(kind_of(record))
     return rule is not None and rule.judged
 
